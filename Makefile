@@ -1,0 +1,65 @@
+# bumpconv: the two README commands are `make demo` (main job on SmolLM2-135M) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CACHE  ?= .cache
+SMOL   := $(CACHE)/smollm2-fp32
+BLOB   := $(CACHE)/smollm2.bump
+LAYER  ?= 0
+TOL    ?= 1e-5
+DUMP   ?= 0
+PROMPT ?= The capital of France is
+
+.PHONY: install test demo native asan-test fixtures parity layer-diff context-sweep bench schemas clean
+
+# A fresh clone: create the venv and install the package (which builds the C runtime).
+$(VENV)/.installed: pyproject.toml requirements-dev.txt $(wildcard setup.py native/*.c native/*.h native/*.py)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(BIN)/python -m pytest -q
+
+fixtures: install
+	$(BIN)/python -m bumpconv.fixtures smollm2 --cache $(CACHE)
+
+$(BLOB): $(VENV)/.installed
+	$(BIN)/python -m bumpconv.fixtures smollm2 --cache $(CACHE)
+	$(BIN)/bumpconv convert $(SMOL) $(BLOB) --force
+
+# The main job end to end: build SmolLM2-135M, convert, inspect, verify, run, parity.
+demo: $(BLOB)
+	$(BIN)/bumpconv inspect $(BLOB) --verify --summary
+	$(BIN)/bumpconv verify $(BLOB) --against $(SMOL)
+	$(BIN)/bumpconv run $(BLOB) --prompt "$(PROMPT)" -n 20 --tokenizer $(SMOL)
+	$(BIN)/bumpconv parity $(SMOL) $(BLOB)
+
+native:
+	$(MAKE) -C native
+
+asan-test: install
+	$(MAKE) -C native asan-test PYTHON=$(abspath $(BIN)/python)
+
+parity: $(BLOB)
+	$(BIN)/bumpconv parity $(SMOL) $(BLOB)
+
+layer-diff: $(BLOB)
+	$(BIN)/bumpconv parity $(SMOL) $(BLOB) --layer $(LAYER) --tol $(TOL) $(if $(filter 1,$(DUMP)),--dump $(CACHE)/layer-$(LAYER)-dump.npz)
+
+context-sweep: $(BLOB)
+	$(BIN)/bumpconv parity $(SMOL) $(BLOB) --context-sweep
+
+bench: install
+	$(BIN)/python bench/bench_convert.py --cache $(CACHE)
+	$(BIN)/python bench/bench_runtime.py --cache $(CACHE)
+
+# Regenerate the committed JSON Schemas from the Pydantic models (a test fails when stale).
+schemas: install
+	$(BIN)/python -m bumpconv.schema_export schemas
+
+clean:
+	rm -rf build native/build src/*.egg-info

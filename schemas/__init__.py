@@ -1,0 +1,1 @@
+"""The layout schema files, shipped inside the package as ``bumpconv.schemas``."""

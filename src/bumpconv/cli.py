@@ -1,0 +1,54 @@
+"""The ``bumpconv`` command line: one subcommand per module in :mod:`bumpconv.commands`.
+
+Errors a user can cause are :class:`~bumpconv.errors.BumpError`; they are printed as one line
+``bumpconv: error: ...`` with exit status 1. Ctrl-C exits 130 after the command has cleaned up.
+Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import signal
+import sys
+
+from . import __version__, commands
+from .errors import BumpError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bumpconv",
+        description="Convert Hugging Face Llama-family checkpoints to the engine's bump blob, "
+                    "inspect it, and prove it right.")
+    parser.add_argument("--version", action="version", version=f"bumpconv {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        module.add_parser(sub)
+    return parser
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)  # clean up partial output like Ctrl-C does
+    try:
+        return int(args.func(args) or 0)
+    except BumpError as exc:
+        print(f"bumpconv: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bumpconv: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `bumpconv inspect x | head`
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,36 @@
+"""``bumpconv inspect FILE``: what is in a blob, and whether it is intact."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..describe import blob_summary, format_blob
+from ..integrity import check_integrity
+from ..reader import open_blob
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="describe a .bump blob and check its integrity",
+                       description="Identify a bump blob (bumpconv- or engine-written "
+                                   "BUMPWGT3/4/5), list its tensors, and optionally verify it.")
+    p.add_argument("file", type=Path, help=".bump file")
+    p.add_argument("--verify", action="store_true",
+                   help="recompute every checksum and hash, check padding; exit 1 on failure")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--summary", action="store_true", help="omit the per-tensor table")
+    p.add_argument("--config", type=Path, metavar="CONFIG_JSON",
+                   help="config.json for files that do not record every setting (BUMPWGT3/4)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    with open_blob(args.file, config=args.config) as bf:
+        report = check_integrity(bf) if args.verify else None
+        summary = blob_summary(bf, report)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(format_blob(summary, tensors=not args.summary))
+    return 0 if report is None or report.ok else 1

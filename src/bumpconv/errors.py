@@ -1,0 +1,32 @@
+"""Exceptions that are the user interface: every message names the file, tensor or key at fault.
+
+The CLI prints ``str(error)`` on one line and exits non-zero; nothing below the CLI prints.
+"""
+
+
+class BumpError(Exception):
+    """Base class for every error bumpconv reports to a user."""
+
+
+class ConfigError(BumpError):
+    """config.json is missing a key, contradicts itself, or describes an unsupported model."""
+
+
+class SourceError(BumpError):
+    """A safetensors source is malformed, incomplete, or disagrees with the config."""
+
+
+class LayoutError(BumpError):
+    """A layout schema cannot express the model (e.g. an untied model in bumpwgt3)."""
+
+
+class BlobError(BumpError):
+    """A .bump file is malformed, truncated, corrupted, or not what the caller expected."""
+
+
+class VerifyError(BumpError):
+    """A blob does not hold exactly the source's weights."""
+
+
+class OutputError(BumpError):
+    """The output path cannot be written (exists without --force, unwritable directory)."""

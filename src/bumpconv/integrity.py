@@ -1,0 +1,109 @@
+"""Integrity checks of a blob against itself: checksums, per-tensor hashes, zero padding.
+
+`inspect --verify` and ``BumpModel(verify=True)`` run these; they need no source checkpoint
+(`bumpconv verify --against SRC` is the content check against the source).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import BlobError
+from .packing import first_nonzero_padding
+from .reader import BumpFile
+
+_BLOCK = 8 << 20
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class IntegrityReport:
+    path: Path
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def first_failure(self) -> Check | None:
+        return next((c for c in self.checks if not c.ok), None)
+
+    def raise_on_failure(self) -> None:
+        bad = self.first_failure()
+        if bad is not None:
+            raise BlobError(f"{self.path}: {bad.name} failed: {bad.detail}")
+
+
+def checksum_range(bf: BumpFile) -> tuple[int, int]:
+    """The byte range the header checksum covers, per the profile."""
+    end = bf.payload_end if bf.profile.checksum_covers == "payload_end" else bf.size
+    return bf.table_offset, end
+
+
+def check_integrity(bf: BumpFile, padding: bool = True) -> IntegrityReport:
+    """Recompute every checksum the file carries; optionally check that all padding is zero."""
+    report = IntegrityReport(bf.path)
+    start, end = checksum_range(bf)
+    total = hashlib.sha256()
+    per = {t.name: hashlib.sha256() for t in bf.tensors if t.sha256}
+    spans = [(t.offset, t.offset + t.nbytes, per[t.name]) for t in bf.tensors if t.name in per]
+    with open(bf.path, "rb", buffering=0) as f:
+        f.seek(start)
+        buf = bytearray(_BLOCK)
+        view = memoryview(buf)
+        pos, si = start, 0
+        while pos < end:
+            n = f.readinto(view[:min(_BLOCK, end - pos)])
+            if not n:
+                raise BlobError(f"{bf.path}: file shrank while being verified")
+            chunk = view[:n]
+            total.update(chunk)
+            while si < len(spans) and spans[si][1] <= pos:
+                si += 1
+            j = si
+            while j < len(spans) and spans[j][0] < pos + n:
+                a, b, h = spans[j]
+                h.update(chunk[max(a, pos) - pos:min(b, pos + n) - pos])
+                j += 1
+            pos += n
+    digest = total.digest()
+    report.checks.append(Check(
+        "header checksum", digest == bf.checksum,
+        f"SHA-256 of bytes [0x{start:x}, 0x{end:x}) is {digest.hex()[:16]}..., "
+        f"header says {bf.checksum.hex()[:16]}..."))
+    if bf.metadata_sha256_ok is not None:
+        report.checks.append(Check("metadata hash", bf.metadata_sha256_ok,
+                                   "SHA-256 of the metadata JSON vs the footer"))
+    if bf.metadata is not None:
+        recorded = bf.metadata.bumpconv.payload_sha256
+        report.checks.append(Check("metadata payload_sha256", recorded == digest.hex(),
+                                   f"metadata records {recorded[:16]}..."))
+        bad = [t.name for t in bf.tensors if t.name in per and per[t.name].hexdigest() != t.sha256]
+        report.checks.append(Check(
+            "tensor hashes", not bad,
+            f"{len(bad)} tensor(s) differ from the manifest, first {bad[0]!r}" if bad
+            else f"{len(per)} tensors match the manifest"))
+    if padding:
+        report.checks.append(_padding_check(bf))
+    return report
+
+
+def _padding_check(bf: BumpFile) -> Check:
+    checked = 0
+    for t in bf.tensors:
+        if t.dtype != "fp32":
+            continue
+        where = first_nonzero_padding(t.slot, bf.array(t.name))
+        checked += 1
+        if where is not None:
+            return Check("zero padding", False, f"tensor {t.name!r} has a non-zero value at "
+                                                f"padding index {list(where)}")
+    return Check("zero padding", True, f"padding of {checked} fp32 tensors is zero")

@@ -1,0 +1,311 @@
+"""Layout schemas: a bump profile's header, dtype table, tensor order and packing, as data.
+
+The files in ``schemas/*.layout.json`` are instances of :class:`LayoutProfile`. The converter,
+the reader, ``verify`` and the runtime all expand the same profile against a
+:class:`~bumpconv.spec.ModelSpec` (:func:`expand_tensors`), so there is exactly one description
+of where each tensor lives and how it is packed.
+
+A tensor rule says how its packed array is made from its HF sources, in three steps that are
+each trivially invertible:
+
+1. ``stack`` the sources (when there is more than one) along a new leading axis,
+2. ``reshape`` the result to ``view`` (default: ``box``),
+3. ``transpose`` it by ``axes`` (default: identity); the result has shape ``box``.
+
+The packed tensor has shape ``shape`` (the padded extents); the ``box`` corner holds the data
+and everything else is zero. Shapes are written in the symbols of :meth:`ModelSpec.dims`
+(``"H*D"``, ``"AE"``, ``"2"``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .errors import LayoutError
+
+_EXPR = re.compile(r"^[A-Z0-9]+([*/][A-Z0-9]+)*$")
+
+
+def evaluate(expr: str, dims: dict[str, int]) -> int:
+    """Evaluate a shape expression such as ``"H*D"`` or ``"E/H"`` (left to right, exact)."""
+    if not _EXPR.match(expr):
+        raise LayoutError(f"bad shape expression {expr!r}")
+    tokens = re.split(r"([*/])", expr)
+    value = _atom(tokens[0], dims)
+    for op, atom in zip(tokens[1::2], tokens[2::2]):
+        rhs = _atom(atom, dims)
+        if op == "*":
+            value *= rhs
+        else:
+            if rhs == 0 or value % rhs:
+                raise LayoutError(f"{expr} is not an exact division ({value}/{rhs})")
+            value //= rhs
+    return value
+
+
+def _atom(token: str, dims: dict[str, int]) -> int:
+    if token.isdigit():
+        return int(token)
+    if token not in dims:
+        raise LayoutError(f"unknown dimension symbol {token!r}")
+    return dims[token]
+
+
+class HeaderField(BaseModel):
+    """One field of the fixed 128-byte header (or of a wider engine variant)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    offset: int = Field(ge=0)
+    type: Literal["magic", "version", "u32", "u64", "sha256", "zeros"] = Field(
+        description="magic and version hold the file's magic and version; sha256 the checksum")
+    size: int | None = Field(default=None, gt=0, description="byte size, for 'zeros' only")
+    value: str | int | None = Field(
+        default=None,
+        description="a dimension expression, an integer constant, or null for a field whose "
+                    "value bumpconv does not interpret (engine-only fields)")
+
+    @property
+    def nbytes(self) -> int:
+        return {"magic": 8, "version": 4, "u32": 4, "u64": 8, "sha256": 32}.get(self.type) or int(self.size or 0)
+
+
+class HeaderVariant(BaseModel):
+    """A header layout. The first variant of a profile is the one bumpconv writes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str
+    fields: tuple[HeaderField, ...]
+    dtype_table_offset: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> "HeaderVariant":
+        end = 0
+        for f in sorted(self.fields, key=lambda f: f.offset):
+            if f.offset < end:
+                raise ValueError(f"header field {f.name!r} overlaps the previous field")
+            end = f.offset + f.nbytes
+        if end > self.dtype_table_offset:
+            raise ValueError("header fields run past the dtype table")
+        return self
+
+    def field(self, name: str) -> HeaderField:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+
+class TensorRule(BaseModel):
+    """One packed tensor: where its data comes from and how it is laid out."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="packed tensor name; '{layer}' is replaced by the layer index")
+    role: str = Field(description="what the tensor means to a runtime (wq, ln1, lm_head, ...)")
+    when: str | None = Field(default=None, description="spec flag under which the tensor exists")
+    sources_when: str | None = Field(
+        default=None, description="spec flag under which the sources exist; otherwise zero-filled")
+    shape: tuple[str, ...] = Field(description="packed (padded) shape")
+    box: tuple[str, ...] | None = Field(
+        default=None, description="extent of real data in the packed shape; null = all zeros")
+    sources: tuple[str, ...] = ()
+    source_shape: tuple[str, ...] | None = Field(
+        default=None, description="expected shape of every source tensor")
+    view: tuple[str, ...] | None = None
+    axes: tuple[int, ...] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TensorRule":
+        if (self.box is None) != (not self.sources):
+            raise ValueError(f"{self.name}: a tensor has a box exactly when it has sources")
+        if self.box is not None:
+            if len(self.box) != len(self.shape):
+                raise ValueError(f"{self.name}: box and shape differ in rank")
+            if self.source_shape is None:
+                raise ValueError(f"{self.name}: sources need a source_shape")
+            view = self.view or self.box
+            axes = self.axes or tuple(range(len(view)))
+            if sorted(axes) != list(range(len(view))) or len(view) != len(self.box):
+                raise ValueError(f"{self.name}: axes must permute the view's axes")
+            if axes[-1] != len(view) - 1:
+                raise ValueError(f"{self.name}: the last axis must stay last (rows are streamed)")
+        return self
+
+
+class LayerGroup(BaseModel):
+    """Rules repeated for every layer, in order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    per_layer: tuple[TensorRule, ...]
+
+
+class Refusal(BaseModel):
+    """A spec flag under which the profile cannot represent the model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    flag: str
+    message: str
+
+
+class Requirement(BaseModel):
+    """Two dimension expressions that must be equal for the profile to represent the model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    left: str
+    right: str
+    message: str
+
+
+class ReadMagic(BaseModel):
+    """A magic this profile's reader accepts (engine-written files of older versions)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    magic: str = Field(min_length=8, max_length=8)
+    version: int
+    metadata: bool = Field(description="whether files with this magic end in JSON + footer")
+
+
+class LayoutProfile(BaseModel):
+    """A complete bump layout: header variants, dtype table, checksum coverage, tensor order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    profile: str
+    description: str
+    magic: str = Field(min_length=8, max_length=8)
+    version: int
+    reads: tuple[ReadMagic, ...] = Field(description="every magic the reader accepts")
+    headers: tuple[HeaderVariant, ...] = Field(min_length=1)
+    dtype_enum: Literal["current", "legacy"]
+    checksum_field: str
+    checksum_covers: Literal["payload_end", "file_end"] = Field(
+        description="the checksum covers [dtype table offset, this point)")
+    refuse: tuple[Refusal, ...] = ()
+    require: tuple[Requirement, ...] = ()
+    tensors: tuple[Union[TensorRule, LayerGroup], ...]
+
+    def flags_used(self) -> set[str]:
+        """Every spec flag some rule or refusal of this profile depends on."""
+        flags = {r.flag for r in self.refuse}
+        for rule in self.rules():
+            flags.update(f for f in (rule.when, rule.sources_when) if f)
+        return flags
+
+    def rules(self) -> list[TensorRule]:
+        out: list[TensorRule] = []
+        for item in self.tensors:
+            out.extend(item.per_layer if isinstance(item, LayerGroup) else (item,))
+        return out
+
+
+PROFILES = ("bumpwgt5", "bumpwgt3")
+
+
+@cache
+def load_profile(name: str) -> LayoutProfile:
+    """Load ``schemas/<name>.layout.json`` (shipped inside the package as bumpconv.schemas)."""
+    if name not in PROFILES:
+        raise LayoutError(f"unknown format {name!r} (known: {', '.join(PROFILES)})")
+    text = resources.files("bumpconv.schemas").joinpath(f"{name}.layout.json").read_text("utf-8")
+    return LayoutProfile.model_validate_json(text)
+
+
+def profile_hash(name: str) -> str:
+    """SHA-256 of the canonical JSON of a profile: identifies the exact layout a file used."""
+    canon = json.dumps(load_profile(name).model_dump(mode="json"), sort_keys=True,
+                       separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canon.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TensorSlot:
+    """A rule expanded for one model: concrete names, shapes and byte size (no offset yet)."""
+
+    name: str
+    role: str
+    layer: int | None
+    shape: tuple[int, ...]
+    box: tuple[int, ...] | None
+    sources: tuple[str, ...]
+    source_shape: tuple[int, ...] | None
+    view: tuple[int, ...] | None
+    axes: tuple[int, ...] | None
+
+    @property
+    def nbytes(self) -> int:
+        return 4 * math.prod(self.shape)
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+def check_representable(profile: LayoutProfile, dims: dict[str, int],
+                        flags: dict[str, bool]) -> None:
+    """Raise LayoutError when the profile cannot hold this model (refusals, requirements)."""
+    for refusal in profile.refuse:
+        if flags.get(refusal.flag):
+            raise LayoutError(f"{profile.profile}: {refusal.message}")
+    for req in profile.require:
+        left, right = evaluate(req.left, dims), evaluate(req.right, dims)
+        if left != right:
+            raise LayoutError(f"{profile.profile}: {req.message} ({req.left}={left}, {req.right}={right})")
+
+
+def expand_tensors(profile: LayoutProfile, dims: dict[str, int],
+                   flags: dict[str, bool]) -> list[TensorSlot]:
+    """The profile's payload tensors for one model, in file order."""
+    check_representable(profile, dims, flags)
+    slots: list[TensorSlot] = []
+    for item in profile.tensors:
+        if isinstance(item, LayerGroup):
+            for layer in range(dims["L"]):
+                slots.extend(_expand_rule(r, dims, flags, layer) for r in item.per_layer
+                             if r.when is None or flags[r.when])
+        elif item.when is None or flags[item.when]:
+            slots.append(_expand_rule(item, dims, flags, None))
+    return slots
+
+
+def _expand_rule(rule: TensorRule, dims: dict[str, int], flags: dict[str, bool],
+                 layer: int | None) -> TensorSlot:
+    def ints(exprs: tuple[str, ...] | None) -> tuple[int, ...] | None:
+        return None if exprs is None else tuple(evaluate(e, dims) for e in exprs)
+
+    def named(template: str) -> str:
+        return template if layer is None else template.replace("{layer}", str(layer))
+
+    has_sources = bool(rule.sources) and (rule.sources_when is None or flags[rule.sources_when])
+    shape = ints(rule.shape)
+    assert shape is not None
+    box = ints(rule.box) if has_sources else None
+    if box is not None and any(b > s for b, s in zip(box, shape)):
+        raise LayoutError(f"{named(rule.name)}: data box {box} exceeds packed shape {shape}")
+    return TensorSlot(
+        name=named(rule.name),
+        role=rule.role,
+        layer=layer,
+        shape=shape,
+        box=box,
+        sources=tuple(named(s) for s in rule.sources) if has_sources else (),
+        source_shape=ints(rule.source_shape) if has_sources else None,
+        view=ints(rule.view) if has_sources else None,
+        axes=rule.axes if has_sources else None,
+    )

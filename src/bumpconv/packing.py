@@ -1,0 +1,142 @@
+"""Packing: the stack/reshape/transpose rule of a layout slot, applied forwards and backwards.
+
+Two forms of the same rule:
+
+* :func:`pack` / :func:`unpack` work on whole arrays with plain numpy; they are the readable
+  statement of the rule and what ``verify`` and the tests use.
+* :func:`row_map` describes the packed tensor as rows, each filled from one contiguous run of
+  one source; the streaming writer uses it to pack a tensor of any size in bounded memory.
+  Tests check that both forms agree with the element rules in docs/format.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .layout import TensorSlot
+
+
+def _box(slot: TensorSlot) -> tuple[slice, ...]:
+    assert slot.box is not None
+    return tuple(slice(0, b) for b in slot.box)
+
+
+def _view(slot: TensorSlot) -> tuple[int, ...]:
+    assert slot.box is not None
+    return slot.view or slot.box
+
+
+def _axes(slot: TensorSlot) -> tuple[int, ...]:
+    return slot.axes or tuple(range(len(_view(slot))))
+
+
+def logical_from_sources(slot: TensorSlot, sources: list[np.ndarray]) -> np.ndarray:
+    """Stack the sources, reshape to the view, transpose: the unpadded packed data (box)."""
+    x = sources[0] if len(sources) == 1 else np.stack(sources)
+    return x.reshape(_view(slot)).transpose(_axes(slot))
+
+
+def sources_from_logical(slot: TensorSlot, logical: np.ndarray) -> list[np.ndarray]:
+    """The exact inverse of :func:`logical_from_sources` (views where numpy allows)."""
+    assert slot.source_shape is not None
+    x = logical.transpose(np.argsort(_axes(slot)))
+    if len(slot.sources) == 1:
+        return [x.reshape(slot.source_shape)]
+    return list(x.reshape((len(slot.sources), *slot.source_shape)))
+
+
+def pack(slot: TensorSlot, sources: list[np.ndarray]) -> np.ndarray:
+    """The packed fp32 tensor in its padded shape, zeros outside the data box."""
+    out = np.zeros(slot.shape, dtype=np.float32)
+    if slot.box is not None:
+        out[_box(slot)] = logical_from_sources(slot, sources)
+    return out
+
+
+def unpack(slot: TensorSlot, packed: np.ndarray) -> list[np.ndarray]:
+    """The source tensors recovered from a packed tensor (inverse of :func:`pack`)."""
+    if slot.box is None:
+        return []
+    return sources_from_logical(slot, packed.reshape(slot.shape)[_box(slot)])
+
+
+def first_nonzero_padding(slot: TensorSlot, packed: np.ndarray,
+                          block_rows: int = 4096) -> tuple[int, ...] | None:
+    """Index of the first non-zero element outside the data box, or None when all padding is 0.
+
+    Scans blocks of the leading axis so a memory-mapped tensor of any size is checked in
+    bounded memory.
+    """
+    x = packed.reshape(slot.shape)
+    box = slot.box or (0,) * len(slot.shape)
+    if box == slot.shape:
+        return None
+    for a in range(0, slot.shape[0], block_rows):
+        block = x[a:a + block_rows]
+        mask = block != 0
+        inner = max(0, min(box[0] - a, block.shape[0]))
+        if inner and all(box[1:]):
+            mask[(slice(0, inner), *(slice(0, b) for b in box[1:]))] = False
+        hits = np.argwhere(mask)
+        if len(hits):
+            return (int(hits[0][0]) + a, *(int(i) for i in hits[0][1:]))
+    return None
+
+
+@dataclass(frozen=True)
+class RowMap:
+    """The packed tensor as ``rows x width`` (width = last padded dim).
+
+    Logical row ``i`` (in data-box order) lands in packed row ``pad_rows[i]``, columns
+    ``[0, run)``, and is read from source ``src_index[i]`` at flat element ``src_start[i]``.
+    Packed rows not listed, and columns ``>= run``, are zero.
+    """
+
+    rows: int
+    width: int
+    run: int
+    pad_rows: np.ndarray
+    src_index: np.ndarray
+    src_start: np.ndarray
+
+
+def row_map(slot: TensorSlot) -> RowMap:
+    """Derive the row form of a slot's rule by pushing row offsets through the same transform."""
+    rows, width = math.prod(slot.shape[:-1]), slot.shape[-1]
+    if slot.box is None:
+        empty = np.zeros(0, dtype=np.int64)
+        return RowMap(rows, width, 0, empty, empty, empty)
+    view, axes, box = _view(slot), _axes(slot), slot.box
+    starts = (np.arange(math.prod(view[:-1]), dtype=np.int64) * view[-1]).reshape(view[:-1])
+    starts = starts.transpose(axes[:-1]).ravel()
+    assert slot.source_shape is not None
+    per_source = math.prod(slot.source_shape)
+    if len(box) == 1:
+        pad_rows = np.zeros(1, dtype=np.int64)
+    else:
+        grid = np.indices(box[:-1]).reshape(len(box) - 1, -1)
+        pad_rows = np.ravel_multi_index(tuple(grid), slot.shape[:-1]).astype(np.int64)
+    return RowMap(rows, width, box[-1], pad_rows, starts // per_source, starts % per_source)
+
+
+def arithmetic_runs(src_index: np.ndarray, src_start: np.ndarray) -> list[tuple[int, int, int]]:
+    """Split rows into maximal runs ``(begin, end, stride)`` from one source with a constant
+    element stride, so each run is one strided read instead of one read per row."""
+    n = len(src_start)
+    runs: list[tuple[int, int, int]] = []
+    i = 0
+    while i < n:
+        if i + 1 == n or src_index[i + 1] != src_index[i]:
+            runs.append((i, i + 1, 0))
+            i += 1
+            continue
+        stride = int(src_start[i + 1] - src_start[i])
+        ok = (np.diff(src_start[i:]) == stride) & (src_index[i + 1:] == src_index[i])
+        bad = np.flatnonzero(~ok)
+        end = i + 1 + (int(bad[0]) if len(bad) else n - i - 1)
+        runs.append((i, end, stride))
+        i = end
+    return runs

@@ -1,0 +1,460 @@
+"""Read a bump blob: identify it, bound-check it, and find every tensor through the schemas.
+
+Works for blobs written by bumpconv (both profiles) and by the engine (BUMPWGT3, both BUMPWGT4
+header variants, BUMPWGT5). The tensor table always comes from expanding the layout schema
+against the file's own dimensions; a bumpconv manifest, when present, is cross-checked against
+it, never trusted instead of it. Opening reads only the header, the dtype table and the
+metadata; tensor data is memory-mapped on demand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import mmap
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .constants import FOOTER_MAGIC, FOOTER_SIZE, HEADER_SIZE, DType, LegacyDType, align_up_elems
+from .errors import BlobError, BumpError
+from .layout import HeaderVariant, LayoutProfile, TensorSlot, load_profile, PROFILES
+from .metadata import Metadata
+from .plan import layout_tensors
+from .spec import SUPPORTED_ARCHITECTURES, ModelSpec, RopeSpec, load_spec
+
+#: Bytes per block and elements per block for each dtype code (ggml block layouts).
+_BLOCKS = {
+    DType.FP32: (4, 1), DType.BF16: (2, 1), DType.FP16: (2, 1), DType.INT8: (1, 1),
+    DType.INT4: (1, 2), DType.Q4_0: (18, 32), DType.Q4_1: (20, 32), DType.Q4_K: (144, 256),
+    DType.Q6_K: (210, 256), DType.Q8_0: (34, 32), DType.Q8_K: (292, 256),
+    DType.Q5_0: (22, 32), DType.Q5_1: (24, 32), DType.Q5_K: (176, 256),
+}
+_MAX_TABLE = 1 << 20
+
+
+@dataclass(frozen=True)
+class BlobTensor:
+    """One payload tensor as found in a file."""
+
+    slot: TensorSlot
+    offset: int
+    nbytes: int
+    dtype_code: int
+    dtype: str
+    sha256: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.slot.name
+
+
+@dataclass
+class BumpFile:
+    """An opened, structurally validated bump blob."""
+
+    path: Path
+    size: int
+    profile: LayoutProfile
+    magic: str
+    version: int
+    variant: HeaderVariant
+    header: dict[str, int]
+    checksum: bytes
+    dtype_codes: bytes
+    tensors: list[BlobTensor]
+    payload_end: int
+    spec: ModelSpec | None
+    metadata: Metadata | None = None
+    engine_metadata: dict[str, Any] | None = None
+    metadata_sha256_ok: bool | None = None
+    notes: list[str] = field(default_factory=list)
+    _map: mmap.mmap | None = field(default=None, repr=False)
+
+    @property
+    def by_name(self) -> dict[str, BlobTensor]:
+        return {t.name: t for t in self.tensors}
+
+    @property
+    def written_by_bumpconv(self) -> bool:
+        return self.metadata is not None
+
+    @property
+    def table_offset(self) -> int:
+        return self.variant.dtype_table_offset
+
+    def array(self, name: str) -> np.ndarray:
+        """A read-only fp32 view of one packed tensor in its padded shape (memory-mapped)."""
+        t = self.by_name.get(name)
+        if t is None:
+            raise BlobError(f"{self.path}: no tensor named {name!r}")
+        if t.dtype != "fp32":
+            raise BlobError(f"{self.path}: tensor {name!r} is {t.dtype}; only fp32 can be viewed")
+        if self._map is None:
+            with open(self.path, "rb") as f:
+                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        return np.frombuffer(self._map, dtype="<f4", count=t.slot.numel,
+                             offset=t.offset).reshape(t.slot.shape)
+
+    def close(self) -> None:
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:  # views still alive; the map is freed with them
+                pass
+            self._map = None
+
+    def __enter__(self) -> "BumpFile":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_blob(path: Path | str, config: Path | None = None) -> BumpFile:
+    """Open and structurally validate a blob.
+
+    ``config`` (a config.json) supplies what a file does not record: a BUMPWGT3 file has no
+    kv heads, intermediate size, eps or rope settings. Without it those are inferred from sizes
+    where that is unambiguous, and the runtime-only settings stay unknown (``spec`` is None).
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, 2)
+            f.seek(0)
+            head = f.read(min(size, 4096))
+            tail = b""
+            if size >= FOOTER_SIZE:
+                f.seek(size - FOOTER_SIZE)
+                tail = f.read(FOOTER_SIZE)
+    except FileNotFoundError:
+        raise BlobError(f"{path}: not found") from None
+    except IsADirectoryError:
+        raise BlobError(f"{path}: is a directory") from None
+    except OSError as exc:
+        raise BlobError(f"{path}: cannot read ({exc.strerror})") from None
+    if size < HEADER_SIZE:
+        raise BlobError(f"{path}: {size} bytes is too small to be a bump file (header is {HEADER_SIZE})")
+    magic_bytes = head[:8]
+    profile, read = _profile_for(path, magic_bytes)
+    version = struct.unpack_from("<I", head, 8)[0]
+    if version != read.version:
+        raise BlobError(f"{path}: magic {read.magic} but version {version} (expected {read.version})")
+    return _Parser(path, size, profile, read.magic, version, read.metadata, config, tail).parse()
+
+
+def _profile_for(path: Path, magic: bytes):  # noqa: ANN202 - (LayoutProfile, ReadMagic)
+    for name in PROFILES:
+        profile = load_profile(name)
+        for read in profile.reads:
+            if magic == read.magic.encode():
+                return profile, read
+    shown = magic.decode("ascii", "backslashreplace")
+    raise BlobError(f"{path}: not a bump file (magic {shown!r}; expected BUMPWGT3/4/5)")
+
+
+class _Parser:
+    """Parsing steps for one file; each raises BlobError naming the file and the field."""
+
+    def __init__(self, path: Path, size: int, profile: LayoutProfile, magic: str, version: int,
+                 has_metadata: bool, config: Path | None, tail: bytes) -> None:
+        self.path, self.size, self.profile = path, size, profile
+        self.magic, self.version, self.has_metadata = magic, version, has_metadata
+        self.config, self.tail = config, tail
+        self.notes: list[str] = []
+
+    def _read(self, offset: int, n: int) -> bytes:
+        if offset < 0 or offset + n > self.size:
+            raise BlobError(f"{self.path}: read of {n} bytes at {offset} is past the end ({self.size} bytes)")
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            return f.read(n)
+
+    def parse(self) -> BumpFile:
+        payload_limit, metadata_raw, meta_ok = self._footer()
+        metadata, engine_meta = self._metadata(metadata_raw)
+        errors: list[str] = []
+        for variant in self.profile.headers:
+            try:
+                return self._parse_variant(variant, payload_limit, metadata, engine_meta, meta_ok)
+            except BlobError as exc:
+                errors.append(str(exc))
+        raise BlobError(errors[0] if len(errors) == 1 else
+                        f"{self.path}: no header variant fits: " + "; ".join(
+                            f"{v.name}: {e.removeprefix(str(self.path) + ': ')}"
+                            for v, e in zip(self.profile.headers, errors)))
+
+    # -- trailer -------------------------------------------------------------------------
+    def _footer(self) -> tuple[int, bytes | None, bool | None]:
+        if not self.has_metadata:
+            return self.size, None, None
+        if len(self.tail) < FOOTER_SIZE or self.tail[:8] != FOOTER_MAGIC:
+            raise BlobError(f"{self.path}: missing {FOOTER_MAGIC.decode()} footer "
+                            "(truncated or not a complete BUMPWGT5 file)")
+        (meta_size,) = struct.unpack_from("<Q", self.tail, 8)
+        start = self.size - FOOTER_SIZE - meta_size
+        if meta_size > self.size or start < HEADER_SIZE:
+            raise BlobError(f"{self.path}: footer says the metadata is {meta_size} bytes, "
+                            "more than the file holds")
+        raw = self._read(start, meta_size)
+        ok = hashlib.sha256(raw).digest() == self.tail[16:48]
+        return start, raw, ok
+
+    def _metadata(self, raw: bytes | None) -> tuple[Metadata | None, dict[str, Any] | None]:
+        if raw is None:
+            return None, None
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BlobError(f"{self.path}: metadata is not valid JSON ({exc})") from None
+        if not isinstance(obj, dict):
+            raise BlobError(f"{self.path}: metadata must be a JSON object")
+        if "bumpconv" not in obj:
+            return None, obj
+        try:
+            return Metadata.model_validate(obj), None
+        except ValueError as exc:
+            raise BlobError(f"{self.path}: metadata does not match the bumpconv schema "
+                            f"({str(exc).splitlines()[0]})") from None
+
+    # -- header ----------------------------------------------------------------------------
+    def _parse_variant(self, variant: HeaderVariant, payload_limit: int, metadata: Metadata | None,
+                       engine_meta: dict[str, Any] | None, meta_ok: bool | None) -> BumpFile:
+        raw = self._read(0, variant.dtype_table_offset + 4)
+        header: dict[str, int] = {}
+        checksum = b""
+        for f in variant.fields:
+            if f.type in ("u32", "version"):
+                header[f.name] = struct.unpack_from("<I", raw, f.offset)[0]
+            elif f.type == "u64":
+                header[f.name] = struct.unpack_from("<Q", raw, f.offset)[0]
+            elif f.type == "sha256":
+                checksum = raw[f.offset:f.offset + 32]
+        (count,) = struct.unpack_from("<I", raw, variant.dtype_table_offset)
+        if not 0 < count <= _MAX_TABLE or variant.dtype_table_offset + 4 + count > payload_limit:
+            raise BlobError(f"{self.path}: dtype table length {count} at "
+                            f"0x{variant.dtype_table_offset:x} does not fit the file")
+        codes = self._read(variant.dtype_table_offset + 4, count)
+        dims = self._dims(variant, header, metadata)
+        spec = self._spec(dims, metadata, engine_meta)
+        tensors, flags = self._tensors(variant, dims, codes, payload_limit, metadata, spec)
+        if spec is not None:
+            spec = spec.model_copy(update={"tie_word_embeddings": not flags["untied"],
+                                           "qkv_bias": flags["qkv_bias"], "qk_norm": flags["qk_norm"]})
+        if metadata is not None:
+            self._cross_check_manifest(metadata, tensors)
+        return BumpFile(self.path, self.size, self.profile, self.magic, self.version, variant,
+                        header, checksum, codes, tensors, tensors[-1].offset + tensors[-1].nbytes,
+                        spec, metadata, engine_meta, meta_ok, self.notes)
+
+    def _dims(self, variant: HeaderVariant, header: dict[str, int],
+              metadata: Metadata | None) -> dict[str, int]:
+        """Dimension symbols from the header fields, checked for consistency."""
+        dims: dict[str, int] = {}
+        for f in variant.fields:
+            if isinstance(f.value, str) and f.value.isalpha():
+                dims[f.value] = header[f.name]
+        for sym in ("L", "V", "E", "H", "T"):
+            if dims.get(sym, 0) <= 0:
+                raise BlobError(f"{self.path}: header field for {sym} is {dims.get(sym)}; must be positive")
+        if "D" not in dims:  # v3 stores E/H under head_dim
+            if dims["E"] % dims["H"]:
+                raise BlobError(f"{self.path}: embed_dim {dims['E']} is not a multiple of num_heads {dims['H']}")
+            dims["D"] = header["head_dim"]
+            if dims["D"] * dims["H"] != dims["E"]:
+                raise BlobError(f"{self.path}: head_dim {dims['D']} != embed_dim/num_heads")
+        if dims["D"] <= 0:
+            raise BlobError(f"{self.path}: head_dim is 0")
+        for base, aligned in (("E", "AE"), ("D", "AD"), ("I", "AI"), ("T", "AC")):
+            if aligned in dims and base in dims:
+                exact = align_up_elems(dims[base])
+                if dims[aligned] < dims[base] or dims[aligned] % 16:
+                    raise BlobError(f"{self.path}: header {aligned}={dims[aligned]} contradicts "
+                                    f"{base}={dims[base]} (expected {exact})")
+                if metadata is not None and dims[aligned] != exact:
+                    raise BlobError(f"{self.path}: header {aligned}={dims[aligned]} but "
+                                    f"{base}={dims[base]} pads to {exact}")
+        if "KV" in dims and (dims["KV"] <= 0 or dims["H"] % dims["KV"]):
+            raise BlobError(f"{self.path}: num_kv_heads={dims['KV']} does not divide num_heads={dims['H']}")
+        return dims
+
+    def _spec(self, dims: dict[str, int], metadata: Metadata | None,
+              engine_meta: dict[str, Any] | None) -> ModelSpec | None:
+        """The runtime spec: from bumpconv metadata, an engine v5 config block, or config.json."""
+        if metadata is not None:
+            c = metadata.config
+            rope = RopeSpec(theta=c.rope_theta, **(c.rope_scaling or {}))
+            spec = ModelSpec(
+                architecture=c.model, num_layers=c.num_layers, vocab_size=c.vocab_size,
+                hidden_size=c.embed_dim, intermediate_size=c.intermediate_size,
+                num_heads=c.num_heads, num_kv_heads=c.num_kv_heads, head_dim=c.head_dim,
+                context_length=c.context_length, rms_norm_eps=c.rms_eps, rope=rope,
+                tie_word_embeddings=c.tie_word_embeddings, qkv_bias=c.qkv_bias,
+                qk_norm=c.qk_norm, sliding_window=c.sliding_window)
+            self._agree(spec, dims, "metadata")
+            return spec
+        if self.config is not None:
+            spec = load_spec(self.config)
+            if "T" in dims:
+                spec = spec.with_context(dims["T"])
+            self._agree(spec, dims, str(self.config))
+            return spec
+        if engine_meta is not None and isinstance(engine_meta.get("config"), dict):
+            self.notes.append("engine-written metadata: eps and rope taken from its config block")
+            return self._engine_spec(engine_meta["config"], dims)
+        self.notes.append("no config: runtime settings (eps, rope) unknown; pass config.json")
+        return None
+
+    def _engine_spec(self, c: dict[str, Any], dims: dict[str, int]) -> ModelSpec | None:
+        try:
+            arch = c.get("model") if c.get("model") in SUPPORTED_ARCHITECTURES else "llama"
+            spec = ModelSpec(
+                architecture=arch,
+                num_layers=c["num_layers"], vocab_size=c["vocab_size"], hidden_size=c["embed_dim"],
+                intermediate_size=c["intermediate_size"], num_heads=c["num_heads"],
+                num_kv_heads=c["num_kv_heads"], head_dim=c["head_dim"],
+                context_length=c["context_length"], rms_norm_eps=c["rms_eps"],
+                rope=RopeSpec(theta=c["rope_theta"]), tie_word_embeddings=True,
+                qkv_bias=False, qk_norm=False)
+        except (KeyError, ValueError, TypeError) as exc:
+            self.notes.append(f"engine config block incomplete ({exc}); runtime settings unknown")
+            return None
+        self._agree(spec, dims, "engine metadata")
+        return spec
+
+    def _agree(self, spec: ModelSpec, dims: dict[str, int], where: str) -> None:
+        sd = spec.dims()
+        for sym in ("L", "V", "E", "I", "H", "KV", "D", "T"):
+            if sym in dims and dims[sym] != sd[sym]:
+                names = {"L": "num_layers", "V": "vocab_size", "E": "embed_dim", "I": "intermediate_size",
+                         "H": "num_heads", "KV": "num_kv_heads", "D": "head_dim", "T": "context_len"}
+                raise BlobError(f"{self.path}: header {names[sym]}={dims[sym]} but {where} says {sd[sym]}")
+        for sym in ("I", "KV"):
+            dims.setdefault(sym, sd[sym])
+        dims.setdefault("AI", align_up_elems(dims["I"]))
+
+    # -- tensors ---------------------------------------------------------------------------
+    def _tensors(self, variant: HeaderVariant, dims: dict[str, int], codes: bytes,
+                 payload_limit: int, metadata: Metadata | None,
+                 spec: ModelSpec | None) -> tuple[list[BlobTensor], dict[str, bool]]:
+        """Expand the schema; when flags or v3 dimensions are unknown, try each candidate and
+        keep the one whose tensor count and byte total match the file exactly."""
+        presence = sorted({r.when for r in self.profile.rules() if r.when})
+        if metadata is not None or (spec is not None and self.config is not None):
+            assert spec is not None
+            candidates = [(dims, spec.flags())]
+        else:
+            candidates = [(d, {**_NO_FLAGS, **dict(zip(presence, fl))})
+                          for d in self._dim_candidates(dims)
+                          for fl in itertools.product((False, True), repeat=len(presence))]
+        trailing_ok = variant.name == "gguf" and not self.has_metadata
+        fits = []
+        for d, flags in candidates:
+            try:
+                tensors = self._place(variant, d, flags, codes)
+            except BumpError:
+                continue
+            end = tensors[-1].offset + tensors[-1].nbytes
+            if end == payload_limit or (trailing_ok and end < payload_limit):
+                fits.append((d, flags, tensors, end))
+        if not fits:
+            raise BlobError(self._no_fit_message(variant, dims, codes, payload_limit, candidates))
+        if len(fits) > 1:
+            raise BlobError(f"{self.path}: the layout is ambiguous from sizes alone "
+                            f"({len(fits)} candidates fit); pass the model's config.json")
+        d, flags, tensors, end = fits[0]
+        inferred = [f"{k}={d[k]}" for k in ("KV", "AI") if k not in dims]
+        if len(candidates) > 1:
+            inferred += [f"{k}={flags[k]}" for k in presence]
+        if inferred:
+            self.notes.append("inferred from sizes: " + ", ".join(inferred))
+        dims.update(d)
+        if end < payload_limit:
+            self.notes.append(f"{payload_limit - end} bytes after the payload (engine vocab data)")
+        return tensors, flags
+
+    def _dim_candidates(self, dims: dict[str, int]) -> list[dict[str, int]]:
+        """BUMPWGT3 records neither kv heads nor the intermediate size: enumerate them."""
+        if "KV" in dims and "AI" in dims:
+            return [dims]
+        out = []
+        for kv in (k for k in range(1, dims["H"] + 1) if dims["H"] % k == 0):
+            for ai in self._ai_candidates(dims, kv):
+                out.append({**dims, "KV": kv, "AI": ai, "I": ai})
+        return out
+
+    def _ai_candidates(self, dims: dict[str, int], kv: int) -> list[int]:
+        """Solve the v3 payload size for the aligned intermediate size, given kv heads."""
+        base = {**dims, "KV": kv, "AI": 0, "I": 0}
+        slots = layout_tensors(self.profile, base, _NO_FLAGS)
+        fixed = slots[-1].offset + slots[-1].slot.nbytes
+        per_ai = 4 * dims["L"] * (3 * dims["AE"] + 2)  # w1 [2AI][AE], b1 [2AI], w2 [AE][AI]
+        rest = self.size - fixed
+        if rest <= 0 or rest % per_ai:
+            return []
+        ai = rest // per_ai
+        return [ai] if ai % 16 == 0 else []
+
+    def _place(self, variant: HeaderVariant, dims: dict[str, int], flags: dict[str, bool],
+               codes: bytes) -> list[BlobTensor]:
+        planned = layout_tensors(self.profile, dims, flags, variant.dtype_table_offset)
+        if len(planned) != len(codes):
+            raise BlobError("count")
+        offset = variant.dtype_table_offset + 4 + len(codes)
+        out = []
+        for p, code in zip(planned, codes):
+            name, nbytes = self._dtype_size(code, p.slot)
+            out.append(BlobTensor(p.slot, offset, nbytes, code, name))
+            offset += nbytes
+        return out
+
+    def _dtype_size(self, code: int, slot: TensorSlot) -> tuple[str, int]:
+        if self.profile.dtype_enum == "legacy":
+            if code not in iter(LegacyDType):
+                raise BlobError(f"unknown legacy dtype code {code}")
+            dtype = DType.FP32 if code == LegacyDType.FP32 else DType.Q4_K
+        else:
+            if code not in iter(DType):
+                raise BlobError(f"unknown dtype code {code}")
+            dtype = DType(code)
+        nbytes, elems = _BLOCKS[dtype]
+        if slot.numel % elems:
+            raise BlobError(f"{slot.name}: {slot.numel} elements is not a whole number of {dtype.name} blocks")
+        return dtype.name.lower(), slot.numel // elems * nbytes
+
+    def _no_fit_message(self, variant: HeaderVariant, dims: dict[str, int], codes: bytes,
+                        payload_limit: int, candidates: list) -> str:
+        d, flags = candidates[0] if candidates else (dims, _NO_FLAGS)
+        try:
+            tensors = self._place(variant, d, flags, codes)
+        except BumpError:
+            return (f"{self.path}: dtype table has {len(codes)} entries, which matches no "
+                    f"{self.profile.profile} layout for num_layers={dims['L']}")
+        end = tensors[-1].offset + tensors[-1].nbytes
+        if end > payload_limit:
+            last = next(t for t in tensors if t.offset + t.nbytes > payload_limit)
+            return (f"{self.path}: truncated: tensor {last.name!r} ends at byte "
+                    f"{last.offset + last.nbytes} but the payload ends at {payload_limit}")
+        return (f"{self.path}: {payload_limit - end} unexpected bytes after the last tensor "
+                f"(the header's dimensions contradict the file size)")
+
+    def _cross_check_manifest(self, metadata: Metadata, tensors: list[BlobTensor]) -> None:
+        entries = metadata.bumpconv.tensors
+        if len(entries) != len(tensors):
+            raise BlobError(f"{self.path}: manifest lists {len(entries)} tensors, layout has {len(tensors)}")
+        for e, t in zip(entries, tensors):
+            if (e.name, e.offset, e.bytes, tuple(e.shape), e.role) != (
+                    t.name, t.offset, t.nbytes, t.slot.shape, t.slot.role):
+                raise BlobError(f"{self.path}: manifest entry {e.name!r} disagrees with the "
+                                f"{self.profile.profile} layout (expected {t.name!r} at {t.offset}, "
+                                f"{t.nbytes} bytes, shape {list(t.slot.shape)})")
+        for i, (e, t) in enumerate(zip(entries, tensors)):
+            tensors[i] = BlobTensor(t.slot, t.offset, t.nbytes, t.dtype_code, t.dtype, e.sha256)
+
+
+_NO_FLAGS = {"qkv_bias": False, "qk_norm": False, "untied": False}

@@ -1,0 +1,205 @@
+"""A Hugging Face checkpoint as a source: its config, its tensors, and where they came from.
+
+``SRC`` is a model directory or a repo id already in the local HF cache (resolved with
+``local_files_only=True``: bumpconv never downloads). Weights are one ``.safetensors`` file or
+shards listed in ``model.safetensors.index.json``; every shard is validated up front.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import SourceError
+from .safetensors_file import TensorInfo, read_as_f32, read_header
+from .spec import ModelSpec, load_spec
+
+INDEX_NAME = "model.safetensors.index.json"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What the output was made from: file names and SHA-256s, or a cache repo id and commit.
+
+    Paths are deliberately absent: the same weights must give the same blob wherever they live.
+    """
+
+    kind: str
+    files: tuple[tuple[str, int, str | None], ...]
+    repo_id: str | None = None
+    commit: str | None = None
+
+    def as_json(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "kind": self.kind,
+            "files": [{"name": n, "bytes": b, "sha256": h} for n, b, h in self.files],
+        }
+        if self.repo_id:
+            out.update(repo_id=self.repo_id, commit=self.commit)
+        return out
+
+
+@dataclass
+class Source:
+    """An opened checkpoint: spec, tensor index, and open file descriptors for reading."""
+
+    root: Path
+    spec: ModelSpec
+    tensors: dict[str, TensorInfo]
+    weight_files: list[Path]
+    repo_id: str | None = None
+    commit: str | None = None
+    _fds: dict[Path, int] = field(default_factory=dict, repr=False)
+    _stack: ExitStack = field(default_factory=ExitStack, repr=False)
+
+    def read(self, name: str, start: int, count: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Elements ``[start, start+count)`` of tensor ``name`` as fp32 (exact conversion),
+        into ``out`` when given."""
+        info = self.tensors[name]
+        fd = self._fds.get(info.file)
+        if fd is None:
+            fd = os.open(info.file, os.O_RDONLY)
+            self._stack.callback(os.close, fd)
+            self._fds[info.file] = fd
+        return read_as_f32(fd, info, start, count, out)
+
+    def read_all(self, name: str) -> np.ndarray:
+        """A whole tensor as fp32 in its own shape."""
+        info = self.tensors[name]
+        return self.read(name, 0, info.numel).reshape(info.shape)
+
+    def close(self) -> None:
+        self._stack.close()
+        self._fds.clear()
+
+    def __enter__(self) -> "Source":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def provenance(self, hash_files: bool = True) -> Provenance:
+        """File names with sizes and SHA-256s. HF cache blobs are named by their SHA-256, so a
+        cached repo needs no hashing; a plain directory is hashed when ``hash_files``."""
+        files = []
+        for path in [self.root / "config.json", *self.weight_files]:
+            digest = _cache_blob_sha256(path) if self.repo_id else None
+            if digest is None and hash_files:
+                digest = sha256_file(path)
+            files.append((path.name, path.stat().st_size, digest))
+        if self.repo_id:
+            return Provenance("hf_cache", tuple(files), self.repo_id, self.commit)
+        return Provenance("directory", tuple(files))
+
+
+def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
+    """Stream a file through SHA-256 (hashlib releases the GIL, so this runs beside other work)."""
+    h = hashlib.sha256()
+    buf = bytearray(chunk)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(view):
+            h.update(view[:n])
+    return h.hexdigest()
+
+
+def _cache_blob_sha256(path: Path) -> str | None:
+    """An HF cache snapshot entry links to ``blobs/<sha256>`` for LFS files; use that name."""
+    try:
+        target = Path(os.readlink(path)).name if path.is_symlink() else None
+    except OSError:
+        return None
+    return target if target and _SHA256.match(target) else None
+
+
+def resolve_source_dir(src: str) -> tuple[Path, str | None, str | None]:
+    """``src`` as (directory, repo_id, commit). A repo id resolves only from the local cache."""
+    path = Path(src)
+    if path.is_dir():
+        return path, None, None
+    if path.exists():
+        raise SourceError(f"{src}: is a file; expected a model directory or a cached repo id")
+    if not _REPO_ID.match(src):
+        raise SourceError(f"{src}: no such directory, and not a Hugging Face repo id (org/name)")
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+    except ImportError:  # pragma: no cover - huggingface_hub is a dependency
+        raise SourceError(f"{src}: huggingface_hub is not installed; pass a directory") from None
+    try:
+        snap = Path(snapshot_download(src, local_files_only=True,
+                                      allow_patterns=["*.json", "*.safetensors"]))
+    except LocalEntryNotFoundError:
+        raise SourceError(f"{src}: not a directory, and not in the local Hugging Face cache "
+                          "(bumpconv never downloads; fetch it with `hf download` first)") from None
+    except Exception as exc:  # huggingface_hub raises several types for a bad cache
+        raise SourceError(f"{src}: cannot resolve from the local Hugging Face cache ({exc})") from None
+    return snap, src, snap.name
+
+
+def _weight_files(root: Path) -> tuple[list[Path], dict[str, str] | None]:
+    """The weight files, and the index's weight_map when the checkpoint is sharded."""
+    index = root / INDEX_NAME
+    if index.exists():
+        try:
+            weight_map = json.loads(index.read_text("utf-8"))["weight_map"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SourceError(f"{index}: not a valid safetensors index ({exc})") from None
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise SourceError(f"{index}: 'weight_map' must be a non-empty object")
+        files = sorted(set(weight_map.values()))
+        for name in files:
+            if not isinstance(name, str) or "/" in name or name.startswith("."):
+                raise SourceError(f"{index}: bad shard name {name!r}")
+            if not (root / name).is_file():
+                raise SourceError(f"{index}: shard {name!r} is listed but missing")
+        return [root / name for name in files], weight_map
+    single = root / "model.safetensors"
+    if single.is_file():
+        return [single], None
+    found = sorted(root.glob("*.safetensors"))
+    if len(found) == 1:
+        return found, None
+    if found:
+        raise SourceError(f"{root}: {len(found)} .safetensors files but no {INDEX_NAME}")
+    if any(root.glob("*.bin")) or any(root.glob("*.pth")):
+        raise SourceError(f"{root}: only PyTorch pickle weights (.bin/.pth); bumpconv reads "
+                          "safetensors (save with save_pretrained(..., safe_serialization=True))")
+    raise SourceError(f"{root}: no .safetensors weights found")
+
+
+def open_source(src: str) -> Source:
+    """Resolve ``src``, read its config, and validate every weight file's header."""
+    root, repo_id, commit = resolve_source_dir(src)
+    spec = load_spec(root / "config.json")
+    files, weight_map = _weight_files(root)
+    tensors: dict[str, TensorInfo] = {}
+    for path in files:
+        file_tensors, _ = read_header(path)
+        for name, info in file_tensors.items():
+            if name in tensors:
+                raise SourceError(f"{path}: tensor {name!r} also appears in {tensors[name].file.name}")
+            tensors[name] = info
+    if weight_map is not None:
+        for name, shard in weight_map.items():
+            if name not in tensors:
+                raise SourceError(f"{root / INDEX_NAME}: tensor {name!r} is mapped to {shard!r} "
+                                  "but no shard contains it")
+            if tensors[name].file.name != shard:
+                raise SourceError(f"{root / INDEX_NAME}: tensor {name!r} is mapped to {shard!r} "
+                                  f"but found in {tensors[name].file.name!r}")
+        unlisted = sorted(set(tensors) - set(weight_map))
+        if unlisted:
+            raise SourceError(f"{root / INDEX_NAME}: tensor {unlisted[0]!r} in "
+                              f"{tensors[unlisted[0]].file.name} is not in the weight_map")
+    return Source(root=root, spec=spec, tensors=tensors, weight_files=files,
+                  repo_id=repo_id, commit=commit)

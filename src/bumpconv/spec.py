@@ -1,0 +1,237 @@
+"""The model spec: one normalised description of a Llama-family model, read from config.json.
+
+transformers 4.x and 5.x write different config layouts (``rope_theta``/``rope_scaling``/
+``torch_dtype`` vs ``rope_parameters``/``dtype``). Everything downstream - the plan, the header,
+the runtime - reads only this spec, so the two layouts are reconciled exactly once, here.
+
+Missing required keys are errors that name the key. The only values that are derived rather
+than read are the ones transformers itself derives the same way for that architecture
+(``num_key_value_heads`` = heads, ``head_dim`` = hidden/heads, ``tie_word_embeddings`` = False),
+and the spec records which keys were derived so `inspect` can show it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .constants import align_up_elems
+from .errors import ConfigError
+
+SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
+SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
+
+
+class RopeSpec(BaseModel):
+    """Rotary embedding settings, already reconciled between config layouts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    theta: float = Field(gt=0)
+    type: Literal["default", "linear", "llama3"] = "default"
+    factor: float | None = None
+    low_freq_factor: float | None = None
+    high_freq_factor: float | None = None
+    original_max_position_embeddings: int | None = None
+
+    @model_validator(mode="after")
+    def _scaling_complete(self) -> "RopeSpec":
+        needed = {
+            "default": (),
+            "linear": ("factor",),
+            "llama3": ("factor", "low_freq_factor", "high_freq_factor",
+                       "original_max_position_embeddings"),
+        }[self.type]
+        for key in needed:
+            if getattr(self, key) is None:
+                raise ValueError(f"rope type {self.type!r} needs {key!r}")
+        return self
+
+
+class ModelSpec(BaseModel):
+    """Everything the converter and runtime need to know about a model, and nothing else."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    architecture: Literal["llama", "mistral", "qwen2", "qwen3"]
+    num_layers: int = Field(gt=0)
+    vocab_size: int = Field(gt=0)
+    hidden_size: int = Field(gt=0)
+    intermediate_size: int = Field(gt=0)
+    num_heads: int = Field(gt=0)
+    num_kv_heads: int = Field(gt=0)
+    head_dim: int = Field(gt=0)
+    context_length: int = Field(gt=0)
+    rms_norm_eps: float = Field(gt=0)
+    rope: RopeSpec
+    tie_word_embeddings: bool
+    qkv_bias: bool
+    qk_norm: bool
+    sliding_window: int | None = Field(default=None, gt=0)
+    source_dtype: str | None = None
+    derived_keys: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "ModelSpec":
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_attention_heads={self.num_heads} is not a multiple of "
+                f"num_key_value_heads={self.num_kv_heads}")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim={self.head_dim} must be even for rotate-half RoPE")
+        return self
+
+    def with_context(self, context_length: int | None) -> "ModelSpec":
+        """The same model with a user's context override (``--context N``)."""
+        if context_length is None:
+            return self
+        if context_length <= 0:
+            raise ConfigError(f"--context must be positive, got {context_length}")
+        return self.model_copy(update={"context_length": context_length})
+
+    def dims(self) -> dict[str, int]:
+        """The symbols layout schemas use in shapes and header fields."""
+        d = {
+            "L": self.num_layers, "V": self.vocab_size, "E": self.hidden_size,
+            "I": self.intermediate_size, "H": self.num_heads, "KV": self.num_kv_heads,
+            "D": self.head_dim, "T": self.context_length,
+        }
+        d.update(AE=align_up_elems(d["E"]), AD=align_up_elems(d["D"]),
+                 AI=align_up_elems(d["I"]), AC=align_up_elems(d["T"]))
+        return d
+
+    def flags(self) -> dict[str, bool]:
+        """The conditions under which optional tensors are present (schema ``when`` keys)."""
+        return {"qkv_bias": self.qkv_bias, "qk_norm": self.qk_norm,
+                "untied": not self.tie_word_embeddings}
+
+
+def _require(cfg: dict[str, Any], key: str, where: str) -> Any:
+    if key not in cfg or cfg[key] is None:
+        raise ConfigError(f"{where}: required key {key!r} is missing")
+    return cfg[key]
+
+
+def _rope_from_config(cfg: dict[str, Any], where: str) -> RopeSpec:
+    """Read RoPE settings from either layout: 5.x ``rope_parameters`` or 4.x top-level keys."""
+    params = cfg.get("rope_parameters")
+    if isinstance(params, dict) and params:
+        if "rope_theta" not in params and "rope_theta" not in cfg:
+            raise ConfigError(f"{where}: required key 'rope_parameters.rope_theta' is missing")
+        theta = params.get("rope_theta", cfg.get("rope_theta"))
+        scaling = params
+    else:
+        theta = _require(cfg, "rope_theta", where)
+        scaling = cfg.get("rope_scaling") or {}
+    if not isinstance(scaling, dict):
+        raise ConfigError(f"{where}: 'rope_scaling' must be an object, got {scaling!r}")
+    rope_type = scaling.get("rope_type", scaling.get("type", "default"))
+    if rope_type not in SUPPORTED_ROPE_TYPES:
+        raise ConfigError(
+            f"{where}: rope type {rope_type!r} is not supported "
+            f"(supported: {', '.join(SUPPORTED_ROPE_TYPES)})")
+    partial = cfg.get("partial_rotary_factor", scaling.get("partial_rotary_factor", 1.0))
+    if partial not in (None, 1, 1.0):
+        raise ConfigError(f"{where}: partial_rotary_factor={partial} is not supported")
+    fields = {k: scaling.get(k) for k in
+              ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}
+    if rope_type == "default":
+        fields = dict.fromkeys(fields)
+    try:
+        return RopeSpec(theta=theta, type=rope_type, **fields)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: invalid rope settings: {_first_error(exc)}") from None
+
+
+def _first_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        err = errors()[0]
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        msg = str(err.get("msg", exc)).removeprefix("Value error, ")
+        return f"{loc}: {msg}" if loc else msg
+    return str(exc)
+
+
+def spec_from_config(cfg: dict[str, Any], where: str = "config.json") -> ModelSpec:
+    """Normalise a parsed config.json into a ModelSpec, refusing what bumpconv cannot represent."""
+    arch = _require(cfg, "model_type", where)
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise ConfigError(
+            f"{where}: architecture {arch!r} is not supported "
+            f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)})")
+    act = cfg.get("hidden_act", "silu")
+    if act != "silu":
+        raise ConfigError(f"{where}: hidden_act {act!r} is not supported (only 'silu')")
+    if cfg.get("mlp_bias"):
+        raise ConfigError(f"{where}: mlp_bias=true is not supported (the format has no MLP bias slot)")
+    if arch in ("llama", "mistral", "qwen3") and cfg.get("attention_bias"):
+        raise ConfigError(
+            f"{where}: attention_bias=true is not supported for {arch} "
+            "(its o_proj bias has no slot in the format)")
+    if arch in ("qwen2", "qwen3") and cfg.get("use_sliding_window"):
+        raise ConfigError(f"{where}: use_sliding_window=true is not supported for {arch}")
+
+    derived: list[str] = []
+    hidden = _require(cfg, "hidden_size", where)
+    heads = _require(cfg, "num_attention_heads", where)
+    kv_heads = cfg.get("num_key_value_heads")
+    if kv_heads is None:
+        kv_heads = heads
+        derived.append("num_key_value_heads")
+    head_dim = cfg.get("head_dim")
+    if head_dim is None:
+        if arch == "qwen3":
+            raise ConfigError(f"{where}: required key 'head_dim' is missing")
+        if hidden % heads:
+            raise ConfigError(f"{where}: head_dim is missing and hidden_size={hidden} "
+                              f"is not a multiple of num_attention_heads={heads}")
+        head_dim = hidden // heads
+        derived.append("head_dim")
+    tie = cfg.get("tie_word_embeddings")
+    if tie is None:
+        tie = False
+        derived.append("tie_word_embeddings")
+    sliding = cfg.get("sliding_window") if arch == "mistral" else None
+    try:
+        return ModelSpec(
+            architecture=arch,
+            num_layers=_require(cfg, "num_hidden_layers", where),
+            vocab_size=_require(cfg, "vocab_size", where),
+            hidden_size=hidden,
+            intermediate_size=_require(cfg, "intermediate_size", where),
+            num_heads=heads,
+            num_kv_heads=kv_heads,
+            head_dim=head_dim,
+            context_length=_require(cfg, "max_position_embeddings", where),
+            rms_norm_eps=_require(cfg, "rms_norm_eps", where),
+            rope=_rope_from_config(cfg, where),
+            tie_word_embeddings=tie,
+            qkv_bias=arch == "qwen2",
+            qk_norm=arch == "qwen3",
+            sliding_window=sliding,
+            source_dtype=cfg.get("dtype", cfg.get("torch_dtype")),
+            derived_keys=tuple(derived),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {_first_error(exc)}") from None
+
+
+def load_spec(config_path: Path) -> ModelSpec:
+    """Read and normalise ``config_path``; every failure names the file."""
+    try:
+        text = config_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{config_path}: not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{config_path}: cannot read ({exc.strerror})") from None
+    try:
+        cfg = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{config_path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{config_path}: top level must be a JSON object")
+    return spec_from_config(cfg, str(config_path))

@@ -1,0 +1,85 @@
+"""Prove a blob holds exactly a source's weights: unpack every tensor and compare bit for bit.
+
+This is independent of how the blob was written: the expected layout is re-planned from the
+source, every packed tensor is inverted with :func:`bumpconv.packing.unpack` (plain numpy, not
+the streaming writer's row map) and compared with the source as raw fp32 bit patterns, and all
+padding must be zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import VerifyError
+from .packing import first_nonzero_padding, unpack
+from .plan import make_plan
+from .reader import BumpFile
+from .source import Source
+
+_BLOCK_BYTES = 8 << 20
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    tensors: int
+    source_tensors: int
+    elements: int
+
+
+def verify_against(bf: BumpFile, source: Source) -> VerifyResult:
+    """Raise VerifyError naming the first tensor (and element) that differs; else a summary."""
+    plan = make_plan(source.spec, source.tensors, bf.profile.profile,
+                     context=_blob_context(bf))
+    if len(plan.tensors) != len(bf.tensors):
+        raise VerifyError(f"{bf.path}: has {len(bf.tensors)} tensors but {source.root} needs "
+                          f"{len(plan.tensors)} in the {bf.profile.profile} layout")
+    elements = 0
+    for want, got in zip(plan.tensors, bf.tensors):
+        if (want.name, want.offset, want.nbytes, want.slot.shape) != (
+                got.name, got.offset, got.nbytes, got.slot.shape):
+            raise VerifyError(f"{bf.path}: tensor {got.name!r} (offset {got.offset}, shape "
+                              f"{list(got.slot.shape)}) is not where the source's layout puts "
+                              f"{want.name!r} (offset {want.offset}, shape {list(want.slot.shape)})")
+        if got.dtype != "fp32":
+            raise VerifyError(f"{bf.path}: tensor {got.name!r} is {got.dtype}; verify compares fp32 only")
+        packed = bf.array(got.name)
+        where = first_nonzero_padding(want.slot, packed)
+        if where is not None:
+            raise VerifyError(f"{bf.path}: tensor {got.name!r} has non-zero padding at index {list(where)}")
+        for name, values in zip(want.slot.sources, unpack(want.slot, packed)):
+            elements += _compare(bf, got.name, name, values, source)
+    return VerifyResult(len(plan.tensors), len(source.tensors), elements)
+
+
+def _blob_context(bf: BumpFile) -> int | None:
+    """The context length the blob was written with (--context may have overridden config)."""
+    for f in bf.variant.fields:
+        if f.value == "T":
+            return bf.header[f.name]
+    return None
+
+
+def _compare(bf: BumpFile, packed_name: str, src_name: str, values: np.ndarray,
+             source: Source) -> int:
+    """Compare an unpacked view with the source tensor in row blocks, as uint32 bit patterns."""
+    shape = source.tensors[src_name].shape
+    row = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    rows = shape[0] if shape else 1
+    block = max(1, _BLOCK_BYTES // (4 * row))
+    flat_view = values.reshape(rows, row)
+    for a in range(0, rows, block):
+        b = min(rows, a + block)
+        got = np.ascontiguousarray(flat_view[a:b]).view(np.uint32).ravel()
+        want = source.read(src_name, a * row, (b - a) * row).view(np.uint32)
+        diff = np.flatnonzero(got != want)
+        if len(diff):
+            i = a * row + int(diff[0])
+            index = list(np.unravel_index(i, shape))
+            g = got[diff[0]:diff[0] + 1].view(np.float32)[0]
+            w = want[diff[0]:diff[0] + 1].view(np.float32)[0]
+            raise VerifyError(f"{bf.path}: tensor {packed_name!r} differs from source {src_name!r} "
+                              f"at {index}: blob {g!r} vs source {w!r} "
+                              f"({int(np.count_nonzero(got != want))} differing in this block)")
+    return rows * row
