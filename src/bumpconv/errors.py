@@ -30,3 +30,7 @@ class VerifyError(BumpError):
 
 class OutputError(BumpError):
     """The output path cannot be written (exists without --force, unwritable directory)."""
+
+
+class RuntimeInputError(BumpError):
+    """Input the C runtime refuses: a token id out of range, a sequence past the context."""
