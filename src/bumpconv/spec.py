@@ -115,6 +115,17 @@ def _require(cfg: dict[str, Any], key: str, where: str) -> Any:
     return cfg[key]
 
 
+def _require_int(cfg: dict[str, Any], key: str, where: str) -> int:
+    value = _require(cfg, key, where)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{where}: {key!r} must be a positive integer, got {value!r}")
+    return value
+
+
+def _optional_int(cfg: dict[str, Any], key: str, where: str) -> int | None:
+    return None if cfg.get(key) is None else _require_int(cfg, key, where)
+
+
 def _rope_from_config(cfg: dict[str, Any], where: str) -> RopeSpec:
     """Read RoPE settings from either layout: 5.x ``rope_parameters`` or 4.x top-level keys."""
     params = cfg.get("rope_parameters")
@@ -176,13 +187,13 @@ def spec_from_config(cfg: dict[str, Any], where: str = "config.json") -> ModelSp
         raise ConfigError(f"{where}: use_sliding_window=true is not supported for {arch}")
 
     derived: list[str] = []
-    hidden = _require(cfg, "hidden_size", where)
-    heads = _require(cfg, "num_attention_heads", where)
-    kv_heads = cfg.get("num_key_value_heads")
+    hidden = _require_int(cfg, "hidden_size", where)
+    heads = _require_int(cfg, "num_attention_heads", where)
+    kv_heads = _optional_int(cfg, "num_key_value_heads", where)
     if kv_heads is None:
         kv_heads = heads
         derived.append("num_key_value_heads")
-    head_dim = cfg.get("head_dim")
+    head_dim = _optional_int(cfg, "head_dim", where)
     if head_dim is None:
         if arch == "qwen3":
             raise ConfigError(f"{where}: required key 'head_dim' is missing")
@@ -199,14 +210,14 @@ def spec_from_config(cfg: dict[str, Any], where: str = "config.json") -> ModelSp
     try:
         return ModelSpec(
             architecture=arch,
-            num_layers=_require(cfg, "num_hidden_layers", where),
-            vocab_size=_require(cfg, "vocab_size", where),
+            num_layers=_require_int(cfg, "num_hidden_layers", where),
+            vocab_size=_require_int(cfg, "vocab_size", where),
             hidden_size=hidden,
-            intermediate_size=_require(cfg, "intermediate_size", where),
+            intermediate_size=_require_int(cfg, "intermediate_size", where),
             num_heads=heads,
             num_kv_heads=kv_heads,
             head_dim=head_dim,
-            context_length=_require(cfg, "max_position_embeddings", where),
+            context_length=_require_int(cfg, "max_position_embeddings", where),
             rms_norm_eps=_require(cfg, "rms_norm_eps", where),
             rope=_rope_from_config(cfg, where),
             tie_word_embeddings=tie,

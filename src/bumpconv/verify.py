@@ -76,9 +76,9 @@ def _compare(bf: BumpFile, packed_name: str, src_name: str, values: np.ndarray,
         diff = np.flatnonzero(got != want)
         if len(diff):
             i = a * row + int(diff[0])
-            index = list(np.unravel_index(i, shape))
-            g = got[diff[0]:diff[0] + 1].view(np.float32)[0]
-            w = want[diff[0]:diff[0] + 1].view(np.float32)[0]
+            index = [int(x) for x in np.unravel_index(i, shape)]
+            g = float(got[diff[0]:diff[0] + 1].view(np.float32)[0])
+            w = float(want[diff[0]:diff[0] + 1].view(np.float32)[0])
             raise VerifyError(f"{bf.path}: tensor {packed_name!r} differs from source {src_name!r} "
                               f"at {index}: blob {g!r} vs source {w!r} "
                               f"({int(np.count_nonzero(got != want))} differing in this block)")

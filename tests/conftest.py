@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny checkpoints built with transformers at test time, cached in .cache/.
+
+Builds are keyed by name and options, so a second test session reuses them; the cache
+directory is git-ignored. ``BUMPCONV_TEST_CACHE`` moves it (CI can point it anywhere).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from bumpconv.cli import main as cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("BUMPCONV_TEST_CACHE", ROOT / ".cache"))
+
+
+@pytest.fixture(scope="session")
+def cache_dir() -> Path:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    return CACHE
+
+
+@pytest.fixture(scope="session")
+def tiny(cache_dir: Path) -> Callable[..., Path]:
+    """``tiny(name, dtype="float32", config_layout="v5", shard_bytes=None)`` -> checkpoint dir."""
+    from bumpconv.fixtures import tiny_model
+
+    def build(name: str, dtype: str = "float32", config_layout: str = "v5",
+              shard_bytes: int | None = None) -> Path:
+        return tiny_model(name, cache_dir, dtype=dtype, config_layout=config_layout,
+                          shard_bytes=shard_bytes)
+    return build
+
+
+@pytest.fixture
+def tiny_copy(tiny: Callable[..., Path], tmp_path: Path) -> Callable[..., Path]:
+    """A private, writable copy of a tiny checkpoint (for tests that damage it)."""
+    def copy(name: str, **kwargs: object) -> Path:
+        dst = tmp_path / f"src-{name}"
+        shutil.copytree(tiny(name, **kwargs), dst)
+        return dst
+    return copy
+
+
+class CliResult:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+    def __repr__(self) -> str:
+        return f"CliResult(code={self.code}, err={self.err!r})"
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
+    """Run ``bumpconv ARGS`` in-process; an uncaught exception (a traceback) fails the test."""
+    def run(*args: object) -> CliResult:
+        code = cli_main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+    return run
