@@ -17,6 +17,7 @@ from .source import Source
 from .spec import ModelSpec
 
 _PLACEHOLDER = "0" * 64
+_CRC_PLACEHOLDER = "0" * 8
 
 
 def safe(text: object) -> str:
@@ -32,7 +33,7 @@ def output_size(plan: Plan, source: Source) -> int:
         return plan.payload_end
     prov = source.provenance(hash_files=False)
     prov = replace(prov, files=tuple((n, b, h or _PLACEHOLDER) for n, b, h in prov.files))
-    meta = build_metadata(plan, _PLACEHOLDER, {t.name: _PLACEHOLDER for t in plan.tensors}, prov)
+    meta = build_metadata(plan, _PLACEHOLDER, {t.name: _CRC_PLACEHOLDER for t in plan.tensors}, prov)
     return plan.payload_end + len(canonical_json(meta.model_dump(mode="json"))) + FOOTER_SIZE
 
 
@@ -105,7 +106,7 @@ def blob_summary(bf: BumpFile, report: IntegrityReport | None) -> dict[str, Any]
         if bf.spec else None,
         "tensors": [{"index": i, "name": t.name, "role": t.slot.role, "layer": t.slot.layer,
                      "shape": list(t.slot.shape), "dtype": t.dtype, "offset": t.offset,
-                     "bytes": t.nbytes, "sources": list(t.slot.sources), "sha256": t.sha256}
+                     "bytes": t.nbytes, "sources": list(t.slot.sources), "crc32": t.crc32}
                     for i, t in enumerate(bf.tensors)],
         "totals": {"tensors": len(bf.tensors), "parameters": params, "payload_bytes": payload,
                    "bytes_by_dtype": by_dtype,

@@ -1,4 +1,4 @@
-"""Integrity checks of a blob against itself: checksums, per-tensor hashes, zero padding.
+"""Integrity checks of a blob against itself: checksums, per-tensor CRC32s, zero padding.
 
 `inspect --verify` and ``BumpModel(verify=True)`` run these; they need no source checkpoint
 (`bumpconv verify --against SRC` is the content check against the source).
@@ -10,6 +10,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .digests import Crc32
 from .errors import BlobError
 from .packing import first_nonzero_padding
 from .reader import BumpFile
@@ -53,7 +54,7 @@ def check_integrity(bf: BumpFile, padding: bool = True) -> IntegrityReport:
     report = IntegrityReport(bf.path)
     start, end = checksum_range(bf)
     total = hashlib.sha256()
-    per = {t.name: hashlib.sha256() for t in bf.tensors if t.sha256}
+    per = {t.name: Crc32() for t in bf.tensors if t.crc32}
     spans = [(t.offset, t.offset + t.nbytes, per[t.name]) for t in bf.tensors if t.name in per]
     with open(bf.path, "rb", buffering=0) as f:
         f.seek(start)
@@ -86,9 +87,9 @@ def check_integrity(bf: BumpFile, padding: bool = True) -> IntegrityReport:
         recorded = bf.metadata.bumpconv.payload_sha256
         report.checks.append(Check("metadata payload_sha256", recorded == digest.hex(),
                                    f"metadata records {recorded[:16]}..."))
-        bad = [t.name for t in bf.tensors if t.name in per and per[t.name].hexdigest() != t.sha256]
+        bad = [t.name for t in bf.tensors if t.name in per and per[t.name].hexdigest() != t.crc32]
         report.checks.append(Check(
-            "tensor hashes", not bad,
+            "tensor CRC32s", not bad,
             f"{len(bad)} tensor(s) differ from the manifest, first {bad[0]!r}" if bad
             else f"{len(per)} tensors match the manifest"))
     if padding:

@@ -35,7 +35,7 @@ class ManifestEntry(BaseModel):
     bytes: int = Field(ge=0)
     shape: list[int]
     sources: list[str]
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    crc32: str = Field(pattern=r"^[0-9a-f]{8}$", description="CRC32 of the packed bytes: names a damaged tensor")
 
 
 class EngineConfig(BaseModel):
@@ -111,12 +111,12 @@ def created_at() -> str | None:
     return datetime.fromtimestamp(int(epoch), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def build_metadata(plan: Plan, payload_sha256: str, tensor_sha256: dict[str, str],
+def build_metadata(plan: Plan, payload_sha256: str, tensor_crc32: dict[str, str],
                    provenance: Provenance) -> Metadata:
     entries = [ManifestEntry(
         name=t.name, role=t.slot.role, layer=t.slot.layer, dtype=t.dtype.name.lower(),
         offset=t.offset, bytes=t.nbytes, shape=list(t.slot.shape), sources=list(t.slot.sources),
-        sha256=tensor_sha256[t.name]) for t in plan.tensors]
+        crc32=tensor_crc32[t.name]) for t in plan.tensors]
     summary: dict[str, int] = {}
     for t in plan.tensors:
         summary[t.dtype.name.lower()] = summary.get(t.dtype.name.lower(), 0) + 1

@@ -46,7 +46,7 @@ class BlobTensor:
     nbytes: int
     dtype_code: int
     dtype: str
-    sha256: str | None = None
+    crc32: str | None = None
 
     @property
     def name(self) -> str:
@@ -454,7 +454,7 @@ class _Parser:
                                 f"{self.profile.profile} layout (expected {t.name!r} at {t.offset}, "
                                 f"{t.nbytes} bytes, shape {list(t.slot.shape)})")
         for i, (e, t) in enumerate(zip(entries, tensors)):
-            tensors[i] = BlobTensor(t.slot, t.offset, t.nbytes, t.dtype_code, t.dtype, e.sha256)
+            tensors[i] = BlobTensor(t.slot, t.offset, t.nbytes, t.dtype_code, t.dtype, e.crc32)
 
 
 _NO_FLAGS = {"qkv_bias": False, "qk_norm": False, "untied": False}

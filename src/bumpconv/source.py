@@ -7,7 +7,6 @@ shards listed in ``model.safetensors.index.json``; every shard is validated up f
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .digests import sha256_file
 from .errors import SourceError
 from .safetensors_file import TensorInfo, read_as_f32, read_header
 from .spec import ModelSpec, load_spec
@@ -99,17 +99,6 @@ class Source:
         if self.repo_id:
             return Provenance("hf_cache", tuple(files), self.repo_id, self.commit)
         return Provenance("directory", tuple(files))
-
-
-def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
-    """Stream a file through SHA-256 (hashlib releases the GIL, so this runs beside other work)."""
-    h = hashlib.sha256()
-    buf = bytearray(chunk)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(view):
-            h.update(view[:n])
-    return h.hexdigest()
 
 
 def _cache_blob_sha256(path: Path) -> str | None:

@@ -26,6 +26,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from .constants import FOOTER_MAGIC
+from .digests import Crc32
 from .errors import ConfigError, OutputError
 from .layout import TensorSlot
 from .metadata import build_metadata, canonical_json, created_at
@@ -44,7 +45,7 @@ class WriteResult:
     path: Path
     size: int
     checksum: str
-    tensor_sha256: dict[str, str]
+    tensor_crc32: dict[str, str]
 
 
 @contextmanager
@@ -139,23 +140,31 @@ class _Stage:
 _DONE = object()
 #: Output buffers in flight: packing one, writing one, hashing one, and slack in the queues.
 _BUFFERS = 6
+#: Written bytes between fdatasync calls: writeback overlaps the conversion instead of all
+#: landing on the final fsync.
+_SYNC_BYTES = 64 << 20
 
 
 class _Emitter:
-    """Packs into recycled buffers and streams them through write -> checksum -> tensor hash.
+    """Streams packed chunks from recycled buffers through two stages on their own threads.
 
-    Stage 1 writes each chunk and feeds the payload checksum (file order); stage 2 feeds the
-    per-tensor SHA-256s and returns the buffer to the pool. Peak memory is ``_BUFFERS`` chunks.
+    Stage 1 writes each chunk (file order) and flushes every ``_SYNC_BYTES`` so the final fsync
+    has little left to do; stage 2 feeds the payload SHA-256 and the per-tensor CRC32s, then
+    returns the buffer to the pool. Peak memory is ``_BUFFERS`` chunks.
+
+    Per-tensor digests are CRC32 (see :class:`bumpconv.digests.Crc32`); measured on
+    SmolLM2-135M fp32, a per-tensor SHA-256 stream instead took the write from 0.65 s to 0.90 s.
     """
 
     def __init__(self, fd: int, chunk_bytes: int, bar: "_NoBar") -> None:
         self.fd, self.bar = fd, bar
         self.total = hashlib.sha256()
-        self.per_tensor: dict[str, "hashlib._Hash"] = {}
+        self.per_tensor: dict[str, Crc32] = {}
+        self._unsynced = 0
         self._free: queue.Queue = queue.Queue()
         for _ in range(_BUFFERS):
             self._free.put(np.empty(chunk_bytes // 4, dtype=np.float32))
-        self._hash_stage = _Stage("bumpconv-tensor-hash", self._hash_tensor, self._recycle)
+        self._hash_stage = _Stage("bumpconv-hash", self._hash, self._recycle)
         self._write_stage = _Stage("bumpconv-write", self._write, self._hash_stage.inbox.put)
 
     def take(self, elements: int) -> np.ndarray:
@@ -175,20 +184,24 @@ class _Emitter:
     def _write(self, item: object) -> None:
         _, data, _ = item  # type: ignore[misc]
         _write_all(self.fd, data)
-        self.total.update(data)
         self.bar.update(len(data))
+        self._unsynced += len(data)
+        if self._unsynced >= _SYNC_BYTES:
+            os.fdatasync(self.fd)
+            self._unsynced = 0
 
-    def _hash_tensor(self, item: object) -> None:
+    def _hash(self, item: object) -> None:
         tensor, data, _ = item  # type: ignore[misc]
+        self.total.update(data)
         if tensor is not None:
-            self.per_tensor.setdefault(tensor, hashlib.sha256()).update(data)
+            self.per_tensor.setdefault(tensor, Crc32()).update(data)
 
     def _recycle(self, item: object) -> None:
         if item is not _DONE and item[2] is not None:  # type: ignore[index]
             self._free.put(item[2])  # type: ignore[index]
 
     def finish(self) -> tuple[str, dict[str, str]]:
-        """Drain both stages; re-raise a stage's error; return the checksum and tensor hashes."""
+        """Drain both stages; re-raise a stage's error; return the checksum and tensor digests."""
         self._write_stage.inbox.put(_DONE)
         self._write_stage.join()
         self._hash_stage.join()
