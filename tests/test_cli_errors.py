@@ -109,13 +109,26 @@ def tie_contradiction(src: Path) -> str:
     return "tie_word_embeddings=true but the checkpoint has lm_head.weight"
 
 
+def tie_absent_without_head(src: Path) -> str:
+    """HF's default is untied: a config without the key needs lm_head.weight (engine bug 6.3)."""
+    cfg = json.loads((src / "config.json").read_text())
+    del cfg["tie_word_embeddings"]
+    (src / "config.json").write_text(json.dumps(cfg))
+
+    def edit(h: dict) -> None:
+        h["model.norm.weight_"] = h.pop("lm_head.weight")
+    _rewrite_header(src / "model.safetensors", edit)
+    return "tie_word_embeddings is absent (HF default: false) but the checkpoint has no lm_head.weight"
+
+
 def no_config(src: Path) -> str:
     (src / "config.json").unlink()
     return "config.json: not found"
 
 
 CASES = [truncate, header_past_eof, non_json_header, overlap, unknown_dtype, missing_tensor,
-         extra_tensor, bad_shape, missing_key, bad_arch, tie_contradiction, no_config]
+         extra_tensor, bad_shape, missing_key, bad_arch, tie_contradiction, tie_absent_without_head,
+         no_config]
 
 
 def assert_clean_failure(r, needle: str, out_dir: Path) -> None:  # type: ignore[no-untyped-def]

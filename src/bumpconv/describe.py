@@ -79,6 +79,14 @@ def format_plan(plan: Plan, source: Source) -> str:
     return "\n".join(lines)
 
 
+def _written_by(bf: BumpFile) -> str:
+    if bf.metadata is not None:
+        return bf.metadata.created_by
+    if bf.engine_metadata is not None:
+        return f"{bf.engine_metadata.get('created_by', 'unknown')} (engine metadata, no manifest)"
+    return f"not recorded ({bf.magic} files carry no metadata)"
+
+
 def blob_summary(bf: BumpFile, report: IntegrityReport | None) -> dict[str, Any]:
     """Everything `inspect` shows, as plain data (the `--json` output)."""
     payload = sum(t.nbytes for t in bf.tensors)
@@ -96,7 +104,7 @@ def blob_summary(bf: BumpFile, report: IntegrityReport | None) -> dict[str, Any]
         "profile": bf.profile.profile,
         "header_variant": bf.variant.name,
         "header_variant_description": bf.variant.description,
-        "written_by": bf.metadata.created_by if bf.metadata else "engine (no bumpconv metadata)",
+        "written_by": _written_by(bf),
         "size": bf.size,
         "checksum": bf.checksum.hex(),
         "checksum_status": ("not verified (use --verify)" if report is None

@@ -34,8 +34,9 @@ from .packing import RowMap, arithmetic_runs, row_map
 from .plan import Plan
 from .source import Provenance, Source
 
-#: Output bytes produced per step; small enough for bounded RSS, large enough for fast I/O.
-CHUNK_BYTES = 4 << 20
+#: Output bytes per pipeline step: large enough for few syscalls, small enough that a chunk is
+#: still in the 2 MiB L2 cache when the hash stage reads it (measured fastest of 0.5-8 MiB).
+CHUNK_BYTES = 2 << 20
 #: A source read with a row stride (WO) is read whole once if its fp32 size is at most this.
 WHOLE_SOURCE_LIMIT = 64 << 20
 
