@@ -227,6 +227,7 @@ def load_profile(name: str) -> LayoutProfile:
     return LayoutProfile.model_validate_json(text)
 
 
+@cache
 def profile_hash(name: str) -> str:
     """SHA-256 of the canonical JSON of a profile: identifies the exact layout a file used."""
     canon = json.dumps(load_profile(name).model_dump(mode="json"), sort_keys=True,

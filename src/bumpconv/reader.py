@@ -22,7 +22,7 @@ import numpy as np
 
 from .constants import FOOTER_MAGIC, FOOTER_SIZE, HEADER_SIZE, DType, LegacyDType, align_up_elems
 from .errors import BlobError, BumpError
-from .layout import HeaderVariant, LayoutProfile, TensorSlot, load_profile, PROFILES
+from .layout import PROFILES, HeaderVariant, LayoutProfile, ReadMagic, TensorSlot, load_profile
 from .metadata import Metadata
 from .plan import layout_tensors
 from .spec import SUPPORTED_ARCHITECTURES, ModelSpec, RopeSpec, load_spec
@@ -127,7 +127,7 @@ def open_blob(path: Path | str, config: Path | None = None) -> BumpFile:
         with open(path, "rb") as f:
             size = f.seek(0, 2)
             f.seek(0)
-            head = f.read(min(size, 4096))
+            head = f.read(HEADER_SIZE)
             tail = b""
             if size >= FOOTER_SIZE:
                 f.seek(size - FOOTER_SIZE)
@@ -148,7 +148,7 @@ def open_blob(path: Path | str, config: Path | None = None) -> BumpFile:
     return _Parser(path, size, profile, read.magic, version, read.metadata, config, tail).parse()
 
 
-def _profile_for(path: Path, magic: bytes):  # noqa: ANN202 - (LayoutProfile, ReadMagic)
+def _profile_for(path: Path, magic: bytes) -> tuple[LayoutProfile, ReadMagic]:
     for name in PROFILES:
         profile = load_profile(name)
         for read in profile.reads:
