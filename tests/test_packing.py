@@ -15,7 +15,7 @@ import pytest
 
 from bumpconv.layout import TensorSlot, expand_tensors, load_profile
 from bumpconv.packing import first_nonzero_padding, pack, row_map, unpack
-from bumpconv.safetensors_file import TensorInfo
+from bumpconv.safetensors_file import TensorInfo, widen
 from bumpconv.writer import packed_chunks
 
 # E=40 -> AE=48, D=10 -> AD=16, I=20 -> AI=32, H=4, KV=2, V=7, L=1
@@ -104,28 +104,35 @@ def test_pack_matches_the_element_rule_and_unpack_inverts_it(role: str) -> None:
 
 
 class _ArraySource:
-    """Stands in for bumpconv.source.Source: serves named arrays by element range."""
+    """Stands in for bumpconv.source.Source: serves named fp32 or bf16 arrays by element range."""
 
     def __init__(self, arrays: dict[str, np.ndarray]) -> None:
         self.arrays = arrays
-        self.tensors = {n: TensorInfo(n, Path("mem"), "F32", a.shape, 0, a.nbytes)
-                        for n, a in arrays.items()}
+        self.tensors = {n: TensorInfo(n, Path("mem"), "BF16" if a.dtype == np.uint16 else "F32",
+                                      a.shape, 0, a.nbytes) for n, a in arrays.items()}
+
+    def read_raw(self, name: str, start: int, count: int) -> np.ndarray:
+        return self.arrays[name].ravel()[start:start + count].copy()
 
     def read(self, name: str, start: int, count: int, out: np.ndarray | None = None) -> np.ndarray:
-        data = self.arrays[name].ravel()[start:start + count]
-        if out is None:
-            return data.copy()
-        out[...] = data
-        return out
+        return widen(self.read_raw(name, start, count), out)
 
 
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize("chunk_bytes", [64, 1000, 1 << 20])
-def test_streaming_row_form_equals_pack(role: str, chunk_bytes: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Chunk sizes from one row to the whole tensor, with and without whole-source caching."""
+@pytest.mark.parametrize("bf16", [False, True])
+def test_streaming_row_form_equals_pack(role: str, chunk_bytes: int, bf16: bool,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunk sizes from one row to the whole tensor, with and without whole-source caching,
+    from fp32 and from bf16 (widened by the writer only where it is used)."""
     slot = slots()[role]
     src = random_sources(slot, np.random.default_rng(7))
-    source = _ArraySource(dict(zip(slot.sources, src)))
+    if bf16:
+        stored = [(a.view(np.uint32) >> 16).astype(np.uint16) for a in src]
+        src = [widen(a) for a in stored]
+    else:
+        stored = src
+    source = _ArraySource(dict(zip(slot.sources, stored)))
     want = pack(slot, src).reshape(-1, slot.shape[-1])
     for limit in (0, 1 << 30):
         monkeypatch.setattr("bumpconv.writer.WHOLE_SOURCE_LIMIT", limit)

@@ -126,33 +126,56 @@ def _check_coverage(path: Path, tensors: dict[str, TensorInfo], data_start: int,
         raise SourceError(f"{path}: {end - pos} unindexed bytes after the last tensor")
 
 
-def read_as_f32(fd: int, info: TensorInfo, start: int, count: int,
-                out: np.ndarray | None = None) -> np.ndarray:
-    """Elements ``[start, start + count)`` of ``info`` (flat, row-major) as fp32.
+#: numpy dtypes of the raw bytes of each convertible dtype (bf16 is read as its bit pattern).
+_RAW = {"F32": np.dtype("<f4"), "BF16": np.dtype("<u2"), "F16": np.dtype("<f2")}
 
-    Written into ``out`` (a contiguous fp32 array of ``count`` elements) when given, so the
-    caller can read straight into its output buffer. bf16 -> fp32 is a 16-bit shift of the bit
-    pattern and fp16 -> fp32 is exact: the result is bit-for-bit the checkpoint's value.
-    """
+
+def _check_read(info: TensorInfo, start: int, count: int) -> None:
     if info.dtype not in CONVERTIBLE_DTYPES:
         raise SourceError(f"{info.file}: tensor {info.name!r} has dtype {info.dtype}; "
                           f"supported: {', '.join(CONVERTIBLE_DTYPES)}")
     if start < 0 or count < 0 or start + count > info.numel:
         raise SourceError(f"{info.file}: read of elements [{start}, {start + count}) is outside "
                           f"tensor {info.name!r} ({info.numel} elements)")
-    if out is None:
-        out = np.empty(count, dtype=np.float32)
-    position = info.offset + start * info.itemsize
-    if info.dtype == "F32":
-        _pread_exact(fd, out, position, info)
-        return out
-    raw = np.empty(count, dtype="<u2" if info.dtype == "BF16" else "<f2")
-    _pread_exact(fd, raw, position, info)
-    if info.dtype == "F16":
-        out[...] = raw
+
+
+def read_raw(fd: int, info: TensorInfo, start: int, count: int) -> np.ndarray:
+    """Elements ``[start, start + count)`` as stored (fp32, fp16, or bf16 bit patterns)."""
+    _check_read(info, start, count)
+    raw = np.empty(count, dtype=_RAW[info.dtype])
+    _pread_exact(fd, raw, info.offset + start * info.itemsize, info)
+    return raw
+
+
+def widen(raw: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Stored values as fp32, exactly: bf16 is a 16-bit shift of its bit pattern, fp16 widens
+    losslessly. fp32 input is returned as is when no ``out`` is given."""
+    if raw.dtype == np.uint16:
+        wide = raw.astype(np.uint32)
+        wide <<= 16
+        values = wide.view(np.float32)
     else:
-        np.left_shift(raw, 16, out=out.view(np.uint32), dtype=np.uint32)
+        values = raw if raw.dtype == np.float32 and out is None else raw.astype(np.float32)
+    if out is None:
+        return values
+    out[...] = values
     return out
+
+
+def read_as_f32(fd: int, info: TensorInfo, start: int, count: int,
+                out: np.ndarray | None = None) -> np.ndarray:
+    """Elements ``[start, start + count)`` of ``info`` (flat, row-major) as fp32.
+
+    Written into ``out`` (a contiguous fp32 array of ``count`` elements) when given, so the
+    caller can read straight into its output buffer; fp32 sources are read with no copy.
+    """
+    if info.dtype == "F32":
+        _check_read(info, start, count)
+        if out is None:
+            out = np.empty(count, dtype=np.float32)
+        _pread_exact(fd, out, info.offset + start * info.itemsize, info)
+        return out
+    return widen(read_raw(fd, info, start, count), out)
 
 
 def _pread_exact(fd: int, buf: np.ndarray, offset: int, info: TensorInfo) -> None:

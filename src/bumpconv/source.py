@@ -18,7 +18,7 @@ import numpy as np
 
 from .digests import sha256_file
 from .errors import SourceError
-from .safetensors_file import TensorInfo, read_as_f32, read_header
+from .safetensors_file import TensorInfo, read_as_f32, read_header, read_raw
 from .spec import ModelSpec, load_spec
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -61,16 +61,24 @@ class Source:
     _fds: dict[Path, int] = field(default_factory=dict, repr=False)
     _stack: ExitStack = field(default_factory=ExitStack, repr=False)
 
-    def read(self, name: str, start: int, count: int, out: np.ndarray | None = None) -> np.ndarray:
-        """Elements ``[start, start+count)`` of tensor ``name`` as fp32 (exact conversion),
-        into ``out`` when given."""
-        info = self.tensors[name]
+    def _fd(self, info: TensorInfo) -> int:
         fd = self._fds.get(info.file)
         if fd is None:
             fd = os.open(info.file, os.O_RDONLY)
             self._stack.callback(os.close, fd)
             self._fds[info.file] = fd
-        return read_as_f32(fd, info, start, count, out)
+        return fd
+
+    def read(self, name: str, start: int, count: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Elements ``[start, start+count)`` of tensor ``name`` as fp32 (exact conversion),
+        into ``out`` when given."""
+        info = self.tensors[name]
+        return read_as_f32(self._fd(info), info, start, count, out)
+
+    def read_raw(self, name: str, start: int, count: int) -> np.ndarray:
+        """Elements ``[start, start+count)`` as stored; widen with ``safetensors_file.widen``."""
+        info = self.tensors[name]
+        return read_raw(self._fd(info), info, start, count)
 
     def read_all(self, name: str) -> np.ndarray:
         """A whole tensor as fp32 in its own shape."""

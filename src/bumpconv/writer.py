@@ -32,13 +32,16 @@ from .layout import TensorSlot
 from .metadata import build_metadata, canonical_json, created_at
 from .packing import RowMap, arithmetic_runs, row_map
 from .plan import Plan
+from .safetensors_file import widen
 from .source import Provenance, Source
 
 #: Output bytes per pipeline step: large enough for few syscalls, small enough that a chunk is
 #: still in the 2 MiB L2 cache when the hash stage reads it (measured fastest of 0.5-8 MiB).
 CHUNK_BYTES = 2 << 20
-#: A source read with a row stride (WO) is read whole once if its fp32 size is at most this.
-WHOLE_SOURCE_LIMIT = 64 << 20
+#: A source read with a row stride (WO: one head's columns at a time) is read whole, once, when
+#: its stored size is at most this; a larger one is re-read per head in bounded spans. This
+#: caps the only per-tensor buffer, so peak memory has a fixed bound whatever the model size.
+WHOLE_SOURCE_LIMIT = 32 << 20
 
 
 @dataclass(frozen=True)
@@ -248,9 +251,10 @@ def packed_chunks(slot: TensorSlot, source: Source, chunk_bytes: int = CHUNK_BYT
     runs = arithmetic_runs(rm.src_index, rm.src_start) if rm.run else []
     whole: dict[int, np.ndarray] = {}
     if any(stride > rm.run for _, _, stride in runs):
-        sizes = [source.tensors[n].numel * 4 for n in slot.sources]
+        sizes = [source.tensors[n].nbytes for n in slot.sources]
         if max(sizes) <= WHOLE_SOURCE_LIMIT:
-            whole = {k: source.read(n, 0, source.tensors[n].numel) for k, n in enumerate(slot.sources)}
+            whole = {k: source.read_raw(n, 0, source.tensors[n].numel)
+                     for k, n in enumerate(slot.sources)}
     max_span = max(rm.run, chunk_bytes // 4)
     run_i = 0
     for a in range(0, rm.rows, rows_per_chunk):
@@ -286,9 +290,10 @@ def _fill_rows(out: np.ndarray, first_row: int, rm: RowMap, s: int, e: int, stri
     if dense and k not in whole:
         source.read(slot.sources[k], start, span, out=out[p0:p0 + count].reshape(-1))
         return
-    seg = whole[k][start:start + span] if k in whole else source.read(slot.sources[k], start, span)
-    rows = as_strided(seg, shape=(count, rm.run), strides=(stride * 4, 4), writeable=False)
-    out[rm.pad_rows[s:e] - first_row, :rm.run] = rows
+    seg = whole[k][start:start + span] if k in whole else source.read_raw(slot.sources[k], start, span)
+    size = seg.itemsize
+    rows = as_strided(seg, shape=(count, rm.run), strides=(stride * size, size), writeable=False)
+    out[rm.pad_rows[s:e] - first_row, :rm.run] = widen(rows)  # widen only the columns used
 
 
 def header_bytes(plan: Plan, checksum: bytes) -> bytes:
