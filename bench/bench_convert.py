@@ -5,9 +5,9 @@ same run). Each command runs in a fresh process under `/usr/bin/time -v` for wal
 peak RSS, after `sync` so no earlier run's dirty pages are flushed on its clock. Runs of the
 two commands are interleaved and the median is reported.
 
-Sources: SmolLM2-135M fp32 and bf16 (built by bumpconv.fixtures), and a synthetic ~1B-parameter
-llama checkpoint (random bf16 weights, written here) to show that peak memory does not grow
-with model size.
+Sources: SmolLM2-135M fp32 and bf16 (built by bumpconv.fixtures), and two synthetic
+~1B-parameter llama checkpoints (random bf16 weights, written here: a 1B geometry and a 13B-wide
+geometry with 2 layers) to show that peak memory does not grow with model size.
 
     python bench/bench_convert.py [--cache .cache] [--repeat 3] [--skip-1b]
 """
@@ -32,6 +32,10 @@ ONE_B = dict(model_type="llama", hidden_size=2048, num_hidden_layers=16, num_att
              num_key_value_heads=8, intermediate_size=8192, vocab_size=32000,
              max_position_embeddings=4096, rms_norm_eps=1e-5, tie_word_embeddings=False,
              rope_theta=500000.0, hidden_act="silu", torch_dtype="bfloat16")
+#: About as many parameters in a 13B model's geometry (2 layers): its o_proj (50 MiB bf16) is
+#: over the writer's whole-source cap, so this exercises the bounded strided path for WO.
+ONE_B_WIDE = {**ONE_B, "hidden_size": 5120, "num_hidden_layers": 2, "num_attention_heads": 40,
+              "num_key_value_heads": 40, "intermediate_size": 13824}
 
 
 def timed(cmd: list[str]) -> tuple[float, int]:
@@ -140,6 +144,8 @@ def main() -> int:
                ("SmolLM2-135M bf16", smollm2(args.cache, "bf16"))]
     if not args.skip_1b:
         sources.append(("synthetic 1.1B bf16", write_synthetic(args.cache / "synthetic-1b", ONE_B)))
+        sources.append(("synthetic 1.0B wide", write_synthetic(args.cache / "synthetic-1b-wide",
+                                                                ONE_B_WIDE)))
     if args.prewarm_gib:
         prewarm_memory(args.prewarm_gib)
     rows = []

@@ -92,10 +92,11 @@ def test_bf16_sharded_and_v4_config_sources(tiny, cli, tmp_path: Path) -> None:
     sharded = tiny("llama-untied", shard_bytes=200_000)
     v4 = tiny("llama-untied", config_layout="v4")
     bf16 = tiny("llama-untied", dtype="bfloat16")
+    fp16 = tiny("llama-untied", dtype="float16")
     assert len(list(sharded.glob("*.safetensors"))) > 1
     assert "rope_theta" in json.loads((v4 / "config.json").read_text())
     outs = {}
-    for tag, src in [("fp32", fp32), ("sharded", sharded), ("v4", v4), ("bf16", bf16)]:
+    for tag, src in [("fp32", fp32), ("sharded", sharded), ("v4", v4), ("bf16", bf16), ("fp16", fp16)]:
         outs[tag] = tmp_path / f"{tag}.bump"
         assert cli("convert", src, outs[tag], "--quiet").code == 0
         assert cli("verify", outs[tag], "--against", src).code == 0
@@ -209,3 +210,30 @@ def test_progress_bar_is_off_when_not_a_terminal(tiny, cli, tmp_path: Path) -> N
     r = cli("convert", tiny("llama-tied"), tmp_path / "p.bump")
     assert r.code == 0 and "\r" not in r.err and r.err.startswith("wrote ")
     assert os.path.getsize(tmp_path / "p.bump") > 0
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_progress_bar_in_bytes_on_a_terminal(quiet: bool, tiny, tmp_path: Path) -> None:
+    import pty
+    primary, secondary = pty.openpty()
+    args = [sys.executable, "-m", "bumpconv.cli", "convert", str(tiny("llama-gqa-pad")),
+            str(tmp_path / "t.bump")] + (["--quiet"] if quiet else [])
+    proc = subprocess.run(args, stderr=secondary, stdout=subprocess.DEVNULL,
+                          env={**os.environ, "COLUMNS": "", "LINES": ""})
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            data = os.read(primary, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(primary)
+    text = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0
+    if quiet:
+        assert text == ""
+    else:
+        assert "t.bump:" in text and "B/s" in text and "%|" in text  # tqdm in bytes

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
+import shutil
 import struct
 import sys
 import tempfile
@@ -359,6 +360,8 @@ def _progress_bar(total: int, dest: Path, enabled: bool) -> "_NoBar":
     if not (enabled and sys.stderr.isatty()):
         return _NoBar()
     from tqdm import tqdm
+    # A terminal that reports no size (0x0) would make tqdm draw nothing: fall back to 80x24.
+    size = shutil.get_terminal_size((80, 24))
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=dest.name, leave=False, dynamic_ncols=True)
+                desc=dest.name, leave=False, ncols=size.columns, nrows=size.lines)
 
