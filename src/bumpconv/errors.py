@@ -34,3 +34,11 @@ class OutputError(BumpError):
 
 class RuntimeInputError(BumpError):
     """Input the C runtime refuses: a token id out of range, a sequence past the context."""
+
+
+class ParityError(BumpError):
+    """Parity cannot run: the blob and the source are not the same model, or a side is missing."""
+
+
+class ReferenceSetupError(BumpError):
+    """The reference side cannot be set up: missing extras, an incomplete checkpoint."""

@@ -154,12 +154,17 @@ def smollm2(cache: Path, variant: str = "fp32") -> Path:
     def build(out: Path) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
-        gguf_dir = _cached_build(cache, "smollm2-gguf", fetch_gguf, marker=SMOLLM2_GGUF)
-        model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF,
-                                                     dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
-        if getattr(model, "hf_quantizer", None) is not None:
-            model.hf_quantizer.remove_quantization_config(model)
+        if variant != "fp32":  # derived from the fp32 build: no second GGUF dequantization
+            base = smollm2(cache, "fp32")
+            model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(base)
+        else:
+            gguf_dir = _cached_build(cache, "smollm2-gguf", fetch_gguf, marker=SMOLLM2_GGUF)
+            model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF,
+                                                         dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
+            if getattr(model, "hf_quantizer", None) is not None:
+                model.hf_quantizer.remove_quantization_config(model)
         kwargs: dict[str, Any] = {}
         if variant == "bf16":
             model.to(torch.bfloat16)
