@@ -1,0 +1,128 @@
+"""Build the C runtime into the extension module ``bumpconv._native`` (cffi, out-of-line API mode).
+
+Two callers:
+
+* ``pip install -e .`` / ``pip install .``: setup.py names ``native/build_ffi.py:ffibuilder`` in
+  ``cffi_modules``, so setuptools compiles the extension next to the package.
+* ``make -C native`` (and its ``asan``/``portable`` targets) run this file as a script to build a
+  variant into a directory that ``BUMPCONV_NATIVE_DIR`` can point the runtime at.
+
+Flags: ``-O3 -march=native`` and OpenMP when the compiler accepts them; ``BUMPCONV_PORTABLE=1``
+drops ``-march=native`` (the kernels then use the baseline vector width of the target).
+The runtime is compiled with ``-ffp-contract=off`` so that it rounds as written, like
+transformers; the kernels fuse multiply-adds explicitly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import shlex
+import subprocess
+import sysconfig
+import tempfile
+from pathlib import Path
+
+from cffi import FFI
+
+HERE = Path(__file__).resolve().parent
+SOURCES = ("bump.c", "kernels.c")
+HEADERS = ("bump.h", "kernels.h")
+MODULE = "bumpconv._native"
+
+STRICT = ["-Wall", "-Wextra", "-Werror"]
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
+
+
+def _cdef() -> str:
+    """The declarations between the CFFI markers of bump.h (the header is the single source)."""
+    text = (HERE / "bump.h").read_text(encoding="utf-8")
+    start = text.index("/* CFFI-BEGIN */") + len("/* CFFI-BEGIN */")
+    return text[start:text.index("/* CFFI-END */")]
+
+
+def _compiler() -> list[str]:
+    return shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
+
+
+@functools.lru_cache(maxsize=None)
+def _accepts(flags: tuple[str, ...], program: str = "int main(void) { return 0; }\n") -> bool:
+    """Whether the compiler builds and links a small program with ``flags``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "probe.c"
+        src.write_text(program)
+        try:
+            result = subprocess.run(
+                [*_compiler(), *flags, str(src), "-o", str(Path(tmp) / "probe")],
+                capture_output=True)
+        except OSError:
+            return False
+        return result.returncode == 0
+
+
+def _flags(variant: str, strict: bool) -> tuple[list[str], list[str]]:
+    """(compile, link) flags for a variant: release, asan or portable."""
+    compile_args = ["-std=c11", "-ffp-contract=off"]
+    link_args: list[str] = []
+    if variant == "asan":
+        compile_args += ["-O1", "-g", *SANITIZE]
+        link_args += SANITIZE
+    else:
+        compile_args += ["-O3"]
+    portable = variant == "portable" or os.environ.get("BUMPCONV_PORTABLE") == "1"
+    if not portable and _accepts(("-march=native",)):
+        compile_args.append("-march=native")
+    omp_probe = "#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n"
+    if _accepts(("-fopenmp",), omp_probe):
+        compile_args.append("-fopenmp")
+        link_args.append("-fopenmp")
+    else:
+        compile_args.append("-Wno-unknown-pragmas")
+    if strict:
+        compile_args += STRICT
+    return compile_args, link_args
+
+
+def make_builder(variant: str = "release", strict: bool = False, absolute: bool = False) -> FFI:
+    """An FFI builder for ``bumpconv._native`` with the flags of ``variant``.
+
+    setuptools compiles from the project root and wants paths relative to it; cffi's own
+    ``compile()`` changes into its temporary directory first, so it needs absolute paths.
+    """
+    compile_args, link_args = _flags(variant, strict)
+    builder = FFI()
+    builder.cdef(_cdef())
+    where = str(HERE) if absolute else os.path.relpath(HERE)
+    builder.set_source(
+        MODULE, '#include "bump.h"\n',
+        sources=[os.path.join(where, s) for s in SOURCES],
+        include_dirs=[where],
+        depends=[os.path.join(where, h) for h in HEADERS],
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+    )
+    return builder
+
+
+ffibuilder = make_builder(strict=os.environ.get("BUMPCONV_STRICT") == "1")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="Build bumpconv._native into a directory.")
+    ap.add_argument("--variant", choices=("release", "asan", "portable"), default="release")
+    ap.add_argument("--out", type=Path, required=True,
+                    help="output directory (BUMPCONV_NATIVE_DIR for the runtime)")
+    ap.add_argument("--strict", action="store_true", help="warnings are errors")
+    args = ap.parse_args()
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    builder = make_builder(args.variant, args.strict, absolute=True)
+    built = builder.compile(tmpdir=str(out / "tmp"), verbose=False)
+    target = out / Path(built).name
+    os.replace(built, target)
+    print(target)
+
+
+if __name__ == "__main__":
+    main()

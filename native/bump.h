@@ -1,0 +1,102 @@
+/* bump.h - the C runtime of bumpconv: a Llama-family forward pass over a memory-mapped bump blob.
+ *
+ * The caller (src/bumpconv/runtime.py) resolves the file layout through the reader and the
+ * layout schemas and hands this runtime a table of tensors by role: the C side knows what a
+ * tensor is for, never where it sits in a file. Everything in the table is bound-checked
+ * against the file size and the model dimensions before a single weight is read.
+ *
+ * The declarations between the CFFI markers are parsed by cffi (native/build_ffi.py), so they
+ * must stay plain C declarations: no macros, no preprocessor lines.
+ */
+#ifndef BUMP_H
+#define BUMP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* CFFI-BEGIN */
+/* What a tensor is for. Layer roles repeat once per layer; the others appear once (layer -1). */
+enum bump_role {
+    BUMP_ROLE_TOKEN_EMB, BUMP_ROLE_FINAL_NORM, BUMP_ROLE_LM_HEAD,
+    BUMP_ROLE_LN1, BUMP_ROLE_Q_NORM, BUMP_ROLE_K_NORM,
+    BUMP_ROLE_WQ, BUMP_ROLE_BQ, BUMP_ROLE_WK, BUMP_ROLE_BK, BUMP_ROLE_WV, BUMP_ROLE_BV,
+    BUMP_ROLE_WO, BUMP_ROLE_LN2, BUMP_ROLE_W1, BUMP_ROLE_W2,
+    BUMP_N_ROLES
+};
+
+enum bump_dtype { BUMP_DTYPE_FP32 = 0 };
+enum bump_rope_type { BUMP_ROPE_DEFAULT = 0, BUMP_ROPE_LINEAR = 1, BUMP_ROPE_LLAMA3 = 2 };
+
+/* Return codes; the message goes to the caller's err buffer. */
+enum bump_status {
+    BUMP_OK = 0,
+    BUMP_ERR_BLOB = 1,   /* the file or the tensor table is unusable */
+    BUMP_ERR_INPUT = 2,  /* a token id out of range, a sequence past the context, a bad start_pos */
+    BUMP_ERR_NOMEM = 3,
+    BUMP_ERR_IO = 4      /* open/fstat/mmap failed */
+};
+
+/* Model settings (HF config names in comments). Aligned sizes are the padded row lengths. */
+typedef struct {
+    int32_t n_layers;          /* num_hidden_layers */
+    int32_t vocab_size;
+    int32_t dim;               /* hidden_size, E */
+    int32_t hidden_dim;        /* intermediate_size, I */
+    int32_t n_heads;           /* H */
+    int32_t n_kv_heads;        /* KV */
+    int32_t head_dim;          /* D */
+    int32_t seq_len;           /* context length, T */
+    int32_t aligned_dim;       /* AE */
+    int32_t aligned_head_dim;  /* AD */
+    int32_t aligned_hidden;    /* AI */
+    double rms_eps;
+    double rope_theta;
+    int32_t rope_type;         /* enum bump_rope_type */
+    double rope_factor;        /* linear, llama3 */
+    double rope_low_freq_factor, rope_high_freq_factor;  /* llama3 */
+    int32_t rope_original_max_pos;                        /* llama3 */
+    int32_t sliding_window;    /* 0: none (Mistral: attend to the last sliding_window keys) */
+    int32_t tied_embeddings;   /* logits from token_emb; else lm_head */
+    int32_t qkv_bias;          /* Qwen2: bq, bk, bv */
+    int32_t qk_norm;           /* Qwen3: q_norm, k_norm */
+    int32_t rope_interleaved;  /* fault injection: pair (2i, 2i+1) instead of (i, i + D/2) */
+    int32_t n_threads;         /* 0: OpenMP's default */
+} bump_config;
+
+/* One tensor of the file, by role. shape is the padded on-disk shape, offset/nbytes in bytes. */
+typedef struct {
+    int32_t role;
+    int32_t layer;
+    int32_t dtype;
+    int32_t ndim;
+    int64_t shape[4];
+    uint64_t offset;
+    uint64_t nbytes;
+} bump_tensor;
+
+/* Output buffers for the intermediate values of one forward pass (any pointer may be NULL).
+ * Shapes are unpadded, row-major, n = tokens in the call; see docs/runtime-api.md. */
+typedef struct {
+    int32_t layer;             /* the layer whose stages are recorded; -1 for none */
+    float *ln1, *q, *k, *v, *q_norm, *k_norm, *q_rope, *k_rope;
+    float *scores, *probs;     /* [H][n][n], start_pos must be 0 */
+    float *attn, *wo, *resid1, *ln2, *gate, *up, *swiglu, *down, *out;
+    float *final_norm;         /* [n][E] */
+    float *hidden;             /* [L + 1][n][E]: the embeddings, then every layer's output */
+} bump_taps;
+
+typedef struct bump_model bump_model;
+
+int bump_open(const char *path, const bump_config *cfg, const bump_tensor *table,
+              int32_t n_tensors, bump_model **out, char *err, size_t err_len);
+int bump_forward(bump_model *m, const int32_t *tokens, int32_t n, int32_t start_pos,
+                 float *logits, int32_t all_logits, const bump_taps *taps,
+                 char *err, size_t err_len);
+int32_t bump_cached(const bump_model *m);
+void bump_reset(bump_model *m);
+void bump_close(bump_model *m);
+const char *bump_kernel_name(void);
+int32_t bump_threads(const bump_model *m);
+/* CFFI-END */
+
+#endif

@@ -1,0 +1,133 @@
+"""Greedy text generation with the C runtime: the tokenizer side of ``bumpconv run``.
+
+Tokenization is the Hugging Face tokenizer of the source checkpoint (its ``tokenizer.json``,
+through the ``tokenizers`` package). ``encode`` adds special tokens exactly as the tokenizer's
+own post-processor says, which is what transformers' AutoTokenizer does (SmolLM2 adds no BOS;
+a Llama tokenizer adds ``<s>``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from .errors import BumpError, RuntimeInputError
+from .runtime import BumpModel
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+class TokenizerError(BumpError):
+    """The tokenizer is missing or unreadable."""
+
+
+def tokenizer_path(explicit: Path | None, blob: Path) -> Path:
+    """``explicit`` (a checkpoint directory or a tokenizer.json), else tokenizer.json beside the
+    blob. A blob does not record where its source was (that would make files depend on paths),
+    so there is nothing else to fall back on."""
+    if explicit is None:
+        path = blob.parent / TOKENIZER_FILE
+        if not path.is_file():
+            raise TokenizerError(f"no tokenizer: {path} not found; pass --tokenizer DIR "
+                                 "(the source checkpoint directory)")
+        return path
+    path = explicit / TOKENIZER_FILE if explicit.is_dir() else explicit
+    if not path.is_file():
+        raise TokenizerError(f"{path}: not found (--tokenizer wants the source checkpoint "
+                             f"directory or its {TOKENIZER_FILE})")
+    return path
+
+
+def load_tokenizer(path: Path):  # noqa: ANN201 - tokenizers.Tokenizer (imported lazily)
+    """A ``tokenizers.Tokenizer`` from ``path``; unreadable files are a TokenizerError."""
+    from tokenizers import Tokenizer
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception for malformed files
+        raise TokenizerError(f"{path}: not a usable tokenizer ({exc})") from None
+
+
+def eos_token_ids(tokenizer_dir: Path) -> frozenset[int]:
+    """The ids that end generation, from generation_config.json or config.json (the same
+    sources transformers' generate() uses); empty when neither names one."""
+    for name in ("generation_config.json", "config.json"):
+        try:
+            config = json.loads((tokenizer_dir / name).read_text(encoding="utf-8"))
+            value = config.get("eos_token_id")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(value, int):
+            return frozenset({value})
+        if isinstance(value, list) and all(isinstance(v, int) for v in value):
+            return frozenset(value)
+    return frozenset()
+
+
+class StreamDecoder:
+    """Text of the generated tokens as it grows. Decodes prompt + continuation together and
+    emits the new suffix, so tokenizers that treat a leading space specially still print the
+    right text, and a multi-byte character split across tokens is held back until complete."""
+
+    def __init__(self, tokenizer, prompt: Sequence[int]) -> None:  # noqa: ANN001
+        self._tok = tokenizer
+        self._ids = list(prompt)
+        self._shown = len(tokenizer.decode(self._ids))
+
+    def push(self, token: int) -> str:
+        self._ids.append(token)
+        text = self._tok.decode(self._ids)
+        if text.endswith("\ufffd"):
+            return ""
+        new, self._shown = text[self._shown:], len(text)
+        return new
+
+
+@dataclass
+class GenerationStats:
+    """Timings of one generation: the prompt pass and the decode steps."""
+
+    prompt_tokens: int = 0
+    prefill_seconds: float = 0.0
+    new_tokens: list[int] = field(default_factory=list)
+    decode_seconds: float = 0.0
+    stopped_at_context: bool = False
+
+    def summary(self) -> str:
+        n = len(self.new_tokens)
+        rate = (n - 1) / self.decode_seconds if n > 1 and self.decode_seconds > 0 else float("nan")
+        return (f"prefill: {self.prompt_tokens} tokens in {self.prefill_seconds:.3f} s "
+                f"({self.prompt_tokens / max(self.prefill_seconds, 1e-9):.1f} tok/s); "
+                f"decode: {n} tokens, {rate:.1f} tok/s"
+                + ("; stopped at the context length" if self.stopped_at_context else ""))
+
+
+def greedy(model: BumpModel, prompt: Sequence[int], max_new: int,
+           eos: frozenset[int] = frozenset(), stats: GenerationStats | None = None,
+           clock: Callable[[], float] = time.perf_counter) -> Iterator[int]:
+    """Yield up to ``max_new`` greedy tokens after ``prompt`` (stopping after an EOS id or at
+    the context length). The first token comes from the prefill; each next one from one
+    decode step with the KV cache. Decode time excludes the first token (it is prefill's)."""
+    if not prompt:
+        raise RuntimeInputError("the prompt is empty (it encodes to no tokens)")
+    stats = stats if stats is not None else GenerationStats()
+    stats.prompt_tokens = len(prompt)
+    start = clock()
+    logits = model.prefill(prompt)
+    stats.prefill_seconds = clock() - start
+    start = clock()
+    for i in range(max_new):
+        token = int(np.argmax(logits))
+        stats.new_tokens.append(token)
+        yield token
+        if token in eos or i + 1 == max_new:
+            break
+        if len(prompt) + i >= model.spec.context_length:  # no position left to feed it at
+            stats.stopped_at_context = True
+            break
+        logits = model.decode(token)
+        stats.decode_seconds = clock() - start

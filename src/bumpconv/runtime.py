@@ -1,0 +1,427 @@
+"""Run a converted blob in C: :class:`BumpModel` (the contract is docs/runtime-api.md).
+
+The layout is resolved here, in Python, through the reader and the layout schemas; the C side
+(native/, built into ``bumpconv._native`` by cffi) receives a table of tensors by role with
+their offsets, sizes, shapes and dtypes, plus the model settings. It knows roles, never file
+positions, and it bound-checks that table against the file size and the dimensions again, so a
+wrong table is an error even when it did not come from the reader.
+
+``BUMPCONV_NATIVE_DIR=DIR`` loads the extension from DIR instead of the installed package: the
+sanitizer build (``make -C native asan-test``) is tested that way.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.machinery
+import importlib.util
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Literal, Sequence
+
+import numpy as np
+
+from .errors import BlobError, BumpError, ConfigError, RuntimeInputError
+from .integrity import check_integrity
+from .reader import BlobTensor, BumpFile, open_blob
+from .spec import ModelSpec
+
+#: Roles the runtime reads. bumpwgt3 also has pos_emb, bo, b1, b2 and final_bias, which the
+#: format defines as all-zero for Llama-family models, and always has q/k/v bias slots (zero
+#: for a model without biases): those are checked to be zero, not read.
+RUNTIME_ROLES = ("token_emb", "final_norm", "lm_head", "ln1", "q_norm", "k_norm", "wq", "bq",
+                 "wk", "bk", "wv", "bv", "wo", "ln2", "w1", "w2")
+ZERO_ROLES = ("pos_emb", "bo", "b1", "b2", "final_bias")
+_BIAS_ROLES = ("bq", "bk", "bv")
+
+RopePairing = Literal["rotate_half", "interleaved"]
+_ROPE_TYPES = {"default": "BUMP_ROPE_DEFAULT", "linear": "BUMP_ROPE_LINEAR",
+               "llama3": "BUMP_ROPE_LLAMA3"}
+_ERR_LEN = 512
+_U64 = 1 << 64
+
+
+class NativeUnavailableError(BumpError, ImportError):
+    """The C extension is not built or cannot be loaded (also an ImportError, for callers that
+    treat the runtime as an optional import)."""
+
+
+def _prefer_short_spin() -> None:
+    """libgomp's default barrier wait spins ~300k iterations (milliseconds where the pause
+    instruction is slow) before sleeping. When another process competes for the cores, a
+    waiting thread then burns the time slice of the thread it waits for, and a forward pass
+    gets 10-30x slower; a short spin costs nothing measurable on an idle machine. libgomp
+    reads the setting once, when it is loaded, so it is set before the extension (which links
+    libgomp) is imported. A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT wins."""
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["GOMP_SPINCOUNT"] = "1000"
+
+
+@functools.lru_cache(maxsize=None)
+def load_native(directory: str | None = None) -> ModuleType:
+    """The cffi module ``bumpconv._native``: from ``directory`` when given (a build variant such
+    as the sanitizer build), else the one installed with the package."""
+    _prefer_short_spin()
+    if directory is None:
+        try:
+            return importlib.import_module("bumpconv._native")
+        except ImportError as exc:
+            raise NativeUnavailableError(
+                f"the C runtime bumpconv._native is not built ({exc}); reinstall with "
+                "`pip install -e .` or build it with `make -C native`") from None
+    candidates = sorted(p for p in Path(directory).glob("_native*")
+                        if p.name.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)))
+    if not candidates:
+        raise NativeUnavailableError(
+            f"BUMPCONV_NATIVE_DIR={directory}: no _native extension module there "
+            "(build one with `make -C native`)")
+    spec = importlib.util.spec_from_file_location("bumpconv._native", candidates[0])
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except ImportError as exc:
+        raise NativeUnavailableError(f"{candidates[0]}: cannot load ({exc})") from None
+    return module
+
+
+def native() -> ModuleType:
+    """The extension this process uses (honours ``BUMPCONV_NATIVE_DIR``)."""
+    return load_native(os.environ.get("BUMPCONV_NATIVE_DIR") or None)
+
+
+def kernel_name() -> str:
+    """Which SGEMM/GEMV kernel the extension was compiled with (vector width, tile)."""
+    mod = native()
+    return mod.ffi.string(mod.lib.bump_kernel_name()).decode()
+
+
+@dataclass(frozen=True)
+class NativeTensor:
+    """One row of the table C receives: a tensor by role, where it is and what it must be."""
+
+    role: str
+    layer: int | None
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int
+    nbytes: int
+
+    @classmethod
+    def from_blob(cls, t: BlobTensor) -> "NativeTensor":
+        return cls(t.slot.role, t.slot.layer, t.dtype, tuple(t.slot.shape), t.offset, t.nbytes)
+
+
+@dataclass(frozen=True)
+class AlignedSizes:
+    """The padded row lengths of the file (AE, AD, AI), which the tensor shapes are made of."""
+
+    embed: int
+    head: int
+    intermediate: int
+
+    @classmethod
+    def of(cls, bf: BumpFile, spec: ModelSpec) -> "AlignedSizes":
+        d = spec.dims()
+        return cls(bf.header.get("aligned_embed_dim", d["AE"]),
+                   bf.header.get("aligned_head_dim", d["AD"]),
+                   bf.header.get("aligned_intermediate", d["AI"]))
+
+
+class BumpModel:
+    """A blob opened in the C runtime, with its KV cache. Calls are serialised by a lock: a
+    model shared between threads is safe but not parallel (open one per thread for that)."""
+
+    def __init__(self, handle: Any, mod: ModuleType, spec: ModelSpec, path: Path) -> None:
+        """Use :meth:`open` (or :meth:`from_table`)."""
+        self._handle = handle
+        self._mod = mod
+        self._spec = spec
+        self._path = path
+        self._lock = threading.Lock()
+
+    # -- opening ---------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: Path | str, config: Path | str | None = None, verify: bool = False,
+             threads: int | None = None, *,
+             rope_pairing: RopePairing = "rotate_half") -> "BumpModel":
+        """Open ``path`` (either profile). ``config`` is the source's config.json, required
+        for a bumpwgt3 blob (which records neither eps nor rope settings). ``verify`` checks
+        every checksum and the zero padding first. ``threads`` defaults to OpenMP's default.
+        ``rope_pairing="interleaved"`` is fault injection for the parity tests only."""
+        path = Path(path)
+        with open_blob(path, config=Path(config) if config is not None else None) as bf:
+            if bf.spec is None:
+                raise BlobError(f"{path}: a {bf.magic} file does not record the runtime settings "
+                                "(eps, rope); pass the source's config.json (--config)")
+            if verify:
+                check_integrity(bf).raise_on_failure()
+            table = []
+            for t in bf.tensors:
+                role = t.slot.role
+                if role in ZERO_ROLES or (role in _BIAS_ROLES and not bf.spec.qkv_bias):
+                    _require_zero(bf, t)
+                else:
+                    table.append(NativeTensor.from_blob(t))
+            aligned = AlignedSizes.of(bf, bf.spec)
+            spec = bf.spec
+        return cls.from_table(path, spec, table, aligned, threads=threads,
+                              rope_pairing=rope_pairing)
+
+    @classmethod
+    def from_table(cls, path: Path | str, spec: ModelSpec, table: Sequence[NativeTensor],
+                   aligned: AlignedSizes, threads: int | None = None, *,
+                   rope_pairing: RopePairing = "rotate_half") -> "BumpModel":
+        """Hand C a tensor table directly. :meth:`open` builds the table from the reader; this
+        entry point exists so that C's own checks of a table can be tested (and would let a
+        caller run a layout the reader does not know)."""
+        path = Path(path)
+        mod = native()
+        ffi, lib = mod.ffi, mod.lib
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        if rope_pairing not in ("rotate_half", "interleaved"):
+            raise ValueError(f"rope_pairing must be 'rotate_half' or 'interleaved', "
+                             f"got {rope_pairing!r}")
+        cfg = _native_config(ffi, lib, spec, aligned, threads or 0, rope_pairing == "interleaved")
+        entries = ffi.new("bump_tensor[]", max(len(table), 1))
+        for i, t in enumerate(table):
+            _fill_entry(lib, entries[i], i, t)
+        out = ffi.new("bump_model **")
+        err = ffi.new("char[]", _ERR_LEN)
+        rc = lib.bump_open(os.fsencode(path), cfg, entries, len(table), out, err, _ERR_LEN)
+        if rc != lib.BUMP_OK:
+            message = f"{path}: {ffi.string(err).decode(errors='replace')}"
+            if rc == lib.BUMP_ERR_NOMEM:
+                raise MemoryError(message)
+            raise BlobError(message)
+        return cls(ffi.gc(out[0], lib.bump_close), mod, spec, path)
+
+    # -- the API of docs/runtime-api.md ------------------------------------------------------
+    @property
+    def spec(self) -> ModelSpec:
+        """The settings the runtime runs with."""
+        return self._spec
+
+    @property
+    def threads(self) -> int:
+        """OpenMP threads the C kernels use."""
+        return int(self._mod.lib.bump_threads(self._live()))
+
+    def forward(self, tokens: Sequence[int] | np.ndarray, start_pos: int = 0,
+                all_logits: bool = True) -> np.ndarray:
+        """Run ``tokens`` at positions ``start_pos``.. and append them to the KV cache
+        (``start_pos`` must equal the number of cached positions). Returns [n, V] logits, or
+        [1, V] for the last token only."""
+        return self._forward_ids(self._token_ids(tokens), start_pos, all_logits)
+
+    def reset(self) -> None:
+        """Empty the KV cache."""
+        with self._lock:
+            self._mod.lib.bump_reset(self._live())
+
+    def prefill(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Reset, run ``tokens``, return the last token's logits [V]."""
+        ids = self._token_ids(tokens)
+        self.reset()
+        return self._forward_ids(ids, 0, False)[0]
+
+    def decode(self, token: int) -> np.ndarray:
+        """One step with the KV cache: the logits [V] of ``token`` at the next position."""
+        ids = self._token_ids([token])
+        return self._forward_ids(ids, int(self._mod.lib.bump_cached(self._live())), False)[0]
+
+    def hidden_states(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
+        """[L + 1, n, E]: the embeddings, then every decoder layer's output (before the final
+        norm). Runs from position 0; the cache then holds ``tokens``."""
+        ids = self._token_ids(tokens)
+        s = self._spec
+        hidden = np.empty((s.num_layers + 1, len(ids), s.hidden_size), np.float32)
+        self.reset()
+        self._forward_ids(ids, 0, False, taps={"hidden": hidden}, layer=-1, logits=False)
+        return hidden
+
+    def taps(self, tokens: Sequence[int] | np.ndarray, layer: int) -> dict[str, np.ndarray]:
+        """Every stage of decoder layer ``layer`` (docs/runtime-api.md), plus ``final_norm``
+        and ``logits``, from a forward of ``tokens`` from position 0 (which the cache then
+        holds)."""
+        ids = self._token_ids(tokens)
+        s = self._spec
+        if not isinstance(layer, (int, np.integer)) or not 0 <= layer < s.num_layers:
+            raise RuntimeInputError(f"layer {layer!r} is out of range (the model has "
+                                    f"{s.num_layers} layers)")
+        arrays = {key: np.empty(shape, np.float32)
+                  for key, shape in tap_shapes(s, len(ids)).items()}
+        self.reset()
+        arrays["logits"] = self._forward_ids(ids, 0, True, taps=arrays, layer=int(layer))
+        return arrays
+
+    def close(self) -> None:
+        """Free the C state and unmap the file (idempotent)."""
+        with self._lock:
+            if self._handle is not None:
+                self._mod.ffi.release(self._handle)
+                self._handle = None
+
+    def __enter__(self) -> "BumpModel":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        s = self._spec
+        state = "closed" if self._handle is None else f"{self.threads} threads"
+        return (f"BumpModel({str(self._path)!r}, {s.architecture}, {s.num_layers} layers, "
+                f"{state})")
+
+    # -- internals ---------------------------------------------------------------------------
+    def _live(self) -> Any:
+        if self._handle is None:
+            raise ValueError("the BumpModel is closed")
+        return self._handle
+
+    def _token_ids(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Token ids as int32, refusing anything that is not an id in [0, vocab): a wrong id
+        must never wrap around or turn into another token on the way to C."""
+        vocab, context = self._spec.vocab_size, self._spec.context_length
+        arr = np.asarray(tokens)
+        if arr.ndim != 1 or arr.size == 0:
+            raise RuntimeInputError(f"tokens must be a non-empty 1-D sequence of ids, got shape "
+                                    f"{list(arr.shape)}")
+        if arr.dtype.kind not in "iu":  # floats, bools, Python ints too big for int64, ...
+            values = arr.tolist()
+            for i, v in enumerate(values):
+                if isinstance(v, bool) or not isinstance(v, int):
+                    raise RuntimeInputError(f"token at index {i} is {v!r}, not an integer id")
+                if not 0 <= v < vocab:
+                    raise RuntimeInputError(f"token id {v} at index {i} is outside [0, {vocab})")
+            arr = np.array(values, dtype=np.int64)
+        bad = np.flatnonzero((arr < 0) | (arr >= vocab))
+        if len(bad):
+            i = int(bad[0])
+            raise RuntimeInputError(f"token id {arr[i]} at index {i} is outside [0, {vocab})")
+        if len(arr) > context:
+            raise RuntimeInputError(f"{len(arr)} tokens exceed the context length {context}")
+        return np.ascontiguousarray(arr, dtype=np.int32)
+
+    def _forward_ids(self, ids: np.ndarray, start_pos: int, all_logits: bool,
+                     taps: dict[str, np.ndarray] | None = None, layer: int = -1,
+                     logits: bool = True) -> np.ndarray:
+        """The C call. ``ids`` go to C unchecked (C refuses out-of-range ids on its own)."""
+        ffi, lib = self._mod.ffi, self._mod.lib
+        if not isinstance(start_pos, (int, np.integer)) or not 0 <= start_pos < 2**31:
+            raise RuntimeInputError(f"start_pos {start_pos!r} is not a position")
+        n = len(ids)
+        out = np.empty((n if all_logits else 1, self._spec.vocab_size), np.float32)
+        ctaps = ffi.NULL
+        if taps is not None:
+            ctaps = ffi.new("bump_taps *")
+            ctaps.layer = layer
+            for key, arr in taps.items():
+                setattr(ctaps, key, ffi.from_buffer("float[]", arr))
+        err = ffi.new("char[]", _ERR_LEN)
+        ids = np.ascontiguousarray(ids, dtype=np.int32)
+        with self._lock:
+            rc = lib.bump_forward(self._live(), ffi.from_buffer("int32_t[]", ids), n,
+                                  int(start_pos),
+                                  ffi.from_buffer("float[]", out) if logits else ffi.NULL,
+                                  int(all_logits), ctaps, err, _ERR_LEN)
+        if rc != lib.BUMP_OK:
+            message = ffi.string(err).decode(errors="replace")
+            if rc == lib.BUMP_ERR_INPUT:
+                raise RuntimeInputError(message)
+            if rc == lib.BUMP_ERR_NOMEM:
+                raise MemoryError(message)
+            raise BumpError(message)
+        return out
+
+
+def tap_shapes(spec: ModelSpec, n: int) -> dict[str, tuple[int, ...]]:
+    """The stage taps of one layer for ``n`` tokens and their shapes (docs/runtime-api.md);
+    q_norm/k_norm only for models that have them (Qwen3)."""
+    E, I, H = spec.hidden_size, spec.intermediate_size, spec.num_heads
+    KV, D = spec.num_kv_heads, spec.head_dim
+    shapes: dict[str, tuple[int, ...]] = {
+        "ln1": (n, E), "q": (n, H, D), "k": (n, KV, D), "v": (n, KV, D)}
+    if spec.qk_norm:
+        shapes.update(q_norm=(n, H, D), k_norm=(n, KV, D))
+    shapes.update(q_rope=(n, H, D), k_rope=(n, KV, D), scores=(H, n, n), probs=(H, n, n),
+                  attn=(n, H * D), wo=(n, E), resid1=(n, E), ln2=(n, E), gate=(n, I),
+                  up=(n, I), swiglu=(n, I), down=(n, E), out=(n, E), final_norm=(n, E))
+    return shapes
+
+
+def _native_config(ffi: Any, lib: Any, spec: ModelSpec, aligned: AlignedSizes, threads: int,
+                   interleaved: bool) -> Any:
+    """The C settings struct. Values that do not fit their C type are refused here (C checks
+    the ranges that matter)."""
+    rope = spec.rope
+    if rope.type not in _ROPE_TYPES:
+        raise ConfigError(f"rope type {rope.type!r} is not supported by the runtime "
+                          f"(supported: {', '.join(_ROPE_TYPES)})")
+    ints = dict(n_layers=spec.num_layers, vocab_size=spec.vocab_size, dim=spec.hidden_size,
+                hidden_dim=spec.intermediate_size, n_heads=spec.num_heads,
+                n_kv_heads=spec.num_kv_heads, head_dim=spec.head_dim,
+                seq_len=spec.context_length, aligned_dim=aligned.embed,
+                aligned_head_dim=aligned.head, aligned_hidden=aligned.intermediate,
+                rope_type=getattr(lib, _ROPE_TYPES[rope.type]),
+                rope_original_max_pos=rope.original_max_position_embeddings or 0,
+                sliding_window=spec.sliding_window or 0,
+                tied_embeddings=int(spec.tie_word_embeddings), qkv_bias=int(spec.qkv_bias),
+                qk_norm=int(spec.qk_norm), rope_interleaved=int(interleaved), n_threads=threads)
+    cfg = ffi.new("bump_config *")
+    for key, value in ints.items():
+        if not -2**31 <= value < 2**31:
+            raise BlobError(f"setting {key}={value} does not fit the runtime (int32)")
+        setattr(cfg, key, value)
+    cfg.rms_eps = spec.rms_norm_eps
+    cfg.rope_theta = rope.theta
+    cfg.rope_factor = rope.factor or 0.0
+    cfg.rope_low_freq_factor = rope.low_freq_factor or 0.0
+    cfg.rope_high_freq_factor = rope.high_freq_factor or 0.0
+    return cfg
+
+
+def _fill_entry(lib: Any, entry: Any, index: int, t: NativeTensor) -> None:
+    """One C table row. Only what cannot be represented in C is refused here; every check of
+    meaning (bounds, shape, duplicates) is C's."""
+    role = getattr(lib, f"BUMP_ROLE_{t.role.upper()}", None) if t.role in RUNTIME_ROLES else None
+    where = f"tensor table entry {index} ({t.role}, layer {t.layer})"
+    if role is None:
+        raise BlobError(f"{where}: role {t.role!r} is not one the runtime reads")
+    if t.dtype != "fp32":
+        raise BlobError(f"{where}: dtype {t.dtype} (the runtime runs fp32 blobs only)")
+    if not 1 <= len(t.shape) <= 4:
+        raise BlobError(f"{where}: rank {len(t.shape)} (at most 4)")
+    values = [("offset", t.offset, 0, _U64), ("nbytes", t.nbytes, 0, _U64),
+              ("layer", -1 if t.layer is None else t.layer, -2**31, 2**31)]
+    values += [(f"shape[{i}]", s, -2**63, 2**63) for i, s in enumerate(t.shape)]
+    for name, value, lo, hi in values:
+        if not lo <= value < hi:
+            raise BlobError(f"{where}: {name}={value} does not fit the table")
+    entry.role = role
+    entry.layer = -1 if t.layer is None else t.layer
+    entry.dtype = lib.BUMP_DTYPE_FP32
+    entry.ndim = len(t.shape)
+    for i, s in enumerate(t.shape):
+        entry.shape[i] = s
+    entry.offset = t.offset
+    entry.nbytes = t.nbytes
+
+
+def _require_zero(bf: BumpFile, t: BlobTensor) -> None:
+    """A bumpwgt3 slot with no Llama-family counterpart must be zero, or the runtime would
+    silently compute something else than the file describes."""
+    if t.dtype != "fp32":
+        raise BlobError(f"{bf.path}: tensor {t.name!r} is {t.dtype}; the runtime runs fp32 only")
+    view = bf.array(t.name)
+    nonzero = bool(np.any(view))
+    del view
+    if nonzero:
+        raise BlobError(f"{bf.path}: tensor {t.name!r} is not all zero; the Llama-family "
+                        "runtime has no use for it")

