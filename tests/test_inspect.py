@@ -175,6 +175,8 @@ def damaged(blob: Path, tmp: Path) -> list[tuple[str, Path]]:
     cases += [("magic", b"BUMPWGT9" + raw[8:]),
               ("version", raw[:8] + struct.pack("<I", 9) + raw[12:]),
               ("layers", raw[:0x10] + struct.pack("<I", 3) + raw[0x14:]),
+              ("model-type", raw[:0x0C] + struct.pack("<I", 7) + raw[0x10:]),
+              ("reserved", raw[:0x70] + b"\x01" + raw[0x71:]),
               ("embed", raw[:0x18] + struct.pack("<I", 1 << 30) + raw[0x1C:]),
               ("aligned", raw[:0x30] + struct.pack("<Q", 150) + raw[0x38:]),
               ("kv", raw[:0x28] + struct.pack("<I", 0) + raw[0x2C:]),

@@ -13,7 +13,8 @@ import pytest
 
 from bumpconv.errors import BlobError, BumpError, ConfigError, RuntimeInputError
 from bumpconv.reader import open_blob
-from bumpconv.runtime import BumpModel, NativeUnavailableError, load_native, tap_shapes
+from bumpconv.errors import NativeUnavailableError
+from bumpconv.runtime import BumpModel, load_native, tap_shapes
 from runtime_helpers import MODELS, V3_MODELS, convert, prompt_ids, reference
 
 #: fp32 with a different summation order than torch: ~1e-5 is typical on these models.

@@ -42,3 +42,12 @@ class ParityError(BumpError):
 
 class ReferenceSetupError(BumpError):
     """The reference side cannot be set up: missing extras, an incomplete checkpoint."""
+
+
+class TokenizerError(BumpError):
+    """The tokenizer is missing or unreadable."""
+
+
+class NativeUnavailableError(BumpError, ImportError):
+    """The C extension is not built or cannot be loaded (also an ImportError, for callers that
+    treat the runtime as an optional import)."""

@@ -16,14 +16,10 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import BumpError, RuntimeInputError
+from .errors import RuntimeInputError, TokenizerError
 from .runtime import BumpModel
 
 TOKENIZER_FILE = "tokenizer.json"
-
-
-class TokenizerError(BumpError):
-    """The tokenizer is missing or unreadable."""
 
 
 def tokenizer_path(explicit: Path | None, blob: Path) -> Path:

@@ -235,6 +235,12 @@ class _Parser:
                 header[f.name] = struct.unpack_from("<Q", raw, f.offset)[0]
             elif f.type == "sha256":
                 checksum = raw[f.offset:f.offset + 32]
+            elif f.type == "zeros" and any(raw[f.offset:f.offset + f.nbytes]):
+                raise BlobError(f"{self.path}: header bytes 0x{f.offset:x}..0x{f.offset + f.nbytes:x} "
+                                f"({f.name}) must be zero")
+            if isinstance(f.value, int) and header[f.name] != f.value:
+                raise BlobError(f"{self.path}: header field {f.name} is {header[f.name]} "
+                                f"(expected {f.value})")
         (count,) = struct.unpack_from("<I", raw, variant.dtype_table_offset)
         if not 0 < count <= _MAX_TABLE or variant.dtype_table_offset + 4 + count > payload_limit:
             raise BlobError(f"{self.path}: dtype table length {count} at "

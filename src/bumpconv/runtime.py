@@ -25,7 +25,7 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from .errors import BlobError, BumpError, ConfigError, RuntimeInputError
+from .errors import BlobError, BumpError, ConfigError, NativeUnavailableError, RuntimeInputError
 from .integrity import check_integrity
 from .reader import BlobTensor, BumpFile, open_blob
 from .spec import ModelSpec
@@ -43,11 +43,6 @@ _ROPE_TYPES = {"default": "BUMP_ROPE_DEFAULT", "linear": "BUMP_ROPE_LINEAR",
                "llama3": "BUMP_ROPE_LLAMA3"}
 _ERR_LEN = 512
 _U64 = 1 << 64
-
-
-class NativeUnavailableError(BumpError, ImportError):
-    """The C extension is not built or cannot be loaded (also an ImportError, for callers that
-    treat the runtime as an optional import)."""
 
 
 def _prefer_short_spin() -> None:
