@@ -59,6 +59,7 @@ class CliResult:
 def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
     """Run ``bumpconv ARGS`` in-process; an uncaught exception (a traceback) fails the test."""
     def run(*args: object) -> CliResult:
+        capsys.readouterr()  # drop output from before the call (e.g. a fixture being built)
         code = cli_main([str(a) for a in args])
         captured = capsys.readouterr()
         return CliResult(code, captured.out, captured.err)
