@@ -149,16 +149,19 @@ def read_raw(fd: int, info: TensorInfo, start: int, count: int) -> np.ndarray:
 
 def widen(raw: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Stored values as fp32, exactly: bf16 is a 16-bit shift of its bit pattern, fp16 widens
-    losslessly. fp32 input is returned as is when no ``out`` is given."""
+    losslessly. fp32 input is returned as is when no ``out`` is given. With a contiguous
+    ``out`` the conversion is a single pass straight into it."""
     if raw.dtype == np.uint16:
-        wide = raw.astype(np.uint32)
-        wide <<= 16
-        values = wide.view(np.float32)
-    else:
-        values = raw if raw.dtype == np.float32 and out is None else raw.astype(np.float32)
+        if out is None:
+            out = np.empty(raw.shape, dtype=np.float32)
+        if out.flags.c_contiguous:
+            np.left_shift(raw, 16, out=out.view(np.uint32), dtype=np.uint32)
+        else:
+            out[...] = (raw.astype(np.uint32) << 16).view(np.float32)
+        return out
     if out is None:
-        return values
-    out[...] = values
+        return raw if raw.dtype == np.float32 else raw.astype(np.float32)
+    out[...] = raw
     return out
 
 
