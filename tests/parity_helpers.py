@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from bumpconv.cli import main as cli_main
 from bumpconv.spec import ModelSpec, spec_from_config
+from runtime_helpers import convert
 
 #: Edits a loaded checkpoint in place: (tensors, config.json dict, its spec).
 Edit = Callable[[dict[str, np.ndarray], dict[str, Any], ModelSpec], None]
@@ -41,14 +41,6 @@ class Defect:
     stage: str
     layer: int | None
     edit: Edit
-
-
-def convert(src: Path, out: Path) -> Path:
-    """``bumpconv convert SRC OUT --force --quiet``, failing loudly."""
-    code = cli_main(["convert", str(src), str(out), "--force", "--quiet"])
-    if code != 0:
-        raise RuntimeError(f"bumpconv convert {src} failed with status {code}")
-    return out
 
 
 def build_defective(src: Path, out: Path, defect: Defect) -> Path:

@@ -112,7 +112,7 @@ def test_bumpwgt3_without_and_with_config(blobs, tiny, cli) -> None:
 
 
 def test_bumpwgt3_offsets_and_sizes_match_the_formulas(blobs) -> None:
-    L, V, E, H, KV, D, T, I = 2, 517, 144, 2, 1, 72, 40, 200
+    L, V, E, H, KV, T = 2, 517, 144, 2, 1, 40  # llama-gqa-pad: head_dim 72, intermediate 200
     AE, AD, AI = 144, 80, 208
     raw = blobs["v3"].read_bytes()
     assert raw[:8] == b"BUMPWGT3"

@@ -38,16 +38,6 @@ def references() -> Callable[[Path], Reference]:
     return get
 
 
-@pytest.fixture(scope="module")
-def smol_fp32(cache_dir: Path) -> Path:
-    return smollm2(cache_dir, "fp32")
-
-
-@pytest.fixture(scope="module")
-def smol_blob(smol_fp32: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return convert(smol_fp32, tmp_path_factory.mktemp("smol") / "smollm2.bump")
-
-
 def parity(src: Path, blob: Path, references: Callable[[Path], Reference],
            **options: object) -> ParityReport:
     return run_parity(str(src), blob, ParityOptions(**options), reference=references(src))
@@ -91,10 +81,10 @@ def test_tiny_models_pass_including_the_decode_path(name: str, tiny, references,
 
 
 def test_interleaved_rope_fails_at_layer_0_stage_rope_from_position_1(
-        smol_fp32: Path, smol_blob: Path, references) -> None:
+        smol: Path, smol_blob: Path, references) -> None:
     """The engine's historical bug, through the runtime's fault injection: position 0 is
     unrotated either way, so the divergence starts at position 1."""
-    report = parity(smol_fp32, smol_blob, references, rope_pairing="interleaved")
+    report = parity(smol, smol_blob, references, rope_pairing="interleaved")
     d = report.divergence
     assert d is not None and (d.position, d.layer, d.stage) == (1, 0, "rope")
     assert report.stages_of(0).first_bad.key == "q_rope"
@@ -103,10 +93,10 @@ def test_interleaved_rope_fails_at_layer_0_stage_rope_from_position_1(
 
 @pytest.mark.parametrize("defect", [bump_w2_element(17), permute_k_heads(9), wo_row_major(23),
                                     swap_gate_up(5), wrong_eps(1e-6)], ids=lambda d: d.name)
-def test_smollm2_defects_are_located(defect: Defect, smol_fp32: Path, references,
+def test_smollm2_defects_are_located(defect: Defect, smol: Path, references,
                                      tmp_path: Path) -> None:
-    blob = build_defective(smol_fp32, tmp_path / "bad.bump", defect)
-    d = parity(smol_fp32, blob, references).divergence
+    blob = build_defective(smol, tmp_path / "bad.bump", defect)
+    d = parity(smol, blob, references).divergence
     assert d is not None and (d.layer, d.stage) == (defect.layer, defect.stage), d
 
 

@@ -13,24 +13,13 @@ import pytest
 
 from bumpconv.generate import greedy
 from bumpconv.runtime import BumpModel
-from runtime_helpers import convert, reference
+from runtime_helpers import reference
 
 PROMPT = ("The history of the printing press begins in the fifteenth century, when Johannes "
           "Gutenberg combined movable metal type, oil-based ink and a wooden screw press into a "
           "system that could produce books quickly and cheaply. Within a few decades, print "
           "shops had spread to more than two hundred cities across Europe, and the price of "
           "books fell sharply.")
-
-
-@pytest.fixture(scope="module")
-def smol(cache_dir: Path) -> Path:
-    from bumpconv.fixtures import smollm2
-    return smollm2(cache_dir, "fp32")
-
-
-@pytest.fixture(scope="module")
-def smol_blob(smol: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return convert(smol, tmp_path_factory.mktemp("smollm2") / "smollm2.bump")
 
 
 @pytest.fixture(scope="module")
