@@ -1,8 +1,9 @@
 """Execute a plan: stream every tensor from the source into the blob, atomically.
 
 Memory stays bounded whatever the model size: each tensor is produced in chunks of packed rows
-(:func:`packed_chunks`), read with ``preadv`` into fresh small buffers, written, and hashed on a
-second thread (hashlib releases the GIL), so reading, writing and hashing overlap on two cores.
+(:func:`packed_chunks`) read with ``preadv`` straight into a small pool of recycled buffers;
+a write stage and a hash stage, each on its own thread (os.write and hashlib release the GIL),
+consume them, so reading, writing and hashing overlap on two cores.
 
 The output appears only when complete: data goes to a temporary file beside the destination,
 which is fsynced and renamed into place. Any error or Ctrl-C removes the temporary file.
@@ -75,7 +76,7 @@ def atomic_output(dest: Path, force: bool) -> Iterator[int]:
         os.fsync(fd)
         os.close(fd)
         fd = -1
-        os.chmod(tmp, 0o644 & ~_umask())
+        os.chmod(tmp, 0o644 & ~_umask())  # mkstemp makes 0600; a finished blob is a normal file
         os.replace(tmp, dest)
         done = True
         _fsync_dir(parent)
