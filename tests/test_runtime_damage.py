@@ -153,7 +153,7 @@ def good_table(path: Path) -> tuple[list[NativeTensor], object, AlignedSizes]:
     with open_blob(path) as bf:
         assert bf.spec is not None
         return ([NativeTensor.from_blob(t) for t in bf.tensors], bf.spec,
-                AlignedSizes.of(bf, bf.spec))
+                AlignedSizes.of(bf))
 
 
 def edit(table: list[NativeTensor], name: str, index: int = 4, **changes: object

@@ -69,6 +69,8 @@ class BumpFile:
     tensors: list[BlobTensor]
     payload_end: int
     spec: ModelSpec | None
+    #: dimension symbols (L, V, E, H, KV, D, T, AE, AD, AI, ...) as the file states or implies them
+    dims: dict[str, int] = field(default_factory=dict)
     metadata: Metadata | None = None
     engine_metadata: dict[str, Any] | None = None
     metadata_sha256_ok: bool | None = None
@@ -256,7 +258,7 @@ class _Parser:
             self._cross_check_manifest(metadata, tensors)
         return BumpFile(self.path, self.size, self.profile, self.magic, self.version, variant,
                         header, checksum, codes, tensors, tensors[-1].offset + tensors[-1].nbytes,
-                        spec, metadata, engine_meta, meta_ok, self.notes)
+                        spec, dims, metadata, engine_meta, meta_ok, self.notes)
 
     def _dims(self, variant: HeaderVariant, header: dict[str, int],
               metadata: Metadata | None) -> dict[str, int]:

@@ -120,11 +120,8 @@ class AlignedSizes:
     intermediate: int
 
     @classmethod
-    def of(cls, bf: BumpFile, spec: ModelSpec) -> "AlignedSizes":
-        d = spec.dims()
-        return cls(bf.header.get("aligned_embed_dim", d["AE"]),
-                   bf.header.get("aligned_head_dim", d["AD"]),
-                   bf.header.get("aligned_intermediate", d["AI"]))
+    def of(cls, bf: BumpFile) -> "AlignedSizes":
+        return cls(bf.dims["AE"], bf.dims["AD"], bf.dims["AI"])
 
 
 class BumpModel:
@@ -162,7 +159,7 @@ class BumpModel:
                     _require_zero(bf, t)
                 else:
                     table.append(NativeTensor.from_blob(t))
-            aligned = AlignedSizes.of(bf, bf.spec)
+            aligned = AlignedSizes.of(bf)
             spec = bf.spec
         return cls.from_table(path, spec, table, aligned, threads=threads,
                               rope_pairing=rope_pairing)

@@ -31,7 +31,7 @@ class VerifyResult:
 def verify_against(bf: BumpFile, source: Source) -> VerifyResult:
     """Raise VerifyError naming the first tensor (and element) that differs; else a summary."""
     plan = make_plan(source.spec, source.tensors, bf.profile.profile,
-                     context=_blob_context(bf))
+                     context=bf.dims["T"])
     if len(plan.tensors) != len(bf.tensors):
         raise VerifyError(f"{bf.path}: has {len(bf.tensors)} tensors but {source.root} needs "
                           f"{len(plan.tensors)} in the {bf.profile.profile} layout")
@@ -51,14 +51,6 @@ def verify_against(bf: BumpFile, source: Source) -> VerifyResult:
         for name, values in zip(want.slot.sources, unpack(want.slot, packed)):
             elements += _compare(bf, got.name, name, values, source)
     return VerifyResult(len(plan.tensors), len(source.tensors), elements)
-
-
-def _blob_context(bf: BumpFile) -> int | None:
-    """The context length the blob was written with (--context may have overridden config)."""
-    for f in bf.variant.fields:
-        if f.value == "T":
-            return bf.header[f.name]
-    return None
 
 
 def _compare(bf: BumpFile, packed_name: str, src_name: str, values: np.ndarray,
