@@ -12,28 +12,9 @@ import json
 from pathlib import Path
 
 from ..errors import ParityError
+from . import positive_float, positive_int
 from ..parity import (ParityOptions, ParityReport, Row, Thresholds, run_parity,
                       write_dump)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -46,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("blob", type=Path, help=".bump file")
     p.add_argument("--layer", type=int, metavar="N",
                    help="diff every stage of layer N (default: the first layer that fails)")
-    p.add_argument("--tol", type=_positive_float, default=Thresholds.rtol, metavar="RTOL",
+    p.add_argument("--tol", type=positive_float, default=Thresholds.rtol, metavar="RTOL",
                    help="relative error tolerance of hidden states and stages "
                         f"(max|run-ref|/max|ref|; default {Thresholds.rtol:g})")
     p.add_argument("--dump", type=Path, metavar="FILE.npz",
@@ -56,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "through prefill and decode; report the first where top-1 changes")
     p.add_argument("--prompt", action="append", metavar="TEXT",
                    help="prompt to use instead of the built-in ones (repeatable)")
-    p.add_argument("--threads", type=_positive_int, default=2, metavar="N",
+    p.add_argument("--threads", type=positive_int, default=2, metavar="N",
                    help="threads for torch and the runtime (default 2)")
     p.add_argument("--rope-pairing", choices=("interleaved",),
                    help="fault injection: run the runtime with the engine's historical "

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..generate import (GenerationStats, StreamDecoder, eos_token_ids, greedy, load_tokenizer,
                         tokenizer_path)
 from ..runtime import BumpModel
+from . import positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,22 +20,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "to stderr).")
     p.add_argument("file", type=Path, help=".bump file")
     p.add_argument("--prompt", required=True, help="text to continue")
-    p.add_argument("-n", type=_positive, default=32, metavar="N",
+    p.add_argument("-n", type=positive_int, default=32, metavar="N",
                    help="maximum number of new tokens (default 32)")
     p.add_argument("--tokenizer", type=Path, metavar="DIR",
                    help="source checkpoint directory (or its tokenizer.json); default: "
                         "tokenizer.json beside the blob")
     p.add_argument("--config", type=Path, metavar="CONFIG_JSON",
                    help="the source's config.json (required for bumpwgt3 blobs)")
-    p.add_argument("--threads", type=_positive, metavar="N", help="OpenMP threads (default: all)")
+    p.add_argument("--threads", type=positive_int, metavar="N", help="OpenMP threads (default: all)")
     p.set_defaults(func=run)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
