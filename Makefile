@@ -25,10 +25,10 @@ test: install
 	$(BIN)/python -m pytest -q
 
 fixtures: install
-	$(BIN)/python -m bumpconv.fixtures smollm2 --cache $(CACHE)
+	$(BIN)/python tools/fixtures.py smollm2 --cache $(CACHE)
 
 $(BLOB): $(VENV)/.installed
-	$(BIN)/python -m bumpconv.fixtures smollm2 --cache $(CACHE)
+	$(BIN)/python tools/fixtures.py smollm2 --cache $(CACHE)
 	$(BIN)/bumpconv convert $(SMOL) $(BLOB) --force
 
 # The main job end to end: build SmolLM2-135M, convert, inspect, verify, run, parity.
@@ -59,7 +59,7 @@ bench: install
 
 # Regenerate the committed JSON Schemas from the Pydantic models (a test fails when stale).
 schemas: install
-	$(BIN)/python -m bumpconv.schema_export schemas
+	$(BIN)/python -m bumpconv.format.schema_export schemas
 
 clean:
 	rm -rf build native/build src/*.egg-info

@@ -5,7 +5,7 @@ same run). Each command runs in a fresh process under `/usr/bin/time -v` for wal
 peak RSS, after `sync` so no earlier run's dirty pages are flushed on its clock. Runs of the
 two commands are interleaved and the median is reported.
 
-Sources: SmolLM2-135M fp32 and bf16 (built by bumpconv.fixtures), and two synthetic
+Sources: SmolLM2-135M fp32 and bf16 (built by tools.fixtures), and two synthetic
 ~1B-parameter llama checkpoints (random bf16 weights, written here: a 1B geometry and a 13B-wide
 geometry with 2 layers) to show that peak memory does not grow with model size.
 
@@ -138,7 +138,8 @@ def main() -> int:
     ap.add_argument("--prewarm-gib", type=int, default=12,
                     help="RAM to touch before measuring (0 = off); see prewarm_memory")
     args = ap.parse_args()
-    from bumpconv.fixtures import smollm2
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's tools/
+    from tools.fixtures import smollm2
     bumpconv = shutil.which("bumpconv", path=os.path.dirname(sys.executable)) or "bumpconv"
     sources = [("SmolLM2-135M fp32", smollm2(args.cache, "fp32")),
                ("SmolLM2-135M bf16", smollm2(args.cache, "bf16"))]

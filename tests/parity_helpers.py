@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from bumpconv.spec import ModelSpec, spec_from_config
+from bumpconv.format.spec import ModelSpec, spec_from_config
 from runtime_helpers import convert
 
 #: Edits a loaded checkpoint in place: (tensors, config.json dict, its spec).

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bumpconv.constants import FOOTER_MAGIC
-from bumpconv.metadata import canonical_json
-from bumpconv.reader import open_blob
+from bumpconv.format.constants import FOOTER_MAGIC
+from bumpconv.format.metadata import canonical_json
+from bumpconv.blob.reader import open_blob
 
 
 @pytest.fixture(scope="module")
@@ -225,9 +225,9 @@ def test_verify_finds_a_changed_element(blobs, tiny, cli, tmp_path: Path) -> Non
     data[off:off + 4] = struct.pack("<f", 12.5)
     bad = tmp_path / "changed.bump"
     bad.write_bytes(bytes(data))
-    from bumpconv.source import open_source
-    from bumpconv.verify import verify_against
-    from bumpconv.errors import VerifyError
+    from bumpconv.convert.source import open_source
+    from bumpconv.blob.verify import verify_against
+    from bumpconv.format.errors import VerifyError
     with open_source(str(tiny("llama-gqa-pad"))) as src, open_blob(bad) as bf2:
         with pytest.raises(VerifyError, match=r"'layer.0.wk' differs from source "
                                               r"'model.layers.0.self_attn.k_proj.weight' at \[3, 5\]: blob 12.5"):

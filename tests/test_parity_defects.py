@@ -12,11 +12,11 @@ from typing import Callable
 
 import pytest
 
-from bumpconv.errors import VerifyError
-from bumpconv.integrity import check_integrity
-from bumpconv.reader import open_blob
-from bumpconv.source import open_source
-from bumpconv.verify import verify_against
+from bumpconv.format.errors import VerifyError
+from bumpconv.blob.check import check_blob
+from bumpconv.blob.reader import open_blob
+from bumpconv.convert.source import open_source
+from bumpconv.blob.verify import verify_against
 from parity_helpers import TINY_DEFECTS, Defect, build_defective, convert, wo_row_major
 
 #: What `verify --against` must report for each defect: the first packed tensor that differs.
@@ -37,7 +37,7 @@ def test_defective_blob_opens_passes_integrity_and_differs_where_intended(
     src = tiny(model)
     out = build_defective(src, tmp_path / "bad.bump", defect)
     with open_blob(out) as bf, open_source(str(src)) as source:
-        assert check_integrity(bf).ok
+        assert check_blob(bf).ok
         if defect.name in DAMAGED:
             with pytest.raises(VerifyError, match=f"tensor '{DAMAGED[defect.name]}' differs"):
                 verify_against(bf, source)

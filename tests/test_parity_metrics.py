@@ -12,11 +12,13 @@ import json
 import numpy as np
 import pytest
 
-from bumpconv.errors import ParityError
-from bumpconv.parity import (STAGES, ContextSweep, ParityReport, Thresholds, compare_logits, compare_specs, difference, layer_sweep,
-                             stage_diff)
-from bumpconv.reference import PromptTokens
-from bumpconv.spec import ModelSpec, RopeSpec
+from bumpconv.format.errors import ParityError
+from bumpconv.parity.check import compare_specs
+from bumpconv.parity.metrics import (STAGES, ContextSweep, Thresholds, compare_logits, difference,
+                                     layer_sweep, stage_diff)
+from bumpconv.parity.report import ParityReport
+from bumpconv.parity.reference import PromptTokens
+from bumpconv.format.spec import ModelSpec, RopeSpec
 
 TH = Thresholds()
 PROMPT = PromptTokens(None, (1, 2, 3), None)

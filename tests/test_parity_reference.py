@@ -16,9 +16,9 @@ import pytest
 import torch
 from safetensors.numpy import load_file, save_file
 
-from bumpconv.errors import ConfigError
-from bumpconv.fixtures import smollm2
-from bumpconv.reference import (DEFAULT_PROMPTS, SYNTHETIC_LENGTHS, Reference,
+from bumpconv.format.errors import ConfigError
+from tools.fixtures import smollm2
+from bumpconv.parity.reference import (DEFAULT_PROMPTS, SYNTHETIC_LENGTHS, Reference,
                                 ReferenceSetupError, tokenize_prompts)
 
 

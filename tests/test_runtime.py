@@ -11,10 +11,11 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from bumpconv.errors import BlobError, BumpError, ConfigError, RuntimeInputError
-from bumpconv.reader import open_blob
-from bumpconv.errors import NativeUnavailableError
-from bumpconv.runtime import BumpModel, load_native, tap_shapes
+from bumpconv.format.errors import BlobError, BumpError, ConfigError, RuntimeInputError
+from bumpconv.blob.reader import open_blob
+from bumpconv.format.errors import NativeUnavailableError
+from bumpconv.native import load_native
+from bumpconv.run.runtime import BumpModel, tap_shapes
 from runtime_helpers import MODELS, V3_MODELS, convert, prompt_ids, reference
 
 #: fp32 with a different summation order than torch: ~1e-5 is typical on these models.

@@ -8,8 +8,8 @@ from typing import Callable
 
 import pytest
 
-from bumpconv.generate import StreamDecoder, greedy
-from bumpconv.runtime import BumpModel
+from bumpconv.run.generate import StreamDecoder, greedy
+from bumpconv.run.runtime import BumpModel
 from runtime_helpers import convert
 
 VOCAB = 517  # the tiny models' vocabulary

@@ -13,9 +13,9 @@ from typing import Callable, Iterator
 
 import pytest
 
-from bumpconv.errors import BlobError
-from bumpconv.reader import open_blob
-from bumpconv.runtime import AlignedSizes, BumpModel, NativeTensor
+from bumpconv.format.errors import BlobError
+from bumpconv.blob.reader import open_blob
+from bumpconv.run.runtime import AlignedSizes, BumpModel, NativeTensor
 from runtime_helpers import convert
 
 HEADER = 128

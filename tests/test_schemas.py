@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bumpconv.layout import PROFILES, LayoutProfile, load_profile
-from bumpconv.schema_export import EXPORTED, render
+from bumpconv.format.layout import PROFILES, LayoutProfile, load_profile
+from bumpconv.format.schema_export import EXPORTED, render
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 

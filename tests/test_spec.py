@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from bumpconv.errors import ConfigError
-from bumpconv.spec import spec_from_config
+from bumpconv.format.errors import ConfigError
+from bumpconv.format.spec import spec_from_config
 
 V5: dict[str, Any] = {
     "model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,

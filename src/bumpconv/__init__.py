@@ -1,3 +1,3 @@
 """bumpconv: Hugging Face checkpoints -> the engine's bump weight blob, proven right against HF."""
 
-__version__ = "0.1.0"
+from .format.constants import VERSION as __version__

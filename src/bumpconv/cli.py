@@ -13,8 +13,9 @@ import pkgutil
 import signal
 import sys
 
-from . import __version__, commands
-from .errors import BumpError
+from . import commands
+from .format.constants import VERSION
+from .format.errors import BumpError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bumpconv",
         description="Convert Hugging Face Llama-family checkpoints to the engine's bump blob, "
                     "inspect it, and prove it right.")
-    parser.add_argument("--version", action="version", version=f"bumpconv {__version__}")
+    parser.add_argument("--version", action="version", version=f"bumpconv {VERSION}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{commands.__name__}.{info.name}")

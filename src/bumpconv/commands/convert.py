@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..describe import format_plan
-from ..plan import make_plan
-from ..source import open_source
-from ..writer import write_blob
+from ..convert.plan import make_plan
+from ..convert.report import format_plan
+from ..convert.source import open_source
+from ..convert.writer import write_blob
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -6,9 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from ..describe import blob_summary, format_blob
-from ..integrity import check_integrity
-from ..reader import open_blob
+from ..blob.check import check_blob
+from ..blob.describe import blob_summary, format_blob
+from ..blob.reader import open_blob
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with open_blob(args.file, config=args.config) as bf:
-        report = check_integrity(bf) if args.verify else None
+        report = check_blob(bf) if args.verify else None
         summary = blob_summary(bf, report)
     if args.json:
         print(json.dumps(summary, indent=2))

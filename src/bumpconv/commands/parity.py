@@ -11,10 +11,11 @@ import argparse
 import json
 from pathlib import Path
 
-from ..errors import ParityError
+from ..format.errors import ParityError
+from ..parity.check import ParityOptions, run_parity, write_dump
+from ..parity.metrics import Thresholds
+from ..parity.report import format_report
 from . import positive_float, positive_int
-from ..parity import (ParityOptions, ParityReport, Row, Thresholds, run_parity,
-                      write_dump)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -61,63 +62,3 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_report(report, dumped=args.dump))
     return 0 if report.passed else 1
-
-
-def format_report(r: ParityReport, dumped: Path | None = None) -> str:
-    """The human-readable report: one section per check, the verdict last."""
-    t = r.thresholds
-    out = [f"parity: {r.blob} against {r.src} (transformers fp32, eager attention)"]
-    out += [f"note: {n}" for n in r.notes]
-    sizes = ", ".join(str(len(p.ids)) for p in r.prompts)
-    bad = [i for i, p in enumerate(r.prompts) if p.first_mismatch is not None]
-    if all(p.synthetic for p in r.prompts):
-        out.append(f"tokens: {len(r.prompts)} synthetic prompt(s) of {sizes} ids")
-    else:
-        out.append(f"tokens: {len(r.prompts)} prompt(s) of {sizes} tokens; tokenizer.json and "
-                   "AutoTokenizer ids " + ("identical" if not bad else
-                                            f"DIFFER in prompt(s) {', '.join(map(str, bad))}"))
-    out.append(f"\nlogits at every position (pass: max|diff| <= {t.logit_atol:g}, NMSE <= "
-               f"{t.nmse:g}, KL <= {t.kl:g}, top-1 agrees)")
-    out.append(f"  {'prompt':>6} {'tokens':>6} {'max|diff|':>10} {'max NMSE':>10} {'max KL':>10} "
-               f"{'top-1':>9} {'first bad':>9}")
-    for i, c in enumerate(r.logits):
-        first = str(int(c.bad_positions[0])) if not c.passed else "-"
-        out.append(f"  {i:>6} {len(c.max_abs):>6} {c.max_abs.max():>10.2e} {c.nmse.max():>10.2e} "
-                   f"{c.kl.max():>10.2e} {f'{c.top1_identical}/{len(c.max_abs)}':>9} {first:>9}")
-    out.append(f"\nhidden state after every layer, prompt {r.sweep_prompt} (relative error "
-               f"max|run-ref|/max|ref|, rtol {t.rtol:g})")
-    out += _rows(r.sweep.rows, r.sweep.first_bad)
-    for diff in r.stages:
-        what = "the output head" if diff.layer is None else f"layer {diff.layer}"
-        out.append(f"\nstages of {what}, prompt {r.sweep_prompt} (rtol {t.rtol:g})")
-        out += _rows(diff.rows, diff.first_bad)
-        if diff.first_bad is not None:
-            out.append(f"  first stage beyond tolerance: {diff.first_bad.stage}")
-    if r.context is not None:
-        c = r.context
-        out.append(f"\ncontext sweep 1..{len(c.prefill.max_abs)}: the last position's logits, "
-                   "prefill of each prefix and decode steps, against HF")
-        for name, check in (("prefill", c.prefill), ("decode", c.decode)):
-            out.append(f"  {name:<8} max|diff| {check.max_abs.max():.2e}, max KL "
-                       f"{check.kl.max():.2e}, top-1 {check.top1_identical}/{len(check.max_abs)}")
-        out.append(f"  first context where top-1 changes: {c.first_top1_change or 'none'}; "
-                   f"first failing context: {c.first_failure or 'none'}")
-    if dumped is not None:
-        out.append(f"\nstage tensors saved to {dumped}")
-    out.append("\n" + r.verdict)
-    return "\n".join(out)
-
-
-def _rows(rows: list[Row], first_bad: Row | None) -> list[str]:
-    out = [f"  {'':<12} {'shape':<16} {'max|diff|':>10} {'max|ref|':>10} {'rel':>10} "
-           f"{'first pos':>9}"]
-    for row in rows:
-        if row.diff is None:
-            out.append(f"  {row.key:<12} {str(list(row.shape)):<16} {row.problem}"
-                       + ("  <- first" if row is first_bad else ""))
-            continue
-        pos = row.first_position
-        out.append(f"  {row.key:<12} {str(list(row.shape)):<16} {row.diff.max_abs:>10.2e} "
-                   f"{row.diff.ref_max:>10.2e} {row.rel:>10.2e} {'-' if pos is None else pos:>9}"
-                   + ("  <- first" if row is first_bad else ""))
-    return out

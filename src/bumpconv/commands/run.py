@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..generate import (GenerationStats, StreamDecoder, eos_token_ids, greedy, load_tokenizer,
-                        tokenizer_path)
-from ..runtime import BumpModel
+from ..run.generate import GenerationStats, StreamDecoder, eos_token_ids, greedy
+from ..run.runtime import BumpModel
+from ..run.tokenizer import load_tokenizer, tokenizer_path
 from . import positive_int
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..integrity import check_integrity
-from ..reader import open_blob
-from ..source import open_source
-from ..verify import verify_against
+from ..blob.check import check_blob
+from ..blob.reader import open_blob
+from ..blob.verify import verify_against
+from ..convert.source import open_source
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with open_source(args.against) as source, open_blob(args.file) as bf:
-        check_integrity(bf, padding=False).raise_on_failure()
+        check_blob(bf, padding=False).raise_on_failure()
         result = verify_against(bf, source)
     print(f"OK: {args.file} matches {args.against}: {result.tensors} packed tensors, "
           f"{result.source_tensors} source tensors, {result.elements:,} values bit-identical, "

@@ -46,10 +46,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ConfigError, ReferenceSetupError
-from .generate import load_tokenizer
-from .source import resolve_source_dir
-from .spec import ModelSpec, load_spec
+from ..convert.source import resolve_source_dir
+from ..format.errors import ConfigError, ReferenceSetupError
+from ..format.spec import ModelSpec, load_spec
+from ..run.tokenizer import load_tokenizer
 
 if TYPE_CHECKING:
     import torch

@@ -1,9 +1,9 @@
-"""Greedy text generation with the C runtime: the tokenizer side of ``bumpconv run``.
+"""Greedy text generation with the C runtime: the decoding loop of ``bumpconv run``, its
+stop tokens and streaming detokenisation.
 
-Tokenization is the Hugging Face tokenizer of the source checkpoint (its ``tokenizer.json``,
-through the ``tokenizers`` package). ``encode`` adds special tokens exactly as the tokenizer's
-own post-processor says, which is what transformers' AutoTokenizer does (SmolLM2 adds no BOS;
-a Llama tokenizer adds ``<s>``).
+Tokenization is the Hugging Face tokenizer of the source checkpoint (:mod:`.tokenizer`).
+``encode`` adds special tokens exactly as the tokenizer's own post-processor says, which is what
+transformers' AutoTokenizer does (SmolLM2 adds no BOS; a Llama tokenizer adds ``<s>``).
 """
 
 from __future__ import annotations
@@ -16,36 +16,8 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import RuntimeInputError, TokenizerError
+from ..format.errors import RuntimeInputError
 from .runtime import BumpModel
-
-TOKENIZER_FILE = "tokenizer.json"
-
-
-def tokenizer_path(explicit: Path | None, blob: Path) -> Path:
-    """``explicit`` (a checkpoint directory or a tokenizer.json), else tokenizer.json beside the
-    blob. A blob does not record where its source was (that would make files depend on paths),
-    so there is nothing else to fall back on."""
-    if explicit is None:
-        path = blob.parent / TOKENIZER_FILE
-        if not path.is_file():
-            raise TokenizerError(f"no tokenizer: {path} not found; pass --tokenizer DIR "
-                                 "(the source checkpoint directory)")
-        return path
-    path = explicit / TOKENIZER_FILE if explicit.is_dir() else explicit
-    if not path.is_file():
-        raise TokenizerError(f"{path}: not found (--tokenizer wants the source checkpoint "
-                             f"directory or its {TOKENIZER_FILE})")
-    return path
-
-
-def load_tokenizer(path: Path):  # noqa: ANN201 - tokenizers.Tokenizer (imported lazily)
-    """A ``tokenizers.Tokenizer`` from ``path``; unreadable files are a TokenizerError."""
-    from tokenizers import Tokenizer
-    try:
-        return Tokenizer.from_file(str(path))
-    except Exception as exc:  # tokenizers raises a bare Exception for malformed files
-        raise TokenizerError(f"{path}: not a usable tokenizer ({exc})") from None
 
 
 def eos_token_ids(tokenizer_dir: Path) -> frozenset[int]:

@@ -14,43 +14,22 @@ import itertools
 import json
 import mmap
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .constants import FOOTER_MAGIC, FOOTER_SIZE, HEADER_SIZE, DType, LegacyDType, align_up_elems
-from .errors import BlobError, BumpError
-from .layout import PROFILES, HeaderVariant, LayoutProfile, ReadMagic, TensorSlot, load_profile
-from .metadata import Metadata
-from .plan import layout_tensors
-from .spec import SUPPORTED_ARCHITECTURES, ModelSpec, RopeSpec, load_spec
+from ..format.codec import CodecError, dtype_table_length, unpack_footer, unpack_header
+from ..format.constants import FOOTER_SIZE, HEADER_SIZE, align_up_elems
+from ..format.dtypes import DType, LegacyDType
+from ..format.errors import BlobError, BumpError
+from ..format.layout import (PROFILES, HeaderVariant, LayoutProfile, PlacedTensor, ReadMagic,
+                             TensorSlot, load_profile, place_tensors)
+from ..format.metadata import Metadata, spec_from_engine_config
+from ..format.spec import SUPPORTED_ARCHITECTURES, ModelSpec, RopeSpec, load_spec
 
-#: Bytes per block and elements per block for each dtype code (ggml block layouts).
-_BLOCKS = {
-    DType.FP32: (4, 1), DType.BF16: (2, 1), DType.FP16: (2, 1), DType.INT8: (1, 1),
-    DType.INT4: (1, 2), DType.Q4_0: (18, 32), DType.Q4_1: (20, 32), DType.Q4_K: (144, 256),
-    DType.Q6_K: (210, 256), DType.Q8_0: (34, 32), DType.Q8_K: (292, 256),
-    DType.Q5_0: (22, 32), DType.Q5_1: (24, 32), DType.Q5_K: (176, 256),
-}
 _MAX_TABLE = 1 << 20
-
-
-@dataclass(frozen=True)
-class BlobTensor:
-    """One payload tensor as found in a file."""
-
-    slot: TensorSlot
-    offset: int
-    nbytes: int
-    dtype_code: int
-    dtype: str
-    crc32: str | None = None
-
-    @property
-    def name(self) -> str:
-        return self.slot.name
 
 
 @dataclass
@@ -66,7 +45,7 @@ class BumpFile:
     header: dict[str, int]
     checksum: bytes
     dtype_codes: bytes
-    tensors: list[BlobTensor]
+    tensors: list[PlacedTensor]
     payload_end: int
     spec: ModelSpec | None
     #: dimension symbols (L, V, E, H, KV, D, T, AE, AD, AI, ...) as the file states or implies them
@@ -78,12 +57,8 @@ class BumpFile:
     _map: mmap.mmap | None = field(default=None, repr=False)
 
     @property
-    def by_name(self) -> dict[str, BlobTensor]:
+    def by_name(self) -> dict[str, PlacedTensor]:
         return {t.name: t for t in self.tensors}
-
-    @property
-    def written_by_bumpconv(self) -> bool:
-        return self.metadata is not None
 
     @property
     def table_offset(self) -> int:
@@ -94,8 +69,9 @@ class BumpFile:
         t = self.by_name.get(name)
         if t is None:
             raise BlobError(f"{self.path}: no tensor named {name!r}")
-        if t.dtype != "fp32":
-            raise BlobError(f"{self.path}: tensor {name!r} is {t.dtype}; only fp32 can be viewed")
+        if t.dtype != DType.FP32:
+            raise BlobError(f"{self.path}: tensor {name!r} is {t.dtype.label}; only fp32 can "
+                            "be viewed")
         if self._map is None:
             with open(self.path, "rb") as f:
                 self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
@@ -195,16 +171,16 @@ class _Parser:
     def _footer(self) -> tuple[int, bytes | None, bool | None]:
         if not self.has_metadata:
             return self.size, None, None
-        if len(self.tail) < FOOTER_SIZE or self.tail[:8] != FOOTER_MAGIC:
-            raise BlobError(f"{self.path}: missing {FOOTER_MAGIC.decode()} footer "
-                            "(truncated or not a complete BUMPWGT5 file)")
-        (meta_size,) = struct.unpack_from("<Q", self.tail, 8)
-        start = self.size - FOOTER_SIZE - meta_size
-        if meta_size > self.size or start < HEADER_SIZE:
-            raise BlobError(f"{self.path}: footer says the metadata is {meta_size} bytes, "
-                            "more than the file holds")
-        raw = self._read(start, meta_size)
-        ok = hashlib.sha256(raw).digest() == self.tail[16:48]
+        try:
+            footer = unpack_footer(self.tail)
+        except CodecError as exc:
+            raise BlobError(f"{self.path}: {exc}") from None
+        start = footer.metadata_start(self.size)
+        if footer.metadata_size > self.size or start < HEADER_SIZE:
+            raise BlobError(f"{self.path}: footer says the metadata is {footer.metadata_size} "
+                            "bytes, more than the file holds")
+        raw = self._read(start, footer.metadata_size)
+        ok = hashlib.sha256(raw).digest() == footer.metadata_sha256
         return start, raw, ok
 
     def _metadata(self, raw: bytes | None) -> tuple[Metadata | None, dict[str, Any] | None]:
@@ -228,22 +204,12 @@ class _Parser:
     def _parse_variant(self, variant: HeaderVariant, payload_limit: int, metadata: Metadata | None,
                        engine_meta: dict[str, Any] | None, meta_ok: bool | None) -> BumpFile:
         raw = self._read(0, variant.dtype_table_offset + 4)
-        header: dict[str, int] = {}
-        checksum = b""
-        for f in variant.fields:
-            if f.type in ("u32", "version"):
-                header[f.name] = struct.unpack_from("<I", raw, f.offset)[0]
-            elif f.type == "u64":
-                header[f.name] = struct.unpack_from("<Q", raw, f.offset)[0]
-            elif f.type == "sha256":
-                checksum = raw[f.offset:f.offset + 32]
-            elif f.type == "zeros" and any(raw[f.offset:f.offset + f.nbytes]):
-                raise BlobError(f"{self.path}: header bytes 0x{f.offset:x}..0x{f.offset + f.nbytes:x} "
-                                f"({f.name}) must be zero")
-            if isinstance(f.value, int) and header[f.name] != f.value:
-                raise BlobError(f"{self.path}: header field {f.name} is {header[f.name]} "
-                                f"(expected {f.value})")
-        (count,) = struct.unpack_from("<I", raw, variant.dtype_table_offset)
+        try:
+            decoded = unpack_header(variant, raw)
+        except CodecError as exc:
+            raise BlobError(f"{self.path}: {exc}") from None
+        header, checksum = decoded.values, decoded.checksum
+        count = dtype_table_length(raw, variant.dtype_table_offset)
         if not 0 < count <= _MAX_TABLE or variant.dtype_table_offset + 4 + count > payload_limit:
             raise BlobError(f"{self.path}: dtype table length {count} at "
                             f"0x{variant.dtype_table_offset:x} does not fit the file")
@@ -257,7 +223,7 @@ class _Parser:
         if metadata is not None:
             self._cross_check_manifest(metadata, tensors)
         return BumpFile(self.path, self.size, self.profile, self.magic, self.version, variant,
-                        header, checksum, codes, tensors, tensors[-1].offset + tensors[-1].nbytes,
+                        header, checksum, codes, tensors, tensors[-1].end,
                         spec, dims, metadata, engine_meta, meta_ok, self.notes)
 
     def _dims(self, variant: HeaderVariant, header: dict[str, int],
@@ -295,15 +261,7 @@ class _Parser:
               engine_meta: dict[str, Any] | None) -> ModelSpec | None:
         """The runtime spec: from bumpconv metadata, an engine v5 config block, or config.json."""
         if metadata is not None:
-            c = metadata.config
-            rope = RopeSpec(theta=c.rope_theta, **(c.rope_scaling or {}))
-            spec = ModelSpec(
-                architecture=c.model, num_layers=c.num_layers, vocab_size=c.vocab_size,
-                hidden_size=c.embed_dim, intermediate_size=c.intermediate_size,
-                num_heads=c.num_heads, num_kv_heads=c.num_kv_heads, head_dim=c.head_dim,
-                context_length=c.context_length, rms_norm_eps=c.rms_eps, rope=rope,
-                tie_word_embeddings=c.tie_word_embeddings, qkv_bias=c.qkv_bias,
-                qk_norm=c.qk_norm, sliding_window=c.sliding_window)
+            spec = spec_from_engine_config(metadata.config)
             self._agree(spec, dims, "metadata")
             return spec
         if self.config is not None:
@@ -349,7 +307,7 @@ class _Parser:
     # -- tensors ---------------------------------------------------------------------------
     def _tensors(self, variant: HeaderVariant, dims: dict[str, int], codes: bytes,
                  payload_limit: int, metadata: Metadata | None,
-                 spec: ModelSpec | None) -> tuple[list[BlobTensor], dict[str, bool]]:
+                 spec: ModelSpec | None) -> tuple[list[PlacedTensor], dict[str, bool]]:
         """Expand the schema; when flags or v3 dimensions are unknown, try each candidate and
         keep the one whose tensor count and byte total match the file exactly."""
         presence = sorted({r.when for r in self.profile.rules() if r.when})
@@ -360,14 +318,14 @@ class _Parser:
             candidates = [(d, {**_NO_FLAGS, **dict(zip(presence, fl))})
                           for d in self._dim_candidates(dims)
                           for fl in itertools.product((False, True), repeat=len(presence))]
-        trailing_ok = variant.name == "gguf" and not self.has_metadata
+        trailing_ok = variant.trailing_data and not self.has_metadata
         fits = []
         for d, flags in candidates:
             try:
                 tensors = self._place(variant, d, flags, codes)
             except BumpError:
                 continue
-            end = tensors[-1].offset + tensors[-1].nbytes
+            end = tensors[-1].end
             if end == payload_limit or (trailing_ok and end < payload_limit):
                 fits.append((d, flags, tensors, end))
         if not fits:
@@ -399,8 +357,8 @@ class _Parser:
     def _ai_candidates(self, dims: dict[str, int], kv: int) -> list[int]:
         """Solve the v3 payload size for the aligned intermediate size, given kv heads."""
         base = {**dims, "KV": kv, "AI": 0, "I": 0}
-        slots = layout_tensors(self.profile, base, _NO_FLAGS)
-        fixed = slots[-1].offset + slots[-1].slot.nbytes
+        slots = place_tensors(self.profile, base, _NO_FLAGS)
+        fixed = slots[-1].end
         per_ai = 4 * dims["L"] * (3 * dims["AE"] + 2)  # w1 [2AI][AE], b1 [2AI], w2 [AE][AI]
         rest = self.size - fixed
         if rest <= 0 or rest % per_ai:
@@ -409,31 +367,29 @@ class _Parser:
         return [ai] if ai % 16 == 0 else []
 
     def _place(self, variant: HeaderVariant, dims: dict[str, int], flags: dict[str, bool],
-               codes: bytes) -> list[BlobTensor]:
-        planned = layout_tensors(self.profile, dims, flags, variant.dtype_table_offset)
+               codes: bytes) -> list[PlacedTensor]:
+        planned = place_tensors(self.profile, dims, flags, variant.dtype_table_offset)
         if len(planned) != len(codes):
             raise BlobError("count")
         offset = variant.dtype_table_offset + 4 + len(codes)
         out = []
         for p, code in zip(planned, codes):
-            name, nbytes = self._dtype_size(code, p.slot)
-            out.append(BlobTensor(p.slot, offset, nbytes, code, name))
-            offset += nbytes
+            dtype = self._dtype(code)
+            try:
+                out.append(PlacedTensor(p.slot, offset, dtype))
+            except ValueError as exc:
+                raise BlobError(f"{p.slot.name}: {exc}") from None
+            offset = out[-1].end
         return out
 
-    def _dtype_size(self, code: int, slot: TensorSlot) -> tuple[str, int]:
+    def _dtype(self, code: int) -> DType:
         if self.profile.dtype_enum == "legacy":
             if code not in iter(LegacyDType):
                 raise BlobError(f"unknown legacy dtype code {code}")
-            dtype = DType.FP32 if code == LegacyDType.FP32 else DType.Q4_K
-        else:
-            if code not in iter(DType):
-                raise BlobError(f"unknown dtype code {code}")
-            dtype = DType(code)
-        nbytes, elems = _BLOCKS[dtype]
-        if slot.numel % elems:
-            raise BlobError(f"{slot.name}: {slot.numel} elements is not a whole number of {dtype.name} blocks")
-        return dtype.name.lower(), slot.numel // elems * nbytes
+            return LegacyDType(code).current
+        if code not in iter(DType):
+            raise BlobError(f"unknown dtype code {code}")
+        return DType(code)
 
     def _no_fit_message(self, variant: HeaderVariant, dims: dict[str, int], codes: bytes,
                         payload_limit: int, candidates: list) -> str:
@@ -443,15 +399,15 @@ class _Parser:
         except BumpError:
             return (f"{self.path}: dtype table has {len(codes)} entries, which matches no "
                     f"{self.profile.profile} layout for num_layers={dims['L']}")
-        end = tensors[-1].offset + tensors[-1].nbytes
+        end = tensors[-1].end
         if end > payload_limit:
-            last = next(t for t in tensors if t.offset + t.nbytes > payload_limit)
+            last = next(t for t in tensors if t.end > payload_limit)
             return (f"{self.path}: truncated: tensor {last.name!r} ends at byte "
-                    f"{last.offset + last.nbytes} but the payload ends at {payload_limit}")
+                    f"{last.end} but the payload ends at {payload_limit}")
         return (f"{self.path}: {payload_limit - end} unexpected bytes after the last tensor "
                 f"(the header's dimensions contradict the file size)")
 
-    def _cross_check_manifest(self, metadata: Metadata, tensors: list[BlobTensor]) -> None:
+    def _cross_check_manifest(self, metadata: Metadata, tensors: list[PlacedTensor]) -> None:
         entries = metadata.bumpconv.tensors
         if len(entries) != len(tensors):
             raise BlobError(f"{self.path}: manifest lists {len(entries)} tensors, layout has {len(tensors)}")
@@ -462,7 +418,7 @@ class _Parser:
                                 f"{self.profile.profile} layout (expected {t.name!r} at {t.offset}, "
                                 f"{t.nbytes} bytes, shape {list(t.slot.shape)})")
         for i, (e, t) in enumerate(zip(entries, tensors)):
-            tensors[i] = BlobTensor(t.slot, t.offset, t.nbytes, t.dtype_code, t.dtype, e.crc32)
+            tensors[i] = replace(t, crc32=e.crc32)
 
 
 _NO_FLAGS = {"qkv_bias": False, "qk_norm": False, "untied": False}

@@ -11,33 +11,12 @@ import math
 import re
 from dataclasses import dataclass
 
-from .constants import DType
-from .errors import SourceError
-from .layout import (HeaderVariant, LayoutProfile, TensorSlot, evaluate, expand_tensors,
-                     load_profile)
+from ..format.codec import pack_dtype_table
+from ..format.errors import SourceError
+from ..format.layout import (HeaderVariant, LayoutProfile, PlacedTensor, TensorSlot, evaluate,
+                             load_profile, place_tensors)
+from ..format.spec import ModelSpec
 from .safetensors_file import CONVERTIBLE_DTYPES, TensorInfo
-from .spec import ModelSpec
-
-#: Non-weight buffers some older checkpoints save; they are derived from config, not packed.
-IGNORED_SOURCES = re.compile(r"^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$")
-
-
-@dataclass(frozen=True)
-class PlannedTensor:
-    """A layout slot with its place in the file."""
-
-    slot: TensorSlot
-    offset: int
-    dtype: DType = DType.FP32
-
-    @property
-    def name(self) -> str:
-        return self.slot.name
-
-    @property
-    def nbytes(self) -> int:
-        return self.slot.nbytes
-
 
 @dataclass(frozen=True)
 class Plan:
@@ -46,7 +25,7 @@ class Plan:
     profile: LayoutProfile
     spec: ModelSpec
     dims: dict[str, int]
-    tensors: tuple[PlannedTensor, ...]
+    tensors: tuple[PlacedTensor, ...]
     ignored_sources: tuple[str, ...]
 
     @property
@@ -64,7 +43,7 @@ class Plan:
 
     @property
     def payload_end(self) -> int:
-        return self.tensors[-1].offset + self.tensors[-1].nbytes if self.tensors else self.payload_offset
+        return self.tensors[-1].end if self.tensors else self.payload_offset
 
     def header_values(self) -> dict[str, int]:
         """The integer header fields, evaluated for this model."""
@@ -73,25 +52,11 @@ class Plan:
                 if f.type in ("u32", "u64") and f.value is not None}
 
     def dtype_table(self) -> bytes:
-        return len(self.tensors).to_bytes(4, "little") + bytes(int(t.dtype) for t in self.tensors)
+        return pack_dtype_table([int(t.dtype) for t in self.tensors])
 
     def parameter_count(self) -> int:
         """Parameters actually carried (data boxes), not counting padding or zero tensors."""
         return sum(math.prod(t.slot.box) for t in self.tensors if t.slot.box is not None)
-
-
-def layout_tensors(profile: LayoutProfile, dims: dict[str, int], flags: dict[str, bool],
-                   table_offset: int | None = None) -> tuple[PlannedTensor, ...]:
-    """Expand a profile and place its tensors back to back after the dtype table."""
-    slots = expand_tensors(profile, dims, flags)
-    if table_offset is None:
-        table_offset = profile.headers[0].dtype_table_offset
-    offset = table_offset + 4 + len(slots)
-    out = []
-    for slot in slots:
-        out.append(PlannedTensor(slot, offset))
-        offset += slot.nbytes
-    return tuple(out)
 
 
 def make_plan(spec: ModelSpec, source_tensors: dict[str, TensorInfo], profile_name: str,
@@ -100,14 +65,16 @@ def make_plan(spec: ModelSpec, source_tensors: dict[str, TensorInfo], profile_na
     with the shape the config implies, and every source tensor must be consumed."""
     spec = spec.with_context(context)
     profile = load_profile(profile_name)
-    _check_tying(spec, source_tensors)
-    tensors = layout_tensors(profile, spec.dims(), spec.flags())
+    _check_tying(profile, spec, source_tensors)
+    tensors = place_tensors(profile, spec.dims(), spec.flags())
     used: set[str] = set()
     for t in tensors:
         for name in t.slot.sources:
             _check_source(t.slot, name, source_tensors)
             used.add(name)
-    ignored = tuple(sorted(n for n in source_tensors if n not in used and IGNORED_SOURCES.match(n)))
+    derived = [re.compile(p) for p in profile.ignored_sources]
+    ignored = tuple(sorted(n for n in source_tensors
+                           if n not in used and any(p.match(n) for p in derived)))
     unused = sorted(set(source_tensors) - used - set(ignored))
     if unused:
         more = f" (and {len(unused) - 1} more)" if len(unused) > 1 else ""
@@ -116,16 +83,22 @@ def make_plan(spec: ModelSpec, source_tensors: dict[str, TensorInfo], profile_na
     return Plan(profile, spec, spec.dims(), tensors, ignored)
 
 
-def _check_tying(spec: ModelSpec, source_tensors: dict[str, TensorInfo]) -> None:
-    has_head = "lm_head.weight" in source_tensors
-    if spec.tie_word_embeddings and has_head:
-        raise SourceError(f"{source_tensors['lm_head.weight'].file}: config says "
-                          "tie_word_embeddings=true but the checkpoint has lm_head.weight")
-    if not spec.tie_word_embeddings and not has_head:
-        why = ("absent (HF default: false)" if "tie_word_embeddings" in spec.derived_keys
-               else "false")
-        raise SourceError(f"config.json: tie_word_embeddings is {why} but the checkpoint has "
-                          "no lm_head.weight")
+def _check_tying(profile: LayoutProfile, spec: ModelSpec,
+                 source_tensors: dict[str, TensorInfo]) -> None:
+    """The config and the weights must agree about tying (engine bug: silent tying). The output
+    head's source is whatever the profile's ``lm_head`` rule reads; a profile without one
+    refuses untied models itself."""
+    heads = [src for rule in profile.rules() if rule.role == "lm_head" for src in rule.sources]
+    for head in heads:
+        has_head = head in source_tensors
+        if spec.tie_word_embeddings and has_head:
+            raise SourceError(f"{source_tensors[head].file}: config says "
+                              f"tie_word_embeddings=true but the checkpoint has {head}")
+        if not spec.tie_word_embeddings and not has_head:
+            why = ("absent (HF default: false)" if "tie_word_embeddings" in spec.derived_keys
+                   else "false")
+            raise SourceError(f"config.json: tie_word_embeddings is {why} but the checkpoint "
+                              f"has no {head}")
 
 
 def _check_source(slot: TensorSlot, name: str, source_tensors: dict[str, TensorInfo]) -> None:

@@ -177,7 +177,7 @@ def smollm2(cache: Path, variant: str = "fp32") -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bumpconv.fixtures",
+    ap = argparse.ArgumentParser(prog="python tools/fixtures.py",
                                  description="Build cached test/demo checkpoints.")
     ap.add_argument("what", help="'smollm2' or a tiny model name: " + ", ".join(TINY_MODELS))
     ap.add_argument("--cache", type=Path, default=Path(".cache"))

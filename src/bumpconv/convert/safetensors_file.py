@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SourceError
+from ..format.errors import SourceError
 
 #: safetensors' own cap on the JSON header, to refuse hostile files before allocating.
 MAX_HEADER_BYTES = 100 * 1024 * 1024

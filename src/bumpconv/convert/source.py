@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .digests import sha256_file
-from .errors import SourceError
+from ..format.digests import sha256_file
+from ..format.errors import SourceError
+from ..format.spec import ModelSpec, load_spec
 from .safetensors_file import TensorInfo, read_as_f32, read_header, read_raw
-from .spec import ModelSpec, load_spec
 
 INDEX_NAME = "model.safetensors.index.json"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import VerifyError
-from .packing import first_nonzero_padding, unpack
-from .plan import make_plan
+from ..convert.plan import make_plan
+from ..convert.source import Source
+from ..format.dtypes import DType
+from ..format.errors import VerifyError
+from ..format.packing import first_nonzero_padding, unpack
 from .reader import BumpFile
-from .source import Source
 
 _BLOCK_BYTES = 8 << 20
 
@@ -42,8 +43,9 @@ def verify_against(bf: BumpFile, source: Source) -> VerifyResult:
             raise VerifyError(f"{bf.path}: tensor {got.name!r} (offset {got.offset}, shape "
                               f"{list(got.slot.shape)}) is not where the source's layout puts "
                               f"{want.name!r} (offset {want.offset}, shape {list(want.slot.shape)})")
-        if got.dtype != "fp32":
-            raise VerifyError(f"{bf.path}: tensor {got.name!r} is {got.dtype}; verify compares fp32 only")
+        if got.dtype != DType.FP32:
+            raise VerifyError(f"{bf.path}: tensor {got.name!r} is {got.dtype.label}; verify "
+                              "compares fp32 only")
         packed = bf.array(got.name)
         where = first_nonzero_padding(want.slot, packed)
         if where is not None:

@@ -246,3 +246,21 @@ def load_spec(config_path: Path) -> ModelSpec:
     if not isinstance(cfg, dict):
         raise ConfigError(f"{config_path}: top level must be a JSON object")
     return spec_from_config(cfg, str(config_path))
+
+
+def describe_spec(spec: ModelSpec) -> list[str]:
+    rope = spec.rope
+    scaling = "" if rope.type == "default" else " " + ", ".join(
+        f"{k}={v}" for k, v in rope.model_dump(exclude={"theta", "type"}, exclude_none=True).items())
+    lines = [
+        f"{spec.architecture}: {spec.num_layers} layers, hidden {spec.hidden_size}, "
+        f"heads {spec.num_heads} (kv {spec.num_kv_heads}) x {spec.head_dim}, "
+        f"intermediate {spec.intermediate_size}, vocab {spec.vocab_size}, context {spec.context_length}",
+        f"rms_eps {spec.rms_norm_eps!r}, rope theta {rope.theta!r} ({rope.type}{scaling}), "
+        f"{'tied' if spec.tie_word_embeddings else 'untied'} embeddings, "
+        f"qkv bias {'yes' if spec.qkv_bias else 'no'}, q/k norm {'yes' if spec.qk_norm else 'no'}"
+        + (f", sliding window {spec.sliding_window}" if spec.sliding_window else ""),
+    ]
+    if spec.derived_keys:
+        lines.append("derived as transformers does: " + ", ".join(spec.derived_keys))
+    return lines

@@ -1,7 +1,8 @@
-"""Integrity checks of a blob against itself: checksums, per-tensor CRC32s, zero padding.
+"""The self-check of a blob: its checksums, per-tensor CRC32s and zero padding.
 
-`inspect --verify` and ``BumpModel(verify=True)`` run these; they need no source checkpoint
-(`bumpconv verify --against SRC` is the content check against the source).
+"Check" is the word for this self-consistency test, which needs nothing but the file
+(``inspect --check``, ``BumpModel.open(check=True)``); "verify" is the content comparison
+against the source checkpoint (``bumpconv verify --against SRC``, :mod:`.verify`).
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .digests import Crc32
-from .errors import BlobError
-from .packing import first_nonzero_padding
+from ..format.digests import Crc32
+from ..format.dtypes import DType
+from ..format.errors import BlobError
+from ..format.packing import first_nonzero_padding
 from .reader import BumpFile
 
 _BLOCK = 8 << 20
@@ -26,7 +28,7 @@ class Check:
 
 
 @dataclass
-class IntegrityReport:
+class CheckReport:
     path: Path
     checks: list[Check] = field(default_factory=list)
 
@@ -49,9 +51,9 @@ def checksum_range(bf: BumpFile) -> tuple[int, int]:
     return bf.table_offset, end
 
 
-def check_integrity(bf: BumpFile, padding: bool = True) -> IntegrityReport:
+def check_blob(bf: BumpFile, padding: bool = True) -> CheckReport:
     """Recompute every checksum the file carries; optionally check that all padding is zero."""
-    report = IntegrityReport(bf.path)
+    report = CheckReport(bf.path)
     start, end = checksum_range(bf)
     total = hashlib.sha256()
     per = {t.name: Crc32() for t in bf.tensors if t.crc32}
@@ -100,7 +102,7 @@ def check_integrity(bf: BumpFile, padding: bool = True) -> IntegrityReport:
 def _padding_check(bf: BumpFile) -> Check:
     checked = 0
     for t in bf.tensors:
-        if t.dtype != "fp32":
+        if t.dtype != DType.FP32:
             continue
         where = first_nonzero_padding(t.slot, bf.array(t.name))
         checked += 1

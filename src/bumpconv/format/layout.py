@@ -30,6 +30,7 @@ from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .dtypes import DType
 from .errors import LayoutError
 
 _EXPR = re.compile(r"^[A-Z0-9]+([*/][A-Z0-9]+)*$")
@@ -89,6 +90,10 @@ class HeaderVariant(BaseModel):
     description: str
     fields: tuple[HeaderField, ...]
     dtype_table_offset: int = Field(ge=0)
+    trailing_data: bool = Field(
+        default=False, json_schema_extra={"hashed": False},
+        description="files of this variant may carry data after the payload (the engine's GGUF "
+                    "writers append vocab data)")
 
     @model_validator(mode="after")
     def _no_overlap(self) -> "HeaderVariant":
@@ -100,12 +105,6 @@ class HeaderVariant(BaseModel):
         if end > self.dtype_table_offset:
             raise ValueError("header fields run past the dtype table")
         return self
-
-    def field(self, name: str) -> HeaderField:
-        for f in self.fields:
-            if f.name == name:
-                return f
-        raise KeyError(name)
 
 
 class TensorRule(BaseModel):
@@ -199,14 +198,16 @@ class LayoutProfile(BaseModel):
         description="the checksum covers [dtype table offset, this point)")
     refuse: tuple[Refusal, ...] = ()
     require: tuple[Requirement, ...] = ()
+    ignored_sources: tuple[str, ...] = Field(
+        default=(), json_schema_extra={"hashed": False},
+        description="regular expressions of source tensors that are derived buffers, not "
+                    "weights (consumed without being packed)")
     tensors: tuple[Union[TensorRule, LayerGroup], ...]
 
-    def flags_used(self) -> set[str]:
-        """Every spec flag some rule or refusal of this profile depends on."""
-        flags = {r.flag for r in self.refuse}
-        for rule in self.rules():
-            flags.update(f for f in (rule.when, rule.sources_when) if f)
-        return flags
+    @property
+    def writes_metadata(self) -> bool:
+        """Whether files this profile writes end in the metadata JSON and footer."""
+        return next(r.metadata for r in self.reads if r.magic == self.magic)
 
     def rules(self) -> list[TensorRule]:
         out: list[TensorRule] = []
@@ -229,10 +230,31 @@ def load_profile(name: str) -> LayoutProfile:
 
 @cache
 def profile_hash(name: str) -> str:
-    """SHA-256 of the canonical JSON of a profile: identifies the exact layout a file used."""
-    canon = json.dumps(load_profile(name).model_dump(mode="json"), sort_keys=True,
+    """SHA-256 of the canonical JSON of a profile: identifies the exact layout a file used
+    (the metadata's ``template_hash``). Fields marked ``hashed: False`` only guide reading or
+    source selection, not the bytes written, and are left out, so adding such a field does not
+    change the identity of an unchanged layout."""
+    canon = json.dumps(_hashed_dump(load_profile(name)), sort_keys=True,
                        separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(canon.encode()).hexdigest()
+
+
+def _hashed_dump(model: BaseModel) -> dict:
+    out = {}
+    for key, info in type(model).model_fields.items():
+        extra = info.json_schema_extra
+        if isinstance(extra, dict) and extra.get("hashed") is False:
+            continue
+        out[key] = _hashed_value(getattr(model, key))
+    return out
+
+
+def _hashed_value(value: object) -> object:
+    if isinstance(value, BaseModel):
+        return _hashed_dump(value)
+    if isinstance(value, (tuple, list)):
+        return [_hashed_value(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -310,3 +332,41 @@ def _expand_rule(rule: TensorRule, dims: dict[str, int], flags: dict[str, bool],
         view=ints(rule.view) if has_sources else None,
         axes=rule.axes if has_sources else None,
     )
+
+
+@dataclass(frozen=True)
+class PlacedTensor:
+    """A slot at its place in a file: what the writer plans, the reader finds and the runtime
+    binds (one record for all three; ``crc32`` is known once a manifest records it)."""
+
+    slot: TensorSlot
+    offset: int
+    dtype: DType = DType.FP32
+    nbytes: int = -1
+    crc32: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.nbytes < 0:
+            object.__setattr__(self, "nbytes", self.dtype.nbytes(self.slot.numel))
+
+    @property
+    def name(self) -> str:
+        return self.slot.name
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.nbytes
+
+
+def place_tensors(profile: LayoutProfile, dims: dict[str, int], flags: dict[str, bool],
+                  table_offset: int | None = None) -> tuple[PlacedTensor, ...]:
+    """Expand a profile and place its fp32 tensors back to back after the dtype table."""
+    slots = expand_tensors(profile, dims, flags)
+    if table_offset is None:
+        table_offset = profile.headers[0].dtype_table_offset
+    offset = table_offset + 4 + len(slots)
+    out = []
+    for slot in slots:
+        out.append(PlacedTensor(slot, offset))
+        offset += out[-1].nbytes
+    return tuple(out)

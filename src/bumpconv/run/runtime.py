@@ -5,17 +5,10 @@ The layout is resolved here, in Python, through the reader and the layout schema
 their offsets, sizes, shapes and dtypes, plus the model settings. It knows roles, never file
 positions, and it bound-checks that table against the file size and the dimensions again, so a
 wrong table is an error even when it did not come from the reader.
-
-``BUMPCONV_NATIVE_DIR=DIR`` loads the extension from DIR instead of the installed package: the
-sanitizer build (``make -C native asan-test``) is tested that way.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
-import importlib.machinery
-import importlib.util
 import os
 import threading
 from dataclasses import dataclass
@@ -25,10 +18,13 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from .errors import BlobError, BumpError, ConfigError, NativeUnavailableError, RuntimeInputError
-from .integrity import check_integrity
-from .reader import BlobTensor, BumpFile, open_blob
-from .spec import ModelSpec
+from ..blob.check import check_blob
+from ..blob.reader import BumpFile, open_blob
+from ..format.dtypes import DType
+from ..format.errors import BlobError, BumpError, ConfigError, RuntimeInputError
+from ..format.layout import PlacedTensor
+from ..format.spec import ModelSpec
+from ..native import native
 
 #: Roles the runtime reads. bumpwgt3 also has pos_emb, bo, b1, b2 and final_bias, which the
 #: format defines as all-zero for Llama-family models, and always has q/k/v bias slots (zero
@@ -45,56 +41,6 @@ _ERR_LEN = 512
 _U64 = 1 << 64
 
 
-def _prefer_short_spin() -> None:
-    """libgomp's default barrier wait spins ~300k iterations (milliseconds where the pause
-    instruction is slow) before sleeping. When another process competes for the cores, a
-    waiting thread then burns the time slice of the thread it waits for, and a forward pass
-    gets 10-30x slower; a short spin costs nothing measurable on an idle machine. libgomp
-    reads the setting once, when it is loaded, so it is set before the extension (which links
-    libgomp) is imported. A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT wins."""
-    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-        os.environ["GOMP_SPINCOUNT"] = "1000"
-
-
-@functools.lru_cache(maxsize=None)
-def load_native(directory: str | None = None) -> ModuleType:
-    """The cffi module ``bumpconv._native``: from ``directory`` when given (a build variant such
-    as the sanitizer build), else the one installed with the package."""
-    _prefer_short_spin()
-    if directory is None:
-        try:
-            return importlib.import_module("bumpconv._native")
-        except ImportError as exc:
-            raise NativeUnavailableError(
-                f"the C runtime bumpconv._native is not built ({exc}); reinstall with "
-                "`pip install -e .` or build it with `make -C native`") from None
-    candidates = sorted(p for p in Path(directory).glob("_native*")
-                        if p.name.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)))
-    if not candidates:
-        raise NativeUnavailableError(
-            f"BUMPCONV_NATIVE_DIR={directory}: no _native extension module there "
-            "(build one with `make -C native`)")
-    spec = importlib.util.spec_from_file_location("bumpconv._native", candidates[0])
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except ImportError as exc:
-        raise NativeUnavailableError(f"{candidates[0]}: cannot load ({exc})") from None
-    return module
-
-
-def native() -> ModuleType:
-    """The extension this process uses (honours ``BUMPCONV_NATIVE_DIR``)."""
-    return load_native(os.environ.get("BUMPCONV_NATIVE_DIR") or None)
-
-
-def kernel_name() -> str:
-    """Which SGEMM/GEMV kernel the extension was compiled with (vector width, tile)."""
-    mod = native()
-    return mod.ffi.string(mod.lib.bump_kernel_name()).decode()
-
-
 @dataclass(frozen=True)
 class NativeTensor:
     """One row of the table C receives: a tensor by role, where it is and what it must be."""
@@ -107,8 +53,9 @@ class NativeTensor:
     nbytes: int
 
     @classmethod
-    def from_blob(cls, t: BlobTensor) -> "NativeTensor":
-        return cls(t.slot.role, t.slot.layer, t.dtype, tuple(t.slot.shape), t.offset, t.nbytes)
+    def from_blob(cls, t: PlacedTensor) -> "NativeTensor":
+        return cls(t.slot.role, t.slot.layer, t.dtype.label, tuple(t.slot.shape), t.offset,
+                   t.nbytes)
 
 
 @dataclass(frozen=True)
@@ -151,7 +98,7 @@ class BumpModel:
                 raise BlobError(f"{path}: a {bf.magic} file does not record the runtime settings "
                                 "(eps, rope); pass the source's config.json (--config)")
             if verify:
-                check_integrity(bf).raise_on_failure()
+                check_blob(bf).raise_on_failure()
             table = []
             for t in bf.tensors:
                 role = t.slot.role
@@ -406,11 +353,12 @@ def _fill_entry(lib: Any, entry: Any, index: int, t: NativeTensor) -> None:
     entry.nbytes = t.nbytes
 
 
-def _require_zero(bf: BumpFile, t: BlobTensor) -> None:
+def _require_zero(bf: BumpFile, t: PlacedTensor) -> None:
     """A bumpwgt3 slot with no Llama-family counterpart must be zero, or the runtime would
     silently compute something else than the file describes."""
-    if t.dtype != "fp32":
-        raise BlobError(f"{bf.path}: tensor {t.name!r} is {t.dtype}; the runtime runs fp32 only")
+    if t.dtype != DType.FP32:
+        raise BlobError(f"{bf.path}: tensor {t.name!r} is {t.dtype.label}; the runtime runs "
+                        "fp32 only")
     view = bf.array(t.name)
     nonzero = bool(np.any(view))
     del view

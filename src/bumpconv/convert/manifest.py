@@ -1,0 +1,49 @@
+"""Fill a blob's metadata document for one conversion: the manifest, the model's config block,
+checksums and provenance. No wall-clock time and no paths: ``created_at`` comes only from
+``SOURCE_DATE_EPOCH`` (reproducible-builds convention)."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+
+from ..format.constants import VERSION
+from ..format.layout import profile_hash
+from ..format.metadata import (SCHEMA_VERSION, BumpconvSection, ManifestEntry, Metadata,
+                               engine_config)
+from .plan import Plan
+from .source import Provenance
+
+
+def created_at() -> str | None:
+    """``SOURCE_DATE_EPOCH`` as ISO-8601 UTC, or None: never the wall clock."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if not epoch:
+        return None
+    return datetime.fromtimestamp(int(epoch), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def build_metadata(plan: Plan, payload_sha256: str, tensor_crc32: dict[str, str],
+                   provenance: Provenance) -> Metadata:
+    """The metadata of ``plan`` once its payload digests are known."""
+    entries = [ManifestEntry(
+        name=t.name, role=t.slot.role, layer=t.slot.layer, dtype=t.dtype.label,
+        offset=t.offset, bytes=t.nbytes, shape=list(t.slot.shape), sources=list(t.slot.sources),
+        crc32=tensor_crc32[t.name]) for t in plan.tensors]
+    summary: dict[str, int] = {}
+    for t in plan.tensors:
+        summary[t.dtype.label] = summary.get(t.dtype.label, 0) + 1
+    return Metadata(
+        schema_version=SCHEMA_VERSION,
+        format=plan.profile.magic,
+        created_by=f"bumpconv {VERSION}",
+        created_at=created_at(),
+        template=plan.spec.architecture,
+        template_hash=profile_hash(plan.profile.profile),
+        config=engine_config(plan.spec),
+        quant_summary=summary,
+        bumpconv=BumpconvSection(
+            version=VERSION, profile=plan.profile.profile, payload_sha256=payload_sha256,
+            tensors=entries, ignored_sources=list(plan.ignored_sources),
+            source=provenance.as_json()),
+    )

@@ -1,0 +1,44 @@
+"""What ``convert --dry-run`` prints: the plan, tensor by tensor, and the exact output size."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..format.constants import FOOTER_SIZE
+from ..format.metadata import canonical_json
+from ..format.spec import describe_spec
+from ..format.text import safe, table
+from .manifest import build_metadata
+from .plan import Plan
+from .source import Source
+
+_PLACEHOLDER = "0" * 64
+_CRC_PLACEHOLDER = "0" * 8
+
+
+def output_size(plan: Plan, source: Source) -> int:
+    """The exact size of the file `convert` will write, without reading tensor data: hashes
+    are fixed-width hex, so placeholders give the same metadata length."""
+    if not plan.profile.writes_metadata:
+        return plan.payload_end
+    prov = source.provenance(hash_files=False)
+    prov = replace(prov, files=tuple((n, b, h or _PLACEHOLDER) for n, b, h in prov.files))
+    meta = build_metadata(plan, _PLACEHOLDER, {t.name: _CRC_PLACEHOLDER for t in plan.tensors}, prov)
+    return plan.payload_end + len(canonical_json(meta.model_dump(mode="json"))) + FOOTER_SIZE
+
+
+def format_plan(plan: Plan, source: Source) -> str:
+    """The `--dry-run` report: every output tensor, its sources, offset and size."""
+    lines = [f"plan: {plan.profile.profile} ({plan.profile.magic}) from {safe(source.root)}"]
+    lines += ["model: " + line for line in describe_spec(plan.spec)]
+    rows = [[str(i), t.name, "x".join(map(str, t.slot.shape)), t.dtype.label,
+             str(t.offset), f"{t.nbytes:,}", ", ".join(t.slot.sources) or "(zeros)"]
+            for i, t in enumerate(plan.tensors)]
+    lines += table(rows, ["#", "tensor", "shape", "dtype", "offset", "bytes", "sources"])
+    if plan.ignored_sources:
+        lines.append("ignored (derived buffers): " + ", ".join(plan.ignored_sources))
+    size = output_size(plan, source)
+    params = plan.parameter_count()
+    lines.append(f"output: {size:,} bytes ({len(plan.tensors)} tensors, {params:,} parameters, "
+                 f"payload {plan.payload_end - plan.payload_offset:,} bytes)")
+    return "\n".join(lines)

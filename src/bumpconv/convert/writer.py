@@ -1,0 +1,73 @@
+"""Execute a plan: stream every tensor from the source into the blob, atomically.
+
+The pieces, each in its own module: :mod:`.stream` packs one tensor as chunks of rows read
+straight from the source; :mod:`.pipeline` writes and hashes those chunks on two threads;
+:mod:`bumpconv.files.atomic` makes the file appear only when complete; the header, dtype table
+and footer bytes come from :mod:`bumpconv.format.codec`.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..files.atomic import atomic_output, write_all
+from ..files.progress import progress_bar
+from ..format.codec import pack_footer, pack_header
+from ..format.errors import ConfigError
+from ..format.metadata import canonical_json
+from .manifest import build_metadata, created_at
+from .pipeline import Emitter
+from .plan import Plan
+from .source import Source
+from .stream import CHUNK_BYTES, packed_chunks
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    path: Path
+    size: int
+    checksum: str
+    tensor_crc32: dict[str, str]
+
+
+def header_bytes(plan: Plan, checksum: bytes) -> bytes:
+    """The header of the profile's written variant for this plan."""
+    return pack_header(plan.header, plan.profile.magic, plan.profile.version,
+                       plan.header_values(), checksum)
+
+
+def write_blob(plan: Plan, source: Source, dest: Path, force: bool = False,
+               progress: bool = False) -> WriteResult:
+    """Write ``plan`` for ``source`` to ``dest`` atomically; returns size and checksums."""
+    try:
+        created_at()
+    except ValueError:
+        raise ConfigError("SOURCE_DATE_EPOCH must be an integer number of seconds") from None
+    bar = progress_bar(plan.payload_end, dest.name, progress)
+    with atomic_output(dest, force) as fd, ThreadPoolExecutor(1) as background:
+        # the source's SHA-256 (provenance) is computed beside the conversion
+        provenance = background.submit(source.provenance) if plan.profile.writes_metadata else None
+        write_all(fd, header_bytes(plan, bytes(32)))
+        emitter = Emitter(fd, CHUNK_BYTES, bar)
+        try:
+            emitter.emit(None, plan.dtype_table(), None)
+            for t in plan.tensors:
+                emitter.emit(t.name, b"", None)  # every tensor gets a digest, even an empty one
+                for block, buf in packed_chunks(t.slot, source, CHUNK_BYTES, emitter.take):
+                    emitter.emit(t.name, block, buf)
+        except BaseException:
+            emitter.close()
+            raise
+        finally:
+            bar.close()
+        checksum, per_tensor = emitter.finish()
+        if provenance is not None:
+            meta = build_metadata(plan, checksum, per_tensor, provenance.result())
+            blob = canonical_json(meta.model_dump(mode="json"))
+            write_all(fd, blob + pack_footer(blob))
+        os.pwrite(fd, header_bytes(plan, bytes.fromhex(checksum)), 0)
+        size = os.lseek(fd, 0, os.SEEK_END)
+    return WriteResult(dest, size, checksum, per_tensor)

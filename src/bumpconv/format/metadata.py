@@ -1,0 +1,117 @@
+"""The BUMPWGT5 metadata JSON: the engine's keys plus bumpconv's manifest and provenance.
+
+The document's models, its canonical encoding (sorted keys, no spaces, ASCII: exactly as the
+engine writes it, so equal inputs give equal bytes) and the one mapping between the engine's
+``config`` block and :class:`~bumpconv.format.spec.ModelSpec`. Filling it for a conversion is
+the converter's job (:mod:`bumpconv.convert.manifest`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .spec import ModelSpec, RopeSpec
+
+SCHEMA_VERSION = 1
+
+
+class ManifestEntry(BaseModel):
+    """One payload tensor as recorded in the file (what `inspect` and `verify` read back)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    role: str
+    layer: int | None
+    dtype: str
+    offset: int = Field(ge=0)
+    bytes: int = Field(ge=0)
+    shape: list[int]
+    sources: list[str]
+    crc32: str = Field(pattern=r"^[0-9a-f]{8}$", description="CRC32 of the packed bytes: names a damaged tensor")
+
+
+class EngineConfig(BaseModel):
+    """The engine's ``config`` keys, with the model's real eps and rope settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    num_layers: int
+    embed_dim: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    context_length: int
+    rope_theta: float
+    vocab_size: int
+    rms_eps: float
+    rope_scaling: dict[str, Any] | None
+    tie_word_embeddings: bool
+    qkv_bias: bool
+    qk_norm: bool
+    sliding_window: int | None
+
+
+class BumpconvSection(BaseModel):
+    """What bumpconv adds: the profile, checksums, the manifest, and where the weights came from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: str
+    profile: str
+    payload_sha256: str
+    tensors: list[ManifestEntry]
+    ignored_sources: list[str]
+    source: dict[str, Any]
+
+
+class Metadata(BaseModel):
+    """The whole JSON document between the payload and the BUMPV5MD footer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int
+    format: str
+    created_by: str
+    created_at: str | None
+    template: str
+    template_hash: str
+    config: EngineConfig
+    quant_summary: dict[str, int]
+    bumpconv: BumpconvSection
+
+
+def engine_config(spec: ModelSpec) -> EngineConfig:
+    """The ``config`` block of a blob's metadata for ``spec`` (the inverse of
+    :func:`spec_from_engine_config`)."""
+    rope = spec.rope
+    scaling = None if rope.type == "default" else rope.model_dump(exclude={"theta"}, exclude_none=True)
+    return EngineConfig(
+        model=spec.architecture, num_layers=spec.num_layers, embed_dim=spec.hidden_size,
+        num_heads=spec.num_heads, num_kv_heads=spec.num_kv_heads, head_dim=spec.head_dim,
+        intermediate_size=spec.intermediate_size, context_length=spec.context_length,
+        rope_theta=rope.theta, vocab_size=spec.vocab_size, rms_eps=spec.rms_norm_eps,
+        rope_scaling=scaling, tie_word_embeddings=spec.tie_word_embeddings,
+        qkv_bias=spec.qkv_bias, qk_norm=spec.qk_norm, sliding_window=spec.sliding_window)
+
+
+def spec_from_engine_config(c: EngineConfig) -> ModelSpec:
+    """The model spec a blob's metadata records (the inverse of :func:`engine_config`)."""
+    return ModelSpec(
+        architecture=c.model, num_layers=c.num_layers, vocab_size=c.vocab_size,
+        hidden_size=c.embed_dim, intermediate_size=c.intermediate_size,
+        num_heads=c.num_heads, num_kv_heads=c.num_kv_heads, head_dim=c.head_dim,
+        context_length=c.context_length, rms_norm_eps=c.rms_eps,
+        rope=RopeSpec(theta=c.rope_theta, **(c.rope_scaling or {})),
+        tie_word_embeddings=c.tie_word_embeddings, qkv_bias=c.qkv_bias,
+        qk_norm=c.qk_norm, sliding_window=c.sliding_window)
+
+
+def canonical_json(obj: Any) -> bytes:
+    """The engine's canonical encoding."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("utf-8")

@@ -1,0 +1,187 @@
+"""Parity: is a blob the same model as its source, and if not, where does it first diverge?
+
+The checks run from coarse to fine, so a failure is located without guessing:
+
+1. token ids: the ids the runtime side's tokenizer (tokenizer.json via ``tokenizers``) produces
+   must equal transformers' (a tokenizer mismatch masquerades as a weight bug otherwise);
+2. logits of the full model at every position of every prompt (max abs difference, NMSE, KL,
+   top-1 agreement) - the only check that decides "same model" on its own;
+3. a layer sweep: the hidden state after every layer against HF, naming the first layer beyond
+   tolerance;
+4. a stage diff of one layer (``--layer N``, or automatically the first failing layer): every
+   runtime tap against the HF value, naming the first stage that jumps; when every layer
+   matches but the logits do not, the final norm and the logits themselves are diffed instead;
+5. optionally a context sweep (context 1..N through both the prefill and the decode path).
+
+Relative error, used for hidden states and stages, is ``max|run - ref| / max|ref|`` over the
+whole tensor (fp64 arithmetic; ``ref`` is HF). Entries that are ``-inf`` on both sides (masked
+attention scores) are equal; a ``-inf`` on one side only is an infinite error. The position of
+a failure is the first position ``p`` whose own ``max|run[p] - ref[p]| / max|ref|`` exceeds the
+tolerance. Thresholds and their reasons are in :class:`Thresholds` and docs/parity.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..blob.reader import open_blob
+from ..convert.source import resolve_source_dir
+from ..files.atomic import atomic_output
+from ..format.errors import ParityError
+from ..format.spec import ModelSpec, load_spec
+from ..run.runtime import BumpModel
+from .metrics import (ContextSweep, LogitsCheck, Thresholds, compare_logits, layer_sweep,
+                      output_diff, stage_diff)
+from .reference import PromptTokens, Reference, tokenize_prompts
+from .report import ParityReport
+
+#: Spec fields that must agree before any forward pass: they fix every tensor's shape.
+_DIMENSIONS = ("num_layers", "vocab_size", "hidden_size", "intermediate_size", "num_heads",
+               "num_kv_heads", "head_dim")
+#: Spec fields that may differ (that is what parity then shows the consequences of).
+_SETTINGS = ("architecture", "rms_norm_eps", "rope", "tie_word_embeddings", "qkv_bias", "qk_norm",
+             "sliding_window")
+
+
+def context_sweep(model: BumpModel, prompt: PromptTokens, ref_logits: np.ndarray, limit: int,
+                  thresholds: Thresholds) -> ContextSweep:
+    """For each context length c in 1..limit, compare HF's logits at position c-1 (causal, so
+    equal to HF run on the prefix alone) with a fresh prefill of the first c tokens, and with
+    step c of one prefill-then-decode pass (the KV-cache path)."""
+    ids = list(prompt.ids)
+    prefilled = [model.prefill(ids[:c]) for c in range(1, limit + 1)]
+    decoded = [model.prefill(ids[:1])] + [model.decode(ids[c - 1]) for c in range(2, limit + 1)]
+    ref = ref_logits[:limit]
+    return ContextSweep(compare_logits(prompt, np.stack(prefilled), ref, thresholds),
+                        compare_logits(prompt, np.stack(decoded), ref, thresholds))
+
+
+@dataclass(frozen=True)
+class ParityOptions:
+    """What to check. ``context_sweep``: None = no sweep, 0 = the whole sweep prompt."""
+
+    prompts: tuple[str, ...] | None = None
+    layer: int | None = None
+    context_sweep: int | None = None
+    thresholds: Thresholds = Thresholds()
+    threads: int | None = 2
+    rope_pairing: str | None = None
+
+
+def compare_specs(src: ModelSpec, blob: ModelSpec, src_name: str, blob_name: str) -> list[str]:
+    """Refuse a blob whose dimensions differ from the source's (before any forward pass);
+    return notes for settings that differ, whose consequences the comparison then shows."""
+    dims = [f"{k} {getattr(blob, k)} vs {getattr(src, k)}" for k in _DIMENSIONS
+            if getattr(blob, k) != getattr(src, k)]
+    if dims:
+        raise ParityError(f"{blob_name} is not the same model as {src_name}: "
+                          + ", ".join(dims) + " (blob vs source)")
+    return [f"blob {k}={_setting(getattr(blob, k))} but source {k}={_setting(getattr(src, k))}"
+            for k in _SETTINGS if getattr(blob, k) != getattr(src, k)]
+
+
+def _setting(value: Any) -> str:
+    if hasattr(value, "model_dump"):  # RopeSpec
+        return json.dumps(value.model_dump(exclude_none=True))
+    return str(value)
+
+
+def check_parity(reference: Reference, model: BumpModel, prompts: list[PromptTokens],
+                 options: ParityOptions, src: str, blob: str, notes: list[str]) -> ParityReport:
+    """Run every check of the module docstring with an opened reference and runtime."""
+    th = options.thresholds
+    sweep_index = max(range(len(prompts)), key=lambda i: len(prompts[i].ids))
+    ids = list(prompts[sweep_index].ids)
+    requested = [] if options.layer is None else [options.layer]
+    logits: list[LogitsCheck] = []
+    for i, prompt in enumerate(prompts):
+        ref = reference.run(prompt.ids, requested if i == sweep_index else ())
+        model.reset()
+        run = np.asarray(model.forward(list(prompt.ids), start_pos=0, all_logits=True))
+        logits.append(compare_logits(prompt, run, ref.logits, th))
+        if i == sweep_index:
+            sweep_ref = ref
+    sweep = layer_sweep(np.asarray(model.hidden_states(ids)), sweep_ref.hidden_states, th.rtol)
+    stages = []
+    if options.layer is not None:
+        stages.append(stage_diff(options.layer, model.taps(ids, options.layer),
+                                 sweep_ref.stages[options.layer], th.rtol))
+    bad = sweep.first_bad
+    if bad is not None and bad.key != "embed":  # drill into the first failing layer
+        layer = sweep.rows.index(bad) - 1
+        if layer != options.layer:
+            stages.append(stage_diff(layer, model.taps(ids, layer),
+                                     reference.run(ids, [layer]).stages[layer], th.rtol))
+    elif bad is None and not all(c.passed for c in logits):  # every layer matches
+        stages.append(output_diff(model.taps(ids, len(sweep.rows) - 2), sweep_ref, th.rtol))
+    context = None
+    if options.context_sweep is not None:
+        context = context_sweep(model, prompts[sweep_index], sweep_ref.logits,
+                                options.context_sweep or len(ids), th)
+    if any(p.synthetic for p in prompts):
+        notes = [*notes, f"the source has no tokenizer: prompts are fixed synthetic ids "
+                         f"(lengths {', '.join(str(len(p.ids)) for p in prompts)})"]
+    return ParityReport(src, blob, th, notes, prompts, logits, sweep_index, sweep, stages, context)
+
+
+def _blob_spec(blob: Path, root: Path) -> tuple[ModelSpec, Path | None]:
+    """The blob's own spec; for a blob that does not record one (BUMPWGT3/4), the source's
+    config.json supplies the runtime settings (and is passed on to the runtime)."""
+    with open_blob(blob) as bf:
+        if bf.spec is not None:
+            return bf.spec, None
+    config = root / "config.json"
+    with open_blob(blob, config=config) as bf:
+        assert bf.spec is not None  # the reader builds a spec whenever it has a config
+        return bf.spec, config
+
+
+def open_runtime(blob: Path, config: Path | None, threads: int | None,
+                 rope_pairing: str | None = None) -> BumpModel:
+    """``BumpModel.open``; ``rope_pairing="interleaved"`` is the runtime's fault injection."""
+    fault = {"rope_pairing": rope_pairing} if rope_pairing else {}
+    return BumpModel.open(blob, config=config, verify=False, threads=threads, **fault)
+
+
+def run_parity(src: str, blob: Path, options: ParityOptions,
+               reference: Reference | None = None) -> ParityReport:
+    """Check ``blob`` against ``src`` end to end. Everything that can be refused - missing
+    files, different dimensions, a bad layer or context, prompts that do not tokenize - is
+    refused before the model is loaded. ``reference`` reuses an already loaded source."""
+    root, _, _ = resolve_source_dir(src)
+    src_spec = load_spec(root / "config.json")
+    blob_spec, config = _blob_spec(blob, root)
+    notes = compare_specs(src_spec, blob_spec, src, str(blob))
+    if options.layer is not None and not 0 <= options.layer < src_spec.num_layers:
+        raise ParityError(f"--layer {options.layer} is out of range: the model has layers "
+                          f"0..{src_spec.num_layers - 1}")
+    prompts = tokenize_prompts(root, options.prompts, src_spec.vocab_size)
+    longest = max(len(p.ids) for p in prompts)
+    if options.context_sweep is not None and not 0 <= options.context_sweep <= longest:
+        raise ParityError(f"--context-sweep {options.context_sweep}: must be 1..{longest} "
+                          "(the longest prompt's token count)")
+    if reference is None:
+        reference = Reference.load(str(root), options.threads)
+    with open_runtime(blob, config, options.threads, options.rope_pairing) as model:
+        return check_parity(reference, model, prompts, options, src, str(blob), notes)
+
+
+def write_dump(path: Path, report: ParityReport, layer: int) -> None:
+    """Save both sides' stage tensors of ``layer`` (``hf.<stage>``, ``bump.<stage>``) and the
+    token ids to an .npz, atomically (an existing file is replaced)."""
+    diff = report.stages_of(layer)
+    if diff is None:
+        raise ParityError(f"--dump: layer {layer} was not diffed (pass --layer {layer})")
+    arrays = {"tokens": np.asarray(report.prompts[report.sweep_prompt].ids, dtype=np.int64),
+              "layer": np.asarray(layer)}
+    arrays.update({f"hf.{k}": v for k, v in diff.ref.items()})
+    arrays.update({f"bump.{k}": v for k, v in diff.run.items()})
+    with atomic_output(path, force=True) as fd:
+        with os.fdopen(os.dup(fd), "wb") as f:
+            np.savez(f, **arrays)
