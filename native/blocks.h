@@ -1,0 +1,58 @@
+/* blocks.h - the quantized block layouts the engine's kernels read: ggml's, byte for byte.
+ *
+ * One block holds the values of consecutive elements of one row. Sizes and element counts are
+ * also in src/bumpconv/format/dtypes.py (BLOCKS), which is where Python sizes tensors; a test
+ * compares the two through bump_block_bytes()/bump_block_elems() below.
+ *
+ * ggml_half is an IEEE binary16 bit pattern. No struct has padding (checked at compile time).
+ */
+#ifndef BUMP_BLOCKS_H
+#define BUMP_BLOCKS_H
+
+#include <stdint.h>
+
+typedef uint16_t ggml_half;
+
+#define QK4_0 32
+#define QK4_1 32
+#define QK5_0 32
+#define QK5_1 32
+#define QK8_0 32
+#define QK_K 256
+#define K_SCALE_SIZE 12
+
+/* x = d * (q - 8), q 4-bit */
+typedef struct { ggml_half d; uint8_t qs[QK4_0 / 2]; } block_q4_0;
+/* x = d * q + m, q 4-bit */
+typedef struct { ggml_half d, m; uint8_t qs[QK4_1 / 2]; } block_q4_1;
+/* x = d * (q - 16), q 5-bit: low 4 bits in qs, the fifth in qh */
+typedef struct { ggml_half d; uint8_t qh[4]; uint8_t qs[QK5_0 / 2]; } block_q5_0;
+/* x = d * q + m, q 5-bit */
+typedef struct { ggml_half d, m; uint8_t qh[4]; uint8_t qs[QK5_1 / 2]; } block_q5_1;
+/* x = d * q, q int8 */
+typedef struct { ggml_half d; int8_t qs[QK8_0]; } block_q8_0;
+/* 8 sub-blocks of 32: x = d * sc * q - dmin * m, 6-bit sc/m packed in scales, q 4-bit */
+typedef struct { ggml_half d, dmin; uint8_t scales[K_SCALE_SIZE]; uint8_t qs[QK_K / 2]; } block_q4_K;
+/* as q4_K with a fifth bit per value in qh */
+typedef struct {
+    ggml_half d, dmin;
+    uint8_t scales[K_SCALE_SIZE];
+    uint8_t qh[QK_K / 8];
+    uint8_t qs[QK_K / 2];
+} block_q5_K;
+/* 16 sub-blocks of 16: x = d * sc * (q - 32), q 6-bit (low 4 bits in ql, high 2 in qh) */
+typedef struct { uint8_t ql[QK_K / 2]; uint8_t qh[QK_K / 4]; int8_t scales[QK_K / 16]; ggml_half d; } block_q6_K;
+/* activations for the K-quant dot products: x = d * q, bsums = sums of 16 q's */
+typedef struct { float d; int8_t qs[QK_K]; int16_t bsums[QK_K / 16]; } block_q8_K;
+
+_Static_assert(sizeof(block_q4_0) == 18, "block_q4_0");
+_Static_assert(sizeof(block_q4_1) == 20, "block_q4_1");
+_Static_assert(sizeof(block_q5_0) == 22, "block_q5_0");
+_Static_assert(sizeof(block_q5_1) == 24, "block_q5_1");
+_Static_assert(sizeof(block_q8_0) == 34, "block_q8_0");
+_Static_assert(sizeof(block_q4_K) == 144, "block_q4_K");
+_Static_assert(sizeof(block_q5_K) == 176, "block_q5_K");
+_Static_assert(sizeof(block_q6_K) == 210, "block_q6_K");
+_Static_assert(sizeof(block_q8_K) == 292, "block_q8_K");
+
+#endif
