@@ -5,6 +5,7 @@
  * compares the two through bump_block_bytes()/bump_block_elems() below.
  *
  * ggml_half is an IEEE binary16 bit pattern. No struct has padding (checked at compile time).
+ * The part between the CFFI markers is parsed by cffi (native/build_ffi.py): plain C only.
  */
 #ifndef BUMP_BLOCKS_H
 #define BUMP_BLOCKS_H
@@ -12,6 +13,17 @@
 #include <stdint.h>
 
 typedef uint16_t ggml_half;
+
+/* CFFI-BEGIN */
+/* The engine's current dtype codes (src/bumpconv/format/dtypes.py: DType), as tensor tables
+ * carry them. A test checks that the two agree. */
+enum bump_dtype {
+    BUMP_DTYPE_FP32 = 0, BUMP_DTYPE_BF16 = 1, BUMP_DTYPE_FP16 = 2, BUMP_DTYPE_INT8 = 3,
+    BUMP_DTYPE_INT4 = 4, BUMP_DTYPE_Q4_0 = 5, BUMP_DTYPE_Q4_1 = 6, BUMP_DTYPE_Q4_K = 7,
+    BUMP_DTYPE_Q6_K = 8, BUMP_DTYPE_Q8_0 = 9, BUMP_DTYPE_Q8_K = 10, BUMP_DTYPE_Q5_0 = 11,
+    BUMP_DTYPE_Q5_1 = 12, BUMP_DTYPE_Q5_K = 13
+};
+/* CFFI-END */
 
 #define QK4_0 32
 #define QK4_1 32

@@ -28,7 +28,9 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 SOURCES = ("bump.c", "kernels.c")
-HEADERS = ("bump.h", "kernels.h")
+HEADERS = ("bump.h", "kernels.h", "blocks.h")
+#: Headers whose declarations between CFFI markers make up the Python-visible API, in order.
+CFFI_HEADERS = ("blocks.h", "bump.h")
 MODULE = "bumpconv._native"
 
 STRICT = ["-Wall", "-Wextra", "-Werror"]
@@ -36,10 +38,14 @@ SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-o
 
 
 def _cdef() -> str:
-    """The declarations between the CFFI markers of bump.h (the header is the single source)."""
-    text = (HERE / "bump.h").read_text(encoding="utf-8")
-    start = text.index("/* CFFI-BEGIN */") + len("/* CFFI-BEGIN */")
-    return text[start:text.index("/* CFFI-END */")]
+    """The declarations between the CFFI markers of each of CFFI_HEADERS (the headers are the
+    single source of the API)."""
+    parts = []
+    for name in CFFI_HEADERS:
+        text = (HERE / name).read_text(encoding="utf-8")
+        start = text.index("/* CFFI-BEGIN */") + len("/* CFFI-BEGIN */")
+        parts.append(text[start:text.index("/* CFFI-END */")])
+    return "\n".join(parts)
 
 
 def _compiler() -> list[str]:

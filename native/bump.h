@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "blocks.h"
+
 /* CFFI-BEGIN */
 /* What a tensor is for. Layer roles repeat once per layer; the others appear once (layer -1). */
 enum bump_role {
@@ -24,7 +26,6 @@ enum bump_role {
     BUMP_N_ROLES
 };
 
-enum bump_dtype { BUMP_DTYPE_FP32 = 0 };
 enum bump_rope_type { BUMP_ROPE_DEFAULT = 0, BUMP_ROPE_LINEAR = 1, BUMP_ROPE_LLAMA3 = 2 };
 
 /* Return codes; the message goes to the caller's err buffer. */
