@@ -33,7 +33,7 @@ $(BLOB): $(VENV)/.installed
 
 # The main job end to end: build SmolLM2-135M, convert, inspect, verify, run, parity.
 demo: $(BLOB)
-	$(BIN)/bumpconv inspect $(BLOB) --verify --summary
+	$(BIN)/bumpconv inspect $(BLOB) --check --summary
 	$(BIN)/bumpconv verify $(BLOB) --against $(SMOL)
 	$(BIN)/bumpconv run $(BLOB) --prompt "$(PROMPT)" -n 20 --tokenizer $(SMOL)
 	$(BIN)/bumpconv parity $(SMOL) $(BLOB)

@@ -10,6 +10,7 @@
 #ifndef BUMP_BLOCKS_H
 #define BUMP_BLOCKS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef uint16_t ggml_half;
@@ -23,6 +24,9 @@ enum bump_dtype {
     BUMP_DTYPE_Q6_K = 8, BUMP_DTYPE_Q8_0 = 9, BUMP_DTYPE_Q8_K = 10, BUMP_DTYPE_Q5_0 = 11,
     BUMP_DTYPE_Q5_1 = 12, BUMP_DTYPE_Q5_K = 13
 };
+/* Bytes of one block of `dtype` and the elements it holds; 0 for an unknown code. */
+size_t bump_block_bytes(int32_t dtype);
+int32_t bump_block_elems(int32_t dtype);
 /* CFFI-END */
 
 #define QK4_0 32

@@ -27,7 +27,7 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ("bump.c", "kernels.c")
+SOURCES = ("bump.c", "kernels.c", "blocks.c")
 HEADERS = ("bump.h", "kernels.h", "blocks.h")
 #: Headers whose declarations between CFFI markers make up the Python-visible API, in order.
 CFFI_HEADERS = ("blocks.h", "bump.h")

@@ -1,9 +1,10 @@
 /* bump.h - the C runtime of bumpconv: a Llama-family forward pass over a memory-mapped bump blob.
  *
- * The caller (src/bumpconv/runtime.py) resolves the file layout through the reader and the
- * layout schemas and hands this runtime a table of tensors by role: the C side knows what a
- * tensor is for, never where it sits in a file. Everything in the table is bound-checked
- * against the file size and the model dimensions before a single weight is read.
+ * The caller (src/bumpconv/run/runtime.py) resolves the file layout through the reader and the
+ * layout profiles and hands this runtime one row per tensor: its role, where its bytes are, and
+ * how its logical matrix sits inside them (the view, derived from the profile's packing rule).
+ * The C side knows what a tensor is for, never a file layout; everything in the table is
+ * bound-checked against the file size and the model dimensions before a single weight is read.
  *
  * The declarations between the CFFI markers are parsed by cffi (native/build_ffi.py), so they
  * must stay plain C declarations: no macros, no preprocessor lines.
@@ -17,7 +18,8 @@
 #include "blocks.h"
 
 /* CFFI-BEGIN */
-/* What a tensor is for. Layer roles repeat once per layer; the others appear once (layer -1). */
+/* What a tensor is for. Layer roles repeat once per layer; the others appear once (layer -1).
+ * The role names are those of the layout profiles (schemas/ *.profile.json, "role"). */
 enum bump_role {
     BUMP_ROLE_TOKEN_EMB, BUMP_ROLE_FINAL_NORM, BUMP_ROLE_LM_HEAD,
     BUMP_ROLE_LN1, BUMP_ROLE_Q_NORM, BUMP_ROLE_K_NORM,
@@ -31,25 +33,23 @@ enum bump_rope_type { BUMP_ROPE_DEFAULT = 0, BUMP_ROPE_LINEAR = 1, BUMP_ROPE_LLA
 /* Return codes; the message goes to the caller's err buffer. */
 enum bump_status {
     BUMP_OK = 0,
-    BUMP_ERR_BLOB = 1,   /* the file or the tensor table is unusable */
+    BUMP_ERR_BLOB = 1,   /* the file or the tensor table is unusable, or the file changed */
     BUMP_ERR_INPUT = 2,  /* a token id out of range, a sequence past the context, a bad start_pos */
     BUMP_ERR_NOMEM = 3,
     BUMP_ERR_IO = 4      /* open/fstat/mmap failed */
 };
 
-/* Model settings (HF config names in comments). Aligned sizes are the padded row lengths. */
+/* Model settings (HF config names in comments). Which optional tensors exist (lm_head, q/k/v
+ * biases, q/k norms) is not a setting: the table says it. */
 typedef struct {
-    int32_t n_layers;          /* num_hidden_layers */
-    int32_t vocab_size;
-    int32_t dim;               /* hidden_size, E */
-    int32_t hidden_dim;        /* intermediate_size, I */
-    int32_t n_heads;           /* H */
-    int32_t n_kv_heads;        /* KV */
+    int32_t n_layers;          /* num_hidden_layers, L */
+    int32_t vocab_size;        /* V */
+    int32_t hidden;            /* hidden_size, E */
+    int32_t intermediate;      /* intermediate_size, I */
+    int32_t n_heads;           /* num_attention_heads, H */
+    int32_t n_kv_heads;        /* num_key_value_heads, KV */
     int32_t head_dim;          /* D */
-    int32_t seq_len;           /* context length, T */
-    int32_t aligned_dim;       /* AE */
-    int32_t aligned_head_dim;  /* AD */
-    int32_t aligned_hidden;    /* AI */
+    int32_t context;           /* max_position_embeddings (or the blob's context), T */
     double rms_eps;
     double rope_theta;
     int32_t rope_type;         /* enum bump_rope_type */
@@ -57,26 +57,28 @@ typedef struct {
     double rope_low_freq_factor, rope_high_freq_factor;  /* llama3 */
     int32_t rope_original_max_pos;                        /* llama3 */
     int32_t sliding_window;    /* 0: none (Mistral: attend to the last sliding_window keys) */
-    int32_t tied_embeddings;   /* logits from token_emb; else lm_head */
-    int32_t qkv_bias;          /* Qwen2: bq, bk, bv */
-    int32_t qk_norm;           /* Qwen3: q_norm, k_norm */
     int32_t rope_interleaved;  /* fault injection: pair (2i, 2i+1) instead of (i, i + D/2) */
     int32_t n_threads;         /* 0: OpenMP's default */
 } bump_config;
 
-/* One tensor of the file, by role. shape is the padded on-disk shape, offset/nbytes in bytes. */
+/* One tensor of the file. The logical tensor is [rows][cols] (nn.Linear's [out][in]; a vector
+ * has cols == 1); element (r, c) is the packed element
+ *   (r / row_seg) * row_seg_stride + (r % row_seg) * ld + (c / col_seg) * col_seg_stride + c % col_seg
+ * counted from `offset` in units of the dtype's elements (blocks hold block_elems of them). */
 typedef struct {
     int32_t role;
     int32_t layer;
-    int32_t dtype;
-    int32_t ndim;
-    int64_t shape[4];
-    uint64_t offset;
+    int32_t dtype;             /* enum bump_dtype */
+    uint64_t offset;           /* bytes from the start of the file */
     uint64_t nbytes;
+    int64_t numel;             /* elements those bytes hold (the packed, padded shape) */
+    int64_t rows, cols;
+    int64_t ld, row_seg, row_seg_stride, col_seg, col_seg_stride;
 } bump_tensor;
 
 /* Output buffers for the intermediate values of one forward pass (any pointer may be NULL).
- * Shapes are unpadded, row-major, n = tokens in the call; see docs/runtime-api.md. */
+ * Shapes are unpadded, row-major, n = tokens in the call; see docs/runtime-api.md. The fields
+ * are the stage keys of src/bumpconv/format/stages.py (a test checks they agree). */
 typedef struct {
     int32_t layer;             /* the layer whose stages are recorded; -1 for none */
     float *ln1, *q, *k, *v, *q_norm, *k_norm, *q_rope, *k_rope;
@@ -98,6 +100,9 @@ void bump_reset(bump_model *m);
 void bump_close(bump_model *m);
 const char *bump_kernel_name(void);
 int32_t bump_threads(const bump_model *m);
+/* Positions whose RoPE tables and KV cache are allocated (they grow with use, not with the
+ * context length). */
+int32_t bump_positions_allocated(const bump_model *m);
 /* CFFI-END */
 
 #endif

@@ -20,6 +20,8 @@
  */
 #include "kernels.h"
 
+#include "blocks.h"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -52,6 +54,7 @@ typedef float vfloat __attribute__((vector_size(VW * sizeof(float))));
 typedef float vfloat_u __attribute__((vector_size(VW * sizeof(float)), aligned(1)));
 
 const char *bump_kernel_name(void) { return KERNEL_NAME; }
+int bump_kernel_reads(int32_t dtype) { return dtype == BUMP_DTYPE_FP32; }
 size_t bump_gemm_scratch_floats(int M)
 {
     return (size_t)(M + MR - 1) / MR * MR * KC + (size_t)KC * NR;

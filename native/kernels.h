@@ -63,5 +63,7 @@ void bump_scores(const float *q, int D, const float *kt, size_t ldk, int n, floa
 void bump_weighted_sum(const float *p, const float *v, size_t ldv, int n, int D, float *out);
 
 const char *bump_kernel_name(void);
+/* Whether bump_matmul reads weights of this dtype (enum bump_dtype). */
+int bump_kernel_reads(int32_t dtype);
 
 #endif

@@ -9,11 +9,14 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import pytest
 
 from bumpconv.cli import main as cli_main
+
+if TYPE_CHECKING:
+    from bumpconv.parity.reference import Reference
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("BUMPCONV_TEST_CACHE", ROOT / ".cache"))
@@ -35,6 +38,20 @@ def tiny(cache_dir: Path) -> Callable[..., Path]:
         return tiny_model(name, cache_dir, dtype=dtype, config_layout=config_layout,
                           shard_bytes=shard_bytes)
     return build
+
+
+@pytest.fixture(scope="session")
+def hf() -> Callable[[Path], "Reference"]:
+    """``hf(checkpoint_dir)``: transformers' own model of a checkpoint (fp32, eager attention,
+    with stage taps), loaded once per session: the one reference every test compares with."""
+    from bumpconv.parity.reference import Reference
+    loaded: dict[Path, Reference] = {}
+
+    def get(src: Path) -> Reference:
+        if src not in loaded:
+            loaded[src] = Reference.load(str(src))
+        return loaded[src]
+    return get
 
 
 @pytest.fixture(scope="session")

@@ -78,7 +78,7 @@ def test_bumpconv_blob_description(blobs, cli) -> None:
     r = cli("inspect", blobs["v5"])
     assert r.code == 0
     assert "BUMPWGT5 version 5, profile bumpwgt5, header variant hf" in r.out
-    assert "layer.1.w2" in r.out and "not verified (use --verify)" in r.out
+    assert "layer.1.w2" in r.out and "not checked (use --check)" in r.out
     j = json.loads(cli("inspect", blobs["qwen3"], "--json").out)
     roles = [t["role"] for t in j["tensors"]]
     assert roles[:6] == ["token_emb", "ln1", "q_norm", "k_norm", "wq", "wk"] and roles[-1] == "lm_head"
@@ -90,7 +90,7 @@ def test_bumpconv_blob_description(blobs, cli) -> None:
 def test_engine_written_files_are_identified(make, variant: str, magic: str, blobs, cli,
                                              tmp_path: Path) -> None:
     path = make(blobs["v5"], tmp_path / "engine.bump")
-    r = cli("inspect", path, "--verify", "--json")
+    r = cli("inspect", path, "--check", "--json")
     assert r.code == 0, r.err + r.out
     j = json.loads(r.out)
     assert (j["magic"], j["header_variant"]) == (magic, variant)
@@ -101,7 +101,7 @@ def test_engine_written_files_are_identified(make, variant: str, magic: str, blo
 
 
 def test_bumpwgt3_without_and_with_config(blobs, tiny, cli) -> None:
-    r = cli("inspect", blobs["v3"], "--verify", "--json")
+    r = cli("inspect", blobs["v3"], "--check", "--json")
     j = json.loads(r.out)
     assert r.code == 0 and j["profile"] == "bumpwgt3" and j["model"] is None
     assert "inferred from sizes: KV=1, AI=208" in j["notes"]
@@ -153,7 +153,7 @@ def test_verify_names_the_corrupted_tensor(blobs, cli, tmp_path: Path) -> None:
     with open_blob(blobs["v5"]) as bf:
         target = bf.by_name["layer.1.wo"]
     bad = flip(blobs["v5"], target.offset + 100, tmp_path / "bad.bump")
-    r = cli("inspect", bad, "--verify")
+    r = cli("inspect", bad, "--check")
     assert r.code == 1
     assert "FAIL header checksum" in r.out and "first 'layer.1.wo'" in r.out
 
@@ -162,7 +162,7 @@ def test_nonzero_padding_is_reported(blobs, cli, tmp_path: Path) -> None:
     with open_blob(blobs["v3"]) as bf:
         pos = bf.by_name["pos_emb"].offset
     bad = flip(blobs["v3"], pos + 3, tmp_path / "pad.bump")
-    r = cli("inspect", bad, "--verify")
+    r = cli("inspect", bad, "--check")
     assert r.code == 1 and "tensor 'pos_emb' has a non-zero value" in r.out
 
 
@@ -194,7 +194,7 @@ def damaged(blob: Path, tmp: Path) -> list[tuple[str, Path]]:
 
 def test_damaged_blobs_give_one_line_errors(blobs, cli, tmp_path: Path) -> None:
     for name, path in damaged(blobs["v5"], tmp_path):
-        r = cli("inspect", path, "--verify")
+        r = cli("inspect", path, "--check")
         lines = r.err.strip().splitlines()
         assert r.code == 1, name
         if lines:  # structural damage: refused on open

@@ -14,7 +14,8 @@ import pytest
 
 from bumpconv.format.errors import ParityError
 from bumpconv.parity.check import compare_specs
-from bumpconv.parity.metrics import (STAGES, ContextSweep, Thresholds, compare_logits, difference,
+from bumpconv.format.stages import STAGES
+from bumpconv.parity.metrics import (ContextSweep, Thresholds, compare_logits, difference,
                                      layer_sweep, stage_diff)
 from bumpconv.parity.report import ParityReport
 from bumpconv.parity.reference import PromptTokens
@@ -107,7 +108,7 @@ def _stages(shape_n: int = 4) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(2)
     shapes = {"scores": (2, shape_n, shape_n), "probs": (2, shape_n, shape_n)}
     return {key: rng.normal(size=shapes.get(key, (shape_n, 6))).astype(np.float32)
-            for _, key in STAGES if key not in ("q_norm", "k_norm")}
+            for key in (s.key for s in STAGES) if key not in ("q_norm", "k_norm")}
 
 
 def test_stage_diff_names_the_first_stage_in_forward_order() -> None:
@@ -116,7 +117,7 @@ def test_stage_diff_names_the_first_stage_in_forward_order() -> None:
     run["gate"][2] += 1.0
     run["k"][1] += 1.0
     d = stage_diff(3, run, ref, 1e-5)
-    assert [r.key for r in d.rows] == [k for _, k in STAGES if k in ref]
+    assert [r.key for r in d.rows] == [s.key for s in STAGES if s.key in ref]
     assert d.first_bad is not None and (d.first_bad.stage, d.first_bad.first_position) == ("k", 1)
     run["k"] = ref["k"].copy()
     run["k_rope"][3] += 1e-3

@@ -22,15 +22,10 @@ from bumpconv.parity.reference import (DEFAULT_PROMPTS, SYNTHETIC_LENGTHS, Refer
                                 ReferenceSetupError, tokenize_prompts)
 
 
-@pytest.fixture(scope="module")
-def loaded(tiny: Callable[..., Path]) -> Callable[[str], Reference]:
-    cache: dict[str, Reference] = {}
-
-    def load(name: str) -> Reference:
-        if name not in cache:
-            cache[name] = Reference.load(str(tiny(name)))
-        return cache[name]
-    return load
+@pytest.fixture
+def loaded(tiny: Callable[..., Path], hf: Callable[[Path], Reference]) -> Callable[[str], Reference]:
+    """A tiny model's reference, from the session's ``hf`` fixture."""
+    return lambda name: hf(tiny(name))
 
 
 @pytest.mark.parametrize("name", ["llama-gqa-pad", "mistral", "qwen2", "qwen3", "llama3-scaled"])

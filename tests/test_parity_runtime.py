@@ -27,16 +27,10 @@ from parity_helpers import (TINY_DEFECTS, Defect, build_defective, bump_w2_eleme
 SMOL_LAYERS = 30
 
 
-@pytest.fixture(scope="module")
-def references() -> Callable[[Path], Reference]:
-    """Load each source once per module (transformers loading dominates small runs)."""
-    loaded: dict[Path, Reference] = {}
-
-    def get(src: Path) -> Reference:
-        if src not in loaded:
-            loaded[src] = Reference.load(str(src))
-        return loaded[src]
-    return get
+@pytest.fixture
+def references(hf: Callable[[Path], Reference]) -> Callable[[Path], Reference]:
+    """The session's references (transformers loading dominates small runs)."""
+    return hf
 
 
 def parity(src: Path, blob: Path, references: Callable[[Path], Reference],

@@ -15,8 +15,9 @@ from bumpconv.format.errors import BlobError, BumpError, ConfigError, RuntimeInp
 from bumpconv.blob.reader import open_blob
 from bumpconv.format.errors import NativeUnavailableError
 from bumpconv.native import load_native
-from bumpconv.run.runtime import BumpModel, tap_shapes
-from runtime_helpers import MODELS, V3_MODELS, convert, prompt_ids, reference
+from bumpconv.format.stages import tap_shapes
+from bumpconv.run.runtime import BumpModel
+from runtime_helpers import MODELS, V3_MODELS, convert, hf_taps, prompt_ids
 
 #: fp32 with a different summation order than torch: ~1e-5 is typical on these models.
 LOGIT_TOL = 1e-4
@@ -52,40 +53,40 @@ def assert_close(run: np.ndarray, ref: np.ndarray, key: str, rel: float = LOGIT_
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_logits_match_transformers_at_every_position(name: str, tiny, blob) -> None:
-    ref = reference(tiny(name))
-    tokens = prompt_ids(ref.config.vocab_size, N)
+def test_logits_match_transformers_at_every_position(name: str, tiny, blob, hf) -> None:
+    ref = hf(tiny(name))
+    tokens = prompt_ids(ref.spec.vocab_size, N)
     with BumpModel.open(blob(name)) as m:
         logits = m.forward(tokens)
-    expected = ref.logits(tokens)
-    assert logits.shape == (N, ref.config.vocab_size)
+    expected = ref.run(tokens).logits
+    assert logits.shape == (N, ref.spec.vocab_size)
     assert np.abs(logits - expected).max() <= LOGIT_TOL
     assert np.array_equal(logits.argmax(1), expected.argmax(1))
 
 
 @pytest.mark.parametrize("name", V3_MODELS)
-def test_bumpwgt3_blob_with_config_matches_transformers(name: str, tiny, blob) -> None:
+def test_bumpwgt3_blob_with_config_matches_transformers(name: str, tiny, blob, hf) -> None:
     src = tiny(name)
-    ref = reference(src)
-    tokens = prompt_ids(ref.config.vocab_size, 40, seed=1)
+    ref = hf(src)
+    tokens = prompt_ids(ref.spec.vocab_size, 40, seed=1)
     with BumpModel.open(blob(name, "bumpwgt3"), config=src / "config.json") as m:
-        assert m.spec.rms_norm_eps == ref.config.rms_norm_eps
+        assert m.spec.rms_norm_eps == ref.spec.rms_norm_eps
         logits = m.forward(tokens)
-    assert np.abs(logits - ref.logits(tokens)).max() <= LOGIT_TOL
+    assert np.abs(logits - ref.run(tokens).logits).max() <= LOGIT_TOL
 
 
-def test_linear_rope_scaling_matches_transformers(tiny_copy, tmp_path: Path) -> None:
+def test_linear_rope_scaling_matches_transformers(tiny_copy, tmp_path: Path, hf) -> None:
     """No fixture model uses rope_type "linear": make one by editing a config."""
     src = tiny_copy("llama-untied")
     cfg = json.loads((src / "config.json").read_text())
     cfg["rope_parameters"] = {"rope_type": "linear", "factor": 4.0, "rope_theta": 500000.0}
     (src / "config.json").write_text(json.dumps(cfg))
-    ref = reference(src)
-    tokens = prompt_ids(ref.config.vocab_size, N, seed=8)
+    ref = hf(src)
+    tokens = prompt_ids(ref.spec.vocab_size, N, seed=8)
     with BumpModel.open(convert(src, tmp_path / "linear.bump")) as m:
         assert m.spec.rope.type == "linear"
         logits = m.forward(tokens)
-    assert np.abs(logits - ref.logits(tokens)).max() <= LOGIT_TOL
+    assert np.abs(logits - ref.run(tokens).logits).max() <= LOGIT_TOL
 
 
 def test_unsupported_rope_type_is_refused_by_name(tiny, blob, tmp_path: Path) -> None:
@@ -125,33 +126,33 @@ def test_forward_in_chunks_appends_to_the_cache(blob) -> None:
 
 
 @pytest.mark.parametrize("name", ["qwen3", "mistral", "qwen2", "llama-gqa-pad", "llama3-scaled"])
-def test_stage_taps_match_transformers(name: str, tiny, blob) -> None:
-    ref = reference(tiny(name))
-    tokens = prompt_ids(ref.config.vocab_size, 40, seed=4)
-    layer = ref.config.num_hidden_layers - 1
+def test_stage_taps_match_transformers(name: str, tiny, blob, hf) -> None:
+    ref = hf(tiny(name))
+    tokens = prompt_ids(ref.spec.vocab_size, 40, seed=4)
+    layer = ref.spec.num_layers - 1
     with BumpModel.open(blob(name)) as m:
         taps = m.taps(tokens, layer)
         spec = m.spec
-    expected = ref.taps(tokens, layer)
-    shapes = tap_shapes(spec, len(tokens))
+    expected = hf_taps(ref, tokens, layer)
+    shapes = tap_shapes(spec.dims(), spec.flags(), len(tokens))
     assert set(taps) == set(shapes) | {"logits"}
     assert ("q_norm" in taps) == (name == "qwen3")
     for key, shape in shapes.items():
         assert taps[key].shape == shape, key
         assert_close(taps[key], expected[key], key)
-    assert_close(taps["logits"], ref.logits(tokens), "logits")
+    assert_close(taps["logits"], ref.run(tokens).logits, "logits")
     probs = taps["probs"]
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
     assert np.all(probs[np.isneginf(taps["scores"])] == 0)
 
 
-def test_hidden_states_match_transformers(tiny, blob) -> None:
-    ref = reference(tiny("qwen2"))
-    tokens = prompt_ids(ref.config.vocab_size, 30, seed=5)
+def test_hidden_states_match_transformers(tiny, blob, hf) -> None:
+    ref = hf(tiny("qwen2"))
+    tokens = prompt_ids(ref.spec.vocab_size, 30, seed=5)
     with BumpModel.open(blob("qwen2")) as m:
         hidden = m.hidden_states(tokens)
-    assert hidden.shape == (ref.config.num_hidden_layers + 1, 30, ref.config.hidden_size)
-    assert_close(hidden, ref.hidden_states(tokens), "hidden")
+    assert hidden.shape == (ref.spec.num_layers + 1, 30, ref.config.hidden_size)
+    assert_close(hidden, ref.run(tokens).hidden_states, "hidden")
 
 
 def test_interleaved_rope_fault_changes_rope_and_nothing_before(blob) -> None:
@@ -213,14 +214,14 @@ def test_thread_count_does_not_change_results(blob) -> None:
 def test_verify_checks_the_checksums(blob, tmp_path: Path) -> None:
     path = tmp_path / "flipped.bump"
     data = bytearray(blob("qwen2").read_bytes())
-    with BumpModel.open(blob("qwen2"), verify=True), open_blob(blob("qwen2")) as bf:
+    with BumpModel.open(blob("qwen2"), check=True), open_blob(blob("qwen2")) as bf:
         w1 = bf.by_name["layer.1.w1"]
     data[w1.offset + w1.nbytes // 3] ^= 0x40  # a real weight, not padding
     path.write_bytes(bytes(data))
     with BumpModel.open(path) as m:  # a payload flip is only visible to the checksum
         assert m.forward([1, 2, 3]).shape == (3, m.spec.vocab_size)
     with pytest.raises(BlobError, match="checksum"):
-        BumpModel.open(path, verify=True)
+        BumpModel.open(path, check=True)
 
 
 def test_close_is_idempotent_and_final(blob) -> None:

@@ -15,7 +15,10 @@ import pytest
 
 from bumpconv.format.errors import BlobError
 from bumpconv.blob.reader import open_blob
-from bumpconv.run.runtime import AlignedSizes, BumpModel, NativeTensor
+from bumpconv.format.dtypes import DType
+from bumpconv.format.layout import PlacedTensor
+from bumpconv.format.spec import ModelSpec
+from bumpconv.run.runtime import BumpModel
 from runtime_helpers import convert
 
 HEADER = 128
@@ -33,11 +36,11 @@ def v3(tiny: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> P
     return convert(tiny("qwen2"), tmp_path_factory.mktemp("damage") / "qwen2.bump", "bumpwgt3")
 
 
-def opens_and_runs(path: Path, verify: bool = False, config: Path | None = None) -> bool:
+def opens_and_runs(path: Path, check: bool = False, config: Path | None = None) -> bool:
     """True when the blob opens and a forward runs; False on BlobError. Anything else (another
     exception, or a crash of the process) fails the test."""
     try:
-        with BumpModel.open(path, config=config, verify=verify) as m:
+        with BumpModel.open(path, config=config, check=check) as m:
             m.forward([1, 2, 3])
     except BlobError:
         return False
@@ -92,7 +95,7 @@ def test_header_flips_are_refused_or_harmless(v5: Path, tmp_path: Path) -> None:
     for label, p in variants(data, tmp_path / "hdr.bump", flipped(data, list(range(HEADER)))):
         outcomes[label] = opens_and_runs(p)
         if checksum_at <= int(label.split("@")[1]) < checksum_at + 32:
-            assert not opens_and_runs(p, verify=True), label
+            assert not opens_and_runs(p, check=True), label
     # magic, version and every dimension are structural: flipping them must be refused
     for off in list(range(12)) + list(range(16, checksum_at)):
         assert not outcomes[f"flip@{off}"], off
@@ -117,7 +120,7 @@ def test_metadata_and_footer_flips_never_pass_verify(v5: Path, tmp_path: Path) -
     offsets = json_offsets + list(range(len(data) - 48, len(data)))
     for label, p in variants(data, tmp_path / "meta.bump", flipped(data, offsets)):
         opens_and_runs(p)  # either outcome is fine without verify; a crash is not
-        assert not opens_and_runs(p, verify=True), label
+        assert not opens_and_runs(p, check=True), label
 
 
 def test_payload_flips_open_and_run_but_fail_verify(v5: Path, tmp_path: Path) -> None:
@@ -126,7 +129,7 @@ def test_payload_flips_open_and_run_but_fail_verify(v5: Path, tmp_path: Path) ->
         offsets = [t.offset + t.nbytes // 3 for t in bf.tensors[::5]]
     for label, p in variants(data, tmp_path / "payload.bump", flipped(data, offsets)):
         assert opens_and_runs(p), label
-        assert not opens_and_runs(p, verify=True), label
+        assert not opens_and_runs(p, check=True), label
 
 
 @pytest.mark.parametrize("make", [
@@ -149,20 +152,22 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
 
 # -- a wrong table handed straight to C --------------------------------------------------
 
-def good_table(path: Path) -> tuple[list[NativeTensor], object, AlignedSizes]:
+def good_table(path: Path) -> tuple[list[PlacedTensor], ModelSpec]:
     with open_blob(path) as bf:
         assert bf.spec is not None
-        return ([NativeTensor.from_blob(t) for t in bf.tensors], bf.spec,
-                AlignedSizes.of(bf))
+        return list(bf.tensors), bf.spec
 
 
-def edit(table: list[NativeTensor], name: str, index: int = 4, **changes: object
-         ) -> list[NativeTensor]:
+def edit(table: list[PlacedTensor], name: str, index: int = 4, **changes: object
+         ) -> list[PlacedTensor]:
     out = list(table)
     if name == "drop":
         del out[index]
     elif name == "duplicate":
         out.append(out[index])
+    elif name == "slot":
+        out[index] = dataclasses.replace(out[index], slot=dataclasses.replace(out[index].slot,
+                                                                              **changes))
     else:
         out[index] = dataclasses.replace(out[index], **changes)
     return out
@@ -171,44 +176,64 @@ def edit(table: list[NativeTensor], name: str, index: int = 4, **changes: object
 @pytest.mark.parametrize("name,changes,message", [
     ("offset", dict(offset=1 << 40), "past the end"),
     ("offset", dict(offset=(1 << 64) - 8), "past the end"),
-    ("nbytes", dict(nbytes=8), "bytes, but its shape needs"),
-    ("shape", dict(shape=(5, 48, 144)), "contradicts the model dimensions"),
-    ("shape", dict(shape=(4, 48)), "contradicts the model dimensions"),
-    ("layer", dict(layer=7), "layer 7 is out of range"),
-    ("layer", dict(layer=None), "layer -1 is out of range"),
+    ("nbytes", dict(nbytes=8), "do not hold"),
+    ("slot", dict(shape=(5, 48, 144)), "do not hold"),
+    ("slot", dict(shape=(4, 48)), "rank"),
+    ("slot", dict(box=(3, 40, 128), source_shape=(120, 128)), "logical shape"),
+    ("slot", dict(layer=7), "layer 7 is out of range"),
+    ("slot", dict(layer=None), "layer -1 is out of range"),
     ("drop", {}, "is missing"),
     ("duplicate", {}, "appears twice"),
 ])
 def test_c_bound_checks_a_bad_table(name: str, changes: dict, message: str, v5: Path) -> None:
-    table, spec, aligned = good_table(v5)
-    assert table[4].role == "wq"
+    table, spec = good_table(v5)
+    assert table[4].slot.role == "wq"
     with pytest.raises(BlobError, match=message):
-        BumpModel.from_table(v5, spec, edit(table, name, **changes), aligned)
+        BumpModel.from_table(v5, spec, edit(table, name, **changes))
 
 
-def test_c_refuses_a_tensor_the_settings_do_not_use(v5: Path) -> None:
-    table, spec, aligned = good_table(v5)
-    tied = spec.model_copy(update={"tie_word_embeddings": True})
-    with pytest.raises(BlobError, match="lm_head .*not expected"):
-        BumpModel.from_table(v5, tied, table, aligned)
+def test_c_refuses_a_view_reaching_past_the_tensor(v5: Path) -> None:
+    """A wq whose packed shape is one head too small: the bytes match the shape, but the
+    view of H heads reaches past it."""
+    table, spec = good_table(v5)
+    wq = table[4]
+    small = dataclasses.replace(wq.slot, shape=(wq.slot.shape[0] - 1, *wq.slot.shape[1:]))
+    table[4] = dataclasses.replace(wq, slot=small, nbytes=4 * small.numel)
+    with pytest.raises(BlobError, match="view reaches"):
+        BumpModel.from_table(v5, spec, table)
+
+
+def test_c_requires_optional_groups_whole(v5: Path) -> None:
+    """qwen3 has q/k norms and an untied head: dropping one member of a group is refused,
+    dropping the whole group is a model without it."""
+    table, spec = good_table(v5)
+    no_k_norm = [t for t in table if t.slot.role != "k_norm"]
+    with pytest.raises(BlobError, match="k_norm .*missing"):
+        BumpModel.from_table(v5, spec, no_k_norm)
+    one_layer = [t for t in table if not (t.slot.role == "q_norm" and t.slot.layer == 1)]
+    with pytest.raises(BlobError, match="q_norm \\(layer 1\\) is missing"):
+        BumpModel.from_table(v5, spec, one_layer)
+    no_head = [t for t in table if t.slot.role != "lm_head"]
+    with BumpModel.from_table(v5, spec, no_head) as m:  # read as a tied model
+        m.forward([1, 2, 3])
 
 
 def test_c_checks_the_settings(v5: Path) -> None:
-    table, spec, aligned = good_table(v5)
-    cases = [({"num_kv_heads": 3}, "does not divide"), ({"hidden_size": 0}, "dim=0"),
-             ({"head_dim": 41}, "contradicts|odd"), ({"rms_norm_eps": 0.0}, "rms_eps"),
-             ({"context_length": 1 << 30}, "seq_len")]
+    table, spec = good_table(v5)
+    cases = [({"num_kv_heads": 3}, "does not divide"), ({"hidden_size": 0}, "hidden=0"),
+             ({"head_dim": 41}, "logical shape|odd"), ({"rms_norm_eps": 0.0}, "rms_eps"),
+             ({"context_length": 1 << 30}, "context")]
     for update, message in cases:
         with pytest.raises(BlobError, match=message):
-            BumpModel.from_table(v5, spec.model_copy(update=update), table, aligned)
-    with pytest.raises(BlobError, match="aligned size is smaller"):
-        BumpModel.from_table(v5, spec, table, dataclasses.replace(aligned, head=16))
+            BumpModel.from_table(v5, spec.model_copy(update=update), table)
 
 
-def test_python_refuses_what_c_cannot_represent(v5: Path) -> None:
-    table, spec, aligned = good_table(v5)
-    for changes, message in ((dict(offset=-1), "does not fit"), (dict(dtype="bf16"), "fp32"),
-                             (dict(role="pos_emb"), "not one the runtime reads"),
-                             (dict(shape=(1, 2, 3, 4, 5)), "rank 5")):
+def test_refused_roles_dtypes_and_values(v5: Path) -> None:
+    """Python refuses what the C table cannot represent; C refuses a dtype its kernels do not
+    read."""
+    table, spec = good_table(v5)
+    for name, changes, message in (("offset", dict(offset=-1), "does not fit"),
+                                   ("dtype", dict(dtype=DType.BF16), "dtype 1 is not one"),
+                                   ("slot", dict(role="pos_emb"), "not one the runtime reads")):
         with pytest.raises(BlobError, match=message):
-            BumpModel.from_table(v5, spec, edit(table, "x", **changes), aligned)
+            BumpModel.from_table(v5, spec, edit(table, name, **changes))

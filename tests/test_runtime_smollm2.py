@@ -13,7 +13,7 @@ import pytest
 
 from bumpconv.run.generate import greedy
 from bumpconv.run.runtime import BumpModel
-from runtime_helpers import reference
+from runtime_helpers import hf_greedy
 
 PROMPT = ("The history of the printing press begins in the fifteenth century, when Johannes "
           "Gutenberg combined movable metal type, oil-based ink and a wooden screw press into a "
@@ -28,21 +28,21 @@ def tokenizer(smol: Path):  # noqa: ANN201 - tokenizers.Tokenizer
     return Tokenizer.from_file(str(smol / "tokenizer.json"))
 
 
-def test_logits_match_transformers_with_identical_top1(smol, smol_blob, tokenizer) -> None:
+def test_logits_match_transformers_with_identical_top1(smol, smol_blob, tokenizer, hf) -> None:
     ids = tokenizer.encode(PROMPT).ids
     assert len(ids) >= 64
     with BumpModel.open(smol_blob, threads=2) as m:
         logits = m.forward(ids)
-    expected = reference(smol).logits(ids)
+    expected = hf(smol).run(ids).logits
     assert np.abs(logits - expected).max() <= 1e-3
     assert np.array_equal(logits.argmax(1), expected.argmax(1))
 
 
-def test_greedy_generation_matches_transformers(smol, smol_blob, tokenizer) -> None:
+def test_greedy_generation_matches_transformers(smol, smol_blob, tokenizer, hf) -> None:
     ids = tokenizer.encode("The capital of France is").ids
     with BumpModel.open(smol_blob, threads=2) as m:
         got = list(greedy(m, ids, 16))
-    assert got == reference(smol).greedy(ids, 16)
+    assert got == hf_greedy(hf(smol), ids, 16)
     assert "Paris" in tokenizer.decode(got)
 
 

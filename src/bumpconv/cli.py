@@ -1,4 +1,5 @@
-"""The ``bumpconv`` command line: one subcommand per module in :mod:`bumpconv.commands`.
+"""The ``bumpconv`` command line: one subcommand per module in :mod:`bumpconv.commands`, listed
+in workflow order so that ``--help`` reads like the workflow.
 
 Errors a user can cause are :class:`~bumpconv.errors.BumpError`; they are printed as one line
 ``bumpconv: error: ...`` with exit status 1. Ctrl-C exits 130 after the command has cleaned up.
@@ -8,14 +9,16 @@ Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
-import pkgutil
 import signal
 import sys
 
-from . import commands
+from .commands import convert, inspect, parity, run, verify
 from .format.constants import VERSION
 from .format.errors import BumpError
+
+
+#: Subcommands in the order a user meets them: make a blob, look at it, prove it, use it.
+SUBCOMMANDS = (convert, inspect, verify, run, parity)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,9 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "inspect it, and prove it right.")
     parser.add_argument("--version", action="version", version=f"bumpconv {VERSION}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{commands.__name__}.{info.name}")
-        module.add_parser(sub)
+    for command in SUBCOMMANDS:
+        command.add_parser(sub)
     return parser
 
 

@@ -41,7 +41,7 @@ def blob_summary(bf: BumpFile, report: CheckReport | None) -> dict[str, Any]:
         "written_by": _written_by(bf),
         "size": bf.size,
         "checksum": bf.checksum.hex(),
-        "checksum_status": ("not verified (use --verify)" if report is None
+        "checksum_status": ("not checked (use --check)" if report is None
                             else "ok" if report.ok else "FAILED"),
         "header": dict(bf.header),
         "model": bf.spec.model_dump(mode="json", exclude={"derived_keys", "source_dtype"})

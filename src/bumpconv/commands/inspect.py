@@ -16,8 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Identify a bump blob (bumpconv- or engine-written "
                                    "BUMPWGT3/4/5), list its tensors, and optionally verify it.")
     p.add_argument("file", type=Path, help=".bump file")
-    p.add_argument("--verify", action="store_true",
-                   help="recompute every checksum and hash, check padding; exit 1 on failure")
+    p.add_argument("--check", "--verify", dest="check", action="store_true",
+                   help="recompute every checksum and hash, check padding; exit 1 on failure "
+                        "(--verify is the old name)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--summary", action="store_true", help="omit the per-tensor table")
     p.add_argument("--config", type=Path, metavar="CONFIG_JSON",
@@ -27,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with open_blob(args.file, config=args.config) as bf:
-        report = check_blob(bf) if args.verify else None
+        report = check_blob(bf) if args.check else None
         summary = blob_summary(bf, report)
     if args.json:
         print(json.dumps(summary, indent=2))

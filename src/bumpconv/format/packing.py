@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import LayoutError
 from .layout import TensorSlot
 
 
@@ -140,3 +141,73 @@ def arithmetic_runs(src_index: np.ndarray, src_start: np.ndarray) -> list[tuple[
         runs.append((i, end, stride))
         i = end
     return runs
+
+
+@dataclass(frozen=True)
+class MatrixView:
+    """Where element ``(r, c)`` of a slot's logical tensor ``[rows][cols]`` sits in its packed
+    form (a vector has ``cols == 1``), in packed elements:
+    ``(r // row_seg) * row_seg_stride + (r % row_seg) * ld + (c // col_seg) * col_seg_stride +
+    c % col_seg``.
+
+    The logical tensor is the sources stacked along rows: ``q_proj [H*D, E]``, ``o_proj
+    [E, H*D]``, gate and up ``[2*I, E]``. This is how the runtime reads a tensor in place: the
+    per-head blocks of wq are row segments of D rows ``AD*AE`` apart, the per-head blocks of wo
+    are column segments of D columns ``AE*AD`` apart, and so on, all derived from the rule.
+    """
+
+    rows: int
+    cols: int
+    ld: int
+    row_seg: int
+    row_seg_stride: int
+    col_seg: int
+    col_seg_stride: int
+
+
+def matrix_view(slot: TensorSlot) -> MatrixView:
+    """Derive the :class:`MatrixView` of a slot from its rule (stack, reshape, transpose).
+
+    The view's axes are split into row axes and trailing column axes (whose extents multiply to
+    the source's column count); after merging axes that are contiguous in the packed tensor,
+    each side may have at most two (a segment and the segments), and the innermost column axis
+    must be contiguous.
+    """
+    assert slot.box is not None and slot.source_shape is not None
+    view, axes = _view(slot), _axes(slot)
+    if len(slot.shape) != len(axes):
+        raise LayoutError(f"{slot.name}: packed shape {list(slot.shape)} does not have the "
+                          f"rank of its rule ({len(axes)})")
+    rows = len(slot.sources) * slot.source_shape[0]
+    cols = math.prod(slot.source_shape[1:])
+    packed = [math.prod(slot.shape[i + 1:]) for i in range(len(slot.shape))]
+    strides = [packed[axes.index(j)] for j in range(len(view))]
+    split, extent = len(view), 1
+    while extent < cols and split > 0:
+        split -= 1
+        extent *= view[split]
+    if extent != cols or math.prod(view[:split]) != rows:
+        raise LayoutError(f"{slot.name}: its rule's view {list(view)} does not split into "
+                          f"rows ({rows}) and columns ({cols})")
+    row_axes = _merged(list(zip(view[:split], strides[:split])))
+    col_axes = _merged(list(zip(view[split:], strides[split:])))
+    if len(row_axes) > 2 or len(col_axes) > 2 or (col_axes and col_axes[-1][1] != 1):
+        raise LayoutError(f"{slot.name}: its rule cannot be read as a segmented matrix")
+    (row_seg, ld), row_outer = (row_axes[-1] if row_axes else (1, 0)), row_axes[:-1]
+    col_seg = col_axes[-1][0] if col_axes else 1
+    return MatrixView(rows, cols, ld, row_seg, row_outer[0][1] if row_outer else 0,
+                      col_seg, col_axes[0][1] if len(col_axes) == 2 else 0)
+
+
+def _merged(axes: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """(extent, stride) axes, outer to inner, with size-1 axes dropped and neighbours that are
+    contiguous (outer stride == inner stride * inner extent) merged into one."""
+    out: list[tuple[int, int]] = []
+    for size, stride in axes:
+        if size == 1:
+            continue
+        if out and out[-1][1] == stride * size:
+            out[-1] = (out[-1][0] * size, stride)
+        else:
+            out.append((size, stride))
+    return out

@@ -146,7 +146,7 @@ def open_runtime(blob: Path, config: Path | None, threads: int | None,
                  rope_pairing: str | None = None) -> BumpModel:
     """``BumpModel.open``; ``rope_pairing="interleaved"`` is the runtime's fault injection."""
     fault = {"rope_pairing": rope_pairing} if rope_pairing else {}
-    return BumpModel.open(blob, config=config, verify=False, threads=threads, **fault)
+    return BumpModel.open(blob, config=config, check=False, threads=threads, **fault)
 
 
 def run_parity(src: str, blob: Path, options: ParityOptions,

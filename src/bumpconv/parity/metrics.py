@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..format.errors import ParityError
+from ..format.stages import STAGES
 from .reference import PromptTokens, ReferenceRun
 
 
@@ -49,15 +50,6 @@ class Thresholds:
     rtol: float = 1e-5
 
 
-#: Stage taps in forward order, as ``(stage, tap key)``: the stage is what a failure is
-#: attributed to (``rope`` covers both rotated tensors).
-STAGES: tuple[tuple[str, str], ...] = (
-    ("ln1", "ln1"), ("q", "q"), ("k", "k"), ("v", "v"), ("q_norm", "q_norm"),
-    ("k_norm", "k_norm"), ("rope", "q_rope"), ("rope", "k_rope"), ("scores", "scores"),
-    ("probs", "probs"), ("attn", "attn"), ("wo", "wo"), ("resid1", "resid1"), ("ln2", "ln2"),
-    ("gate", "gate"), ("up", "up"), ("swiglu", "swiglu"), ("down", "down"), ("out", "out"))
-#: Taps whose query position is not the first axis ([H, n, n]).
-_POSITION_AXIS = {"scores": 1, "probs": 1}
 
 # -- metrics ------------------------------------------------------------------------------
 
@@ -226,8 +218,8 @@ class StageDiff:
 def stage_diff(layer: int, run: dict[str, np.ndarray], ref: dict[str, np.ndarray],
                rtol: float) -> StageDiff:
     """Diff every stage HF has for this layer (``q_norm``/``k_norm`` only for Qwen3)."""
-    rows = [compare_tensor(stage, key, run.get(key), ref[key], rtol, _POSITION_AXIS.get(key, 0))
-            for stage, key in STAGES if key in ref]
+    rows = [compare_tensor(s.stage, s.key, run.get(s.key), ref[s.key], rtol, s.position_axis)
+            for s in STAGES if s.key in ref]
     return StageDiff(layer, rows, {k: v for k, v in run.items() if k in ref}, ref)
 
 

@@ -49,6 +49,7 @@ import numpy as np
 from ..convert.source import resolve_source_dir
 from ..format.errors import ConfigError, ReferenceSetupError
 from ..format.spec import ModelSpec, load_spec
+from ..format.stages import FINAL_NORM, STAGES, stages_for
 from ..run.tokenizer import load_tokenizer
 
 if TYPE_CHECKING:
@@ -185,6 +186,13 @@ def _register_tap(transformers: Any) -> None:
     AttentionMaskInterface.register(TAP_ATTENTION, eager_mask)
 
 
+def _submodule(module: Any, path: str) -> Any:
+    """``module.a.b`` for ``path`` "a.b" (``module`` itself for "")."""
+    for part in filter(None, path.split(".")):
+        module = getattr(module, part)
+    return module
+
+
 def _array(t: "torch.Tensor") -> np.ndarray:
     return t.detach().float().cpu().numpy().copy()
 
@@ -248,16 +256,16 @@ class Reference:
         return ReferenceRun(
             logits=_array(out.logits[0]),
             hidden_states=np.stack(hidden),
-            final_norm=_array(extra["final_norm"][0]),
-            stages={layer: self._shaped(rec) for layer, rec in records.items()},
+            final_norm=_array(extra[FINAL_NORM.key][0]),
+            stages={layer: self._shaped(rec, len(ids)) for layer, rec in records.items()},
         )
 
-    def _shaped(self, rec: dict[str, Any]) -> dict[str, np.ndarray]:
-        """Drop the batch axis and view projections per head, as docs/runtime-api.md lists."""
-        out = {name: _array(t[0]) for name, t in rec.items()}
-        for name in ("q", "k", "v"):
-            out[name] = out[name].reshape(out[name].shape[0], -1, self.spec.head_dim)
-        return out
+    def _shaped(self, rec: dict[str, Any], n: int) -> dict[str, np.ndarray]:
+        """Drop the batch axis and give every stage its shape from the stage table (e.g.
+        projections viewed per head)."""
+        dims = self.spec.dims()
+        return {s.key: _array(rec[s.key][0]).reshape(s.dims(dims, n))
+                for s in STAGES if s.key in rec}
 
     @contextmanager
     def _hooks(self, records: dict[int, dict[str, Any]], extra: dict[str, Any]) -> Iterator[None]:
@@ -275,27 +283,15 @@ class Reference:
                 rec[name] = args[0]
             handles.append(module.register_forward_pre_hook(hook))
 
+        install = {"output": output, "input": first_input}
         try:
             for layer, rec in records.items():
                 block = self.layers[layer]
-                attn, mlp = block.self_attn, block.mlp
-                taps: list[tuple[Callable[..., None], Any, str]] = [
-                    (output, block.input_layernorm, "ln1"),
-                    (output, attn.q_proj, "q"), (output, attn.k_proj, "k"),
-                    (output, attn.v_proj, "v"),
-                    (first_input, attn.o_proj, "attn"), (output, attn.o_proj, "wo"),
-                    (first_input, block.post_attention_layernorm, "resid1"),
-                    (output, block.post_attention_layernorm, "ln2"),
-                    (output, mlp.gate_proj, "gate"), (output, mlp.up_proj, "up"),
-                    (first_input, mlp.down_proj, "swiglu"), (output, mlp.down_proj, "down"),
-                    (output, block, "out"),
-                ]
-                if hasattr(attn, "q_norm"):
-                    taps += [(output, attn.q_norm, "q_norm"), (output, attn.k_norm, "k_norm")]
-                for install, module, name in taps:
-                    install(module, rec, name)
+                for stage in stages_for(self.spec.flags()):
+                    if stage.hook in install:  # "attention" stages come from _tap_attention
+                        install[stage.hook](_submodule(block, stage.hf), rec, stage.key)
             output(self.layers[len(self.layers) - 1], extra, "last")
-            output(self.model.model.norm, extra, "final_norm")
+            output(_submodule(self.model.model, FINAL_NORM.hf), extra, FINAL_NORM.key)
             yield
         finally:
             for h in handles:

@@ -21,54 +21,18 @@ import numpy as np
 from ..blob.check import check_blob
 from ..blob.reader import BumpFile, open_blob
 from ..format.dtypes import DType
-from ..format.errors import BlobError, BumpError, ConfigError, RuntimeInputError
+from ..format.errors import BlobError, BumpError, ConfigError, LayoutError, RuntimeInputError
 from ..format.layout import PlacedTensor
+from ..format.packing import matrix_view
 from ..format.spec import ModelSpec
+from ..format.stages import tap_shapes
 from ..native import native
-
-#: Roles the runtime reads. bumpwgt3 also has pos_emb, bo, b1, b2 and final_bias, which the
-#: format defines as all-zero for Llama-family models, and always has q/k/v bias slots (zero
-#: for a model without biases): those are checked to be zero, not read.
-RUNTIME_ROLES = ("token_emb", "final_norm", "lm_head", "ln1", "q_norm", "k_norm", "wq", "bq",
-                 "wk", "bk", "wv", "bv", "wo", "ln2", "w1", "w2")
-ZERO_ROLES = ("pos_emb", "bo", "b1", "b2", "final_bias")
-_BIAS_ROLES = ("bq", "bk", "bv")
 
 RopePairing = Literal["rotate_half", "interleaved"]
 _ROPE_TYPES = {"default": "BUMP_ROPE_DEFAULT", "linear": "BUMP_ROPE_LINEAR",
                "llama3": "BUMP_ROPE_LLAMA3"}
 _ERR_LEN = 512
 _U64 = 1 << 64
-
-
-@dataclass(frozen=True)
-class NativeTensor:
-    """One row of the table C receives: a tensor by role, where it is and what it must be."""
-
-    role: str
-    layer: int | None
-    dtype: str
-    shape: tuple[int, ...]
-    offset: int
-    nbytes: int
-
-    @classmethod
-    def from_blob(cls, t: PlacedTensor) -> "NativeTensor":
-        return cls(t.slot.role, t.slot.layer, t.dtype.label, tuple(t.slot.shape), t.offset,
-                   t.nbytes)
-
-
-@dataclass(frozen=True)
-class AlignedSizes:
-    """The padded row lengths of the file (AE, AD, AI), which the tensor shapes are made of."""
-
-    embed: int
-    head: int
-    intermediate: int
-
-    @classmethod
-    def of(cls, bf: BumpFile) -> "AlignedSizes":
-        return cls(bf.dims["AE"], bf.dims["AD"], bf.dims["AI"])
 
 
 class BumpModel:
@@ -85,39 +49,49 @@ class BumpModel:
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: Path | str, config: Path | str | None = None, verify: bool = False,
+    def open(cls, path: Path | str, config: Path | str | None = None, check: bool = False,
              threads: int | None = None, *,
              rope_pairing: RopePairing = "rotate_half") -> "BumpModel":
-        """Open ``path`` (either profile). ``config`` is the source's config.json, required
-        for a bumpwgt3 blob (which records neither eps nor rope settings). ``verify`` checks
-        every checksum and the zero padding first. ``threads`` defaults to OpenMP's default.
+        """Open ``path`` (any profile). ``config`` is the source's config.json, required for a
+        bumpwgt3 blob (which records neither eps nor rope settings). ``check`` recomputes every
+        checksum and checks the zero padding first. ``threads`` defaults to OpenMP's default.
         ``rope_pairing="interleaved"`` is fault injection for the parity tests only."""
         path = Path(path)
         with open_blob(path, config=Path(config) if config is not None else None) as bf:
-            if bf.spec is None:
-                raise BlobError(f"{path}: a {bf.magic} file does not record the runtime settings "
-                                "(eps, rope); pass the source's config.json (--config)")
-            if verify:
-                check_blob(bf).raise_on_failure()
-            table = []
-            for t in bf.tensors:
-                role = t.slot.role
-                if role in ZERO_ROLES or (role in _BIAS_ROLES and not bf.spec.qkv_bias):
-                    _require_zero(bf, t)
-                else:
-                    table.append(NativeTensor.from_blob(t))
-            aligned = AlignedSizes.of(bf)
-            spec = bf.spec
-        return cls.from_table(path, spec, table, aligned, threads=threads,
-                              rope_pairing=rope_pairing)
+            return cls.from_blob(bf, check=check, threads=threads, rope_pairing=rope_pairing)
 
     @classmethod
-    def from_table(cls, path: Path | str, spec: ModelSpec, table: Sequence[NativeTensor],
-                   aligned: AlignedSizes, threads: int | None = None, *,
+    def from_blob(cls, bf: BumpFile, check: bool = False, threads: int | None = None, *,
+                  rope_pairing: RopePairing = "rotate_half") -> "BumpModel":
+        """Run an already opened blob (so that a caller who has read it does not parse it again).
+
+        Refused: a blob without runtime settings, and one whose metadata fails its footer hash
+        (the settings would be whatever the damaged JSON says). Slots the layout defines as all
+        zero (no sources, e.g. bumpwgt3's pos_emb, or its bias slots for a model without biases)
+        are checked to be zero and not handed to C."""
+        if bf.spec is None:
+            raise BlobError(f"{bf.path}: a {bf.magic} file does not record the runtime settings "
+                            "(eps, rope); pass the source's config.json (--config)")
+        if bf.metadata_sha256_ok is False:
+            raise BlobError(f"{bf.path}: the metadata does not match its footer hash (the "
+                            "settings it records cannot be trusted); the file is damaged")
+        if check:
+            check_blob(bf).raise_on_failure()
+        table = []
+        for t in bf.tensors:
+            if t.slot.box is None:
+                _require_zero(bf, t)
+            else:
+                table.append(t)
+        return cls.from_table(bf.path, bf.spec, table, threads=threads, rope_pairing=rope_pairing)
+
+    @classmethod
+    def from_table(cls, path: Path | str, spec: ModelSpec, table: Sequence[PlacedTensor],
+                   threads: int | None = None, *,
                    rope_pairing: RopePairing = "rotate_half") -> "BumpModel":
-        """Hand C a tensor table directly. :meth:`open` builds the table from the reader; this
-        entry point exists so that C's own checks of a table can be tested (and would let a
-        caller run a layout the reader does not know)."""
+        """Hand C a tensor table directly. :meth:`from_blob` builds the table from the reader;
+        this entry point exists so that C's own checks of a table can be tested (and would let
+        a caller run a layout the reader does not know)."""
         path = Path(path)
         mod = native()
         ffi, lib = mod.ffi, mod.lib
@@ -126,7 +100,7 @@ class BumpModel:
         if rope_pairing not in ("rotate_half", "interleaved"):
             raise ValueError(f"rope_pairing must be 'rotate_half' or 'interleaved', "
                              f"got {rope_pairing!r}")
-        cfg = _native_config(ffi, lib, spec, aligned, threads or 0, rope_pairing == "interleaved")
+        cfg = _native_config(ffi, lib, spec, threads or 0, rope_pairing == "interleaved")
         entries = ffi.new("bump_tensor[]", max(len(table), 1))
         for i, t in enumerate(table):
             _fill_entry(lib, entries[i], i, t)
@@ -145,6 +119,12 @@ class BumpModel:
     def spec(self) -> ModelSpec:
         """The settings the runtime runs with."""
         return self._spec
+
+    @property
+    def positions_allocated(self) -> int:
+        """Positions whose RoPE tables and KV cache exist: they grow with the positions used,
+        never with the context length the blob allows."""
+        return int(self._mod.lib.bump_positions_allocated(self._live()))
 
     @property
     def threads(self) -> int:
@@ -194,7 +174,7 @@ class BumpModel:
             raise RuntimeInputError(f"layer {layer!r} is out of range (the model has "
                                     f"{s.num_layers} layers)")
         arrays = {key: np.empty(shape, np.float32)
-                  for key, shape in tap_shapes(s, len(ids)).items()}
+                  for key, shape in tap_shapes(s.dims(), s.flags(), len(ids)).items()}
         self.reset()
         arrays["logits"] = self._forward_ids(ids, 0, True, taps=arrays, layer=int(layer))
         return arrays
@@ -276,26 +256,13 @@ class BumpModel:
                 raise RuntimeInputError(message)
             if rc == lib.BUMP_ERR_NOMEM:
                 raise MemoryError(message)
+            if rc == lib.BUMP_ERR_BLOB:
+                raise BlobError(f"{self._path}: {message}")
             raise BumpError(message)
         return out
 
 
-def tap_shapes(spec: ModelSpec, n: int) -> dict[str, tuple[int, ...]]:
-    """The stage taps of one layer for ``n`` tokens and their shapes (docs/runtime-api.md);
-    q_norm/k_norm only for models that have them (Qwen3)."""
-    E, I, H = spec.hidden_size, spec.intermediate_size, spec.num_heads
-    KV, D = spec.num_kv_heads, spec.head_dim
-    shapes: dict[str, tuple[int, ...]] = {
-        "ln1": (n, E), "q": (n, H, D), "k": (n, KV, D), "v": (n, KV, D)}
-    if spec.qk_norm:
-        shapes.update(q_norm=(n, H, D), k_norm=(n, KV, D))
-    shapes.update(q_rope=(n, H, D), k_rope=(n, KV, D), scores=(H, n, n), probs=(H, n, n),
-                  attn=(n, H * D), wo=(n, E), resid1=(n, E), ln2=(n, E), gate=(n, I),
-                  up=(n, I), swiglu=(n, I), down=(n, E), out=(n, E), final_norm=(n, E))
-    return shapes
-
-
-def _native_config(ffi: Any, lib: Any, spec: ModelSpec, aligned: AlignedSizes, threads: int,
+def _native_config(ffi: Any, lib: Any, spec: ModelSpec, threads: int,
                    interleaved: bool) -> Any:
     """The C settings struct. Values that do not fit their C type are refused here (C checks
     the ranges that matter)."""
@@ -303,16 +270,13 @@ def _native_config(ffi: Any, lib: Any, spec: ModelSpec, aligned: AlignedSizes, t
     if rope.type not in _ROPE_TYPES:
         raise ConfigError(f"rope type {rope.type!r} is not supported by the runtime "
                           f"(supported: {', '.join(_ROPE_TYPES)})")
-    ints = dict(n_layers=spec.num_layers, vocab_size=spec.vocab_size, dim=spec.hidden_size,
-                hidden_dim=spec.intermediate_size, n_heads=spec.num_heads,
+    ints = dict(n_layers=spec.num_layers, vocab_size=spec.vocab_size, hidden=spec.hidden_size,
+                intermediate=spec.intermediate_size, n_heads=spec.num_heads,
                 n_kv_heads=spec.num_kv_heads, head_dim=spec.head_dim,
-                seq_len=spec.context_length, aligned_dim=aligned.embed,
-                aligned_head_dim=aligned.head, aligned_hidden=aligned.intermediate,
-                rope_type=getattr(lib, _ROPE_TYPES[rope.type]),
+                context=spec.context_length, rope_type=getattr(lib, _ROPE_TYPES[rope.type]),
                 rope_original_max_pos=rope.original_max_position_embeddings or 0,
-                sliding_window=spec.sliding_window or 0,
-                tied_embeddings=int(spec.tie_word_embeddings), qkv_bias=int(spec.qkv_bias),
-                qk_norm=int(spec.qk_norm), rope_interleaved=int(interleaved), n_threads=threads)
+                sliding_window=spec.sliding_window or 0, rope_interleaved=int(interleaved),
+                n_threads=threads)
     cfg = ffi.new("bump_config *")
     for key, value in ints.items():
         if not -2**31 <= value < 2**31:
@@ -326,39 +290,36 @@ def _native_config(ffi: Any, lib: Any, spec: ModelSpec, aligned: AlignedSizes, t
     return cfg
 
 
-def _fill_entry(lib: Any, entry: Any, index: int, t: NativeTensor) -> None:
-    """One C table row. Only what cannot be represented in C is refused here; every check of
-    meaning (bounds, shape, duplicates) is C's."""
-    role = getattr(lib, f"BUMP_ROLE_{t.role.upper()}", None) if t.role in RUNTIME_ROLES else None
-    where = f"tensor table entry {index} ({t.role}, layer {t.layer})"
+def _fill_entry(lib: Any, entry: Any, index: int, t: PlacedTensor) -> None:
+    """One C table row: the tensor's role, bytes and view (derived from its packing rule).
+    Only what cannot be represented in C is refused here; every check of meaning (bounds,
+    shapes, duplicates, completeness) is C's."""
+    role = getattr(lib, f"BUMP_ROLE_{t.slot.role.upper()}", None)
+    where = f"tensor table entry {index} ({t.slot.role}, layer {t.slot.layer})"
     if role is None:
-        raise BlobError(f"{where}: role {t.role!r} is not one the runtime reads")
-    if t.dtype != "fp32":
-        raise BlobError(f"{where}: dtype {t.dtype} (the runtime runs fp32 blobs only)")
-    if not 1 <= len(t.shape) <= 4:
-        raise BlobError(f"{where}: rank {len(t.shape)} (at most 4)")
-    values = [("offset", t.offset, 0, _U64), ("nbytes", t.nbytes, 0, _U64),
-              ("layer", -1 if t.layer is None else t.layer, -2**31, 2**31)]
-    values += [(f"shape[{i}]", s, -2**63, 2**63) for i, s in enumerate(t.shape)]
-    for name, value, lo, hi in values:
+        raise BlobError(f"{where}: role {t.slot.role!r} is not one the runtime reads")
+    try:
+        view = matrix_view(t.slot)
+    except LayoutError as exc:
+        raise BlobError(f"{where}: {exc}") from None
+    values = {"offset": (t.offset, 0, _U64), "nbytes": (t.nbytes, 0, _U64),
+              "layer": (-1 if t.slot.layer is None else t.slot.layer, -2**31, 2**31),
+              "numel": (t.slot.numel, -2**63, 2**63)}
+    values.update({k: (v, -2**63, 2**63) for k, v in vars(view).items()})
+    for name, (value, lo, hi) in values.items():
         if not lo <= value < hi:
             raise BlobError(f"{where}: {name}={value} does not fit the table")
+        setattr(entry, name, value)
     entry.role = role
-    entry.layer = -1 if t.layer is None else t.layer
-    entry.dtype = lib.BUMP_DTYPE_FP32
-    entry.ndim = len(t.shape)
-    for i, s in enumerate(t.shape):
-        entry.shape[i] = s
-    entry.offset = t.offset
-    entry.nbytes = t.nbytes
+    entry.dtype = int(t.dtype)
 
 
 def _require_zero(bf: BumpFile, t: PlacedTensor) -> None:
-    """A bumpwgt3 slot with no Llama-family counterpart must be zero, or the runtime would
-    silently compute something else than the file describes."""
+    """A slot the layout defines as all zero must be, or the runtime would silently compute
+    something else than the file describes."""
     if t.dtype != DType.FP32:
-        raise BlobError(f"{bf.path}: tensor {t.name!r} is {t.dtype.label}; the runtime runs "
-                        "fp32 only")
+        raise BlobError(f"{bf.path}: tensor {t.name!r} is {t.dtype.label}; a zero slot must be "
+                        "fp32")
     view = bf.array(t.name)
     nonzero = bool(np.any(view))
     del view

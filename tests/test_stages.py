@@ -1,0 +1,32 @@
+"""The stage table is the one home of the tapped stages: the C struct, the docs and the shapes
+derived from it must agree with it (fast lane: no torch)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from bumpconv.format.stages import FINAL_NORM, STAGES, stages_for, tap_shapes
+from bumpconv.native import native
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "runtime-api.md"
+
+
+def test_c_taps_struct_has_one_field_per_stage_in_table_order() -> None:
+    fields = [name for name, _ in native().ffi.typeof("bump_taps").fields]
+    assert fields == ["layer", *(s.key for s in STAGES), FINAL_NORM.key, "hidden"]
+
+
+def test_docs_stage_table_matches() -> None:
+    rows = re.findall(r"^\| `(\w+)` \| (\[[^\]]*\]) \|", DOCS.read_text(encoding="utf-8"), re.M)
+    assert rows == [(s.key, "[" + ", ".join(s.shape) + "]") for s in STAGES]
+
+
+def test_tap_shapes_follow_the_flags() -> None:
+    dims = {"E": 8, "I": 12, "H": 4, "KV": 2, "D": 6}
+    plain = tap_shapes(dims, {"qk_norm": False}, 3)
+    assert "q_norm" not in plain and plain["scores"] == (4, 3, 3) and plain["attn"] == (3, 24)
+    assert plain["final_norm"] == (3, 8)
+    qwen3 = tap_shapes(dims, {"qk_norm": True}, 3)
+    assert qwen3["k_norm"] == (3, 2, 6)
+    assert [s.key for s in stages_for({"qk_norm": True})] == [s.key for s in STAGES]
