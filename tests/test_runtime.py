@@ -151,7 +151,7 @@ def test_hidden_states_match_transformers(tiny, blob, hf) -> None:
     tokens = prompt_ids(ref.spec.vocab_size, 30, seed=5)
     with BumpModel.open(blob("qwen2")) as m:
         hidden = m.hidden_states(tokens)
-    assert hidden.shape == (ref.spec.num_layers + 1, 30, ref.config.hidden_size)
+    assert hidden.shape == (ref.spec.num_layers + 1, 30, ref.spec.hidden_size)
     assert_close(hidden, ref.run(tokens).hidden_states, "hidden")
 
 
