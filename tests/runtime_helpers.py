@@ -20,7 +20,7 @@ V3_MODELS = ("llama-tied", "llama-gqa-pad", "qwen2")
 
 def convert(src: Path, out: Path, fmt: str = "bumpwgt5", extra: Sequence[str] = ()) -> Path:
     """``bumpconv convert`` through the CLI entry point (the path users take)."""
-    code = cli_main(["convert", str(src), str(out), "--format", fmt, "--force", "--quiet",
+    code = cli_main(["convert", str(src), str(out), "--profile", fmt, "--force", "--quiet",
                      *extra])
     assert code == 0, f"convert {src} -> {out} failed"
     return out

@@ -153,7 +153,7 @@ def test_bad_source(damage: Callable[[Path], str], tiny_copy, cli, tmp_path: Pat
 
 
 def test_untied_model_to_bumpwgt3(tiny, cli, tmp_path: Path) -> None:
-    r = cli("convert", tiny("llama-untied"), tmp_path / "o.bump", "--format", "bumpwgt3")
+    r = cli("convert", tiny("llama-untied"), tmp_path / "o.bump", "--profile", "bumpwgt3")
     assert_clean_failure(r, "bumpwgt3: the model has an untied lm_head", tmp_path)
 
 
@@ -211,5 +211,10 @@ def test_entry_point_prints_one_line_and_no_traceback(tiny, tmp_path: Path) -> N
     import subprocess
     import sys
     r = subprocess.run([sys.executable, "-m", "bumpconv.cli", "convert", str(tiny("llama-untied")),
-                        str(tmp_path / "o.bump"), "--format", "bumpwgt3"], capture_output=True, text=True)
+                        str(tmp_path / "o.bump"), "--profile", "bumpwgt3"], capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_format_is_still_accepted_as_the_old_name_of_profile(tiny, cli, tmp_path: Path) -> None:
+    r = cli("convert", tiny("llama-untied"), tmp_path / "o.bump", "--format", "bumpwgt3")
+    assert_clean_failure(r, "bumpwgt3: the model has an untied lm_head", tmp_path)

@@ -31,7 +31,7 @@ def header_checksum(path: Path) -> str:
 def test_convert_then_verify_round_trip(name: str, fmt: str, tiny, cli, tmp_path: Path) -> None:
     src = tiny(name)
     out = tmp_path / f"{name}.bump"
-    r = cli("convert", src, out, "--format", fmt, "--quiet")
+    r = cli("convert", src, out, "--profile", fmt, "--quiet")
     if fmt == "bumpwgt3" and name not in V3_OK:
         assert r.code == 1 and "bumpwgt3:" in r.err and not out.exists()
         return

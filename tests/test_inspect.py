@@ -22,7 +22,7 @@ def blobs(tiny, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = {"v5": d / "tied.bump", "v3": d / "tied.v3.bump", "qwen3": d / "qwen3.bump"}
     assert main(["convert", str(tiny("llama-gqa-pad")), str(out["v5"]), "--quiet"]) == 0
     assert main(["convert", str(tiny("llama-gqa-pad")), str(out["v3"]), "--quiet",
-                 "--format", "bumpwgt3", "--context", "40"]) == 0
+                 "--profile", "bumpwgt3", "--context", "40"]) == 0
     assert main(["convert", str(tiny("qwen3")), str(out["qwen3"]), "--quiet"]) == 0
     return out
 
@@ -137,7 +137,7 @@ def test_bumpwgt3_offsets_and_sizes_match_the_formulas(blobs) -> None:
 
 def test_v3_keeps_real_qwen2_biases(tiny, cli, tmp_path: Path) -> None:
     out = tmp_path / "q.bump"
-    assert cli("convert", tiny("qwen2"), out, "--format", "bumpwgt3", "--quiet").code == 0
+    assert cli("convert", tiny("qwen2"), out, "--profile", "bumpwgt3", "--quiet").code == 0
     with open_blob(out) as bf:
         assert bf.array("layer.0.bq").any() and not bf.array("layer.0.bo").any()
 

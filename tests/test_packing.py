@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bumpconv.format.layout import TensorSlot, expand_tensors, load_profile
+from bumpconv.format.profile import TensorSlot, expand_tensors, load_profile
 from bumpconv.format.packing import first_nonzero_padding, pack, row_map, unpack
 from bumpconv.convert.safetensors_file import TensorInfo, widen
 from bumpconv.convert.stream import packed_chunks

@@ -16,7 +16,7 @@ import pytest
 from bumpconv.format.errors import BlobError
 from bumpconv.blob.reader import open_blob
 from bumpconv.format.dtypes import DType
-from bumpconv.format.layout import PlacedTensor
+from bumpconv.format.profile import PlacedTensor
 from bumpconv.format.spec import ModelSpec
 from bumpconv.run.runtime import BumpModel
 from runtime_helpers import convert

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bumpconv.format.layout import PROFILES, LayoutProfile, load_profile
+from bumpconv.format.profile import PROFILES, Profile, load_profile
 from bumpconv.format.schema_export import EXPORTED, render
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
@@ -21,14 +21,14 @@ def test_committed_json_schema_is_not_stale(name: str) -> None:
 
 @pytest.mark.parametrize("profile", PROFILES)
 def test_layout_files_validate_and_round_trip(profile: str) -> None:
-    raw = json.loads((SCHEMAS / f"{profile}.layout.json").read_text())
-    model = LayoutProfile.model_validate(raw)
+    raw = json.loads((SCHEMAS / f"{profile}.profile.json").read_text())
+    model = Profile.model_validate(raw)
     assert model == load_profile(profile)
     assert model.profile == profile and model.magic.startswith("BUMPWGT")
 
 
 def test_layout_validation_rejects_a_bad_rule() -> None:
-    raw = json.loads((SCHEMAS / "bumpwgt5.layout.json").read_text())
+    raw = json.loads((SCHEMAS / "bumpwgt5.profile.json").read_text())
     raw["tensors"][0]["axes"] = [1, 0]  # would move the streamed (last) axis
     with pytest.raises(ValueError, match="last axis must stay last"):
-        LayoutProfile.model_validate(raw)
+        Profile.model_validate(raw)

@@ -24,7 +24,7 @@ from ..format.codec import CodecError, dtype_table_length, unpack_footer, unpack
 from ..format.constants import FOOTER_SIZE, HEADER_SIZE, align_up_elems
 from ..format.dtypes import DType, LegacyDType
 from ..format.errors import BlobError, BumpError
-from ..format.layout import (PROFILES, HeaderVariant, LayoutProfile, PlacedTensor, ReadMagic,
+from ..format.profile import (PROFILES, HeaderVariant, Profile, PlacedTensor, ReadMagic,
                              TensorSlot, load_profile, place_tensors)
 from ..format.metadata import Metadata, spec_from_engine_config
 from ..format.spec import SUPPORTED_ARCHITECTURES, ModelSpec, RopeSpec, load_spec
@@ -38,7 +38,7 @@ class BumpFile:
 
     path: Path
     size: int
-    profile: LayoutProfile
+    profile: Profile
     magic: str
     version: int
     variant: HeaderVariant
@@ -126,7 +126,7 @@ def open_blob(path: Path | str, config: Path | None = None) -> BumpFile:
     return _Parser(path, size, profile, read.magic, version, read.metadata, config, tail).parse()
 
 
-def _profile_for(path: Path, magic: bytes) -> tuple[LayoutProfile, ReadMagic]:
+def _profile_for(path: Path, magic: bytes) -> tuple[Profile, ReadMagic]:
     for name in PROFILES:
         profile = load_profile(name)
         for read in profile.reads:
@@ -139,7 +139,7 @@ def _profile_for(path: Path, magic: bytes) -> tuple[LayoutProfile, ReadMagic]:
 class _Parser:
     """Parsing steps for one file; each raises BlobError naming the file and the field."""
 
-    def __init__(self, path: Path, size: int, profile: LayoutProfile, magic: str, version: int,
+    def __init__(self, path: Path, size: int, profile: Profile, magic: str, version: int,
                  has_metadata: bool, config: Path | None, tail: bytes) -> None:
         self.path, self.size, self.profile = path, size, profile
         self.magic, self.version, self.has_metadata = magic, version, has_metadata

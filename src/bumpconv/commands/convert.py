@@ -10,6 +10,7 @@ from ..convert.plan import make_plan
 from ..convert.report import format_plan
 from ..convert.source import open_source
 from ..convert.writer import write_blob
+from ..format.profile import DEFAULT_PROFILE, PROFILES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,8 +19,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "already in the local HF cache) to a bump blob.")
     p.add_argument("src", help="model directory or cached repo id (org/name)")
     p.add_argument("out", type=Path, help="output .bump file")
-    p.add_argument("--format", default="bumpwgt5", choices=("bumpwgt5", "bumpwgt3"),
-                   help="layout profile (default: bumpwgt5)")
+    p.add_argument("--profile", "--format", dest="profile", default=DEFAULT_PROFILE,
+                   choices=PROFILES, help=f"layout profile to write (default: {DEFAULT_PROFILE}; "
+                                          "--format is the old name)")
     p.add_argument("--context", type=int, metavar="N",
                    help="context length to record (and pos_emb rows for bumpwgt3)")
     p.add_argument("--dry-run", action="store_true",
@@ -31,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with open_source(args.src) as source:
-        plan = make_plan(source.spec, source.tensors, args.format, context=args.context)
+        plan = make_plan(source.spec, source.tensors, args.profile, context=args.context)
         if args.dry_run:
             print(format_plan(plan, source))
             return 0

@@ -8,7 +8,7 @@ import os
 from datetime import datetime, timezone
 
 from ..format.constants import VERSION
-from ..format.layout import profile_hash
+from ..format.profile import profile_hash
 from ..format.metadata import (SCHEMA_VERSION, BumpconvSection, ManifestEntry, Metadata,
                                engine_config)
 from .plan import Plan

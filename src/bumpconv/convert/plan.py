@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ..format.codec import pack_dtype_table
 from ..format.errors import SourceError
-from ..format.layout import (HeaderVariant, LayoutProfile, PlacedTensor, TensorSlot, evaluate,
+from ..format.profile import (HeaderVariant, Profile, PlacedTensor, TensorSlot, evaluate,
                              load_profile, place_tensors)
 from ..format.spec import ModelSpec
 from .safetensors_file import CONVERTIBLE_DTYPES, TensorInfo
@@ -22,7 +22,7 @@ from .safetensors_file import CONVERTIBLE_DTYPES, TensorInfo
 class Plan:
     """Everything needed to write (or find) every byte of a blob except the tensor data."""
 
-    profile: LayoutProfile
+    profile: Profile
     spec: ModelSpec
     dims: dict[str, int]
     tensors: tuple[PlacedTensor, ...]
@@ -83,7 +83,7 @@ def make_plan(spec: ModelSpec, source_tensors: dict[str, TensorInfo], profile_na
     return Plan(profile, spec, spec.dims(), tensors, ignored)
 
 
-def _check_tying(profile: LayoutProfile, spec: ModelSpec,
+def _check_tying(profile: Profile, spec: ModelSpec,
                  source_tensors: dict[str, TensorInfo]) -> None:
     """The config and the weights must agree about tying (engine bug: silent tying). The output
     head's source is whatever the profile's ``lm_head`` rule reads; a profile without one

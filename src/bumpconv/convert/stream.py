@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ..format.layout import TensorSlot
+from ..format.profile import TensorSlot
 from ..format.packing import RowMap, arithmetic_runs, row_map
 from .safetensors_file import widen
 from .source import Source

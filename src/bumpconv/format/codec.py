@@ -1,7 +1,7 @@
 """The byte codec of a bump blob: header, dtype table and footer, packed and unpacked in one
 place for the writer, the reader and ``inspect``.
 
-Field positions come from the profile's :class:`~bumpconv.format.layout.HeaderVariant`; this
+Field positions come from the profile's :class:`~bumpconv.format.profile.HeaderVariant`; this
 module only turns them into bytes and back. Unpacking reports what is wrong as
 :class:`CodecError` messages without a file name; callers add it.
 """
@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass
 
 from .constants import FOOTER_MAGIC, FOOTER_SIZE
-from .layout import HeaderVariant
+from .profile import HeaderVariant
 
 #: struct formats of the integer field types.
 _INT_FORMATS = {"version": "<I", "u32": "<I", "u64": "<Q"}

@@ -1,6 +1,6 @@
 """Byte-level facts of the bump blob that are not per-profile choices (see docs/format.md).
 
-Header field offsets and tensor order are per-profile data in ``schemas/*.layout.json``; dtype
+Header field offsets and tensor order are per-profile data in ``schemas/*.profile.json``; dtype
 codes and block sizes are in :mod:`bumpconv.format.dtypes`.
 """
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import LayoutError
-from .layout import TensorSlot
+from .profile import TensorSlot
 
 
 def _box(slot: TensorSlot) -> tuple[slice, ...]:

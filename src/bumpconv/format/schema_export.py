@@ -13,12 +13,12 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from .layout import LayoutProfile
+from .profile import Profile
 from .metadata import Metadata
 from .spec import ModelSpec
 
 EXPORTED: dict[str, type[BaseModel]] = {
-    "layout.schema.json": LayoutProfile,
+    "profile.schema.json": Profile,
     "metadata.schema.json": Metadata,
     "model-spec.schema.json": ModelSpec,
 }

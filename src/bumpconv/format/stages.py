@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .layout import evaluate
+from .profile import evaluate
 
 
 @dataclass(frozen=True)

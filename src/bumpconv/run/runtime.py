@@ -22,7 +22,7 @@ from ..blob.check import check_blob
 from ..blob.reader import BumpFile, open_blob
 from ..format.dtypes import DType
 from ..format.errors import BlobError, BumpError, ConfigError, LayoutError, RuntimeInputError
-from ..format.layout import PlacedTensor
+from ..format.profile import PlacedTensor
 from ..format.packing import matrix_view
 from ..format.spec import ModelSpec
 from ..format.stages import tap_shapes

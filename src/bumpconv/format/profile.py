@@ -1,6 +1,9 @@
-"""Layout schemas: a bump profile's header, dtype table, tensor order and packing, as data.
+"""Profiles: a bump layout's header, dtype table, tensor order and packing, as data.
 
-The files in ``schemas/*.layout.json`` are instances of :class:`LayoutProfile`. The converter,
+"Profile" is the one word for a layout bumpconv can write or read: ``convert --profile NAME``,
+the file ``schemas/NAME.profile.json`` (an instance of :class:`Profile`), ``bumpconv.profile``
+in a blob's metadata, and its hash, which the metadata carries under the engine's key name
+``template_hash``. The converter,
 the reader, ``verify`` and the runtime all expand the same profile against a
 :class:`~bumpconv.spec.ModelSpec` (:func:`expand_tensors`), so there is exactly one description
 of where each tensor lives and how it is packed.
@@ -181,7 +184,7 @@ class ReadMagic(BaseModel):
     metadata: bool = Field(description="whether files with this magic end in JSON + footer")
 
 
-class LayoutProfile(BaseModel):
+class Profile(BaseModel):
     """A complete bump layout: header variants, dtype table, checksum coverage, tensor order."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -216,16 +219,28 @@ class LayoutProfile(BaseModel):
         return out
 
 
-PROFILES = ("bumpwgt5", "bumpwgt3")
+#: The profile ``convert`` writes when none is named.
+DEFAULT_PROFILE = "bumpwgt5"
+_SUFFIX = ".profile.json"
+
+
+def _discover() -> tuple[str, ...]:
+    """Every profile shipped in ``bumpconv.schemas``, the default first, then by name."""
+    names = sorted(p.name.removesuffix(_SUFFIX) for p in resources.files("bumpconv.schemas")
+                   .iterdir() if p.name.endswith(_SUFFIX))
+    return tuple(sorted(names, key=lambda n: n != DEFAULT_PROFILE))
+
+
+PROFILES = _discover()
 
 
 @cache
-def load_profile(name: str) -> LayoutProfile:
-    """Load ``schemas/<name>.layout.json`` (shipped inside the package as bumpconv.schemas)."""
+def load_profile(name: str) -> Profile:
+    """Load ``schemas/<name>.profile.json`` (shipped inside the package as bumpconv.schemas)."""
     if name not in PROFILES:
-        raise LayoutError(f"unknown format {name!r} (known: {', '.join(PROFILES)})")
-    text = resources.files("bumpconv.schemas").joinpath(f"{name}.layout.json").read_text("utf-8")
-    return LayoutProfile.model_validate_json(text)
+        raise LayoutError(f"unknown profile {name!r} (known: {', '.join(PROFILES)})")
+    text = resources.files("bumpconv.schemas").joinpath(name + _SUFFIX).read_text("utf-8")
+    return Profile.model_validate_json(text)
 
 
 @cache
@@ -280,7 +295,7 @@ class TensorSlot:
         return math.prod(self.shape)
 
 
-def check_representable(profile: LayoutProfile, dims: dict[str, int],
+def check_representable(profile: Profile, dims: dict[str, int],
                         flags: dict[str, bool]) -> None:
     """Raise LayoutError when the profile cannot hold this model (refusals, requirements)."""
     for refusal in profile.refuse:
@@ -292,7 +307,7 @@ def check_representable(profile: LayoutProfile, dims: dict[str, int],
             raise LayoutError(f"{profile.profile}: {req.message} ({req.left}={left}, {req.right}={right})")
 
 
-def expand_tensors(profile: LayoutProfile, dims: dict[str, int],
+def expand_tensors(profile: Profile, dims: dict[str, int],
                    flags: dict[str, bool]) -> list[TensorSlot]:
     """The profile's payload tensors for one model, in file order."""
     check_representable(profile, dims, flags)
@@ -358,7 +373,7 @@ class PlacedTensor:
         return self.offset + self.nbytes
 
 
-def place_tensors(profile: LayoutProfile, dims: dict[str, int], flags: dict[str, bool],
+def place_tensors(profile: Profile, dims: dict[str, int], flags: dict[str, bool],
                   table_offset: int | None = None) -> tuple[PlacedTensor, ...]:
     """Expand a profile and place its fp32 tensors back to back after the dtype table."""
     slots = expand_tensors(profile, dims, flags)
