@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import mmap
 import struct
 from dataclasses import dataclass, field, replace
@@ -23,11 +24,11 @@ import numpy as np
 from ..format.codec import CodecError, dtype_table_length, unpack_footer, unpack_header
 from ..format.constants import FOOTER_SIZE, HEADER_SIZE, align_up_elems
 from ..format.dtypes import DType, LegacyDType
-from ..format.errors import BlobError, BumpError
+from ..format.errors import BlobError, BumpError, LayoutError
 from ..format.profile import (PROFILES, HeaderVariant, Profile, PlacedTensor, ReadMagic,
-                             TensorSlot, load_profile, place_tensors)
+                             evaluate, load_profile, place_tensors)
 from ..format.metadata import Metadata, spec_from_engine_config
-from ..format.spec import SUPPORTED_ARCHITECTURES, ModelSpec, RopeSpec, load_spec
+from ..format.spec import ALIGNED, SUPPORTED_ARCHITECTURES, ModelSpec, RopeSpec, load_spec
 
 _MAX_TABLE = 1 << 20
 
@@ -228,23 +229,33 @@ class _Parser:
 
     def _dims(self, variant: HeaderVariant, header: dict[str, int],
               metadata: Metadata | None) -> dict[str, int]:
-        """Dimension symbols from the header fields, checked for consistency."""
+        """Dimension symbols from the header fields, checked for consistency: every symbol a
+        field holds is positive, a symbol the header lacks comes from the profile's
+        requirements (BUMPWGT3 stores E/H, not D), every expression field equals its value,
+        and padded sizes are what their dimensions pad to."""
         dims: dict[str, int] = {}
         for f in variant.fields:
-            if isinstance(f.value, str) and f.value.isalpha():
+            if isinstance(f.value, str) and f.value.isalnum():
+                if header[f.name] <= 0:
+                    raise BlobError(f"{self.path}: header field {f.name} is {header[f.name]}; "
+                                    "must be positive")
                 dims[f.value] = header[f.name]
-        for sym in ("L", "V", "E", "H", "T"):
-            if dims.get(sym, 0) <= 0:
-                raise BlobError(f"{self.path}: header field for {sym} is {dims.get(sym)}; must be positive")
-        if "D" not in dims:  # v3 stores E/H under head_dim
-            if dims["E"] % dims["H"]:
-                raise BlobError(f"{self.path}: embed_dim {dims['E']} is not a multiple of num_heads {dims['H']}")
-            dims["D"] = header["head_dim"]
-            if dims["D"] * dims["H"] != dims["E"]:
-                raise BlobError(f"{self.path}: head_dim {dims['D']} != embed_dim/num_heads")
-        if dims["D"] <= 0:
-            raise BlobError(f"{self.path}: head_dim is 0")
-        for base, aligned in (("E", "AE"), ("D", "AD"), ("I", "AI"), ("T", "AC")):
+        for req in self.profile.require:
+            if req.left not in dims:
+                try:
+                    dims[req.left] = evaluate(req.right, dims)
+                except LayoutError as exc:
+                    raise BlobError(f"{self.path}: {req.left}={req.right}: {exc}") from None
+        for f in variant.fields:
+            if isinstance(f.value, str) and not f.value.isalnum():
+                try:
+                    want = evaluate(f.value, dims)
+                except LayoutError as exc:
+                    raise BlobError(f"{self.path}: header field {f.name} ({f.value}): {exc}") from None
+                if header[f.name] != want:
+                    raise BlobError(f"{self.path}: header field {f.name} is {header[f.name]}, "
+                                    f"but {f.value} is {want}")
+        for aligned, base in ALIGNED.items():
             if aligned in dims and base in dims:
                 exact = align_up_elems(dims[base])
                 if dims[aligned] < dims[base] or dims[aligned] % 16:
@@ -253,7 +264,7 @@ class _Parser:
                 if metadata is not None and dims[aligned] != exact:
                     raise BlobError(f"{self.path}: header {aligned}={dims[aligned]} but "
                                     f"{base}={dims[base]} pads to {exact}")
-        if "KV" in dims and (dims["KV"] <= 0 or dims["H"] % dims["KV"]):
+        if "KV" in dims and dims["H"] % dims["KV"]:
             raise BlobError(f"{self.path}: num_kv_heads={dims['KV']} does not divide num_heads={dims['H']}")
         return dims
 
@@ -294,15 +305,16 @@ class _Parser:
         return spec
 
     def _agree(self, spec: ModelSpec, dims: dict[str, int], where: str) -> None:
+        """The header's dimensions must be the spec's; the spec fills what the header lacks."""
         sd = spec.dims()
-        for sym in ("L", "V", "E", "I", "H", "KV", "D", "T"):
-            if sym in dims and dims[sym] != sd[sym]:
-                names = {"L": "num_layers", "V": "vocab_size", "E": "embed_dim", "I": "intermediate_size",
-                         "H": "num_heads", "KV": "num_kv_heads", "D": "head_dim", "T": "context_len"}
-                raise BlobError(f"{self.path}: header {names[sym]}={dims[sym]} but {where} says {sd[sym]}")
-        for sym in ("I", "KV"):
-            dims.setdefault(sym, sd[sym])
-        dims.setdefault("AI", align_up_elems(dims["I"]))
+        names = {f.value: f.name for f in self.profile.headers[0].fields
+                 if isinstance(f.value, str) and f.value.isalnum()}
+        for sym, value in sd.items():
+            if sym in dims and sym not in ALIGNED and dims[sym] != value:
+                raise BlobError(f"{self.path}: header {names.get(sym, sym)}={dims[sym]} but "
+                                f"{where} says {value}")
+        for sym, value in sd.items():
+            dims.setdefault(sym, value)
 
     # -- tensors ---------------------------------------------------------------------------
     def _tensors(self, variant: HeaderVariant, dims: dict[str, int], codes: bytes,
@@ -315,7 +327,7 @@ class _Parser:
             assert spec is not None
             candidates = [(dims, spec.flags())]
         else:
-            candidates = [(d, {**_NO_FLAGS, **dict(zip(presence, fl))})
+            candidates = [(d, {**self._no_flags, **dict(zip(presence, fl))})
                           for d in self._dim_candidates(dims)
                           for fl in itertools.product((False, True), repeat=len(presence))]
         trailing_ok = variant.trailing_data and not self.has_metadata
@@ -344,33 +356,49 @@ class _Parser:
             self.notes.append(f"{payload_limit - end} bytes after the payload (engine vocab data)")
         return tensors, flags
 
+    @property
+    def _no_flags(self) -> dict[str, bool]:
+        return dict.fromkeys(self.profile.flags_used(), False)
+
     def _dim_candidates(self, dims: dict[str, int]) -> list[dict[str, int]]:
-        """BUMPWGT3 records neither kv heads nor the intermediate size: enumerate them."""
+        """BUMPWGT3 records neither kv heads nor the intermediate size: enumerate them (kv
+        heads over the divisors of H, found in O(sqrt H) steps)."""
         if "KV" in dims and "AI" in dims:
             return [dims]
+        h = dims["H"]
+        divisors = sorted({d for k in range(1, math.isqrt(h) + 1) if h % k == 0
+                           for d in (k, h // k)})
         out = []
-        for kv in (k for k in range(1, dims["H"] + 1) if dims["H"] % k == 0):
+        for kv in divisors:
             for ai in self._ai_candidates(dims, kv):
                 out.append({**dims, "KV": kv, "AI": ai, "I": ai})
         return out
 
     def _ai_candidates(self, dims: dict[str, int], kv: int) -> list[int]:
-        """Solve the v3 payload size for the aligned intermediate size, given kv heads."""
-        base = {**dims, "KV": kv, "AI": 0, "I": 0}
-        slots = place_tensors(self.profile, base, _NO_FLAGS)
-        fixed = slots[-1].end
-        per_ai = 4 * dims["L"] * (3 * dims["AE"] + 2)  # w1 [2AI][AE], b1 [2AI], w2 [AE][AI]
+        """Solve the payload size for the aligned intermediate size, given kv heads: the
+        payload grows linearly with AI, so two placements (AI = 0 and AI = 16) give it."""
+        if self.profile.tensor_count(dims["L"], self._no_flags) > self.size:
+            return []
+        def payload(ai: int) -> int:
+            return place_tensors(self.profile, {**dims, "KV": kv, "AI": ai, "I": ai},
+                                 self._no_flags)[-1].end
+        fixed = payload(0)
+        per_ai = (payload(16) - fixed) // 16
         rest = self.size - fixed
-        if rest <= 0 or rest % per_ai:
+        if rest <= 0 or per_ai <= 0 or rest % per_ai:
             return []
         ai = rest // per_ai
         return [ai] if ai % 16 == 0 else []
 
     def _place(self, variant: HeaderVariant, dims: dict[str, int], flags: dict[str, bool],
                codes: bytes) -> list[PlacedTensor]:
+        """The profile's tensors at their offsets, sized by the file's dtype codes. The count is
+        checked before anything is expanded."""
+        count = self.profile.tensor_count(dims["L"], flags)
+        if count != len(codes):
+            raise BlobError(f"the dtype table has {len(codes)} entries, but num_layers="
+                            f"{dims['L']} needs {count}")
         planned = place_tensors(self.profile, dims, flags, variant.dtype_table_offset)
-        if len(planned) != len(codes):
-            raise BlobError("count")
         offset = variant.dtype_table_offset + 4 + len(codes)
         out = []
         for p, code in zip(planned, codes):
@@ -393,7 +421,7 @@ class _Parser:
 
     def _no_fit_message(self, variant: HeaderVariant, dims: dict[str, int], codes: bytes,
                         payload_limit: int, candidates: list) -> str:
-        d, flags = candidates[0] if candidates else (dims, _NO_FLAGS)
+        d, flags = candidates[0] if candidates else (dims, self._no_flags)
         try:
             tensors = self._place(variant, d, flags, codes)
         except BumpError:
@@ -420,5 +448,3 @@ class _Parser:
         for i, (e, t) in enumerate(zip(entries, tensors)):
             tensors[i] = replace(t, crc32=e.crc32)
 
-
-_NO_FLAGS = {"qkv_bias": False, "qk_norm": False, "untied": False}

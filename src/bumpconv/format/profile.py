@@ -184,6 +184,11 @@ class ReadMagic(BaseModel):
     metadata: bool = Field(description="whether files with this magic end in JSON + footer")
 
 
+def _field_offset(f: object) -> int:
+    offset = f.get("offset") if isinstance(f, dict) else getattr(f, "offset", 0)
+    return offset if isinstance(offset, int) else 0
+
+
 class Profile(BaseModel):
     """A complete bump layout: header variants, dtype table, checksum coverage, tensor order."""
 
@@ -194,7 +199,12 @@ class Profile(BaseModel):
     magic: str = Field(min_length=8, max_length=8)
     version: int
     reads: tuple[ReadMagic, ...] = Field(description="every magic the reader accepts")
-    headers: tuple[HeaderVariant, ...] = Field(min_length=1)
+    header_fields: tuple[HeaderField, ...] = Field(
+        default=(), json_schema_extra={"hashed": False},
+        description="fields every header variant shares; each variant's 'fields' adds its own")
+    headers: tuple[HeaderVariant, ...] = Field(
+        min_length=1, description="header variants, the written one first; each variant's "
+                                  "fields are completed with header_fields when loaded")
     dtype_enum: Literal["current", "legacy"]
     checksum_field: str
     checksum_covers: Literal["payload_end", "file_end"] = Field(
@@ -207,10 +217,48 @@ class Profile(BaseModel):
                     "weights (consumed without being packed)")
     tensors: tuple[Union[TensorRule, LayerGroup], ...]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _share_header_fields(cls, data: object) -> object:
+        """Complete every variant with the shared fields (sorted by offset), so that code and
+        the profile hash see whole variants."""
+        if not isinstance(data, dict) or not data.get("header_fields"):
+            return data
+        shared = list(data["header_fields"])
+        variants = []
+        for v in data.get("headers", ()):
+            if isinstance(v, dict):
+                own = list(v.get("fields", ()))
+                names = {f.get("name") if isinstance(f, dict) else f.name for f in own}
+                merged = [f for f in shared if (f.get("name") if isinstance(f, dict)
+                                                else f.name) not in names] + own
+                v = {**v, "fields": sorted(merged, key=_field_offset)}
+            variants.append(v)
+        return {**data, "headers": variants}
+
     @property
     def writes_metadata(self) -> bool:
         """Whether files this profile writes end in the metadata JSON and footer."""
         return next(r.metadata for r in self.reads if r.magic == self.magic)
+
+    def flags_used(self) -> tuple[str, ...]:
+        """Every spec flag some rule or refusal of this profile depends on, sorted."""
+        flags = {r.flag for r in self.refuse}
+        for rule in self.rules():
+            flags.update(f for f in (rule.when, rule.sources_when) if f)
+        return tuple(sorted(flags))
+
+    def tensor_count(self, layers: int, flags: dict[str, bool]) -> int:
+        """How many tensors the profile has for a model, computed without expanding it (so a
+        damaged header's layer count cannot make a reader build a huge list)."""
+        present = lambda r: r.when is None or flags[r.when]  # noqa: E731
+        count = 0
+        for item in self.tensors:
+            if isinstance(item, LayerGroup):
+                count += layers * sum(1 for r in item.per_layer if present(r))
+            elif present(item):
+                count += 1
+        return count
 
     def rules(self) -> list[TensorRule]:
         out: list[TensorRule] = []

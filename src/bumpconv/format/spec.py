@@ -25,6 +25,10 @@ SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 
 
+#: The padded dimension symbols and the dimension each pads (to a row of ROW_ALIGN_BYTES).
+ALIGNED = {"AE": "E", "AD": "D", "AI": "I", "AC": "T"}
+
+
 class RopeSpec(BaseModel):
     """Rotary embedding settings, already reconciled between config layouts."""
 
@@ -93,18 +97,17 @@ class ModelSpec(BaseModel):
         return self.model_copy(update={"context_length": context_length})
 
     def dims(self) -> dict[str, int]:
-        """The symbols layout schemas use in shapes and header fields."""
+        """The symbols profiles use in shapes and header fields."""
         d = {
             "L": self.num_layers, "V": self.vocab_size, "E": self.hidden_size,
             "I": self.intermediate_size, "H": self.num_heads, "KV": self.num_kv_heads,
             "D": self.head_dim, "T": self.context_length,
         }
-        d.update(AE=align_up_elems(d["E"]), AD=align_up_elems(d["D"]),
-                 AI=align_up_elems(d["I"]), AC=align_up_elems(d["T"]))
+        d.update({a: align_up_elems(d[base]) for a, base in ALIGNED.items()})
         return d
 
     def flags(self) -> dict[str, bool]:
-        """The conditions under which optional tensors are present (schema ``when`` keys)."""
+        """The conditions under which optional tensors are present (profile ``when`` keys)."""
         return {"qkv_bias": self.qkv_bias, "qk_norm": self.qk_norm,
                 "untied": not self.tie_word_embeddings}
 
