@@ -10,7 +10,7 @@ TOL    ?= 1e-5
 DUMP   ?= 0
 PROMPT ?= The capital of France is
 
-.PHONY: install test demo native asan-test fixtures parity layer-diff context-sweep bench schemas clean
+.PHONY: install test test-fast demo native asan-test fixtures parity layer-diff context-sweep bench schemas clean
 
 # A fresh clone: create the venv and install the package (which builds the C runtime).
 $(VENV)/.installed: pyproject.toml requirements-dev.txt $(wildcard setup.py native/*.c native/*.h native/*.py)
@@ -21,8 +21,16 @@ $(VENV)/.installed: pyproject.toml requirements-dev.txt $(wildcard setup.py nati
 
 install: $(VENV)/.installed
 
+# Everything: the import contract (pyproject.toml), then every test.
 test: install
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
+
+# The fast lane: every test that needs neither torch nor transformers (it fails if either is
+# imported): spec, profiles, packing, codec, safetensors parsing, checks, parity metrics, the C
+# runtime and kernels on numpy-built checkpoints.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not model"
 
 fixtures: install
 	$(BIN)/python tools/fixtures.py smollm2 --cache $(CACHE)

@@ -7,9 +7,10 @@ directory is git-ignored. ``BUMPCONV_TEST_CACHE`` moves it (CI can point it anyw
 from __future__ import annotations
 
 import os
+import sys
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import pytest
 
@@ -20,6 +21,28 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("BUMPCONV_TEST_CACHE", ROOT / ".cache"))
+
+
+#: Fixtures that build or load models with torch/transformers: a test using any of them
+#: (directly or through another fixture) is a model test; every other test is in the fast lane.
+MODEL_FIXTURES = frozenset({"tiny", "tiny_copy", "smol", "smol_blob", "hf"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark model tests ``model`` (``make test-fast`` runs ``-m "not model"``)."""
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.model)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fast_lane_never_imports_torch(request: pytest.FixtureRequest) -> Iterator[None]:
+    """In the fast lane, importing torch is a failure: the lane exists to prove that
+    converting, reading, checking and running blobs needs neither torch nor transformers."""
+    yield
+    if request.config.getoption("markexpr") == "not model":
+        leaked = sorted(m for m in ("torch", "transformers") if m in sys.modules)
+        assert not leaked, f"the fast lane imported {', '.join(leaked)}"
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +61,14 @@ def tiny(cache_dir: Path) -> Callable[..., Path]:
         return tiny_model(name, cache_dir, dtype=dtype, config_layout=config_layout,
                           shard_bytes=shard_bytes)
     return build
+
+
+@pytest.fixture(scope="session")
+def synthetic(cache_dir: Path) -> Callable[..., Path]:
+    """``synthetic(name)`` -> a tiny model's config with random weights, built with numpy
+    alone: checkpoints for the fast lane (no torch)."""
+    from tools.fixtures import synthetic_model
+    return lambda name: synthetic_model(name, cache_dir)
 
 
 @pytest.fixture(scope="session")

@@ -13,13 +13,15 @@ from typing import Callable
 
 import numpy as np
 import pytest
-import torch
 from safetensors.numpy import load_file, save_file
 
 from bumpconv.format.errors import ConfigError
 from tools.fixtures import smollm2
 from bumpconv.parity.reference import (DEFAULT_PROMPTS, SYNTHETIC_LENGTHS, Reference,
                                 ReferenceSetupError, tokenize_prompts)
+
+#: Every test here loads transformers.
+pytestmark = pytest.mark.model
 
 
 @pytest.fixture
@@ -69,6 +71,7 @@ def test_hf_last_hidden_state_entry_is_after_the_final_norm(loaded) -> None:
     """transformers 5.x puts last_hidden_state (normed) last; Reference replaces it with the
     last layer's own output. If a transformers upgrade changes this, this test says so."""
     ref = loaded("llama-untied")
+    import torch
     ids = torch.tensor([[3, 1, 4, 1, 5]])
     with torch.no_grad():
         out = ref.model(ids, output_hidden_states=True, use_cache=False)

@@ -25,15 +25,15 @@ HEADER = 128
 
 
 @pytest.fixture(scope="module")
-def v5(tiny: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def v5(synthetic: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """qwen3: metadata JSON and footer, q/k norms, untied lm_head."""
-    return convert(tiny("qwen3"), tmp_path_factory.mktemp("damage") / "qwen3.bump")
+    return convert(synthetic("qwen3"), tmp_path_factory.mktemp("damage") / "qwen3.bump")
 
 
 @pytest.fixture(scope="module")
-def v3(tiny: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def v3(synthetic: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """qwen2 as bumpwgt3: no metadata, biases, pos_emb."""
-    return convert(tiny("qwen2"), tmp_path_factory.mktemp("damage") / "qwen2.bump", "bumpwgt3")
+    return convert(synthetic("qwen2"), tmp_path_factory.mktemp("damage") / "qwen2.bump", "bumpwgt3")
 
 
 def opens_and_runs(path: Path, check: bool = False, config: Path | None = None) -> bool:
@@ -75,10 +75,10 @@ def cut_points(path: Path) -> list[int]:
 
 
 @pytest.mark.parametrize("which", ["v5", "v3"])
-def test_every_truncation_is_refused(which: str, v5: Path, v3: Path, tiny,
+def test_every_truncation_is_refused(which: str, v5: Path, v3: Path, synthetic,
                                      tmp_path: Path) -> None:
     path = {"v5": v5, "v3": v3}[which]
-    config = tiny("qwen2") / "config.json" if which == "v3" else None
+    config = synthetic("qwen2") / "config.json" if which == "v3" else None
     data = path.read_bytes()
     cuts = cut_points(path)
     assert len(cuts) > 30
@@ -101,8 +101,8 @@ def test_header_flips_are_refused_or_harmless(v5: Path, tmp_path: Path) -> None:
         assert not outcomes[f"flip@{off}"], off
 
 
-def test_dtype_table_flips_are_refused(v5: Path, v3: Path, tiny, tmp_path: Path) -> None:
-    for path, config in ((v5, None), (v3, tiny("qwen2") / "config.json")):
+def test_dtype_table_flips_are_refused(v5: Path, v3: Path, synthetic, tmp_path: Path) -> None:
+    for path, config in ((v5, None), (v3, synthetic("qwen2") / "config.json")):
         data = path.read_bytes()
         with open_blob(path, config=config) as bf:
             start, count = bf.table_offset, len(bf.dtype_codes)

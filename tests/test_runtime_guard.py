@@ -19,8 +19,8 @@ from runtime_helpers import convert
 
 
 @pytest.fixture
-def blob(tiny: Callable[..., Path], tmp_path: Path) -> Path:
-    return convert(tiny("llama-untied"), tmp_path / "m.bump")
+def blob(synthetic: Callable[..., Path], tmp_path: Path) -> Path:
+    return convert(synthetic("llama-untied"), tmp_path / "m.bump")
 
 
 def test_truncated_while_running_is_an_error_not_a_crash(blob: Path) -> None:
@@ -66,8 +66,8 @@ def test_metadata_that_fails_its_hash_is_refused_at_open(blob: Path) -> None:
         BumpModel.open(blob)
 
 
-def test_per_position_state_grows_with_use_not_with_the_context(tiny, tmp_path: Path) -> None:
-    src = tiny("llama-tied")
+def test_per_position_state_grows_with_use_not_with_the_context(synthetic, tmp_path: Path) -> None:
+    src = synthetic("llama-tied")
     huge = tmp_path / "huge.bump"
     assert convert(src, huge, extra=("--context", str(1 << 22))) == huge
     start = time.perf_counter()

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from safetensors.torch import save_file
 
 from bumpconv.format.errors import SourceError
 from bumpconv.convert.safetensors_file import MAX_HEADER_BYTES, read_as_f32, read_header
@@ -26,7 +24,10 @@ def entry(dtype: str, shape: list[int], begin: int, end: int) -> dict[str, objec
     return {"dtype": dtype, "shape": shape, "data_offsets": [begin, end]}
 
 
+@pytest.mark.model
 def test_reads_what_the_safetensors_library_writes(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
     tensors = {"a": torch.arange(6, dtype=torch.float32).reshape(2, 3),
                "b": torch.tensor([1.5, -2.25], dtype=torch.bfloat16),
                "c": torch.tensor([0.1, 65504.0], dtype=torch.float16)}

@@ -136,6 +136,40 @@ def _rewrite_config_v4(path: Path) -> None:
     path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
+def synthetic_model(name: str, cache: Path, seed: int = 0) -> Path:
+    """A tiny model's config with random weights, written with numpy alone (no torch): for the
+    fast test lane. Which tensors exist, and their names and shapes, come from expanding the
+    bumpwgt5 profile for the config, so this cannot drift from what the converter expects."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from bumpconv.format.profile import expand_tensors, load_profile
+    from bumpconv.format.spec import spec_from_config
+
+    if name not in TINY_MODELS:
+        raise KeyError(f"unknown tiny model {name!r}; known: {', '.join(TINY_MODELS)}")
+
+    def build(out: Path) -> None:
+        config = {**_BASE, **TINY_MODELS[name]}
+        spec = spec_from_config(config)
+        rng = np.random.default_rng(seed)
+        tensors = {}
+        for slot in expand_tensors(load_profile("bumpwgt5"), spec.dims(), spec.flags()):
+            for source in slot.sources:
+                assert slot.source_shape is not None
+                shape = slot.source_shape
+                if len(shape) == 1:  # norms near 1, biases near 0, as trained models have
+                    base = 1.0 if "norm" in source else 0.0
+                    tensors[source] = (base + 0.5 * rng.standard_normal(shape)).astype(np.float32)
+                else:
+                    scale = 1.5 / shape[-1] ** 0.5
+                    tensors[source] = (scale * rng.standard_normal(shape)).astype(np.float32)
+        save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+        (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+    return _cached_build(cache / "synthetic", f"{name}-s{seed}", build)
+
+
 def smollm2(cache: Path, variant: str = "fp32") -> Path:
     """SmolLM2-135M-Instruct as an HF directory: variant ``fp32``, ``bf16`` or ``sharded``."""
     if variant not in ("fp32", "bf16", "sharded"):

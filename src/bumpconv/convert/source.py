@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files.checkpoint import resolve_source_dir
 from ..format.digests import sha256_file
 from ..format.errors import SourceError
 from ..format.spec import ModelSpec, load_spec
 from .safetensors_file import TensorInfo, read_as_f32, read_header, read_raw
 
 INDEX_NAME = "model.safetensors.index.json"
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -116,31 +116,6 @@ def _cache_blob_sha256(path: Path) -> str | None:
     except OSError:
         return None
     return target if target and _SHA256.match(target) else None
-
-
-def resolve_source_dir(src: str) -> tuple[Path, str | None, str | None]:
-    """``src`` as (directory, repo_id, commit). A repo id resolves only from the local cache."""
-    path = Path(src)
-    if path.is_dir():
-        return path, None, None
-    if path.exists():
-        raise SourceError(f"{src}: is a file; expected a model directory or a cached repo id")
-    if not _REPO_ID.match(src):
-        raise SourceError(f"{src}: no such directory, and not a Hugging Face repo id (org/name)")
-    try:
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import LocalEntryNotFoundError
-    except ImportError:  # pragma: no cover - huggingface_hub is a dependency
-        raise SourceError(f"{src}: huggingface_hub is not installed; pass a directory") from None
-    try:
-        snap = Path(snapshot_download(src, local_files_only=True,
-                                      allow_patterns=["*.json", "*.safetensors"]))
-    except LocalEntryNotFoundError:
-        raise SourceError(f"{src}: not a directory, and not in the local Hugging Face cache "
-                          "(bumpconv never downloads; fetch it with `hf download` first)") from None
-    except Exception as exc:  # huggingface_hub raises several types for a bad cache
-        raise SourceError(f"{src}: cannot resolve from the local Hugging Face cache ({exc})") from None
-    return snap, src, snap.name
 
 
 def _weight_files(root: Path) -> tuple[list[Path], dict[str, str] | None]:

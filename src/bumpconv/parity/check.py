@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..blob.reader import open_blob
-from ..convert.source import resolve_source_dir
+from ..files.checkpoint import resolve_source_dir
 from ..files.atomic import atomic_output
 from ..format.errors import ParityError
 from ..format.spec import ModelSpec, load_spec

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..convert.source import resolve_source_dir
+from ..files.checkpoint import resolve_source_dir
 from ..format.errors import ConfigError, ReferenceSetupError
 from ..format.spec import ModelSpec, load_spec
 from ..format.stages import FINAL_NORM, STAGES, stages_for
