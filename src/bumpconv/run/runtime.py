@@ -154,6 +154,14 @@ class BumpModel:
         ids = self._token_ids([token])
         return self._forward_ids(ids, int(self._mod.lib.bump_cached(self._live())), False)[0]
 
+    def generate(self, tokens: Sequence[int] | np.ndarray, max_new_tokens: int = 32,
+                 eos: Sequence[int] = ()) -> list[int]:
+        """Greedy continuation of ``tokens``: up to ``max_new_tokens`` ids, stopping after an
+        id in ``eos`` or at the context length (the loop is :func:`bumpconv.run.generate.greedy`,
+        which also times it)."""
+        from .generate import greedy  # the decoding loop lives with its statistics
+        return list(greedy(self, [int(t) for t in tokens], max_new_tokens, frozenset(eos)))
+
     def hidden_states(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
         """[L + 1, n, E]: the embeddings, then every decoder layer's output (before the final
         norm). Runs from position 0; the cache then holds ``tokens``."""
