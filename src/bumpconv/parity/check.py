@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ..blob.reader import open_blob
+from ..blob.reader import BumpFile, open_blob
 from ..files.checkpoint import resolve_source_dir
 from ..files.atomic import atomic_output
 from ..format.errors import ParityError
@@ -130,23 +130,12 @@ def check_parity(reference: Reference, model: BumpModel, prompts: list[PromptTok
     return ParityReport(src, blob, th, notes, prompts, logits, sweep_index, sweep, stages, context)
 
 
-def _blob_spec(blob: Path, root: Path) -> tuple[ModelSpec, Path | None]:
-    """The blob's own spec; for a blob that does not record one (BUMPWGT3/4), the source's
-    config.json supplies the runtime settings (and is passed on to the runtime)."""
-    with open_blob(blob) as bf:
-        if bf.spec is not None:
-            return bf.spec, None
-    config = root / "config.json"
-    with open_blob(blob, config=config) as bf:
-        assert bf.spec is not None  # the reader builds a spec whenever it has a config
-        return bf.spec, config
-
-
-def open_runtime(blob: Path, config: Path | None, threads: int | None,
-                 rope_pairing: str | None = None) -> BumpModel:
-    """``BumpModel.open``; ``rope_pairing="interleaved"`` is the runtime's fault injection."""
+def open_runtime(bf: BumpFile, threads: int | None, rope_pairing: str | None = None
+                 ) -> BumpModel:
+    """The runtime on the already opened blob; ``rope_pairing="interleaved"`` is its fault
+    injection."""
     fault = {"rope_pairing": rope_pairing} if rope_pairing else {}
-    return BumpModel.open(blob, config=config, check=False, threads=threads, **fault)
+    return BumpModel.from_blob(bf, threads=threads, **fault)
 
 
 def run_parity(src: str, blob: Path, options: ParityOptions,
@@ -156,8 +145,20 @@ def run_parity(src: str, blob: Path, options: ParityOptions,
     refused before the model is loaded. ``reference`` reuses an already loaded source."""
     root, _, _ = resolve_source_dir(src)
     src_spec = load_spec(root / "config.json")
-    blob_spec, config = _blob_spec(blob, root)
-    notes = compare_specs(src_spec, blob_spec, src, str(blob))
+    # the blob's own settings when it records them; else (BUMPWGT3/4) the source's config.json
+    # supplies them, which needs a second parse of the header for those files only
+    with open_blob(blob) as bf:
+        if bf.spec is not None:
+            return _run(bf, src, root, src_spec, options, reference)
+    with open_blob(blob, config=root / "config.json") as bf:
+        return _run(bf, src, root, src_spec, options, reference)
+
+
+def _run(bf: BumpFile, src: str, root: Path, src_spec: ModelSpec, options: ParityOptions,
+         reference: Reference | None) -> ParityReport:
+    assert bf.spec is not None
+    blob = bf.path
+    notes = compare_specs(src_spec, bf.spec, src, str(blob))
     if options.layer is not None and not 0 <= options.layer < src_spec.num_layers:
         raise ParityError(f"--layer {options.layer} is out of range: the model has layers "
                           f"0..{src_spec.num_layers - 1}")
@@ -168,7 +169,7 @@ def run_parity(src: str, blob: Path, options: ParityOptions,
                           "(the longest prompt's token count)")
     if reference is None:
         reference = Reference.load(str(root), options.threads)
-    with open_runtime(blob, config, options.threads, options.rope_pairing) as model:
+    with open_runtime(bf, options.threads, options.rope_pairing) as model:
         return check_parity(reference, model, prompts, options, src, str(blob), notes)
 
 
