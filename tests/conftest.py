@@ -17,7 +17,7 @@ import pytest
 from bumpconv.cli import main as cli_main
 
 if TYPE_CHECKING:
-    from bumpconv.parity.reference import Reference
+    from bumpconv.comparison.reference import Reference
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("BUMPCONV_TEST_CACHE", ROOT / ".cache"))
@@ -75,7 +75,7 @@ def synthetic(cache_dir: Path) -> Callable[..., Path]:
 def hf() -> Callable[[Path], "Reference"]:
     """``hf(checkpoint_dir)``: transformers' own model of a checkpoint (fp32, eager attention,
     with stage taps), loaded once per session: the one reference every test compares with."""
-    from bumpconv.parity.reference import Reference
+    from bumpconv.comparison.reference import Reference
     loaded: dict[Path, Reference] = {}
 
     def get(src: Path) -> Reference:

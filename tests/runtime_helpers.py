@@ -1,5 +1,5 @@
 """Test support for the C runtime: blobs of the tiny checkpoints, and what transformers itself
-computes for them (through :class:`bumpconv.parity.reference.Reference`, the one reference,
+computes for them (through :class:`bumpconv.comparison.reference.Reference`, the one reference,
 loaded once per checkpoint by the ``hf`` session fixture in conftest.py)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from bumpconv.cli import main as cli_main
-from bumpconv.parity.reference import Reference
+from bumpconv.comparison.reference import Reference
 
 MODELS = ("llama-tied", "llama-untied", "llama-gqa-pad", "llama3-scaled", "mistral", "qwen2",
           "qwen3")

@@ -45,7 +45,7 @@ def non_json_header(src: Path) -> str:
     raw = st.read_bytes()
     n = struct.unpack("<Q", raw[:8])[0]
     st.write_bytes(raw[:8] + b"{" + b"x" * (n - 1) + raw[8 + n:])
-    return "header is not valid JSON"
+    return "header: not valid JSON"
 
 
 def overlap(src: Path) -> str:

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from bumpconv.blob.reader import open_blob
-from bumpconv.convert.source import open_source
-from bumpconv.format.spec import load_spec
+from bumpconv.conversion.source import open_source
+from bumpconv.files.checkpoint import load_spec
 
 MODELS = ["llama-tied", "llama-untied", "llama-gqa-pad", "llama3-scaled", "mistral", "qwen2", "qwen3"]
 V3_OK = {"llama-tied", "llama-gqa-pad", "qwen2"}  # tied, no q/k norm, head_dim == hidden/heads
@@ -115,8 +115,8 @@ def test_dry_run_reads_no_tensor_data_and_predicts_the_size(
     def no_reads(*args: object, **kwargs: object) -> None:
         raise AssertionError("dry-run read tensor data")
     with monkeypatch.context() as m:
-        m.setattr("bumpconv.convert.safetensors_file.read_as_f32", no_reads)
-        m.setattr("bumpconv.convert.source.read_as_f32", no_reads)
+        m.setattr("bumpconv.conversion.safetensors_file.read_as_f32", no_reads)
+        m.setattr("bumpconv.conversion.source.read_as_f32", no_reads)
         r = cli("convert", src, out, "--dry-run")
     assert r.code == 0 and not out.exists()
     assert "layer.1.q_norm" in r.out and "model.layers.1.self_attn.q_norm.weight" in r.out
@@ -134,7 +134,7 @@ def test_context_override_is_recorded(tiny, cli, tmp_path: Path) -> None:
 
 
 def test_interrupt_leaves_nothing_behind(tiny, cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import bumpconv.convert.writer as writer
+    import bumpconv.conversion.writer as writer
     real = writer.packed_chunks
     calls = {"n": 0}
 

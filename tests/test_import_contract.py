@@ -31,7 +31,7 @@ def test_a_forbidden_edge_is_reported(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "src" / "bumpconv", copy,
                     ignore=shutil.ignore_patterns("*.so", "__pycache__"))
     spec = copy / "format" / "spec.py"
-    spec.write_text(spec.read_text() + "\nfrom ..convert import plan  # noqa: E402,F401\n")
+    spec.write_text(spec.read_text() + "\nfrom ..conversion import plan  # noqa: E402,F401\n")
     r = lint_imports(tmp_path / "src")
     assert r.returncode != 0
-    assert "bumpconv.format.spec -> bumpconv.convert.plan" in r.stdout
+    assert "bumpconv.format.spec -> bumpconv.conversion.plan" in r.stdout

@@ -225,7 +225,7 @@ def test_verify_finds_a_changed_element(blobs, tiny, cli, tmp_path: Path) -> Non
     data[off:off + 4] = struct.pack("<f", 12.5)
     bad = tmp_path / "changed.bump"
     bad.write_bytes(bytes(data))
-    from bumpconv.convert.source import open_source
+    from bumpconv.conversion.source import open_source
     from bumpconv.blob.verify import verify_against
     from bumpconv.format.errors import VerifyError
     with open_source(str(tiny("llama-gqa-pad"))) as src, open_blob(bad) as bf2:

@@ -15,8 +15,8 @@ import pytest
 
 from bumpconv.format.profile import TensorSlot, expand_tensors, load_profile
 from bumpconv.format.packing import first_nonzero_padding, pack, row_map, unpack
-from bumpconv.convert.safetensors_file import TensorInfo, widen
-from bumpconv.convert.stream import packed_chunks
+from bumpconv.conversion.safetensors_file import TensorInfo, widen
+from bumpconv.conversion.stream import packed_chunks
 
 # E=40 -> AE=48, D=10 -> AD=16, I=20 -> AI=32, H=4, KV=2, V=7, L=1
 DIMS = {"L": 1, "V": 7, "E": 40, "I": 20, "H": 4, "KV": 2, "D": 10, "T": 5,
@@ -104,7 +104,7 @@ def test_pack_matches_the_element_rule_and_unpack_inverts_it(role: str) -> None:
 
 
 class _ArraySource:
-    """Stands in for bumpconv.convert.source.Source: serves named fp32 or bf16 arrays by element range."""
+    """Stands in for bumpconv.conversion.source.Source: serves named fp32 or bf16 arrays by element range."""
 
     def __init__(self, arrays: dict[str, np.ndarray]) -> None:
         self.arrays = arrays
@@ -135,7 +135,7 @@ def test_streaming_row_form_equals_pack(role: str, chunk_bytes: int, bf16: bool,
     source = _ArraySource(dict(zip(slot.sources, stored)))
     want = pack(slot, src).reshape(-1, slot.shape[-1])
     for limit in (0, 1 << 30):
-        monkeypatch.setattr("bumpconv.convert.stream.WHOLE_SOURCE_LIMIT", limit)
+        monkeypatch.setattr("bumpconv.conversion.stream.WHOLE_SOURCE_LIMIT", limit)
         blocks = [block.copy() for block, _ in packed_chunks(slot, source, chunk_bytes)]  # type: ignore[arg-type]
         np.testing.assert_array_equal(np.concatenate(blocks), want)
 

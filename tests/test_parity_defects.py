@@ -15,7 +15,7 @@ import pytest
 from bumpconv.format.errors import VerifyError
 from bumpconv.blob.check import check_blob
 from bumpconv.blob.reader import open_blob
-from bumpconv.convert.source import open_source
+from bumpconv.conversion.source import open_source
 from bumpconv.blob.verify import verify_against
 from parity_helpers import TINY_DEFECTS, Defect, build_defective, convert, wo_row_major
 

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from bumpconv.format.errors import ParityError
-from bumpconv.parity.check import compare_specs
+from bumpconv.comparison.check import compare_specs
 from bumpconv.format.stages import STAGES
-from bumpconv.parity.metrics import (ContextSweep, Thresholds, compare_logits, difference,
+from bumpconv.comparison.metrics import (ContextSweep, Thresholds, compare_logits, difference,
                                      layer_sweep, stage_diff)
-from bumpconv.parity.report import ParityReport
-from bumpconv.parity.reference import PromptTokens
+from bumpconv.comparison.report import ParityReport
+from bumpconv.comparison.reference import PromptTokens
 from bumpconv.format.spec import ModelSpec, RopeSpec
 
 TH = Thresholds()

@@ -17,7 +17,7 @@ from safetensors.numpy import load_file, save_file
 
 from bumpconv.format.errors import ConfigError
 from tools.fixtures import smollm2
-from bumpconv.parity.reference import (DEFAULT_PROMPTS, SYNTHETIC_LENGTHS, Reference,
+from bumpconv.comparison.reference import (DEFAULT_PROMPTS, SYNTHETIC_LENGTHS, Reference,
                                 ReferenceSetupError, tokenize_prompts)
 
 #: Every test here loads transformers.

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 from tools.fixtures import TINY_MODELS, smollm2
-from bumpconv.parity.check import ParityOptions, run_parity
-from bumpconv.parity.report import ParityReport
-from bumpconv.parity.reference import Reference
+from bumpconv.comparison.check import ParityOptions, run_parity
+from bumpconv.comparison.report import ParityReport
+from bumpconv.comparison.reference import Reference
 from parity_helpers import (TINY_DEFECTS, Defect, build_defective, bump_w2_element, convert,
                             permute_k_heads, swap_gate_up, wo_row_major, wrong_eps)
 

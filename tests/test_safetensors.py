@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bumpconv.format.errors import SourceError
-from bumpconv.convert.safetensors_file import MAX_HEADER_BYTES, read_as_f32, read_header
+from bumpconv.conversion.safetensors_file import MAX_HEADER_BYTES, read_as_f32, read_header
 
 
 def write_raw(path: Path, header: object, data: bytes = b"", length: int | None = None) -> Path:

@@ -13,12 +13,12 @@ from .blob.check import check_blob
 from .blob.describe import blob_summary
 from .blob.reader import open_blob
 from .blob.verify import VerifyResult, verify_against
-from .convert.plan import make_plan
-from .convert.source import open_source
-from .convert.writer import WriteResult, write_blob
+from .conversion.plan import make_plan
+from .conversion.source import open_source
+from .conversion.writer import WriteResult, write_blob
 from .format.profile import DEFAULT_PROFILE
-from .parity.check import ParityOptions, run_parity
-from .parity.report import ParityReport
+from .comparison.check import ParityOptions, run_parity
+from .comparison.report import ParityReport
 from .run.runtime import BumpModel
 
 
@@ -81,7 +81,7 @@ def verify(blob: str | Path, src: str | Path) -> VerifyResult:
 def parity(src: str | Path, blob: str | Path, **options: Any) -> ParityReport:
     """Compare ``blob``, run by the C runtime, with transformers' own model of ``src``: logits
     at every position, every layer, and the stages of the first layer that differs. Options are
-    those of :class:`bumpconv.parity.check.ParityOptions` (``layer``, ``prompts``, ...).
+    those of :class:`bumpconv.comparison.check.ParityOptions` (``layer``, ``prompts``, ...).
 
     >>> import bumpconv
     >>> report = bumpconv.parity("SmolLM2-135M/", "smollm2.bump")    # doctest: +SKIP

@@ -28,7 +28,8 @@ from ..format.errors import BlobError, BumpError, LayoutError
 from ..format.profile import (PROFILES, HeaderVariant, Profile, PlacedTensor, ReadMagic,
                              evaluate, load_profile, place_tensors)
 from ..format.metadata import Metadata, spec_from_engine_config
-from ..format.spec import ALIGNED, SUPPORTED_ARCHITECTURES, ModelSpec, RopeSpec, load_spec
+from ..format.spec import ALIGNED, SUPPORTED_ARCHITECTURES, ModelSpec, RopeSpec
+from ..files.checkpoint import load_spec
 
 _MAX_TABLE = 1 << 20
 

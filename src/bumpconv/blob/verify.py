@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..convert.plan import make_plan
-from ..convert.source import Source
+from ..conversion.plan import make_plan
+from ..conversion.source import Source
 from ..format.dtypes import DType
 from ..format.errors import VerifyError
 from ..format.packing import first_nonzero_padding, unpack

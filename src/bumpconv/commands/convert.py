@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..convert.plan import make_plan
-from ..convert.report import format_plan
-from ..convert.source import open_source
-from ..convert.writer import write_blob
+from ..conversion.plan import make_plan
+from ..conversion.report import format_plan
+from ..conversion.source import open_source
+from ..conversion.writer import write_blob
 from ..format.profile import DEFAULT_PROFILE, PROFILES
 
 

@@ -1,7 +1,7 @@
 """``bumpconv parity SRC BLOB``: is the blob the same model as SRC, and if not, where not?
 
 The reference is transformers itself (see bumpconv.reference); the comparison and its
-thresholds are in bumpconv.parity and docs/parity.md. Exit status 0 only when every check
+thresholds are in bumpconv.comparison and docs/parity.md. Exit status 0 only when every check
 passes, 1 on a difference (or an error).
 """
 
@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 
 from ..format.errors import ParityError
-from ..parity.check import ParityOptions, run_parity, write_dump
-from ..parity.metrics import Thresholds
-from ..parity.report import format_report
+from ..comparison.check import ParityOptions, run_parity, write_dump
+from ..comparison.metrics import Thresholds
+from ..comparison.report import format_report
 from . import positive_float, positive_int
 
 

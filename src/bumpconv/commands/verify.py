@@ -8,7 +8,7 @@ from pathlib import Path
 from ..blob.check import check_blob
 from ..blob.reader import open_blob
 from ..blob.verify import verify_against
-from ..convert.source import open_source
+from ..conversion.source import open_source
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..format.errors import SourceError
+from ..format.errors import ConfigError, SourceError
+from ..format.spec import ModelSpec, spec_from_config
+from .jsonfile import load_json
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -38,3 +40,9 @@ def resolve_source_dir(src: str) -> tuple[Path, str | None, str | None]:
     except Exception as exc:  # huggingface_hub raises several types for a bad cache
         raise SourceError(f"{src}: cannot resolve from the local Hugging Face cache ({exc})") from None
     return snap, src, snap.name
+
+
+def load_spec(config_path: Path) -> ModelSpec:
+    """Read and normalise a checkpoint's config.json; every failure names the file."""
+    return spec_from_config(load_json(config_path, ConfigError, "config.json", limit=16 << 20),
+                            str(config_path))

@@ -3,7 +3,7 @@
 The document's models, its canonical encoding (sorted keys, no spaces, ASCII: exactly as the
 engine writes it, so equal inputs give equal bytes) and the one mapping between the engine's
 ``config`` block and :class:`~bumpconv.format.spec.ModelSpec`. Filling it for a conversion is
-the converter's job (:mod:`bumpconv.convert.manifest`).
+the converter's job (:mod:`bumpconv.conversion.manifest`).
 """
 
 from __future__ import annotations

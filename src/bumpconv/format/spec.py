@@ -12,8 +12,7 @@ and the spec records which keys were derived so `inspect` can show it.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -29,17 +28,22 @@ SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 ALIGNED = {"AE": "E", "AD": "D", "AI": "I", "AC": "T"}
 
 
+#: Every dimension must fit the header's u32 fields and the runtime's int32 arithmetic.
+MAX_DIM = 2**31 - 1
+
+
 class RopeSpec(BaseModel):
-    """Rotary embedding settings, already reconciled between config layouts."""
+    """Rotary embedding settings, already reconciled between config layouts. Everything the
+    runtime will need of them is validated here, at convert time, not first at run time."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    theta: float = Field(gt=0)
+    theta: float = Field(gt=0, allow_inf_nan=False)
     type: Literal["default", "linear", "llama3"] = "default"
-    factor: float | None = None
-    low_freq_factor: float | None = None
-    high_freq_factor: float | None = None
-    original_max_position_embeddings: int | None = None
+    factor: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    low_freq_factor: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    high_freq_factor: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    original_max_position_embeddings: int | None = Field(default=None, gt=0, le=MAX_DIM)
 
     @model_validator(mode="after")
     def _scaling_complete(self) -> "RopeSpec":
@@ -52,6 +56,9 @@ class RopeSpec(BaseModel):
         for key in needed:
             if getattr(self, key) is None:
                 raise ValueError(f"rope type {self.type!r} needs {key!r}")
+        if self.type == "llama3" and not self.low_freq_factor < self.high_freq_factor:  # type: ignore[operator]
+            raise ValueError(f"llama3 rope needs low_freq_factor < high_freq_factor, got "
+                             f"{self.low_freq_factor} and {self.high_freq_factor}")
         return self
 
 
@@ -61,20 +68,20 @@ class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     architecture: Literal["llama", "mistral", "qwen2", "qwen3"]
-    num_layers: int = Field(gt=0)
-    vocab_size: int = Field(gt=0)
-    hidden_size: int = Field(gt=0)
-    intermediate_size: int = Field(gt=0)
-    num_heads: int = Field(gt=0)
-    num_kv_heads: int = Field(gt=0)
-    head_dim: int = Field(gt=0)
-    context_length: int = Field(gt=0)
-    rms_norm_eps: float = Field(gt=0)
+    num_layers: int = Field(gt=0, le=MAX_DIM)
+    vocab_size: int = Field(gt=0, le=MAX_DIM)
+    hidden_size: int = Field(gt=0, le=MAX_DIM)
+    intermediate_size: int = Field(gt=0, le=MAX_DIM)
+    num_heads: int = Field(gt=0, le=MAX_DIM)
+    num_kv_heads: int = Field(gt=0, le=MAX_DIM)
+    head_dim: int = Field(gt=0, le=MAX_DIM)
+    context_length: int = Field(gt=0, le=MAX_DIM)
+    rms_norm_eps: float = Field(gt=0, allow_inf_nan=False)
     rope: RopeSpec
     tie_word_embeddings: bool
     qkv_bias: bool
     qk_norm: bool
-    sliding_window: int | None = Field(default=None, gt=0)
+    sliding_window: int | None = Field(default=None, gt=0, le=MAX_DIM)
     source_dtype: str | None = None
     derived_keys: tuple[str, ...] = ()
 
@@ -92,8 +99,8 @@ class ModelSpec(BaseModel):
         """The same model with a user's context override (``--context N``)."""
         if context_length is None:
             return self
-        if context_length <= 0:
-            raise ConfigError(f"--context must be positive, got {context_length}")
+        if not 0 < context_length <= MAX_DIM:
+            raise ConfigError(f"--context must be in [1, {MAX_DIM}], got {context_length}")
         return self.model_copy(update={"context_length": context_length})
 
     def dims(self) -> dict[str, int]:
@@ -118,44 +125,94 @@ def _require(cfg: dict[str, Any], key: str, where: str) -> Any:
     return cfg[key]
 
 
-def _require_int(cfg: dict[str, Any], key: str, where: str) -> int:
-    value = _require(cfg, key, where)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{where}: {key!r} must be a positive integer, got {value!r}")
+def _positive_int(value: Any, key: str, where: str) -> int:
+    """Strictly an integer (never a bool, a float or a string) in [1, MAX_DIM], as transformers'
+    own config classes expect."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_DIM:
+        raise ConfigError(f"{where}: {key!r} must be an integer in [1, {MAX_DIM}], got {value!r}")
     return value
+
+
+def _positive_number(value: Any, key: str, where: str) -> float:
+    """Strictly a JSON number (never a bool or a string), finite and positive."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{where}: {key!r} must be a finite positive number, got {value!r}")
+    return float(value)
+
+
+def _require_int(cfg: dict[str, Any], key: str, where: str) -> int:
+    return _positive_int(_require(cfg, key, where), key, where)
 
 
 def _optional_int(cfg: dict[str, Any], key: str, where: str) -> int | None:
     return None if cfg.get(key) is None else _require_int(cfg, key, where)
 
 
+def _optional_bool(cfg: dict[str, Any], key: str, where: str) -> bool | None:
+    value = cfg.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise ConfigError(f"{where}: {key!r} must be true or false, got {value!r}")
+    return value
+
+
+#: The scaling keys a rope block may carry, and how each is read.
+_SCALING_KEYS = {"factor": _positive_number, "low_freq_factor": _positive_number,
+                 "high_freq_factor": _positive_number,
+                 "original_max_position_embeddings": _positive_int}
+
+
+def _rope_block(cfg: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    block = cfg.get(key)
+    if block is None:
+        return {}
+    if not isinstance(block, dict):
+        raise ConfigError(f"{where}: {key!r} must be an object, got {block!r}")
+    return block
+
+
+def _scaling_of(block: dict[str, Any]) -> dict[str, Any]:
+    """What a rope block says about scaling (type and factors), theta aside, for comparing the
+    two layouts' blocks."""
+    out = {k: block[k] for k in _SCALING_KEYS if block.get(k) is not None}
+    out["rope_type"] = block.get("rope_type", block.get("type", "default"))
+    return out
+
+
 def _rope_from_config(cfg: dict[str, Any], where: str) -> RopeSpec:
-    """Read RoPE settings from either layout: 5.x ``rope_parameters`` or 4.x top-level keys."""
-    params = cfg.get("rope_parameters")
-    if isinstance(params, dict) and params:
-        if "rope_theta" not in params and "rope_theta" not in cfg:
-            raise ConfigError(f"{where}: required key 'rope_parameters.rope_theta' is missing")
-        theta = params.get("rope_theta", cfg.get("rope_theta"))
-        scaling = params
-    else:
-        theta = _require(cfg, "rope_theta", where)
-        scaling = cfg.get("rope_scaling") or {}
-    if not isinstance(scaling, dict):
-        raise ConfigError(f"{where}: 'rope_scaling' must be an object, got {scaling!r}")
+    """Read RoPE settings from either layout: 5.x ``rope_parameters`` or 4.x top-level keys.
+    A config carrying both must not contradict itself: transformers 5 applies ``rope_scaling``
+    over ``rope_parameters``, so a disagreement would silently make a different model."""
+    params = _rope_block(cfg, "rope_parameters", where)
+    legacy = _rope_block(cfg, "rope_scaling", where)
+    if params and legacy and _scaling_of(params) != _scaling_of(legacy):
+        raise ConfigError(f"{where}: 'rope_scaling' {_scaling_of(legacy)} and 'rope_parameters' "
+                          f"{_scaling_of(params)} disagree; remove one")
+    thetas = {k: v for k, v in (("rope_parameters.rope_theta", params.get("rope_theta")),
+                                ("rope_theta", cfg.get("rope_theta"))) if v is not None}
+    if len(thetas) == 2 and len(set(map(repr, thetas.values()))) == 2:
+        raise ConfigError(f"{where}: 'rope_theta' {thetas['rope_theta']!r} and "
+                          f"'rope_parameters.rope_theta' {thetas['rope_parameters.rope_theta']!r} "
+                          "disagree")
+    if not thetas:
+        raise ConfigError(f"{where}: required key "
+                          f"{'rope_parameters.rope_theta' if params else 'rope_theta'!r} is missing")
+    key, theta = next(iter(thetas.items()))
+    scaling = params or legacy
     rope_type = scaling.get("rope_type", scaling.get("type", "default"))
     if rope_type not in SUPPORTED_ROPE_TYPES:
         raise ConfigError(
             f"{where}: rope type {rope_type!r} is not supported "
             f"(supported: {', '.join(SUPPORTED_ROPE_TYPES)})")
     partial = cfg.get("partial_rotary_factor", scaling.get("partial_rotary_factor", 1.0))
-    if partial not in (None, 1, 1.0):
-        raise ConfigError(f"{where}: partial_rotary_factor={partial} is not supported")
-    fields = {k: scaling.get(k) for k in
-              ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}
-    if rope_type == "default":
-        fields = dict.fromkeys(fields)
+    if partial not in (None, 1, 1.0) or isinstance(partial, bool):
+        raise ConfigError(f"{where}: partial_rotary_factor={partial!r} is not supported")
+    fields: dict[str, Any] = {}
+    if rope_type != "default":
+        fields = {k: read(scaling[k], k, where) for k, read in _SCALING_KEYS.items()
+                  if scaling.get(k) is not None}
     try:
-        return RopeSpec(theta=theta, type=rope_type, **fields)
+        return RopeSpec(theta=_positive_number(theta, key, where), type=rope_type, **fields)
     except ValueError as exc:
         raise ConfigError(f"{where}: invalid rope settings: {_first_error(exc)}") from None
 
@@ -180,13 +237,13 @@ def spec_from_config(cfg: dict[str, Any], where: str = "config.json") -> ModelSp
     act = cfg.get("hidden_act", "silu")
     if act != "silu":
         raise ConfigError(f"{where}: hidden_act {act!r} is not supported (only 'silu')")
-    if cfg.get("mlp_bias"):
+    if _optional_bool(cfg, "mlp_bias", where):
         raise ConfigError(f"{where}: mlp_bias=true is not supported (the format has no MLP bias slot)")
-    if arch in ("llama", "mistral", "qwen3") and cfg.get("attention_bias"):
+    if _optional_bool(cfg, "attention_bias", where) and arch in ("llama", "mistral", "qwen3"):
         raise ConfigError(
             f"{where}: attention_bias=true is not supported for {arch} "
             "(its o_proj bias has no slot in the format)")
-    if arch in ("qwen2", "qwen3") and cfg.get("use_sliding_window"):
+    if _optional_bool(cfg, "use_sliding_window", where) and arch in ("qwen2", "qwen3"):
         raise ConfigError(f"{where}: use_sliding_window=true is not supported for {arch}")
 
     derived: list[str] = []
@@ -205,11 +262,12 @@ def spec_from_config(cfg: dict[str, Any], where: str = "config.json") -> ModelSp
                               f"is not a multiple of num_attention_heads={heads}")
         head_dim = hidden // heads
         derived.append("head_dim")
-    tie = cfg.get("tie_word_embeddings")
+    tie = _optional_bool(cfg, "tie_word_embeddings", where)
     if tie is None:
         tie = False
         derived.append("tie_word_embeddings")
-    sliding = cfg.get("sliding_window") if arch == "mistral" else None
+    sliding = _optional_int(cfg, "sliding_window", where) if arch == "mistral" else None
+    dtype = cfg.get("dtype", cfg.get("torch_dtype"))
     try:
         return ModelSpec(
             architecture=arch,
@@ -221,34 +279,18 @@ def spec_from_config(cfg: dict[str, Any], where: str = "config.json") -> ModelSp
             num_kv_heads=kv_heads,
             head_dim=head_dim,
             context_length=_require_int(cfg, "max_position_embeddings", where),
-            rms_norm_eps=_require(cfg, "rms_norm_eps", where),
+            rms_norm_eps=_positive_number(_require(cfg, "rms_norm_eps", where), "rms_norm_eps",
+                                          where),
             rope=_rope_from_config(cfg, where),
             tie_word_embeddings=tie,
             qkv_bias=arch == "qwen2",
             qk_norm=arch == "qwen3",
             sliding_window=sliding,
-            source_dtype=cfg.get("dtype", cfg.get("torch_dtype")),
+            source_dtype=dtype if isinstance(dtype, str) else None,
             derived_keys=tuple(derived),
         )
     except ValueError as exc:
         raise ConfigError(f"{where}: {_first_error(exc)}") from None
-
-
-def load_spec(config_path: Path) -> ModelSpec:
-    """Read and normalise ``config_path``; every failure names the file."""
-    try:
-        text = config_path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{config_path}: not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{config_path}: cannot read ({exc.strerror})") from None
-    try:
-        cfg = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{config_path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"{config_path}: top level must be a JSON object")
-    return spec_from_config(cfg, str(config_path))
 
 
 def describe_spec(spec: ModelSpec) -> list[str]:

@@ -34,7 +34,8 @@ from ..blob.reader import BumpFile, open_blob
 from ..files.checkpoint import resolve_source_dir
 from ..files.atomic import atomic_output
 from ..format.errors import ParityError
-from ..format.spec import ModelSpec, load_spec
+from ..format.spec import ModelSpec
+from ..files.checkpoint import load_spec
 from ..run.runtime import BumpModel
 from .metrics import (ContextSweep, LogitsCheck, Thresholds, compare_logits, layer_sweep,
                       output_diff, stage_diff)

@@ -9,7 +9,6 @@ model size (``safe_open``'s mmap inflates RSS; llama.cpp#15667).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import struct
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files.inputs import open_regular
+from ..files.jsonfile import parse_json
 from ..format.errors import SourceError
 
 #: safetensors' own cap on the JSON header, to refuse hostile files before allocating.
@@ -56,8 +57,9 @@ class TensorInfo:
 
 def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     """Parse and validate ``path``'s header; returns its tensors and its ``__metadata__``."""
+    fd = open_regular(path, SourceError, "safetensors file")
     try:
-        with open(path, "rb") as f:
+        with os.fdopen(fd, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size < 8:
                 raise SourceError(f"{path}: truncated safetensors file ({size} bytes, no header length)")
@@ -71,13 +73,8 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
         raise SourceError(f"{path}: cannot read ({exc.strerror})") from None
     if not raw.startswith(b"{"):
         raise SourceError(f"{path}: header is not a JSON object")
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SourceError(f"{path}: header is not valid JSON ({exc})") from None
-    if not isinstance(header, dict):
-        raise SourceError(f"{path}: header is not a JSON object")
-    metadata = header.pop("__metadata__", None) or {}
+    header = parse_json(raw, f"{path}: header", SourceError)
+    metadata = header.pop("__metadata__", {})
     if not isinstance(metadata, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         raise SourceError(f"{path}: __metadata__ must map strings to strings")
@@ -95,10 +92,10 @@ def _tensor_info(path: Path, name: str, entry: object, data_start: int) -> Tenso
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
     if dtype not in SAFETENSORS_DTYPES:
         raise SourceError(f"{where}: unknown dtype {dtype!r}")
-    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+    if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
         raise SourceError(f"{where}: shape must be a list of non-negative integers, got {shape!r}")
     if not (isinstance(offsets, list) and len(offsets) == 2
-            and all(isinstance(o, int) and o >= 0 for o in offsets) and offsets[0] <= offsets[1]):
+            and all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets) and offsets[0] <= offsets[1]):
         raise SourceError(f"{where}: data_offsets must be [begin, end] with 0 <= begin <= end")
     nbytes = offsets[1] - offsets[0]
     expected = math.prod(shape) * SAFETENSORS_DTYPES[dtype]

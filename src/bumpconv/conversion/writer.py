@@ -18,7 +18,7 @@ from ..files.progress import progress_bar
 from ..format.codec import pack_footer, pack_header
 from ..format.errors import ConfigError
 from ..format.metadata import canonical_json
-from .manifest import build_metadata, created_at
+from .manifest import build_metadata, created_at, output_size
 from .pipeline import Emitter
 from .plan import Plan
 from .source import Source
@@ -47,7 +47,9 @@ def write_blob(plan: Plan, source: Source, dest: Path, force: bool = False,
     except ValueError:
         raise ConfigError("SOURCE_DATE_EPOCH must be an integer number of seconds") from None
     bar = progress_bar(plan.payload_end, dest.name, progress)
-    with atomic_output(dest, force) as fd, ThreadPoolExecutor(1) as background:
+    size = output_size(plan, source)
+    with atomic_output(dest, force, size=size, inputs=source.input_files()) as fd, \
+            ThreadPoolExecutor(1) as background:
         # the source's SHA-256 (provenance) is computed beside the conversion
         provenance = background.submit(source.provenance) if plan.profile.writes_metadata else None
         write_all(fd, header_bytes(plan, bytes(32)))

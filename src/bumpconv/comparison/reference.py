@@ -48,7 +48,8 @@ import numpy as np
 
 from ..files.checkpoint import resolve_source_dir
 from ..format.errors import ConfigError, ReferenceSetupError
-from ..format.spec import ModelSpec, load_spec
+from ..format.spec import ModelSpec
+from ..files.checkpoint import load_spec
 from ..format.stages import FINAL_NORM, STAGES, stages_for
 from ..run.tokenizer import load_tokenizer
 

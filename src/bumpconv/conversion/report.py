@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from ..format.constants import FOOTER_SIZE
-from ..format.metadata import canonical_json
 from ..format.spec import describe_spec
 from ..format.text import safe, table
-from .manifest import build_metadata
+from .manifest import output_size
 from .plan import Plan
 from .source import Source
-
-_PLACEHOLDER = "0" * 64
-_CRC_PLACEHOLDER = "0" * 8
-
-
-def output_size(plan: Plan, source: Source) -> int:
-    """The exact size of the file `convert` will write, without reading tensor data: hashes
-    are fixed-width hex, so placeholders give the same metadata length."""
-    if not plan.profile.writes_metadata:
-        return plan.payload_end
-    prov = source.provenance(hash_files=False)
-    prov = replace(prov, files=tuple((n, b, h or _PLACEHOLDER) for n, b, h in prov.files))
-    meta = build_metadata(plan, _PLACEHOLDER, {t.name: _CRC_PLACEHOLDER for t in plan.tensors}, prov)
-    return plan.payload_end + len(canonical_json(meta.model_dump(mode="json"))) + FOOTER_SIZE
 
 
 def format_plan(plan: Plan, source: Source) -> str:

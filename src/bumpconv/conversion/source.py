@@ -7,7 +7,6 @@ shards listed in ``model.safetensors.index.json``; every shard is validated up f
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from contextlib import ExitStack
@@ -16,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files.checkpoint import resolve_source_dir
+from ..files.checkpoint import load_spec, resolve_source_dir
+from ..files.inputs import open_regular
+from ..files.jsonfile import load_json
 from ..format.digests import sha256_file
 from ..format.errors import SourceError
-from ..format.spec import ModelSpec, load_spec
+from ..format.spec import ModelSpec
 from .safetensors_file import TensorInfo, read_as_f32, read_header, read_raw
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -64,10 +65,16 @@ class Source:
     def _fd(self, info: TensorInfo) -> int:
         fd = self._fds.get(info.file)
         if fd is None:
-            fd = os.open(info.file, os.O_RDONLY)
+            fd = open_regular(info.file, SourceError, "safetensors file")
             self._stack.callback(os.close, fd)
             self._fds[info.file] = fd
         return fd
+
+    def input_files(self) -> list[Path]:
+        """Every file the conversion reads (an output may never be one of them)."""
+        index = self.root / INDEX_NAME
+        return [self.root / "config.json", *([index] if index.exists() else []),
+                *self.weight_files]
 
     def read(self, name: str, start: int, count: int, out: np.ndarray | None = None) -> np.ndarray:
         """Elements ``[start, start+count)`` of tensor ``name`` as fp32 (exact conversion),
@@ -122,16 +129,15 @@ def _weight_files(root: Path) -> tuple[list[Path], dict[str, str] | None]:
     """The weight files, and the index's weight_map when the checkpoint is sharded."""
     index = root / INDEX_NAME
     if index.exists():
-        try:
-            weight_map = json.loads(index.read_text("utf-8"))["weight_map"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise SourceError(f"{index}: not a valid safetensors index ({exc})") from None
+        weight_map = load_json(index, SourceError, "safetensors index").get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             raise SourceError(f"{index}: 'weight_map' must be a non-empty object")
+        for tensor, name in weight_map.items():
+            if not isinstance(name, str) or "/" in name or "\0" in name or name.startswith("."):
+                raise SourceError(f"{index}: tensor {tensor!r} is mapped to a bad shard name "
+                                  f"{name!r}")
         files = sorted(set(weight_map.values()))
         for name in files:
-            if not isinstance(name, str) or "/" in name or name.startswith("."):
-                raise SourceError(f"{index}: bad shard name {name!r}")
             if not (root / name).is_file():
                 raise SourceError(f"{index}: shard {name!r} is listed but missing")
         return [root / name for name in files], weight_map

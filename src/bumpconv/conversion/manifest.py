@@ -5,14 +5,18 @@ checksums and provenance. No wall-clock time and no paths: ``created_at`` comes 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from datetime import datetime, timezone
 
-from ..format.constants import VERSION
+from ..format.constants import FOOTER_SIZE, VERSION
 from ..format.profile import profile_hash
 from ..format.metadata import (SCHEMA_VERSION, BumpconvSection, ManifestEntry, Metadata,
-                               engine_config)
+                               canonical_json, engine_config)
 from .plan import Plan
-from .source import Provenance
+from .source import Provenance, Source
+
+_PLACEHOLDER = "0" * 64
+_CRC_PLACEHOLDER = "0" * 8
 
 
 def created_at() -> str | None:
@@ -47,3 +51,14 @@ def build_metadata(plan: Plan, payload_sha256: str, tensor_crc32: dict[str, str]
             tensors=entries, ignored_sources=list(plan.ignored_sources),
             source=provenance.as_json()),
     )
+
+
+def output_size(plan: Plan, source: Source) -> int:
+    """The exact size of the file `convert` will write, without reading tensor data: hashes
+    are fixed-width hex, so placeholders give the same metadata length."""
+    if not plan.profile.writes_metadata:
+        return plan.payload_end
+    prov = source.provenance(hash_files=False)
+    prov = replace(prov, files=tuple((n, b, h or _PLACEHOLDER) for n, b, h in prov.files))
+    meta = build_metadata(plan, _PLACEHOLDER, {t.name: _CRC_PLACEHOLDER for t in plan.tensors}, prov)
+    return plan.payload_end + len(canonical_json(meta.model_dump(mode="json"))) + FOOTER_SIZE
