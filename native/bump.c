@@ -615,7 +615,7 @@ static int reserve_tokens(bump_model *m, int n)
 /* ---------------------------------------------------------------------------------------- */
 /* open / close                                                                             */
 
-int bump_open(const char *path, const bump_config *cfg, const bump_tensor *table,
+int bump_open(const char *path, int fd, const bump_config *cfg, const bump_tensor *table,
               int32_t n_tensors, bump_model **out, char *err, size_t len)
 {
     *out = NULL;
@@ -638,7 +638,7 @@ int bump_open(const char *path, const bump_config *cfg, const bump_tensor *table
 #endif
     m->s.gs.n_threads = m->n_threads;
 
-    m->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    m->fd = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (m->fd < 0) {
         rc = fail(err, len, BUMP_ERR_IO, "cannot open: %s", strerror(errno));
         goto error;

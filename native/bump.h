@@ -90,7 +90,9 @@ typedef struct {
 
 typedef struct bump_model bump_model;
 
-int bump_open(const char *path, const bump_config *cfg, const bump_tensor *table,
+/* Map the file `path`, or, when fd >= 0, the file already open as fd (duplicated: the caller
+ * keeps its own), so that what was validated is what runs. */
+int bump_open(const char *path, int fd, const bump_config *cfg, const bump_tensor *table,
               int32_t n_tensors, bump_model **out, char *err, size_t err_len);
 int bump_forward(bump_model *m, const int32_t *tokens, int32_t n, int32_t start_pos,
                  float *logits, int32_t all_logits, const bump_taps *taps,

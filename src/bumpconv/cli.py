@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import warnings
 
 from .commands import convert, inspect, parity, run, verify
 from .format.constants import VERSION
@@ -37,8 +38,14 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: object = None, line: str | None = None) -> None:
+    print(f"bumpconv: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.showwarning = _show_warning  # library warnings are one line, like errors
     signal.signal(signal.SIGTERM, _terminate)  # clean up partial output like Ctrl-C does
     try:
         return int(args.func(args) or 0)

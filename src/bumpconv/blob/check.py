@@ -58,25 +58,22 @@ def check_blob(bf: BumpFile, padding: bool = True) -> CheckReport:
     total = hashlib.sha256()
     per = {t.name: Crc32() for t in bf.tensors if t.crc32}
     spans = [(t.offset, t.offset + t.nbytes, per[t.name]) for t in bf.tensors if t.name in per]
-    with open(bf.path, "rb", buffering=0) as f:
-        f.seek(start)
-        buf = bytearray(_BLOCK)
-        view = memoryview(buf)
-        pos, si = start, 0
-        while pos < end:
-            n = f.readinto(view[:min(_BLOCK, end - pos)])
-            if not n:
-                raise BlobError(f"{bf.path}: file shrank while being verified")
-            chunk = view[:n]
-            total.update(chunk)
-            while si < len(spans) and spans[si][1] <= pos:
-                si += 1
-            j = si
-            while j < len(spans) and spans[j][0] < pos + n:
-                a, b, h = spans[j]
-                h.update(chunk[max(a, pos) - pos:min(b, pos + n) - pos])
-                j += 1
-            pos += n
+    view = memoryview(bytearray(_BLOCK))
+    pos, si = start, 0
+    while pos < end:
+        n = bf.read_into(view[:min(_BLOCK, end - pos)], pos)
+        if not n:
+            raise BlobError(f"{bf.path}: file shrank while being checked")
+        chunk = view[:n]
+        total.update(chunk)
+        while si < len(spans) and spans[si][1] <= pos:
+            si += 1
+        j = si
+        while j < len(spans) and spans[j][0] < pos + n:
+            a, b, h = spans[j]
+            h.update(chunk[max(a, pos) - pos:min(b, pos + n) - pos])
+            j += 1
+        pos += n
     digest = total.digest()
     report.checks.append(Check(
         "header checksum", digest == bf.checksum,

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import math
 import mmap
+import os
 import struct
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,8 +30,12 @@ from ..format.profile import (PROFILES, HeaderVariant, Profile, PlacedTensor, Re
 from ..format.metadata import Metadata, spec_from_engine_config
 from ..format.spec import ALIGNED, SUPPORTED_ARCHITECTURES, ModelSpec, RopeSpec
 from ..files.checkpoint import load_spec
+from ..files.inputs import open_regular
+from ..files.jsonfile import parse_json
 
 _MAX_TABLE = 1 << 20
+#: The largest metadata document read (a real one is a few hundred KB).
+MAX_METADATA_BYTES = 256 << 20
 
 
 @dataclass
@@ -57,6 +61,7 @@ class BumpFile:
     metadata_sha256_ok: bool | None = None
     notes: list[str] = field(default_factory=list)
     _map: mmap.mmap | None = field(default=None, repr=False)
+    _fd: int = field(default=-1, repr=False)
 
     @property
     def by_name(self) -> dict[str, PlacedTensor]:
@@ -74,11 +79,22 @@ class BumpFile:
         if t.dtype != DType.FP32:
             raise BlobError(f"{self.path}: tensor {name!r} is {t.dtype.label}; only fp32 can "
                             "be viewed")
-        if self._map is None:
-            with open(self.path, "rb") as f:
-                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        if self._map is None:  # the descriptor opened and checked at open, not the path again
+            self._map = mmap.mmap(self._fd, self.size, access=mmap.ACCESS_READ)
         return np.frombuffer(self._map, dtype="<f4", count=t.slot.numel,
                              offset=t.offset).reshape(t.slot.shape)
+
+    def fileno(self) -> int:
+        """The descriptor the blob was read through (valid until :meth:`close`)."""
+        return self._fd
+
+    def read_into(self, buf: memoryview, offset: int) -> int:
+        """Read file bytes at ``offset`` into ``buf`` (from the descriptor opened at open);
+        returns how many were read (fewer only at the end of the file)."""
+        try:
+            return os.preadv(self._fd, [buf], offset)
+        except OSError as exc:
+            raise BlobError(f"{self.path}: cannot read ({exc.strerror})") from None
 
     def close(self) -> None:
         if self._map is not None:
@@ -87,6 +103,9 @@ class BumpFile:
             except BufferError:  # views still alive; the map is freed with them
                 pass
             self._map = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def __enter__(self) -> "BumpFile":
         return self
@@ -103,29 +122,39 @@ def open_blob(path: Path | str, config: Path | None = None) -> BumpFile:
     where that is unambiguous, and the runtime-only settings stay unknown (``spec`` is None).
     """
     path = Path(path)
+    fd = open_regular(path, BlobError, "bump file")
     try:
-        with open(path, "rb") as f:
-            size = f.seek(0, 2)
-            f.seek(0)
-            head = f.read(HEADER_SIZE)
-            tail = b""
-            if size >= FOOTER_SIZE:
-                f.seek(size - FOOTER_SIZE)
-                tail = f.read(FOOTER_SIZE)
-    except FileNotFoundError:
-        raise BlobError(f"{path}: not found") from None
-    except IsADirectoryError:
-        raise BlobError(f"{path}: is a directory") from None
+        size = os.fstat(fd).st_size
+        if size < HEADER_SIZE:
+            raise BlobError(f"{path}: {size} bytes is too small to be a bump file (header is "
+                            f"{HEADER_SIZE})")
+        head = _pread(fd, path, 0, HEADER_SIZE, size)
+        tail = _pread(fd, path, size - FOOTER_SIZE, FOOTER_SIZE, size) if size >= FOOTER_SIZE else b""
+        profile, read = _profile_for(path, head[:8])
+        version = struct.unpack_from("<I", head, 8)[0]
+        if version != read.version:
+            raise BlobError(f"{path}: magic {read.magic} but version {version} (expected "
+                            f"{read.version})")
+        bf = _Parser(path, fd, size, profile, read.magic, version, read.metadata, config,
+                     tail).parse()
+    except BaseException:
+        os.close(fd)
+        raise
+    bf._fd = fd
+    return bf
+
+
+def _pread(fd: int, path: Path, offset: int, n: int, size: int) -> bytes:
+    """Exactly ``n`` bytes at ``offset`` of the open blob."""
+    if offset < 0 or n < 0 or offset + n > size:
+        raise BlobError(f"{path}: read of {n} bytes at {offset} is past the end ({size} bytes)")
+    try:
+        data = os.pread(fd, n, offset)
     except OSError as exc:
         raise BlobError(f"{path}: cannot read ({exc.strerror})") from None
-    if size < HEADER_SIZE:
-        raise BlobError(f"{path}: {size} bytes is too small to be a bump file (header is {HEADER_SIZE})")
-    magic_bytes = head[:8]
-    profile, read = _profile_for(path, magic_bytes)
-    version = struct.unpack_from("<I", head, 8)[0]
-    if version != read.version:
-        raise BlobError(f"{path}: magic {read.magic} but version {version} (expected {read.version})")
-    return _Parser(path, size, profile, read.magic, version, read.metadata, config, tail).parse()
+    if len(data) != n:
+        raise BlobError(f"{path}: the file shrank while being read")
+    return data
 
 
 def _profile_for(path: Path, magic: bytes) -> tuple[Profile, ReadMagic]:
@@ -141,19 +170,15 @@ def _profile_for(path: Path, magic: bytes) -> tuple[Profile, ReadMagic]:
 class _Parser:
     """Parsing steps for one file; each raises BlobError naming the file and the field."""
 
-    def __init__(self, path: Path, size: int, profile: Profile, magic: str, version: int,
-                 has_metadata: bool, config: Path | None, tail: bytes) -> None:
-        self.path, self.size, self.profile = path, size, profile
+    def __init__(self, path: Path, fd: int, size: int, profile: Profile, magic: str,
+                 version: int, has_metadata: bool, config: Path | None, tail: bytes) -> None:
+        self.path, self.fd, self.size, self.profile = path, fd, size, profile
         self.magic, self.version, self.has_metadata = magic, version, has_metadata
         self.config, self.tail = config, tail
         self.notes: list[str] = []
 
     def _read(self, offset: int, n: int) -> bytes:
-        if offset < 0 or offset + n > self.size:
-            raise BlobError(f"{self.path}: read of {n} bytes at {offset} is past the end ({self.size} bytes)")
-        with open(self.path, "rb") as f:
-            f.seek(offset)
-            return f.read(n)
+        return _pread(self.fd, self.path, offset, n, self.size)
 
     def parse(self) -> BumpFile:
         payload_limit, metadata_raw, meta_ok = self._footer()
@@ -181,6 +206,9 @@ class _Parser:
         if footer.metadata_size > self.size or start < HEADER_SIZE:
             raise BlobError(f"{self.path}: footer says the metadata is {footer.metadata_size} "
                             "bytes, more than the file holds")
+        if footer.metadata_size > MAX_METADATA_BYTES:
+            raise BlobError(f"{self.path}: footer says the metadata is {footer.metadata_size:,} "
+                            f"bytes (at most {MAX_METADATA_BYTES:,} are read)")
         raw = self._read(start, footer.metadata_size)
         ok = hashlib.sha256(raw).digest() == footer.metadata_sha256
         return start, raw, ok
@@ -188,12 +216,7 @@ class _Parser:
     def _metadata(self, raw: bytes | None) -> tuple[Metadata | None, dict[str, Any] | None]:
         if raw is None:
             return None, None
-        try:
-            obj = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BlobError(f"{self.path}: metadata is not valid JSON ({exc})") from None
-        if not isinstance(obj, dict):
-            raise BlobError(f"{self.path}: metadata must be a JSON object")
+        obj = parse_json(raw, f"{self.path}: metadata", BlobError)
         if "bumpconv" not in obj:
             return None, obj
         try:
@@ -273,7 +296,11 @@ class _Parser:
               engine_meta: dict[str, Any] | None) -> ModelSpec | None:
         """The runtime spec: from bumpconv metadata, an engine v5 config block, or config.json."""
         if metadata is not None:
-            spec = spec_from_engine_config(metadata.config)
+            try:
+                spec = spec_from_engine_config(metadata.config)
+            except ValueError as exc:
+                raise BlobError(f"{self.path}: the metadata's config is not a model bumpconv "
+                                f"runs ({str(exc).splitlines()[-1].strip()})") from None
             self._agree(spec, dims, "metadata")
             return spec
         if self.config is not None:
@@ -402,8 +429,8 @@ class _Parser:
         planned = place_tensors(self.profile, dims, flags, variant.dtype_table_offset)
         offset = variant.dtype_table_offset + 4 + len(codes)
         out = []
-        for p, code in zip(planned, codes):
-            dtype = self._dtype(code)
+        for i, (p, code) in enumerate(zip(planned, codes)):
+            dtype = self._dtype(code, i)
             try:
                 out.append(PlacedTensor(p.slot, offset, dtype))
             except ValueError as exc:
@@ -411,23 +438,21 @@ class _Parser:
             offset = out[-1].end
         return out
 
-    def _dtype(self, code: int) -> DType:
-        if self.profile.dtype_enum == "legacy":
-            if code not in iter(LegacyDType):
-                raise BlobError(f"unknown legacy dtype code {code}")
-            return LegacyDType(code).current
-        if code not in iter(DType):
-            raise BlobError(f"unknown dtype code {code}")
-        return DType(code)
+    def _dtype(self, code: int, index: int) -> DType:
+        enum = LegacyDType if self.profile.dtype_enum == "legacy" else DType
+        if code not in iter(enum):
+            raise BlobError(f"dtype table entry {index} has the unknown code {code} "
+                            f"({self.profile.dtype_enum} enum: "
+                            f"{', '.join(f'{d.value} {d.name}' for d in enum)})")
+        return enum(code) if enum is DType else LegacyDType(code).current
 
     def _no_fit_message(self, variant: HeaderVariant, dims: dict[str, int], codes: bytes,
                         payload_limit: int, candidates: list) -> str:
         d, flags = candidates[0] if candidates else (dims, self._no_flags)
         try:
             tensors = self._place(variant, d, flags, codes)
-        except BumpError:
-            return (f"{self.path}: dtype table has {len(codes)} entries, which matches no "
-                    f"{self.profile.profile} layout for num_layers={dims['L']}")
+        except BumpError as exc:
+            return f"{self.path}: {exc}"
         end = tensors[-1].end
         if end > payload_limit:
             last = next(t for t in tensors if t.end > payload_limit)

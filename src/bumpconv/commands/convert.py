@@ -27,6 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan and output size without reading tensor data")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="convert weights that hold NaN or infinity (refused by default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     p.set_defaults(func=run)
 
@@ -37,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
         if args.dry_run:
             print(format_plan(plan, source))
             return 0
-        result = write_blob(plan, source, args.out, force=args.force, progress=not args.quiet)
+        result = write_blob(plan, source, args.out, force=args.force, progress=not args.quiet,
+                            allow_nonfinite=args.allow_nonfinite)
     if not args.quiet:
         print(f"wrote {result.path} ({result.size:,} bytes, {len(plan.tensors)} tensors, "
               f"{plan.profile.magic}, sha256 {result.checksum[:16]}...)", file=sys.stderr)

@@ -31,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tol", type=positive_float, default=Thresholds.rtol, metavar="RTOL",
                    help="relative error tolerance of hidden states and stages "
                         f"(max|run-ref|/max|ref|; default {Thresholds.rtol:g})")
+    p.add_argument("--force", action="store_true", help="replace an existing --dump file")
     p.add_argument("--dump", type=Path, metavar="FILE.npz",
                    help="save both sides' stage tensors of the --layer to an .npz")
     p.add_argument("--context-sweep", type=int, nargs="?", const=0, metavar="N",
@@ -50,13 +51,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.dump is not None and args.layer is None:
         raise ParityError("--dump needs --layer N (the layer whose stages to save)")
+    if args.dump is not None and args.dump.exists() and not args.force:  # before the slow part
+        raise ParityError(f"{args.dump}: already exists (use --force to overwrite)")
     options = ParityOptions(
         prompts=tuple(args.prompt) if args.prompt else None, layer=args.layer,
         context_sweep=args.context_sweep, thresholds=Thresholds(rtol=args.tol),
         threads=args.threads, rope_pairing=args.rope_pairing)
     report = run_parity(args.src, args.blob, options)
     if args.dump is not None:
-        write_dump(args.dump, report, args.layer)
+        write_dump(args.dump, report, args.layer, force=args.force)
     if args.json:
         print(json.dumps(report.to_json(), indent=2, allow_nan=False))
     else:

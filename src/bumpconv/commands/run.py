@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..run.generate import GenerationStats, StreamDecoder, eos_token_ids, greedy
 from ..run.runtime import BumpModel
-from ..run.tokenizer import load_tokenizer, tokenizer_path
+from ..run.tokenizer import encode_text, load_tokenizer, tokenizer_path
 from . import positive_int
 
 
@@ -34,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     tok_path = tokenizer_path(args.tokenizer, args.file)
     tokenizer = load_tokenizer(tok_path)
-    prompt = tokenizer.encode(args.prompt).ids
+    prompt = encode_text(tokenizer, args.prompt, "--prompt")
     stats = GenerationStats()
     with BumpModel.open(args.file, config=args.config, threads=args.threads) as model:
         stream = StreamDecoder(tokenizer, prompt)

@@ -174,9 +174,9 @@ def _run(bf: BumpFile, src: str, root: Path, src_spec: ModelSpec, options: Parit
         return check_parity(reference, model, prompts, options, src, str(blob), notes)
 
 
-def write_dump(path: Path, report: ParityReport, layer: int) -> None:
+def write_dump(path: Path, report: ParityReport, layer: int, force: bool = False) -> None:
     """Save both sides' stage tensors of ``layer`` (``hf.<stage>``, ``bump.<stage>``) and the
-    token ids to an .npz, atomically (an existing file is replaced)."""
+    token ids to an .npz, atomically (an existing file is replaced only with ``force``)."""
     diff = report.stages_of(layer)
     if diff is None:
         raise ParityError(f"--dump: layer {layer} was not diffed (pass --layer {layer})")
@@ -184,6 +184,6 @@ def write_dump(path: Path, report: ParityReport, layer: int) -> None:
               "layer": np.asarray(layer)}
     arrays.update({f"hf.{k}": v for k, v in diff.ref.items()})
     arrays.update({f"bump.{k}": v for k, v in diff.run.items()})
-    with atomic_output(path, force=True) as fd:
+    with atomic_output(path, force=force) as fd:
         with os.fdopen(os.dup(fd), "wb") as f:
             np.savez(f, **arrays)

@@ -51,7 +51,7 @@ from ..format.errors import ConfigError, ReferenceSetupError
 from ..format.spec import ModelSpec
 from ..files.checkpoint import load_spec
 from ..format.stages import FINAL_NORM, STAGES, stages_for
-from ..run.tokenizer import load_tokenizer
+from ..run.tokenizer import encode_text, load_tokenizer
 
 if TYPE_CHECKING:
     import torch
@@ -125,10 +125,11 @@ def tokenize_prompts(root: Path, texts: Sequence[str] | None,
     for text in DEFAULT_PROMPTS if texts is None else texts:
         if not text:
             raise ConfigError("a prompt must not be empty")
+        runtime_ids = tuple(encode_text(runtime_side, text, "--prompt"))
         ids = tuple(int(i) for i in hf(text)["input_ids"])
         if not ids:
             raise ConfigError(f"prompt {text[:40]!r} tokenizes to no tokens")
-        out.append(PromptTokens(text, ids, tuple(runtime_side.encode(text).ids)))
+        out.append(PromptTokens(text, ids, runtime_ids))
     return out
 
 

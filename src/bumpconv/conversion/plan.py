@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from ..format.codec import pack_dtype_table
 from ..format.errors import SourceError
-from ..format.profile import (HeaderVariant, Profile, PlacedTensor, TensorSlot, evaluate,
-                             load_profile, place_tensors)
+from ..format.profile import (HeaderVariant, PlacedTensor, Profile, TensorSlot,
+                             check_representable, evaluate, load_profile, place_tensors)
 from ..format.spec import ModelSpec
 from .safetensors_file import CONVERTIBLE_DTYPES, TensorInfo
 
@@ -66,6 +66,12 @@ def make_plan(spec: ModelSpec, source_tensors: dict[str, TensorInfo], profile_na
     spec = spec.with_context(context)
     profile = load_profile(profile_name)
     _check_tying(profile, spec, source_tensors)
+    check_representable(profile, spec.dims(), spec.flags())
+    needed = profile.tensor_count(spec.num_layers, spec.flags(), sources=True)
+    if needed > len(source_tensors):  # before anything of the config's size is built
+        raise SourceError(f"config.json: num_hidden_layers={spec.num_layers} needs {needed:,} "
+                          f"source tensors in the {profile_name} layout, but the checkpoint "
+                          f"has {len(source_tensors):,}")
     tensors = place_tensors(profile, spec.dims(), spec.flags())
     used: set[str] = set()
     for t in tensors:

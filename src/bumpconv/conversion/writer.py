@@ -13,10 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..files.atomic import atomic_output, write_all
 from ..files.progress import progress_bar
 from ..format.codec import pack_footer, pack_header
-from ..format.errors import ConfigError
+from ..format.errors import ConfigError, SourceError
 from ..format.metadata import canonical_json
 from .manifest import build_metadata, created_at, output_size
 from .pipeline import Emitter
@@ -39,9 +41,28 @@ def header_bytes(plan: Plan, checksum: bytes) -> bytes:
                        plan.header_values(), checksum)
 
 
+def _first_nonfinite(names: tuple[str, ...], source: Source, block: int = 1 << 20) -> str:
+    """Where the first NaN or infinity of some source tensor is (a second, slow pass, taken
+    only once one has been seen)."""
+    for name in names:
+        info = source.tensors[name]
+        for start in range(0, info.numel, block):
+            values = source.read(name, start, min(block, info.numel - start))
+            bad = np.flatnonzero(~np.isfinite(values))
+            if len(bad):
+                index = [int(i) for i in np.unravel_index(start + int(bad[0]), info.shape)]
+                return (f"{info.file}: tensor {name!r} holds {values[bad[0]]} at {index}; "
+                        "refusing to convert a non-finite weight (--allow-nonfinite keeps it)")
+    raise AssertionError("a packed chunk was non-finite but no source value is")
+
+
 def write_blob(plan: Plan, source: Source, dest: Path, force: bool = False,
-               progress: bool = False) -> WriteResult:
-    """Write ``plan`` for ``source`` to ``dest`` atomically; returns size and checksums."""
+               progress: bool = False, allow_nonfinite: bool = False) -> WriteResult:
+    """Write ``plan`` for ``source`` to ``dest`` atomically; returns size and checksums.
+
+    Every packed chunk is checked for NaN and infinity as it streams past (a trained model has
+    none; a blob with them runs, printing one token forever): one is an error naming the source
+    tensor and the element, unless ``allow_nonfinite``."""
     try:
         created_at()
     except ValueError:
@@ -59,6 +80,8 @@ def write_blob(plan: Plan, source: Source, dest: Path, force: bool = False,
             for t in plan.tensors:
                 emitter.emit(t.name, b"", None)  # every tensor gets a digest, even an empty one
                 for block, buf in packed_chunks(t.slot, source, CHUNK_BYTES, emitter.take):
+                    if not allow_nonfinite and not np.isfinite(block).all():
+                        raise SourceError(_first_nonfinite(t.slot.sources, source))
                     emitter.emit(t.name, block, buf)
         except BaseException:
             emitter.close()

@@ -248,17 +248,23 @@ class Profile(BaseModel):
             flags.update(f for f in (rule.when, rule.sources_when) if f)
         return tuple(sorted(flags))
 
-    def tensor_count(self, layers: int, flags: dict[str, bool]) -> int:
-        """How many tensors the profile has for a model, computed without expanding it (so a
-        damaged header's layer count cannot make a reader build a huge list)."""
-        present = lambda r: r.when is None or flags[r.when]  # noqa: E731
-        count = 0
+    def tensor_count(self, layers: int, flags: dict[str, bool], sources: bool = False) -> int:
+        """How many tensors (or, with ``sources``, source tensors) the profile has for a model,
+        computed without expanding it, so that a damaged header's or a hostile config's layer
+        count cannot make anyone build a huge list."""
+        def count(r: TensorRule) -> int:
+            if r.when is not None and not flags[r.when]:
+                return 0
+            if not sources:
+                return 1
+            return 0 if r.sources_when is not None and not flags[r.sources_when] else len(r.sources)
+        total = 0
         for item in self.tensors:
             if isinstance(item, LayerGroup):
-                count += layers * sum(1 for r in item.per_layer if present(r))
-            elif present(item):
-                count += 1
-        return count
+                total += layers * sum(count(r) for r in item.per_layer)
+            else:
+                total += count(item)
+        return total
 
     def rules(self) -> list[TensorRule]:
         out: list[TensorRule] = []

@@ -8,7 +8,6 @@ transformers' AutoTokenizer does (SmolLM2 adds no BOS; a Llama tokenizer adds ``
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,8 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..format.errors import RuntimeInputError
+from ..files.jsonfile import load_json
+from ..format.errors import RuntimeInputError, TokenizerError
 from .runtime import BumpModel
 
 
@@ -24,11 +24,9 @@ def eos_token_ids(tokenizer_dir: Path) -> frozenset[int]:
     """The ids that end generation, from generation_config.json or config.json (the same
     sources transformers' generate() uses); empty when neither names one."""
     for name in ("generation_config.json", "config.json"):
-        try:
-            config = json.loads((tokenizer_dir / name).read_text(encoding="utf-8"))
-            value = config.get("eos_token_id")
-        except (OSError, ValueError, AttributeError):
+        if not (tokenizer_dir / name).exists():
             continue
+        value = load_json(tokenizer_dir / name, TokenizerError, name).get("eos_token_id")
         if isinstance(value, int):
             return frozenset({value})
         if isinstance(value, list) and all(isinstance(v, int) for v in value):

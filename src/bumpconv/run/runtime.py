@@ -83,15 +83,17 @@ class BumpModel:
                 _require_zero(bf, t)
             else:
                 table.append(t)
-        return cls.from_table(bf.path, bf.spec, table, threads=threads, rope_pairing=rope_pairing)
+        return cls.from_table(bf.path, bf.spec, table, threads=threads, rope_pairing=rope_pairing,
+                              fd=bf.fileno())
 
     @classmethod
     def from_table(cls, path: Path | str, spec: ModelSpec, table: Sequence[PlacedTensor],
                    threads: int | None = None, *,
-                   rope_pairing: RopePairing = "rotate_half") -> "BumpModel":
+                   rope_pairing: RopePairing = "rotate_half", fd: int = -1) -> "BumpModel":
         """Hand C a tensor table directly. :meth:`from_blob` builds the table from the reader;
         this entry point exists so that C's own checks of a table can be tested (and would let
-        a caller run a layout the reader does not know)."""
+        a caller run a layout the reader does not know). ``fd``: the file already open (what the
+        reader validated), else C opens ``path``."""
         path = Path(path)
         mod = native()
         ffi, lib = mod.ffi, mod.lib
@@ -106,7 +108,7 @@ class BumpModel:
             _fill_entry(lib, entries[i], i, t)
         out = ffi.new("bump_model **")
         err = ffi.new("char[]", _ERR_LEN)
-        rc = lib.bump_open(os.fsencode(path), cfg, entries, len(table), out, err, _ERR_LEN)
+        rc = lib.bump_open(os.fsencode(path), fd, cfg, entries, len(table), out, err, _ERR_LEN)
         if rc != lib.BUMP_OK:
             message = f"{path}: {ffi.string(err).decode(errors='replace')}"
             if rc == lib.BUMP_ERR_NOMEM:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..files.inputs import read_regular
+from ..files.jsonfile import parse_json
 from ..format.errors import TokenizerError
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -28,9 +30,26 @@ def tokenizer_path(explicit: Path | None, blob: Path) -> Path:
 
 
 def load_tokenizer(path: Path):  # noqa: ANN201 - tokenizers.Tokenizer (imported lazily)
-    """A ``tokenizers.Tokenizer`` from ``path``; unreadable files are a TokenizerError."""
+    """A ``tokenizers.Tokenizer`` from ``path``; unreadable files are a TokenizerError.
+
+    The file is read here (a regular file, UTF-8 JSON, through the one JSON loader) and handed
+    to ``tokenizers`` as text, so neither a FIFO nor a directory name that is not UTF-8 can
+    reach the library, and what it refuses is its verdict on the content alone."""
     from tokenizers import Tokenizer
+    data = read_regular(path, TokenizerError, "tokenizer.json", limit=256 << 20)
+    parse_json(data, str(path), TokenizerError)
     try:
-        return Tokenizer.from_file(str(path))
+        return Tokenizer.from_str(data.decode("utf-8"))
     except Exception as exc:  # tokenizers raises a bare Exception for malformed files
         raise TokenizerError(f"{path}: not a usable tokenizer ({exc})") from None
+
+
+def encode_text(tokenizer, text: str, what: str = "the prompt") -> list[int]:  # noqa: ANN001
+    """Token ids of ``text`` (special tokens added as the tokenizer's post-processor says).
+    Text that is not valid Unicode (e.g. undecodable bytes of a command-line argument) is an
+    error naming it, not a TypeError from the tokenizer."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise TokenizerError(f"{what} is not valid UTF-8 (at character {exc.start})") from None
+    return list(tokenizer.encode(text).ids)
