@@ -467,6 +467,21 @@ static void guard_release(int slot)
     pthread_mutex_unlock(&guard_lock);
 }
 
+int bump_guard_mapping(const void *start, size_t size)
+{
+    return guard_register((void *)start, size);
+}
+
+int bump_guard_tripped(int slot)
+{
+    return slot >= 0 && slot < GUARD_SLOTS && atomic_load(&guards[slot].tripped);
+}
+
+void bump_guard_release(int slot)
+{
+    if (slot >= 0 && slot < GUARD_SLOTS) guard_release(slot);
+}
+
 /* NULL while the file is as it was at open; else why it is not. (Not ctime: unlinking the file,
  * as a rename over it does, changes the ctime of the inode we still map, harmlessly.) */
 static const char *file_changed(bump_model *m)

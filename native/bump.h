@@ -102,6 +102,12 @@ void bump_reset(bump_model *m);
 void bump_close(bump_model *m);
 const char *bump_kernel_name(void);
 int32_t bump_threads(const bump_model *m);
+/* The SIGBUS guard for any read-only file mapping (the runtime guards its own): a read past
+ * the end of a file truncated under the mapping then sees zero pages and marks the slot
+ * instead of killing the process. Returns the slot, or -1 when all slots are taken. */
+int bump_guard_mapping(const void *start, size_t size);
+int bump_guard_tripped(int slot);
+void bump_guard_release(int slot);
 /* Positions whose RoPE tables and KV cache are allocated (they grow with use, not with the
  * context length). */
 int32_t bump_positions_allocated(const bump_model *m);

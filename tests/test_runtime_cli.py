@@ -68,7 +68,7 @@ def test_run_errors_are_one_line(case: str, cli, blob: Path, tmp_path: Path) -> 
     tok = word_tokenizer(tmp_path / "tok")
     args: list[object] = ["run", blob, "--prompt", "w1 w2", "--tokenizer", tok]
     expect = {"no tokenizer": "tokenizer.json not found; pass --tokenizer",
-              "empty dir": "tokenizer.json: not found", "bad tokenizer": "not a usable tokenizer",
+              "empty dir": "tokenizer.json: not found", "bad tokenizer": "tokenizer.json: not valid JSON",
               "bad blob": "not a bump file", "token out of range": r"outside [0, 517)",
               "empty prompt": "prompt is empty"}[case]
     if case == "no tokenizer":

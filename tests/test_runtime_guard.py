@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pytest
 
 from bumpconv.format.errors import BlobError
@@ -109,3 +110,16 @@ def test_truncated_during_a_forward_pass_is_an_error_not_sigbus(blob: Path) -> N
     worker.join(timeout=60)
     assert not worker.is_alive()
     assert len(errors) == 1 and "truncated while in use" in str(errors[0])
+
+
+def test_a_mapped_tensor_view_of_a_truncated_file_reads_zeros_then_refuses(blob: Path) -> None:
+    with open_blob(blob) as bf:
+        name = bf.tensors[-1].name
+        view = bf.array(name)
+        before = float(np.abs(view).sum())
+        os.truncate(blob, 4096)
+        after = float(np.abs(view).sum())  # SIGBUS without the guard
+        del view
+        with pytest.raises(BlobError, match="changed while it was being read"):
+            bf.raise_if_changed()
+    assert before > 0 and after == 0

@@ -93,6 +93,7 @@ def check_blob(bf: BumpFile, padding: bool = True) -> CheckReport:
             else f"{len(per)} tensors match the manifest"))
     if padding:
         report.checks.append(_padding_check(bf))
+    bf.raise_if_changed()
     return report
 
 

@@ -14,6 +14,7 @@ import itertools
 import math
 import mmap
 import os
+import re
 import struct
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,7 +25,7 @@ import numpy as np
 from ..format.codec import CodecError, dtype_table_length, unpack_footer, unpack_header
 from ..format.constants import FOOTER_SIZE, HEADER_SIZE, align_up_elems
 from ..format.dtypes import DType, LegacyDType
-from ..format.errors import BlobError, BumpError, LayoutError
+from ..format.errors import BlobError, BumpError, LayoutError, NativeUnavailableError
 from ..format.profile import (PROFILES, HeaderVariant, Profile, PlacedTensor, ReadMagic,
                              evaluate, load_profile, place_tensors)
 from ..format.metadata import Metadata, spec_from_engine_config
@@ -32,6 +33,7 @@ from ..format.spec import ALIGNED, SUPPORTED_ARCHITECTURES, ModelSpec, RopeSpec
 from ..files.checkpoint import load_spec
 from ..files.inputs import open_regular
 from ..files.jsonfile import parse_json
+from ..native import native
 
 _MAX_TABLE = 1 << 20
 #: The largest metadata document read (a real one is a few hundred KB).
@@ -62,6 +64,8 @@ class BumpFile:
     notes: list[str] = field(default_factory=list)
     _map: mmap.mmap | None = field(default=None, repr=False)
     _fd: int = field(default=-1, repr=False)
+    _guard: int = field(default=-1, repr=False)
+    _mtime_ns: int = field(default=0, repr=False)
 
     @property
     def by_name(self) -> dict[str, PlacedTensor]:
@@ -81,6 +85,7 @@ class BumpFile:
                             "be viewed")
         if self._map is None:  # the descriptor opened and checked at open, not the path again
             self._map = mmap.mmap(self._fd, self.size, access=mmap.ACCESS_READ)
+            self._guard = _guard_mapping(self._map)
         return np.frombuffer(self._map, dtype="<f4", count=t.slot.numel,
                              offset=t.offset).reshape(t.slot.shape)
 
@@ -96,7 +101,18 @@ class BumpFile:
         except OSError as exc:
             raise BlobError(f"{self.path}: cannot read ({exc.strerror})") from None
 
+    def raise_if_changed(self) -> None:
+        """Refuse what was read from a file that was truncated or rewritten meanwhile (a mapped
+        view then reads zeros where the file was cut, instead of crashing)."""
+        st = os.fstat(self._fd)
+        tripped = self._guard >= 0 and native().lib.bump_guard_tripped(self._guard)
+        if tripped or st.st_size != self.size or st.st_mtime_ns != self._mtime_ns:
+            raise BlobError(f"{self.path}: the file changed while it was being read")
+
     def close(self) -> None:
+        if self._guard >= 0:
+            native().lib.bump_guard_release(self._guard)
+            self._guard = -1
         if self._map is not None:
             try:
                 self._map.close()
@@ -141,7 +157,19 @@ def open_blob(path: Path | str, config: Path | None = None) -> BumpFile:
         os.close(fd)
         raise
     bf._fd = fd
+    bf._mtime_ns = os.fstat(fd).st_mtime_ns
     return bf
+
+
+def _guard_mapping(mapped: mmap.mmap) -> int:
+    """Put a mapping under the C runtime's SIGBUS guard; -1 when the extension is not built
+    (reading then works unguarded)."""
+    try:
+        lib, ffi = native().lib, native().ffi
+    except NativeUnavailableError:
+        return -1
+    address = np.frombuffer(mapped, dtype=np.uint8).ctypes.data
+    return int(lib.bump_guard_mapping(ffi.cast("void *", address), len(mapped)))
 
 
 def _pread(fd: int, path: Path, offset: int, n: int, size: int) -> bytes:
@@ -264,12 +292,16 @@ class _Parser:
                     raise BlobError(f"{self.path}: header field {f.name} is {header[f.name]}; "
                                     "must be positive")
                 dims[f.value] = header[f.name]
+        names = {f.value: f.name for f in variant.fields if isinstance(f.value, str)}
         for req in self.profile.require:
             if req.left not in dims:
                 try:
                     dims[req.left] = evaluate(req.right, dims)
                 except LayoutError as exc:
-                    raise BlobError(f"{self.path}: {req.left}={req.right}: {exc}") from None
+                    given = ", ".join(f"{names.get(sym, sym)}={dims[sym]}"
+                                      for sym in re.findall(r"[A-Z]+", req.right) if sym in dims)
+                    raise BlobError(f"{self.path}: header {given} cannot give "
+                                    f"{names.get(req.left, req.left)} ({exc})") from None
         for f in variant.fields:
             if isinstance(f.value, str) and not f.value.isalnum():
                 try:

@@ -52,6 +52,7 @@ def verify_against(bf: BumpFile, source: Source) -> VerifyResult:
             raise VerifyError(f"{bf.path}: tensor {got.name!r} has non-zero padding at index {list(where)}")
         for name, values in zip(want.slot.sources, unpack(want.slot, packed)):
             elements += _compare(bf, got.name, name, values, source)
+    bf.raise_if_changed()
     return VerifyResult(len(plan.tensors), len(source.tensors), elements)
 
 

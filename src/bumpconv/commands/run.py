@@ -32,11 +32,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    tok_path = tokenizer_path(args.tokenizer, args.file)
-    tokenizer = load_tokenizer(tok_path)
-    prompt = encode_text(tokenizer, args.prompt, "--prompt")
     stats = GenerationStats()
     with BumpModel.open(args.file, config=args.config, threads=args.threads) as model:
+        tok_path = tokenizer_path(args.tokenizer, args.file)
+        tokenizer = load_tokenizer(tok_path)
+        prompt = encode_text(tokenizer, args.prompt, "--prompt")
         stream = StreamDecoder(tokenizer, prompt)
         for i, token in enumerate(greedy(model, prompt, args.n, eos_token_ids(tok_path.parent),
                                          stats)):

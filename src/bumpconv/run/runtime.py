@@ -333,6 +333,7 @@ def _require_zero(bf: BumpFile, t: PlacedTensor) -> None:
     view = bf.array(t.name)
     nonzero = bool(np.any(view))
     del view
+    bf.raise_if_changed()
     if nonzero:
         raise BlobError(f"{bf.path}: tensor {t.name!r} is not all zero; the Llama-family "
                         "runtime has no use for it")
