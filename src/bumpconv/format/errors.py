@@ -45,7 +45,12 @@ class ReferenceSetupError(BumpError):
 
 
 class TokenizerError(BumpError):
-    """The tokenizer is missing or unreadable."""
+    """The tokenizer is missing or unreadable, or uses a pipeline bumpconv cannot carry."""
+
+
+class VocabError(BumpError):
+    """The engine's tokenizer arrays (vocab_offsets, vocab_strings, vocab_merges) are malformed,
+    or a tokenizer holds something they cannot represent."""
 
 
 class NativeUnavailableError(BumpError, ImportError):
