@@ -96,7 +96,7 @@ def test_pack_matches_the_element_rule_and_unpack_inverts_it(role: str) -> None:
     rng = np.random.default_rng(ROLES.index(role))
     src = random_sources(slot, rng)
     packed = pack(slot, src)
-    assert packed.size * 4 == slot.nbytes
+    assert packed.size * 4 == slot.dtype.nbytes(slot.numel)
     np.testing.assert_array_equal(packed.ravel(), element_rule(role, src).ravel())
     for got, want in zip(unpack(slot, packed), src):
         np.testing.assert_array_equal(got, want)

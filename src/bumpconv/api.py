@@ -13,10 +13,10 @@ from .blob.check import check_blob
 from .blob.describe import blob_summary
 from .blob.reader import open_blob
 from .blob.verify import VerifyResult, verify_against
-from .conversion.plan import make_plan
+from .conversion.plan import plan_conversion
 from .conversion.source import open_source
 from .conversion.writer import WriteResult, write_blob
-from .format.profile import DEFAULT_PROFILE
+from .format.profile import DEFAULT_PROFILE, load_profile
 from .comparison.check import ParityOptions, run_parity
 from .comparison.report import ParityReport
 from .run.runtime import BumpModel
@@ -32,8 +32,9 @@ def convert(src: str | Path, out: str | Path, *, profile: str = DEFAULT_PROFILE,
     >>> result.size, result.checksum[:8]                             # doctest: +SKIP
     (538208745, '2c9f...')
     """
-    with open_source(str(src)) as source:
-        plan = make_plan(source.spec, source.tensors, profile, context=context)
+    carries = load_profile(profile).carries_tokenizer
+    with open_source(str(src), with_tokenizer=carries) as source:
+        plan = plan_conversion(source, profile, context=context)
         return write_blob(plan, source, Path(out), force=force)
 
 
@@ -73,7 +74,8 @@ def verify(blob: str | Path, src: str | Path) -> VerifyResult:
     >>> bumpconv.verify("smollm2.bump", "SmolLM2-135M/").elements    # doctest: +SKIP
     134515008
     """
-    with open_source(str(src)) as source, open_blob(blob) as bf:
+    with open_blob(blob) as bf, \
+            open_source(str(src), with_tokenizer=bf.profile.carries_tokenizer) as source:
         check_blob(bf, padding=False).raise_on_failure()
         return verify_against(bf, source)
 

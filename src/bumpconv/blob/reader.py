@@ -89,6 +89,13 @@ class BumpFile:
         return np.frombuffer(self._map, dtype="<f4", count=t.slot.numel,
                              offset=t.offset).reshape(t.slot.shape)
 
+    def tensor_bytes(self, name: str) -> bytes:
+        """One tensor's bytes as stored (the tokenizer's arrays, quantized blocks)."""
+        t = self.by_name.get(name)
+        if t is None:
+            raise BlobError(f"{self.path}: no tensor named {name!r}")
+        return _pread(self._fd, self.path, t.offset, t.nbytes, self.size)
+
     def fileno(self) -> int:
         """The descriptor the blob was read through (valid until :meth:`close`)."""
         return self._fd
@@ -211,6 +218,8 @@ class _Parser:
     def parse(self) -> BumpFile:
         payload_limit, metadata_raw, meta_ok = self._footer()
         metadata, engine_meta = self._metadata(metadata_raw)
+        if metadata is not None and metadata.bumpconv.profile != self.profile.profile:
+            self.profile = self._named_profile(metadata.bumpconv.profile)
         errors: list[str] = []
         for variant in self.profile.headers:
             try:
@@ -221,6 +230,18 @@ class _Parser:
                         f"{self.path}: no header variant fits: " + "; ".join(
                             f"{v.name}: {e.removeprefix(str(self.path) + ': ')}"
                             for v, e in zip(self.profile.headers, errors)))
+
+    def _named_profile(self, name: str) -> Profile:
+        """The profile a bumpconv file's metadata names, which must read this file's magic
+        (several profiles can share one: bumpwgt5 and engine-v7 both write BUMPWGT5)."""
+        if name not in PROFILES:
+            raise BlobError(f"{self.path}: the metadata names the profile {name!r}, which this "
+                            f"bumpconv does not know (known: {', '.join(PROFILES)})")
+        profile = load_profile(name)
+        if not any(r.magic == self.magic and r.version == self.version for r in profile.reads):
+            raise BlobError(f"{self.path}: the metadata names the profile {name!r}, which does "
+                            f"not write {self.magic}")
+        return profile
 
     # -- trailer -------------------------------------------------------------------------
     def _footer(self) -> tuple[int, bytes | None, bool | None]:
@@ -334,6 +355,8 @@ class _Parser:
                 raise BlobError(f"{self.path}: the metadata's config is not a model bumpconv "
                                 f"runs ({str(exc).splitlines()[-1].strip()})") from None
             self._agree(spec, dims, "metadata")
+            if metadata.bumpconv.tokenizer is not None:
+                dims.update(metadata.bumpconv.tokenizer.counts.dims())
             return spec
         if self.config is not None:
             spec = load_spec(self.config)
@@ -385,7 +408,8 @@ class _Parser:
         presence = sorted({r.when for r in self.profile.rules() if r.when})
         if metadata is not None or (spec is not None and self.config is not None):
             assert spec is not None
-            candidates = [(dims, spec.flags())]
+            tokenizer = metadata is not None and metadata.bumpconv.tokenizer is not None
+            candidates = [(dims, spec.flags(tokenizer=tokenizer))]
         else:
             candidates = [(d, {**self._no_flags, **dict(zip(presence, fl))})
                           for d in self._dim_candidates(dims)

@@ -12,10 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..conversion.plan import make_plan
+from ..conversion.plan import plan_conversion
 from ..conversion.source import Source
+from ..conversion.tokenizer_section import TOKENIZER_JSON
+from ..files.jsonfile import load_json
 from ..format.dtypes import DType
-from ..format.errors import VerifyError
+from ..format.errors import BumpError, VerifyError
+from ..format.tokenizer_meta import rebuild_tokenizer_json
+from ..format.vocab import ARRAY_NAMES, VocabArrays
 from ..format.packing import first_nonzero_padding, unpack
 from .reader import BumpFile
 
@@ -27,22 +31,28 @@ class VerifyResult:
     tensors: int
     source_tensors: int
     elements: int
+    #: the blob's tokenizer arrays equal the source's and decode back to its tokenizer.json
+    tokenizer: bool = False
 
 
 def verify_against(bf: BumpFile, source: Source) -> VerifyResult:
-    """Raise VerifyError naming the first tensor (and element) that differs; else a summary."""
-    plan = make_plan(source.spec, source.tensors, bf.profile.profile,
-                     context=bf.dims["T"])
+    """Raise VerifyError naming the first tensor (and element) that differs; else a summary.
+    ``source`` must be opened with its tokenizer when the blob's profile carries one."""
+    plan = plan_conversion(source, bf.profile.profile, context=bf.dims["T"])
     if len(plan.tensors) != len(bf.tensors):
         raise VerifyError(f"{bf.path}: has {len(bf.tensors)} tensors but {source.root} needs "
                           f"{len(plan.tensors)} in the {bf.profile.profile} layout")
     elements = 0
+    vocab: dict[str, bytes] = {}
     for want, got in zip(plan.tensors, bf.tensors):
         if (want.name, want.offset, want.nbytes, want.slot.shape) != (
                 got.name, got.offset, got.nbytes, got.slot.shape):
             raise VerifyError(f"{bf.path}: tensor {got.name!r} (offset {got.offset}, shape "
                               f"{list(got.slot.shape)}) is not where the source's layout puts "
                               f"{want.name!r} (offset {want.offset}, shape {list(want.slot.shape)})")
+        if got.slot.content == "tokenizer":
+            vocab[got.name] = bf.tensor_bytes(got.name)
+            continue
         if got.dtype != DType.FP32:
             raise VerifyError(f"{bf.path}: tensor {got.name!r} is {got.dtype.label}; verify "
                               "compares fp32 only")
@@ -52,8 +62,33 @@ def verify_against(bf: BumpFile, source: Source) -> VerifyResult:
             raise VerifyError(f"{bf.path}: tensor {got.name!r} has non-zero padding at index {list(where)}")
         for name, values in zip(want.slot.sources, unpack(want.slot, packed)):
             elements += _compare(bf, got.name, name, values, source)
+    if vocab:
+        _verify_tokenizer(bf, source, vocab)
     bf.raise_if_changed()
-    return VerifyResult(len(plan.tensors), len(source.tensors), elements)
+    return VerifyResult(len(plan.tensors), len(source.tensors), elements, bool(vocab))
+
+
+def _verify_tokenizer(bf: BumpFile, source: Source, vocab: dict[str, bytes]) -> None:
+    """The arrays are byte for byte what the source's tokenizer gives, and with the recorded
+    record they rebuild the source's tokenizer.json exactly."""
+    assert source.tokenizer is not None and bf.metadata is not None
+    want = source.tokenizer[0].by_name()
+    for name, data in vocab.items():
+        if data != want[name]:
+            at = next((i for i, (a, b) in enumerate(zip(data, want[name])) if a != b),
+                      min(len(data), len(want[name])))
+            raise VerifyError(f"{bf.path}: tensor {name!r} differs from the source's tokenizer "
+                              f"at byte {at}")
+    section = bf.metadata.bumpconv.tokenizer
+    if section is None:
+        raise VerifyError(f"{bf.path}: carries tokenizer arrays but no tokenizer record")
+    try:
+        arrays = VocabArrays.from_bytes(*(vocab[n] for n in ARRAY_NAMES))
+    except BumpError as exc:
+        raise VerifyError(f"{bf.path}: {exc}") from None
+    path = source.root / TOKENIZER_JSON
+    if rebuild_tokenizer_json(arrays, section.record) != load_json(path, VerifyError):
+        raise VerifyError(f"{bf.path}: its tokenizer arrays and record do not rebuild {path}")
 
 
 def _compare(bf: BumpFile, packed_name: str, src_name: str, values: np.ndarray,

@@ -22,10 +22,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with open_source(args.against) as source, open_blob(args.file) as bf:
+    with open_blob(args.file) as bf, \
+            open_source(args.against, with_tokenizer=bf.profile.carries_tokenizer) as source:
         check_blob(bf, padding=False).raise_on_failure()
         result = verify_against(bf, source)
     print(f"OK: {args.file} matches {args.against}: {result.tensors} packed tensors, "
           f"{result.source_tensors} source tensors, {result.elements:,} values bit-identical, "
-          "padding zero, checksums valid")
+          + ("tokenizer arrays identical and rebuilding tokenizer.json, " if result.tokenizer
+             else "") + "padding zero, checksums valid")
     return 0

@@ -11,7 +11,8 @@ from datetime import datetime, timezone
 from ..format.constants import FOOTER_SIZE, VERSION
 from ..format.profile import profile_hash
 from ..format.metadata import (SCHEMA_VERSION, BumpconvSection, ManifestEntry, Metadata,
-                               canonical_json, engine_config)
+                               TokenizerSection, canonical_json, engine_config)
+from ..format.tokenizer_meta import TokenizerMeta
 from .plan import Plan
 from .source import Provenance, Source
 
@@ -28,8 +29,9 @@ def created_at() -> str | None:
 
 
 def build_metadata(plan: Plan, payload_sha256: str, tensor_crc32: dict[str, str],
-                   provenance: Provenance) -> Metadata:
-    """The metadata of ``plan`` once its payload digests are known."""
+                   provenance: Provenance, tokenizer: TokenizerMeta | None = None) -> Metadata:
+    """The metadata of ``plan`` once its payload digests are known; ``tokenizer``: the record
+    of the tokenizer whose arrays the blob carries."""
     entries = [ManifestEntry(
         name=t.name, role=t.slot.role, layer=t.slot.layer, dtype=t.dtype.label,
         offset=t.offset, bytes=t.nbytes, shape=list(t.slot.shape), sources=list(t.slot.sources),
@@ -49,8 +51,25 @@ def build_metadata(plan: Plan, payload_sha256: str, tensor_crc32: dict[str, str]
         bumpconv=BumpconvSection(
             version=VERSION, profile=plan.profile.profile, payload_sha256=payload_sha256,
             tensors=entries, ignored_sources=list(plan.ignored_sources),
-            source=provenance.as_json()),
+            source=provenance.as_json(), tokenizer=_tokenizer_section(plan, tokenizer)),
     )
+
+
+def _tokenizer_section(plan: Plan, record: TokenizerMeta | None) -> TokenizerSection | None:
+    if plan.vocab is None:
+        return None
+    if record is None:
+        raise AssertionError("a plan that carries the tokenizer's arrays needs its record")
+    return TokenizerSection(total_vocab_bytes=plan.vocab.total_vocab_bytes,
+                            num_merges=plan.vocab.num_merges, record=record)
+
+
+def metadata_bytes(plan: Plan, payload_sha256: str, tensor_crc32: dict[str, str],
+                   provenance: Provenance, source: Source) -> bytes:
+    """The canonical metadata JSON of a conversion."""
+    record = source.tokenizer[1] if source.tokenizer is not None else None
+    meta = build_metadata(plan, payload_sha256, tensor_crc32, provenance, record)
+    return canonical_json(meta.model_dump(mode="json"))
 
 
 def output_size(plan: Plan, source: Source) -> int:
@@ -60,5 +79,6 @@ def output_size(plan: Plan, source: Source) -> int:
         return plan.payload_end
     prov = source.provenance(hash_files=False)
     prov = replace(prov, files=tuple((n, b, h or _PLACEHOLDER) for n, b, h in prov.files))
-    meta = build_metadata(plan, _PLACEHOLDER, {t.name: _CRC_PLACEHOLDER for t in plan.tensors}, prov)
-    return plan.payload_end + len(canonical_json(meta.model_dump(mode="json"))) + FOOTER_SIZE
+    crcs = {t.name: _CRC_PLACEHOLDER for t in plan.tensors}
+    return plan.payload_end + len(metadata_bytes(plan, _PLACEHOLDER, crcs, prov, source)) + \
+        FOOTER_SIZE

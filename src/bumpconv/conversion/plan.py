@@ -10,12 +10,17 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..format.codec import pack_dtype_table
 from ..format.errors import SourceError
 from ..format.profile import (HeaderVariant, PlacedTensor, Profile, TensorSlot,
                              check_representable, evaluate, load_profile, place_tensors)
 from ..format.spec import ModelSpec
+from ..format.vocab import VocabCounts
+
+if TYPE_CHECKING:
+    from .source import Source
 from .safetensors_file import CONVERTIBLE_DTYPES, TensorInfo
 
 @dataclass(frozen=True)
@@ -27,6 +32,12 @@ class Plan:
     dims: dict[str, int]
     tensors: tuple[PlacedTensor, ...]
     ignored_sources: tuple[str, ...]
+    #: the sizes of the tokenizer arrays the blob carries (None: it carries none)
+    vocab: VocabCounts | None = None
+
+    @property
+    def carries_tokenizer(self) -> bool:
+        return any(t.slot.content == "tokenizer" for t in self.tensors)
 
     @property
     def header(self) -> HeaderVariant:
@@ -60,19 +71,21 @@ class Plan:
 
 
 def make_plan(spec: ModelSpec, source_tensors: dict[str, TensorInfo], profile_name: str,
-              context: int | None = None) -> Plan:
+              context: int | None = None, vocab: VocabCounts | None = None) -> Plan:
     """Plan a conversion and check the source against it: every expected tensor must exist
-    with the shape the config implies, and every source tensor must be consumed."""
+    with the shape the config implies, and every source tensor must be consumed. ``vocab``:
+    the source's tokenizer arrays, for a profile that carries them."""
     spec = spec.with_context(context)
     profile = load_profile(profile_name)
+    dims, flags = spec.dims(vocab), spec.flags(tokenizer=vocab is not None)
     _check_tying(profile, spec, source_tensors)
-    check_representable(profile, spec.dims(), spec.flags())
-    needed = profile.tensor_count(spec.num_layers, spec.flags(), sources=True)
+    check_representable(profile, dims, flags)
+    needed = profile.tensor_count(spec.num_layers, flags, sources=True)
     if needed > len(source_tensors):  # before anything of the config's size is built
         raise SourceError(f"config.json: num_hidden_layers={spec.num_layers} needs {needed:,} "
                           f"source tensors in the {profile_name} layout, but the checkpoint "
                           f"has {len(source_tensors):,}")
-    tensors = place_tensors(profile, spec.dims(), spec.flags())
+    tensors = place_tensors(profile, dims, flags)
     used: set[str] = set()
     for t in tensors:
         for name in t.slot.sources:
@@ -86,7 +99,8 @@ def make_plan(spec: ModelSpec, source_tensors: dict[str, TensorInfo], profile_na
         more = f" (and {len(unused) - 1} more)" if len(unused) > 1 else ""
         raise SourceError(f"{source_tensors[unused[0]].file}: tensor {unused[0]!r} is not used by "
                           f"the {profile_name} layout for a {spec.architecture} model{more}")
-    return Plan(profile, spec, spec.dims(), tensors, ignored)
+    return Plan(profile, spec, dims, tensors, ignored,
+                vocab if any(t.slot.content == "tokenizer" for t in tensors) else None)
 
 
 def _check_tying(profile: Profile, spec: ModelSpec,
@@ -117,3 +131,10 @@ def _check_source(slot: TensorSlot, name: str, source_tensors: dict[str, TensorI
     if info.dtype not in CONVERTIBLE_DTYPES:
         raise SourceError(f"{info.file}: tensor {name!r} has dtype {info.dtype}; "
                           f"supported: {', '.join(CONVERTIBLE_DTYPES)}")
+
+
+def plan_conversion(source: "Source", profile_name: str, context: int | None = None) -> Plan:
+    """The plan of converting ``source`` (opened with its tokenizer when the profile carries
+    one: see :func:`bumpconv.conversion.source.open_source`)."""
+    vocab = source.tokenizer[0].counts if source.tokenizer is not None else None
+    return make_plan(source.spec, source.tensors, profile_name, context, vocab)

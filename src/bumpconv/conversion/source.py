@@ -21,7 +21,10 @@ from ..files.jsonfile import load_json
 from ..format.digests import sha256_file
 from ..format.errors import SourceError
 from ..format.spec import ModelSpec
+from ..format.tokenizer_meta import TokenizerMeta
+from ..format.vocab import VocabArrays
 from .safetensors_file import TensorInfo, read_as_f32, read_header, read_raw
+from .tokenizer_section import TOKENIZER_JSON, build_tokenizer_section, tokenizer_files
 
 INDEX_NAME = "model.safetensors.index.json"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -59,6 +62,8 @@ class Source:
     weight_files: list[Path]
     repo_id: str | None = None
     commit: str | None = None
+    #: the tokenizer's arrays and record, when asked for and the checkpoint has a tokenizer
+    tokenizer: tuple[VocabArrays, TokenizerMeta] | None = None
     _fds: dict[Path, int] = field(default_factory=dict, repr=False)
     _stack: ExitStack = field(default_factory=ExitStack, repr=False)
 
@@ -74,7 +79,10 @@ class Source:
         """Every file the conversion reads (an output may never be one of them)."""
         index = self.root / INDEX_NAME
         return [self.root / "config.json", *([index] if index.exists() else []),
-                *self.weight_files]
+                *self.weight_files, *self._tokenizer_files()]
+
+    def _tokenizer_files(self) -> list[Path]:
+        return tokenizer_files(self.root) if self.tokenizer is not None else []
 
     def read(self, name: str, start: int, count: int, out: np.ndarray | None = None) -> np.ndarray:
         """Elements ``[start, start+count)`` of tensor ``name`` as fp32 (exact conversion),
@@ -106,7 +114,7 @@ class Source:
         """File names with sizes and SHA-256s. HF cache blobs are named by their SHA-256, so a
         cached repo needs no hashing; a plain directory is hashed when ``hash_files``."""
         files = []
-        for path in [self.root / "config.json", *self.weight_files]:
+        for path in [self.root / "config.json", *self.weight_files, *self._tokenizer_files()]:
             digest = _cache_blob_sha256(path) if self.repo_id else None
             if digest is None and hash_files:
                 digest = sha256_file(path)
@@ -155,8 +163,9 @@ def _weight_files(root: Path) -> tuple[list[Path], dict[str, str] | None]:
     raise SourceError(f"{root}: no .safetensors weights found")
 
 
-def open_source(src: str) -> Source:
-    """Resolve ``src``, read its config, and validate every weight file's header."""
+def open_source(src: str, with_tokenizer: bool = False) -> Source:
+    """Resolve ``src``, read its config, and validate every weight file's header; with
+    ``with_tokenizer``, also build the tokenizer's arrays and record when it has a tokenizer."""
     root, repo_id, commit = resolve_source_dir(src)
     spec = load_spec(root / "config.json")
     files, weight_map = _weight_files(root)
@@ -179,5 +188,7 @@ def open_source(src: str) -> Source:
         if unlisted:
             raise SourceError(f"{root / INDEX_NAME}: tensor {unlisted[0]!r} in "
                               f"{tensors[unlisted[0]].file.name} is not in the weight_map")
+    tokenizer = (build_tokenizer_section(root, spec.vocab_size)
+                 if with_tokenizer and (root / TOKENIZER_JSON).exists() else None)
     return Source(root=root, spec=spec, tensors=tensors, weight_files=files,
-                  repo_id=repo_id, commit=commit)
+                  repo_id=repo_id, commit=commit, tokenizer=tokenizer)

@@ -36,6 +36,14 @@ CHAT_TEMPLATE = "chat_template.jinja"
 _SHOW = 5
 
 
+def tokenizer_files(checkpoint: Path) -> list[Path]:
+    """The files of ``checkpoint`` the tokenizer section is built from (those that exist;
+    config.json is the model's and counted there)."""
+    names = (TOKENIZER_JSON, TOKENIZER_CONFIG, SPECIAL_TOKENS_MAP, GENERATION_CONFIG,
+             CHAT_TEMPLATE)
+    return [checkpoint / n for n in names if (checkpoint / n).exists()]
+
+
 def build_tokenizer_section(checkpoint: Path,
                             vocab_size: int | None = None) -> tuple[VocabArrays, TokenizerMeta]:
     """The engine's arrays and the tokenizer record for ``checkpoint``.

@@ -19,8 +19,7 @@ from ..files.atomic import atomic_output, write_all
 from ..files.progress import progress_bar
 from ..format.codec import pack_footer, pack_header
 from ..format.errors import ConfigError, SourceError
-from ..format.metadata import canonical_json
-from .manifest import build_metadata, created_at, output_size
+from .manifest import created_at, metadata_bytes, output_size
 from .pipeline import Emitter
 from .plan import Plan
 from .source import Source
@@ -75,10 +74,14 @@ def write_blob(plan: Plan, source: Source, dest: Path, force: bool = False,
         provenance = background.submit(source.provenance) if plan.profile.writes_metadata else None
         write_all(fd, header_bytes(plan, bytes(32)))
         emitter = Emitter(fd, CHUNK_BYTES, bar)
+        arrays = source.tokenizer[0].by_name() if plan.carries_tokenizer and source.tokenizer else {}
         try:
             emitter.emit(None, plan.dtype_table(), None)
             for t in plan.tensors:
                 emitter.emit(t.name, b"", None)  # every tensor gets a digest, even an empty one
+                if t.slot.content == "tokenizer":
+                    emitter.emit(t.name, arrays[t.name], None)
+                    continue
                 for block, buf in packed_chunks(t.slot, source, CHUNK_BYTES, emitter.take):
                     if not allow_nonfinite and not np.isfinite(block).all():
                         raise SourceError(_first_nonfinite(t.slot.sources, source))
@@ -90,8 +93,7 @@ def write_blob(plan: Plan, source: Source, dest: Path, force: bool = False,
             bar.close()
         checksum, per_tensor = emitter.finish()
         if provenance is not None:
-            meta = build_metadata(plan, checksum, per_tensor, provenance.result())
-            blob = canonical_json(meta.model_dump(mode="json"))
+            blob = metadata_bytes(plan, checksum, per_tensor, provenance.result(), source)
             write_all(fd, blob + pack_footer(blob))
         os.pwrite(fd, header_bytes(plan, bytes.fromhex(checksum)), 0)
         size = os.lseek(fd, 0, os.SEEK_END)

@@ -33,7 +33,7 @@ def resolve_source_dir(src: str) -> tuple[Path, str | None, str | None]:
         raise SourceError(f"{src}: huggingface_hub is not installed; pass a directory") from None
     try:
         snap = Path(snapshot_download(src, local_files_only=True,
-                                      allow_patterns=["*.json", "*.safetensors"]))
+                                      allow_patterns=["*.json", "*.safetensors", "*.jinja"]))
     except LocalEntryNotFoundError:
         raise SourceError(f"{src}: not a directory, and not in the local Hugging Face cache "
                           "(bumpconv never downloads; fetch it with `hf download` first)") from None

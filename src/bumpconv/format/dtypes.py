@@ -28,6 +28,10 @@ class DType(IntEnum):
     Q5_0 = 11
     Q5_1 = 12
     Q5_K = 13
+    # bumpconv's extension codes, outside the engine's enum (which has none for these): the
+    # engine-v7 tokenizer arrays are i32 and u8. The engine's runtime ignores the dtype table.
+    I32 = 0x80
+    U8 = 0x81
 
     @property
     def label(self) -> str:
@@ -74,6 +78,7 @@ BLOCKS: dict[DType, Block] = {
     DType.Q4_1: Block(20, 32), DType.Q4_K: Block(144, 256), DType.Q6_K: Block(210, 256),
     DType.Q8_0: Block(34, 32), DType.Q8_K: Block(292, 256), DType.Q5_0: Block(22, 32),
     DType.Q5_1: Block(24, 32), DType.Q5_K: Block(176, 256),
+    DType.I32: Block(4, 1), DType.U8: Block(1, 1),
 }
 
 

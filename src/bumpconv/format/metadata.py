@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from .spec import ModelSpec, RopeSpec
+from .tokenizer_meta import TokenizerMeta
+from .vocab import VocabCounts
 
 SCHEMA_VERSION = 1
 
@@ -57,6 +59,21 @@ class EngineConfig(BaseModel):
     sliding_window: int | None
 
 
+class TokenizerSection(BaseModel):
+    """The tokenizer a blob carries: the sizes of its arrays (the engine's manifest keys) and
+    the record of everything the arrays do not hold (pipeline, special tokens, template)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    total_vocab_bytes: int = Field(ge=1)
+    num_merges: int = Field(ge=0)
+    record: TokenizerMeta
+
+    @property
+    def counts(self) -> VocabCounts:
+        return VocabCounts(self.total_vocab_bytes, self.num_merges)
+
+
 class BumpconvSection(BaseModel):
     """What bumpconv adds: the profile, checksums, the manifest, and where the weights came from."""
 
@@ -68,6 +85,17 @@ class BumpconvSection(BaseModel):
     tensors: list[ManifestEntry]
     ignored_sources: list[str]
     source: dict[str, Any]
+    tokenizer: TokenizerSection | None = Field(
+        default=None, description="present when the blob carries the tokenizer's arrays")
+
+    @model_serializer(mode="wrap")
+    def _without_absent_tokenizer(self, handler: Any) -> dict[str, Any]:
+        """A blob without a tokenizer has no "tokenizer" key at all (not null), so files of the
+        profiles that carry none are what they were before tokenizers existed."""
+        out = handler(self)
+        if out.get("tokenizer") is None:
+            out.pop("tokenizer", None)
+        return out
 
 
 class Metadata(BaseModel):

@@ -33,7 +33,7 @@ from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .dtypes import DType
+from .dtypes import DType, dtype_named
 from .errors import LayoutError
 
 _EXPR = re.compile(r"^[A-Z0-9]+([*/][A-Z0-9]+)*$")
@@ -128,10 +128,20 @@ class TensorRule(BaseModel):
         default=None, description="expected shape of every source tensor")
     view: tuple[str, ...] | None = None
     axes: tuple[int, ...] | None = None
+    content: Literal["weights", "tokenizer"] = Field(
+        default="weights", json_schema_extra={"hashed": "if-set"},
+        description="weights: packed from sources (zeros without); tokenizer: one of the "
+                    "engine's vocab arrays, built from the source's tokenizer (the rule's name)")
+    dtype: str = Field(default="fp32", json_schema_extra={"hashed": "if-set"},
+                       description="element type of an unquantized tensor (a DType label)")
 
     @model_validator(mode="after")
     def _consistent(self) -> "TensorRule":
-        if (self.box is None) != (not self.sources):
+        if self.content == "tokenizer" and (self.sources or self.box is not None):
+            raise ValueError(f"{self.name}: tokenizer arrays have no sources and no box")
+        if self.dtype.upper() not in DType.__members__:
+            raise ValueError(f"{self.name}: unknown dtype {self.dtype!r}")
+        if self.content == "weights" and (self.box is None) != (not self.sources):
             raise ValueError(f"{self.name}: a tensor has a box exactly when it has sources")
         if self.box is not None:
             if len(self.box) != len(self.shape):
@@ -211,6 +221,10 @@ class Profile(BaseModel):
         description="the checksum covers [dtype table offset, this point)")
     refuse: tuple[Refusal, ...] = ()
     require: tuple[Requirement, ...] = ()
+    sidecars: Literal["engine-v7"] | None = Field(
+        default=None, json_schema_extra={"hashed": False},
+        description="files written next to the blob by default: 'engine-v7' = the engine's "
+                    "weights_manifest.json/.map and build config.json")
     ignored_sources: tuple[str, ...] = Field(
         default=(), json_schema_extra={"hashed": False},
         description="regular expressions of source tensors that are derived buffers, not "
@@ -235,6 +249,11 @@ class Profile(BaseModel):
                 v = {**v, "fields": sorted(merged, key=_field_offset)}
             variants.append(v)
         return {**data, "headers": variants}
+
+    @property
+    def carries_tokenizer(self) -> bool:
+        """Whether the profile has slots for the tokenizer's arrays."""
+        return any(r.content == "tokenizer" for r in self.rules())
 
     @property
     def writes_metadata(self) -> bool:
@@ -312,9 +331,11 @@ def _hashed_dump(model: BaseModel) -> dict:
     out = {}
     for key, info in type(model).model_fields.items():
         extra = info.json_schema_extra
-        if isinstance(extra, dict) and extra.get("hashed") is False:
-            continue
-        out[key] = _hashed_value(getattr(model, key))
+        hashed = extra.get("hashed") if isinstance(extra, dict) else True
+        value = getattr(model, key)
+        if hashed is False or (hashed == "if-set" and value == info.default):
+            continue  # "if-set": a field added later counts only where a profile uses it
+        out[key] = _hashed_value(value)
     return out
 
 
@@ -339,14 +360,17 @@ class TensorSlot:
     source_shape: tuple[int, ...] | None
     view: tuple[int, ...] | None
     axes: tuple[int, ...] | None
-
-    @property
-    def nbytes(self) -> int:
-        return 4 * math.prod(self.shape)
+    content: str = "weights"
+    dtype: DType = DType.FP32
 
     @property
     def numel(self) -> int:
         return math.prod(self.shape)
+
+    @property
+    def zeros(self) -> bool:
+        """Weights with no sources: all zero by the profile's definition."""
+        return self.content == "weights" and self.box is None
 
 
 def check_representable(profile: Profile, dims: dict[str, int],
@@ -400,6 +424,8 @@ def _expand_rule(rule: TensorRule, dims: dict[str, int], flags: dict[str, bool],
         source_shape=ints(rule.source_shape) if has_sources else None,
         view=ints(rule.view) if has_sources else None,
         axes=rule.axes if has_sources else None,
+        content=rule.content,
+        dtype=dtype_named(rule.dtype),
     )
 
 
@@ -436,6 +462,6 @@ def place_tensors(profile: Profile, dims: dict[str, int], flags: dict[str, bool]
     offset = table_offset + 4 + len(slots)
     out = []
     for slot in slots:
-        out.append(PlacedTensor(slot, offset))
+        out.append(PlacedTensor(slot, offset, slot.dtype))
         offset += out[-1].nbytes
     return tuple(out)

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .constants import align_up_elems
 from .errors import ConfigError
+from .vocab import VocabCounts
 
 SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
@@ -103,20 +104,24 @@ class ModelSpec(BaseModel):
             raise ConfigError(f"--context must be in [1, {MAX_DIM}], got {context_length}")
         return self.model_copy(update={"context_length": context_length})
 
-    def dims(self) -> dict[str, int]:
-        """The symbols profiles use in shapes and header fields."""
+    def dims(self, vocab: VocabCounts | None = None) -> dict[str, int]:
+        """The symbols profiles use in shapes and header fields (with ``vocab``, also the sizes
+        of the tokenizer arrays, VB and M)."""
         d = {
             "L": self.num_layers, "V": self.vocab_size, "E": self.hidden_size,
             "I": self.intermediate_size, "H": self.num_heads, "KV": self.num_kv_heads,
             "D": self.head_dim, "T": self.context_length,
         }
         d.update({a: align_up_elems(d[base]) for a, base in ALIGNED.items()})
+        if vocab is not None:
+            d.update(vocab.dims())
         return d
 
-    def flags(self) -> dict[str, bool]:
-        """The conditions under which optional tensors are present (profile ``when`` keys)."""
+    def flags(self, tokenizer: bool = False) -> dict[str, bool]:
+        """The conditions under which optional tensors are present (profile ``when`` keys);
+        ``tokenizer``: the blob carries the tokenizer's arrays."""
         return {"qkv_bias": self.qkv_bias, "qk_norm": self.qk_norm,
-                "untied": not self.tie_word_embeddings}
+                "untied": not self.tie_word_embeddings, "tokenizer": tokenizer}
 
 
 def _require(cfg: dict[str, Any], key: str, where: str) -> Any:

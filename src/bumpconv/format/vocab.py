@@ -50,11 +50,27 @@ BYTE_TO_UNICODE: tuple[str, ...] = _bytes_to_unicode()
 UNICODE_TO_BYTE: dict[str, int] = {c: b for b, c in enumerate(BYTE_TO_UNICODE)}
 
 
+#: The tensor names of the three arrays, in payload order.
+ARRAY_NAMES = ("vocab_offsets", "vocab_strings", "vocab_merges")
+
+
 def padding_token(token_id: int) -> str:
     """The string stored for a row past the tokenizer's last id (the embedding has more rows than
     the tokenizer has tokens, as in Qwen2). Unique per id so the engine's string hash keeps every
     row distinct; no tokenizer produces it."""
     return f"<|bumpconv_unused_{token_id}|>"
+
+
+@dataclass(frozen=True)
+class VocabCounts:
+    """The sizes of the tokenizer arrays that a profile's shapes use: ``VB`` (the bytes of
+    vocab_strings, the engine's ``total_vocab_bytes``) and ``M`` (``num_merges``)."""
+
+    total_vocab_bytes: int
+    num_merges: int
+
+    def dims(self) -> dict[str, int]:
+        return {"VB": self.total_vocab_bytes, "M": self.num_merges}
 
 
 @dataclass(frozen=True)
@@ -95,6 +111,14 @@ class VocabArrays:
     def total_vocab_bytes(self) -> int:
         """Size of ``vocab_strings`` in bytes (the engine's manifest key of that name)."""
         return sum(len(s.encode("utf-8")) + 1 for s in self.strings)
+
+    @property
+    def counts(self) -> VocabCounts:
+        return VocabCounts(self.total_vocab_bytes, self.num_merges)
+
+    def by_name(self) -> dict[str, bytes]:
+        """The arrays by the names their tensors have in a blob."""
+        return dict(zip(ARRAY_NAMES, self.to_bytes()))
 
     def to_bytes(self) -> tuple[bytes, bytes, bytes]:
         """``(vocab_offsets, vocab_strings, vocab_merges)`` exactly as the blob stores them."""

@@ -42,11 +42,14 @@ class StreamDecoder:
     def __init__(self, tokenizer, prompt: Sequence[int]) -> None:  # noqa: ANN001
         self._tok = tokenizer
         self._ids = list(prompt)
-        self._shown = len(tokenizer.decode(self._ids))
+        self._shown = len(self._text())
+
+    def _text(self) -> str:
+        return self._tok.decode(self._ids, skip_special_tokens=True)
 
     def push(self, token: int) -> str:
         self._ids.append(token)
-        text = self._tok.decode(self._ids)
+        text = self._text()
         if text.endswith("\ufffd"):
             return ""
         new, self._shown = text[self._shown:], len(text)

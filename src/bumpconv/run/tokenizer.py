@@ -45,11 +45,13 @@ def load_tokenizer(path: Path):  # noqa: ANN201 - tokenizers.Tokenizer (imported
 
 
 def encode_text(tokenizer, text: str, what: str = "the prompt") -> list[int]:  # noqa: ANN001
-    """Token ids of ``text`` (special tokens added as the tokenizer's post-processor says).
-    Text that is not valid Unicode (e.g. undecodable bytes of a command-line argument) is an
-    error naming it, not a TypeError from the tokenizer."""
+    """Token ids of ``text`` (special tokens added as the tokenizer's post-processor says), from
+    a ``tokenizers.Tokenizer`` or a :class:`~bumpconv.run.bpe.BpeTokenizer`. Text that is not
+    valid Unicode (e.g. undecodable bytes of a command-line argument) is an error naming it,
+    not a TypeError from the tokenizer."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise TokenizerError(f"{what} is not valid UTF-8 (at character {exc.start})") from None
-    return list(tokenizer.encode(text).ids)
+    encoded = tokenizer.encode(text)
+    return list(getattr(encoded, "ids", encoded))

@@ -1,0 +1,132 @@
+"""The files the engine's v7 build step reads next to a blob: ``weights_manifest.json``,
+``weights_manifest.map`` and a ``config.json`` (see ../shared/reference/engine-v7.md).
+
+All three are derived from the plan alone (names, dtypes, offsets and sizes are known before a
+byte of the blob is written), so they are byte-reproducible: the manifest names the blob by its
+file name (no absolute path, no time), references the engine template by name instead of
+embedding it, and the map lists every tensor in runtime-offset order with runtime offset ==
+file offset (the engine's "region" layout).
+
+The config.json carries what the engine's build step reads and would otherwise get wrong: a
+top-level ``rope_theta`` (transformers 5 nests it, and the engine then silently uses 10000),
+``rope_layout: split`` (its llama template defaults to the interleaved RoPE kernel, right for
+llama.cpp-permuted GGUF weights and wrong for HF weights) and ``rotary_dim``.
+
+The engine's v7 runtime has no bias operations and no RoPE scaling: for a model that needs
+either, it would compute a different model, so no sidecars are made for it
+(:func:`engine_refusal`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..files.atomic import atomic_output, write_all
+from ..files.inputs import same_file
+from ..format.errors import OutputError
+from ..format.metadata import engine_config
+from ..format.spec import ModelSpec
+from .engine_tokenizer import engine_template
+from .plan import Plan
+
+MANIFEST_JSON = "weights_manifest.json"
+MANIFEST_MAP = "weights_manifest.map"
+ENGINE_CONFIG = "config.json"
+SIDECARS = (MANIFEST_JSON, MANIFEST_MAP, ENGINE_CONFIG)
+
+#: The engine config keys of its manifest (its converter writes exactly these).
+_CONFIG_KEYS = ("model", "num_layers", "embed_dim", "num_heads", "num_kv_heads", "head_dim",
+                "intermediate_size", "context_length", "rope_theta", "vocab_size", "rms_eps")
+#: The weight names of quant_summary, per layer.
+_SUMMARY_WEIGHTS = ("wq", "wk", "wv", "wo", "w1", "w2")
+
+
+def engine_refusal(spec: ModelSpec) -> str | None:
+    """Why the engine's v7 runtime cannot run this model as transformers does, or None."""
+    if spec.qkv_bias:
+        return ("the engine's v7 runtime has no q/k/v bias operations (and its build step "
+                "refuses manifest entries no operation reads)")
+    if spec.rope.type != "default":
+        return f"the engine's v7 runtime has no RoPE scaling (the model uses {spec.rope.type!r})"
+    return None
+
+
+def engine_sidecars(plan: Plan, blob_name: str, tokenizer_type: str = "bpe") -> dict[str, bytes]:
+    """The three sidecar files for a plan whose blob is named ``blob_name``, by file name."""
+    spec = plan.spec
+    config = {k: v for k, v in engine_config(spec).model_dump().items() if k in _CONFIG_KEYS}
+    manifest: dict[str, Any] = {
+        "format": "ck-bumpwgt5-manifest-v1",
+        "version": plan.profile.version,
+        "weights_path": blob_name,
+        "config": config,
+        "template": {"name": engine_template(spec.architecture)},
+        "quant_summary": _quant_summary(plan),
+        "entries": [{"name": t.name, "dtype": t.dtype.label, "file_offset": t.offset,
+                     "size": t.nbytes} for t in plan.tensors],
+    }
+    if plan.vocab is not None:
+        manifest.update(num_merges=plan.vocab.num_merges,
+                        total_vocab_bytes=plan.vocab.total_vocab_bytes,
+                        tokenizer_contract={"tokenizer_type": tokenizer_type})
+    lines = ["# ck-bumpwgt5-manifest-map v1", "# name|dtype|file_offset|size|runtime_offset"]
+    lines += [f"{t.name}|{t.dtype.label}|0x{t.offset:016X}|0x{t.nbytes:016X}|0x{t.offset:016X}"
+              for t in sorted(plan.tensors, key=lambda t: t.offset)]
+    return {MANIFEST_JSON: _json(manifest), MANIFEST_MAP: ("\n".join(lines) + "\n").encode(),
+            ENGINE_CONFIG: _json(build_config(spec))}
+
+
+def build_config(spec: ModelSpec) -> dict[str, Any]:
+    """The config.json the engine's build step merges into its manifest config."""
+    out: dict[str, Any] = {
+        "model_type": spec.architecture, "hidden_size": spec.hidden_size,
+        "num_hidden_layers": spec.num_layers, "num_attention_heads": spec.num_heads,
+        "num_key_value_heads": spec.num_kv_heads, "head_dim": spec.head_dim,
+        "intermediate_size": spec.intermediate_size,
+        "max_position_embeddings": spec.context_length, "rms_norm_eps": spec.rms_norm_eps,
+        "rope_theta": spec.rope.theta, "rotary_dim": spec.head_dim, "rope_layout": "split",
+        "rope_scaling_type": "none", "vocab_size": spec.vocab_size,
+        "tie_word_embeddings": spec.tie_word_embeddings,
+    }
+    if spec.sliding_window:
+        out["sliding_window"] = spec.sliding_window
+    return out
+
+
+def _quant_summary(plan: Plan) -> dict[str, dict[str, str]]:
+    summary: dict[str, dict[str, str]] = {}
+    for t in plan.tensors:
+        if t.slot.layer is not None and t.slot.role in _SUMMARY_WEIGHTS:
+            summary.setdefault(f"layer.{t.slot.layer}", {})[t.slot.role] = t.dtype.label
+    return summary
+
+
+def _json(obj: dict[str, Any]) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
+
+
+def check_sidecar_paths(directory: Path, force: bool, inputs: Sequence[Path]) -> None:
+    """Refuse, before anything is converted, sidecars that would replace existing files (or,
+    even with ``force``, an input such as the checkpoint's own config.json)."""
+    for name in SIDECARS:
+        path = directory / name
+        if any(same_file(path, source) for source in inputs):
+            raise OutputError(f"{path}: is an input of this conversion; write the blob into "
+                              "another directory (or --no-engine-sidecars)")
+        if path.exists() and not force:
+            raise OutputError(f"{path}: already exists (use --force to overwrite, or "
+                              "--no-engine-sidecars)")
+
+
+def write_sidecars(files: dict[str, bytes], directory: Path, force: bool,
+                   inputs: Sequence[Path] = ()) -> list[Path]:
+    """Write each sidecar atomically into ``directory``; returns their paths."""
+    written = []
+    for name, data in files.items():
+        with atomic_output(directory / name, force, size=len(data), inputs=inputs) as fd:
+            write_all(fd, data)
+        written.append(directory / name)
+    return written
