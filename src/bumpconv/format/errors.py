@@ -48,6 +48,12 @@ class TokenizerError(BumpError):
     """The tokenizer is missing or unreadable."""
 
 
+class QuantizeError(BumpError, ValueError):
+    """Values or blocks the quantizers refuse: NaN or infinity, rows that are not whole blocks,
+    a byte count that does not match the shape, a type without a quantizer (also a ValueError,
+    as for any bad argument)."""
+
+
 class NativeUnavailableError(BumpError, ImportError):
     """The C extension is not built or cannot be loaded (also an ImportError, for callers that
     treat the runtime as an optional import)."""
