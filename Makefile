@@ -64,6 +64,7 @@ context-sweep: $(BLOB)
 bench: install
 	$(BIN)/python bench/bench_convert.py --cache $(CACHE)
 	$(BIN)/python bench/bench_runtime.py --cache $(CACHE)
+	$(BIN)/python bench/bench_quant.py
 
 # Regenerate the committed JSON Schemas from the Pydantic models (a test fails when stale).
 schemas: install

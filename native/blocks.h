@@ -2,7 +2,7 @@
  *
  * One block holds the values of consecutive elements of one row. Sizes and element counts are
  * also in src/bumpconv/format/dtypes.py (BLOCKS), which is where Python sizes tensors; a test
- * compares the two through bump_block_bytes()/bump_block_elems() below.
+ * compares the two through bump_block_bytes()/bump_block_elems() (quant.h).
  *
  * ggml_half is an IEEE binary16 bit pattern. No struct has padding (checked at compile time).
  * The part between the CFFI markers is parsed by cffi (native/build_ffi.py): plain C only.
@@ -22,11 +22,10 @@ enum bump_dtype {
     BUMP_DTYPE_FP32 = 0, BUMP_DTYPE_BF16 = 1, BUMP_DTYPE_FP16 = 2, BUMP_DTYPE_INT8 = 3,
     BUMP_DTYPE_INT4 = 4, BUMP_DTYPE_Q4_0 = 5, BUMP_DTYPE_Q4_1 = 6, BUMP_DTYPE_Q4_K = 7,
     BUMP_DTYPE_Q6_K = 8, BUMP_DTYPE_Q8_0 = 9, BUMP_DTYPE_Q8_K = 10, BUMP_DTYPE_Q5_0 = 11,
-    BUMP_DTYPE_Q5_1 = 12, BUMP_DTYPE_Q5_K = 13
+    BUMP_DTYPE_Q5_1 = 12, BUMP_DTYPE_Q5_K = 13,
+    /* bumpconv's extension codes (the engine's enum has none for the tokenizer's arrays) */
+    BUMP_DTYPE_I32 = 128, BUMP_DTYPE_U8 = 129
 };
-/* Bytes of one block of `dtype` and the elements it holds; 0 for an unknown code. */
-size_t bump_block_bytes(int32_t dtype);
-int32_t bump_block_elems(int32_t dtype);
 /* CFFI-END */
 
 #define QK4_0 32

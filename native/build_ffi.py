@@ -27,10 +27,10 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ("bump.c", "kernels.c", "blocks.c")
-HEADERS = ("bump.h", "kernels.h", "blocks.h")
+SOURCES = ("bump.c", "kernels.c", "quant.c")
+HEADERS = ("bump.h", "kernels.h", "blocks.h", "quant.h")
 #: Headers whose declarations between CFFI markers make up the Python-visible API, in order.
-CFFI_HEADERS = ("blocks.h", "bump.h")
+CFFI_HEADERS = ("blocks.h", "bump.h", "quant.h")
 MODULE = "bumpconv._native"
 
 STRICT = ["-Wall", "-Wextra", "-Werror"]
@@ -101,7 +101,7 @@ def make_builder(variant: str = "release", strict: bool = False, absolute: bool 
     builder.cdef(_cdef())
     where = str(HERE) if absolute else os.path.relpath(HERE)
     builder.set_source(
-        MODULE, '#include "bump.h"\n',
+        MODULE, "".join(f'#include "{name}"\n' for name in CFFI_HEADERS),
         sources=[os.path.join(where, s) for s in SOURCES],
         include_dirs=[where],
         depends=[os.path.join(where, h) for h in HEADERS],

@@ -34,6 +34,7 @@
 #endif
 
 #include "kernels.h"
+#include "quant.h"
 
 #define MAX_DIM (1 << 24) /* any single dimension */
 #define MAX_THREADS 256

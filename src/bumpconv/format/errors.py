@@ -53,6 +53,12 @@ class VocabError(BumpError):
     or a tokenizer holds something they cannot represent."""
 
 
+class QuantizeError(BumpError, ValueError):
+    """Values or blocks the quantizers refuse: NaN or infinity, rows that are not whole blocks,
+    a byte count that does not match the shape, a type without a quantizer (also a ValueError,
+    as for any bad argument)."""
+
+
 class NativeUnavailableError(BumpError, ImportError):
     """The C extension is not built or cannot be loaded (also an ImportError, for callers that
     treat the runtime as an optional import)."""
