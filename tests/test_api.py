@@ -18,7 +18,7 @@ def test_convert_inspect_verify_open_generate(synthetic: Callable[..., Path],
     result = bumpconv.convert(src, out)
     assert out.stat().st_size == result.size
     info = bumpconv.inspect(out, check=True)
-    assert info["checksum_status"] == "ok" and info["profile"] == "bumpwgt5"
+    assert info["checksum_status"] == "ok" and info["profile"] == "engine-v7"
     assert bumpconv.verify(out, src).elements == info["totals"]["parameters"]
     with bumpconv.open(out) as model:
         logits = model.forward([1, 2, 3])

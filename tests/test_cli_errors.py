@@ -146,9 +146,9 @@ def test_bad_source(damage: Callable[[Path], str], tiny_copy, cli, tmp_path: Pat
     needle = damage(src)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    r = cli("convert", src, out_dir / "o.bump")
+    r = cli("convert", "--profile", "bumpwgt5", src, out_dir / "o.bump")
     assert_clean_failure(r, needle, out_dir)
-    dry = cli("convert", src, out_dir / "o.bump", "--dry-run")
+    dry = cli("convert", "--profile", "bumpwgt5", src, out_dir / "o.bump", "--dry-run")
     assert_clean_failure(dry, needle, out_dir)
 
 
@@ -164,31 +164,31 @@ def test_unwritable_output_directory(tiny, cli, tmp_path: Path) -> None:
         ro = tmp_path / "ro"
         ro.mkdir(mode=0o555)
         target = ro / "o.bump"
-    r = cli("convert", tiny("llama-tied"), target)
+    r = cli("convert", "--profile", "bumpwgt5", tiny("llama-tied"), target)
     lines = r.err.strip().splitlines()
     assert r.code == 1 and len(lines) == 1 and f"{target}: cannot create a file in" in lines[0]
     assert not target.exists()
 
 
 def test_missing_output_directory_and_directory_as_output(tiny, cli, tmp_path: Path) -> None:
-    r = cli("convert", tiny("llama-tied"), tmp_path / "nope" / "o.bump")
+    r = cli("convert", "--profile", "bumpwgt5", tiny("llama-tied"), tmp_path / "nope" / "o.bump")
     assert_clean_failure(r, "does not exist", tmp_path)
     d = tmp_path / "d.bump"
     d.mkdir()
-    r = cli("convert", tiny("llama-tied"), d)
+    r = cli("convert", "--profile", "bumpwgt5", tiny("llama-tied"), d)
     assert r.code == 1 and "is a directory" in r.err
 
 
 def test_bad_source_paths(tiny, cli, tmp_path: Path) -> None:
     f = tmp_path / "file"
     f.write_text("x")
-    assert "is a file" in cli("convert", f, tmp_path / "o.bump").err
-    r = cli("convert", tmp_path / "missing-dir", tmp_path / "o.bump")
+    assert "is a file" in cli("convert", "--profile", "bumpwgt5", f, tmp_path / "o.bump").err
+    r = cli("convert", "--profile", "bumpwgt5", tmp_path / "missing-dir", tmp_path / "o.bump")
     assert r.code == 1 and "no such directory, and not a Hugging Face repo id" in r.err
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "config.json").write_bytes((tiny("llama-tied") / "config.json").read_bytes())
-    assert "no .safetensors weights found" in cli("convert", empty, tmp_path / "o.bump").err
+    assert "no .safetensors weights found" in cli("convert", "--profile", "bumpwgt5", empty, tmp_path / "o.bump").err
 
 
 def test_shard_index_problems(tiny_copy, cli, tmp_path: Path) -> None:
@@ -197,24 +197,24 @@ def test_shard_index_problems(tiny_copy, cli, tmp_path: Path) -> None:
     data = json.loads(index.read_text())
     first = sorted(set(data["weight_map"].values()))[0]
     (src / first).rename(src / "gone.safetensors")
-    r = cli("convert", src, tmp_path / "o.bump")
+    r = cli("convert", "--profile", "bumpwgt5", src, tmp_path / "o.bump")
     assert r.code == 1 and f"shard '{first}' is listed but missing" in r.err
     (src / "gone.safetensors").rename(src / first)
     name = next(iter(data["weight_map"]))
     data["weight_map"][name + ".ghost"] = first
     index.write_text(json.dumps(data))
-    r = cli("convert", src, tmp_path / "o.bump")
+    r = cli("convert", "--profile", "bumpwgt5", src, tmp_path / "o.bump")
     assert r.code == 1 and "but no shard contains it" in r.err
 
 
 def test_entry_point_prints_one_line_and_no_traceback(tiny, tmp_path: Path) -> None:
     import subprocess
     import sys
-    r = subprocess.run([sys.executable, "-m", "bumpconv.cli", "convert", str(tiny("llama-untied")),
+    r = subprocess.run([sys.executable, "-m", "bumpconv.cli", "convert", "--profile", "bumpwgt5", str(tiny("llama-untied")),
                         str(tmp_path / "o.bump"), "--profile", "bumpwgt3"], capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
 
 
 def test_format_is_still_accepted_as_the_old_name_of_profile(tiny, cli, tmp_path: Path) -> None:
-    r = cli("convert", tiny("llama-untied"), tmp_path / "o.bump", "--format", "bumpwgt3")
+    r = cli("convert", "--profile", "bumpwgt5", tiny("llama-untied"), tmp_path / "o.bump", "--format", "bumpwgt3")
     assert_clean_failure(r, "bumpwgt3: the model has an untied lm_head", tmp_path)

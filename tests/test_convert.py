@@ -50,7 +50,7 @@ def test_convert_then_verify_round_trip(name: str, fmt: str, tiny, cli, tmp_path
 def test_metadata_carries_engine_keys_real_eps_rope_and_a_full_manifest(tiny, cli, tmp_path: Path) -> None:
     src = tiny("llama3-scaled")
     out = tmp_path / "m.bump"
-    assert cli("convert", src, out, "--quiet").code == 0
+    assert cli("convert", "--profile", "bumpwgt5", src, out, "--quiet").code == 0
     with open_blob(out) as bf:
         meta = bf.metadata
         assert meta is not None
@@ -77,11 +77,11 @@ def test_output_is_deterministic_and_only_source_date_epoch_adds_a_time(
         tiny, cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = tiny("qwen2")
     a, b, c = tmp_path / "a.bump", tmp_path / "b.bump", tmp_path / "c.bump"
-    assert cli("convert", src, a, "--quiet").code == 0
-    assert cli("convert", src, b, "--quiet").code == 0
+    assert cli("convert", "--profile", "bumpwgt5", src, a, "--quiet").code == 0
+    assert cli("convert", "--profile", "bumpwgt5", src, b, "--quiet").code == 0
     assert a.read_bytes() == b.read_bytes()
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
-    assert cli("convert", src, c, "--quiet").code == 0
+    assert cli("convert", "--profile", "bumpwgt5", src, c, "--quiet").code == 0
     with open_blob(c) as bf:
         assert bf.metadata is not None and bf.metadata.created_at == "2023-11-14T22:13:20Z"
         assert bf.checksum.hex() == header_checksum(a)
@@ -98,7 +98,7 @@ def test_bf16_sharded_and_v4_config_sources(tiny, cli, tmp_path: Path) -> None:
     outs = {}
     for tag, src in [("fp32", fp32), ("sharded", sharded), ("v4", v4), ("bf16", bf16), ("fp16", fp16)]:
         outs[tag] = tmp_path / f"{tag}.bump"
-        assert cli("convert", src, outs[tag], "--quiet").code == 0
+        assert cli("convert", "--profile", "bumpwgt5", src, outs[tag], "--quiet").code == 0
         assert cli("verify", outs[tag], "--against", src).code == 0
     # same weights -> same payload, whatever the file split or config layout
     assert header_checksum(outs["fp32"]) == header_checksum(outs["sharded"]) == header_checksum(outs["v4"])
@@ -117,17 +117,17 @@ def test_dry_run_reads_no_tensor_data_and_predicts_the_size(
     with monkeypatch.context() as m:
         m.setattr("bumpconv.conversion.safetensors_file.read_as_f32", no_reads)
         m.setattr("bumpconv.conversion.source.read_as_f32", no_reads)
-        r = cli("convert", src, out, "--dry-run")
+        r = cli("convert", "--profile", "bumpwgt5", src, out, "--dry-run")
     assert r.code == 0 and not out.exists()
     assert "layer.1.q_norm" in r.out and "model.layers.1.self_attn.q_norm.weight" in r.out
     predicted = int(r.out.strip().splitlines()[-1].split()[1].replace(",", ""))
-    assert cli("convert", src, out, "--quiet").code == 0
+    assert cli("convert", "--profile", "bumpwgt5", src, out, "--quiet").code == 0
     assert out.stat().st_size == predicted
 
 
 def test_context_override_is_recorded(tiny, cli, tmp_path: Path) -> None:
     out = tmp_path / "c.bump"
-    assert cli("convert", tiny("llama-tied"), out, "--context", "77", "--quiet").code == 0
+    assert cli("convert", "--profile", "bumpwgt5", tiny("llama-tied"), out, "--context", "77", "--quiet").code == 0
     with open_blob(out) as bf:
         assert bf.header["context_len"] == 77 and bf.header["aligned_context"] == 80
         assert bf.spec is not None and bf.spec.context_length == 77
@@ -146,7 +146,7 @@ def test_interrupt_leaves_nothing_behind(tiny, cli, tmp_path: Path, monkeypatch:
     monkeypatch.setattr(writer, "packed_chunks", interrupted)
     out = tmp_path / "out" / "i.bump"
     out.parent.mkdir()
-    r = cli("convert", tiny("llama-tied"), out)
+    r = cli("convert", "--profile", "bumpwgt5", tiny("llama-tied"), out)
     assert r.code == 130 and "interrupted" in r.err
     assert list(out.parent.iterdir()) == []
 
@@ -154,9 +154,9 @@ def test_interrupt_leaves_nothing_behind(tiny, cli, tmp_path: Path, monkeypatch:
 def test_existing_output_is_kept_without_force_and_replaced_with_it(tiny, cli, tmp_path: Path) -> None:
     out = tmp_path / "x.bump"
     out.write_bytes(b"precious")
-    r = cli("convert", tiny("llama-tied"), out)
+    r = cli("convert", "--profile", "bumpwgt5", tiny("llama-tied"), out)
     assert r.code == 1 and "already exists (use --force" in r.err and out.read_bytes() == b"precious"
-    assert cli("convert", tiny("llama-tied"), out, "--force", "--quiet").code == 0
+    assert cli("convert", "--profile", "bumpwgt5", tiny("llama-tied"), out, "--force", "--quiet").code == 0
     assert out.read_bytes()[:8] == b"BUMPWGT5"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.bump"]
 
@@ -195,19 +195,19 @@ def test_cached_repo_id_resolves_offline_with_commit_and_blob_hashes(
     import huggingface_hub.constants as hc
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(cache))
     out = tmp_path / "r.bump"
-    r = cli("convert", "acme/tiny-llama", out, "--quiet")
+    r = cli("convert", "--profile", "bumpwgt5", "acme/tiny-llama", out, "--quiet")
     assert r.code == 0, r.err
     with open_blob(out) as bf:
         assert bf.metadata is not None
         s = bf.metadata.bumpconv.source
         assert (s["kind"], s["repo_id"], s["commit"]) == ("hf_cache", "acme/tiny-llama", commit)
         assert all(len(f["sha256"]) == 64 for f in s["files"])
-    missing = cli("convert", "acme/not-here", tmp_path / "n.bump")
+    missing = cli("convert", "--profile", "bumpwgt5", "acme/not-here", tmp_path / "n.bump")
     assert missing.code == 1 and "not in the local Hugging Face cache" in missing.err
 
 
 def test_progress_bar_is_off_when_not_a_terminal(tiny, cli, tmp_path: Path) -> None:
-    r = cli("convert", tiny("llama-tied"), tmp_path / "p.bump")
+    r = cli("convert", "--profile", "bumpwgt5", tiny("llama-tied"), tmp_path / "p.bump")
     assert r.code == 0 and "\r" not in r.err and r.err.startswith("wrote ")
     assert os.path.getsize(tmp_path / "p.bump") > 0
 
@@ -216,7 +216,7 @@ def test_progress_bar_is_off_when_not_a_terminal(tiny, cli, tmp_path: Path) -> N
 def test_progress_bar_in_bytes_on_a_terminal(quiet: bool, tiny, tmp_path: Path) -> None:
     import pty
     primary, secondary = pty.openpty()
-    args = [sys.executable, "-m", "bumpconv.cli", "convert", str(tiny("llama-gqa-pad")),
+    args = [sys.executable, "-m", "bumpconv.cli", "convert", "--profile", "bumpwgt5", str(tiny("llama-gqa-pad")),
             str(tmp_path / "t.bump")] + (["--quiet"] if quiet else [])
     proc = subprocess.run(args, stderr=secondary, stdout=subprocess.DEVNULL,
                           env={**os.environ, "COLUMNS": "", "LINES": ""})

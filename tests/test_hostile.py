@@ -77,16 +77,16 @@ def test_output_that_is_an_input_is_never_overwritten(src: Path, cli) -> None:
     weights = src / "model.safetensors"
     before = weights.read_bytes()
     for target in (weights, src / "config.json"):
-        fails(cli("convert", src, target, "--force"), "an input of this command")
+        fails(cli("convert", "--profile", "bumpwgt5", src, target, "--force"), "an input of this command")
     link = src / "link.bump"
     link.symlink_to(weights)
-    fails(cli("convert", src, link, "--force"), "an input of this command")
+    fails(cli("convert", "--profile", "bumpwgt5", src, link, "--force"), "an input of this command")
     assert weights.read_bytes() == before
 
 
 def test_concurrent_conversions_to_one_path_cannot_both_win(src: Path, out: Path) -> None:
     target = out / "m.bump"
-    procs = [subprocess.Popen([sys.executable, "-m", "bumpconv.cli", "convert", str(src),
+    procs = [subprocess.Popen([sys.executable, "-m", "bumpconv.cli", "convert", "--profile", "bumpwgt5", str(src),
                                str(target), "--quiet"], stderr=subprocess.PIPE, cwd=ROOT)
              for _ in range(4)]
     results = [(p.wait(60), p.stderr.read().decode()) for p in procs]  # type: ignore[union-attr]
@@ -98,13 +98,13 @@ def test_concurrent_conversions_to_one_path_cannot_both_win(src: Path, out: Path
 
 
 def test_force_never_replaces_a_device_fifo_or_directory(src: Path, cli, tmp_path: Path) -> None:
-    fails(cli("convert", src, "/dev/null", "--force"), "not a regular file")
+    fails(cli("convert", "--profile", "bumpwgt5", src, "/dev/null", "--force"), "not a regular file")
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    fails(cli("convert", src, fifo, "--force"), "not a regular file")
+    fails(cli("convert", "--profile", "bumpwgt5", src, fifo, "--force"), "not a regular file")
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
-    fails(cli("convert", src, tmp_path, "--force"), "is a directory")
+    fails(cli("convert", "--profile", "bumpwgt5", src, tmp_path, "--force"), "is a directory")
 
 
 def test_parity_dump_never_replaces_a_file_without_force(src: Path, cli, tmp_path: Path) -> None:
@@ -121,7 +121,7 @@ def test_parity_dump_never_replaces_a_file_without_force(src: Path, cli, tmp_pat
 def test_a_fifo_input_is_refused_not_waited_on(which: str, src: Path, out: Path) -> None:
     (src / which).unlink()
     os.mkfifo(src / which)
-    r = bumpconv("convert", src, out / "m.bump", timeout=30)
+    r = bumpconv("convert", "--profile", "bumpwgt5", src, out / "m.bump", timeout=30)
     assert r.returncode == 1 and b"FIFO" in r.stderr, r.stderr
     assert not list(out.iterdir())
 
@@ -162,7 +162,7 @@ def test_huge_layer_or_head_counts_in_a_blob_fail_fast(src: Path, cli, tmp_path:
 def test_huge_layer_count_in_a_config_fails_fast(src: Path, cli, out: Path) -> None:
     edit_config(src, num_hidden_layers=1_000_000_000)
     start = time.perf_counter()
-    fails(cli("convert", src, out / "m.bump"), "num_hidden_layers=1000000000 needs", out)
+    fails(cli("convert", "--profile", "bumpwgt5", src, out / "m.bump"), "num_hidden_layers=1000000000 needs", out)
     assert time.perf_counter() - start < 10
 
 
@@ -184,7 +184,7 @@ def test_huge_layer_count_in_a_config_fails_fast(src: Path, cli, out: Path) -> N
 def test_config_values_transformers_would_refuse_are_refused(changes: dict, needle: str,
                                                              src: Path, cli, out: Path) -> None:
     edit_config(src, **changes)
-    fails(cli("convert", src, out / "m.bump"), needle, out)
+    fails(cli("convert", "--profile", "bumpwgt5", src, out / "m.bump"), needle, out)
 
 
 def test_non_json_numbers_in_a_config_are_refused(src: Path, cli, out: Path) -> None:
@@ -192,7 +192,7 @@ def test_non_json_numbers_in_a_config_are_refused(src: Path, cli, out: Path) -> 
     cfg = json.loads(text)
     theta = cfg["rope_parameters"]["rope_theta"]
     (src / "config.json").write_text(text.replace(json.dumps(theta), "Infinity"))
-    fails(cli("convert", src, out / "m.bump"), "Infinity is not a JSON value", out)
+    fails(cli("convert", "--profile", "bumpwgt5", src, out / "m.bump"), "Infinity is not a JSON value", out)
 
 
 def test_non_finite_weights_are_refused_naming_tensor_and_element(src: Path, cli,
@@ -200,9 +200,9 @@ def test_non_finite_weights_are_refused_naming_tensor_and_element(src: Path, cli
     tensors = load_file(src / "model.safetensors")
     tensors["model.layers.1.mlp.down_proj.weight"][3, 7] = np.nan
     save_file(tensors, src / "model.safetensors", metadata={"format": "pt"})
-    fails(cli("convert", src, out / "m.bump"),
+    fails(cli("convert", "--profile", "bumpwgt5", src, out / "m.bump"),
           "tensor 'model.layers.1.mlp.down_proj.weight' holds nan at [3, 7]", out)
-    assert cli("convert", src, out / "m.bump", "--allow-nonfinite", "--quiet").code == 0
+    assert cli("convert", "--profile", "bumpwgt5", src, out / "m.bump", "--allow-nonfinite", "--quiet").code == 0
 
 
 def test_metadata_that_fails_its_hash_is_refused_by_run(src: Path, tmp_path: Path) -> None:
@@ -222,7 +222,7 @@ def test_safetensors_metadata_must_map_strings_to_strings(src: Path, cli, out: P
     header["__metadata__"] = []
     text = json.dumps(header, separators=(",", ":")).encode()
     (src / "model.safetensors").write_bytes(raw[:8] + text.ljust(n) + raw[8 + n:])
-    fails(cli("convert", src, out / "m.bump"), "__metadata__ must map strings to strings", out)
+    fails(cli("convert", "--profile", "bumpwgt5", src, out / "m.bump"), "__metadata__ must map strings to strings", out)
 
 
 # -- tracebacks as the interface -----------------------------------------------------------
@@ -246,14 +246,14 @@ def test_malicious_json_anywhere_is_one_clear_error(bomb: str, where: str, src: 
         cfg = (src / "config.json").read_text()
         _write_json_text(src / "config.json", cfg.replace('"vocab_size": 517',
                                                           f'"vocab_size": {value}'))
-        fails(cli("convert", src, out / "m.bump"), "config.json", out)
+        fails(cli("convert", "--profile", "bumpwgt5", src, out / "m.bump"), "config.json", out)
     elif where == "index":
         _write_json_text(src / "model.safetensors.index.json", '{"weight_map": ' + value + "}")
-        fails(cli("convert", src, out / "m.bump"), "model.safetensors.index.json", out)
+        fails(cli("convert", "--profile", "bumpwgt5", src, out / "m.bump"), "model.safetensors.index.json", out)
     elif where == "safetensors header":
         body = ('{"x": ' + value + "}").encode("utf-8", "surrogateescape")
         (src / "model.safetensors").write_bytes(struct.pack("<Q", len(body)) + body)
-        fails(cli("convert", src, out / "m.bump"), "model.safetensors", out)
+        fails(cli("convert", "--profile", "bumpwgt5", src, out / "m.bump"), "model.safetensors", out)
     else:  # read by `run` for the stop tokens
         blob = convert(src, tmp_path / "m.bump")
         tok = tmp_path / "tok"
@@ -290,7 +290,7 @@ def test_metadata_naming_an_unknown_model_is_a_blob_error(src: Path, tmp_path: P
 @pytest.mark.parametrize("context", ["4294967296", "0", "-5"])
 def test_a_context_the_header_cannot_carry_is_refused(context: str, src: Path, cli,
                                                       out: Path) -> None:
-    fails(cli("convert", src, out / "m.bump", "--context", context), "--context", out)
+    fails(cli("convert", "--profile", "bumpwgt5", src, out / "m.bump", "--context", context), "--context", out)
 
 
 def test_undecodable_prompt_and_paths_are_errors(src: Path, tmp_path: Path) -> None:
@@ -309,7 +309,7 @@ def test_undecodable_prompt_and_paths_are_errors(src: Path, tmp_path: Path) -> N
 def test_a_non_string_shard_name_is_named(src: Path, cli, out: Path) -> None:
     (src / "model.safetensors.index.json").write_text(json.dumps(
         {"weight_map": {"model.norm.weight": 7}}))
-    fails(cli("convert", src, out / "m.bump"), "mapped to a bad shard name 7", out)
+    fails(cli("convert", "--profile", "bumpwgt5", src, out / "m.bump"), "mapped to a bad shard name 7", out)
 
 
 # -- left behind, and what it costs ---------------------------------------------------------
@@ -317,7 +317,7 @@ def test_a_non_string_shard_name_is_named(src: Path, cli, out: Path) -> None:
 def test_sigkill_during_convert_leaves_nothing(synthetic, out: Path) -> None:
     big = synthetic("llama-untied")
     for delay in (0.05, 0.15, 0.3):
-        p = subprocess.Popen([sys.executable, "-m", "bumpconv.cli", "convert", str(big),
+        p = subprocess.Popen([sys.executable, "-m", "bumpconv.cli", "convert", "--profile", "bumpwgt5", str(big),
                               str(out / "m.bump"), "--quiet", "--force"], cwd=ROOT)
         time.sleep(delay)
         p.send_signal(signal.SIGKILL)
@@ -337,7 +337,7 @@ def test_stale_partials_of_dead_processes_are_removed_and_named(src: Path, cli, 
                           capture_output=True, text=True).stdout.strip()
     stale = out / f".m.bump.{dead}.abcd1234.partial"
     stale.write_bytes(b"x" * 100)
-    r = cli("convert", src, out / "m.bump", "--quiet")
+    r = cli("convert", "--profile", "bumpwgt5", src, out / "m.bump", "--quiet")
     assert r.code == 0, r
     assert f"bumpconv: warning: removed {stale}" in r.err
     assert sorted(p.name for p in out.iterdir()) == ["m.bump"]
@@ -368,7 +368,7 @@ def test_a_duplicated_header_key_is_named(src: Path, cli, out: Path) -> None:
     first = text[1:text.index("},") + 2]  # the first tensor entry, repeated
     dup = ("{" + first + text[1:]).encode()
     (src / "model.safetensors").write_bytes(struct.pack("<Q", len(dup)) + dup + raw[8 + n:])
-    fails(cli("convert", src, out / "m.bump"), "duplicate key", out)
+    fails(cli("convert", "--profile", "bumpwgt5", src, out / "m.bump"), "duplicate key", out)
 
 
 def test_a_blob_swapped_during_open_runs_what_was_checked(src: Path, tmp_path: Path) -> None:

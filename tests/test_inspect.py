@@ -20,10 +20,10 @@ def blobs(tiny, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from bumpconv.cli import main
     d = tmp_path_factory.mktemp("blobs")
     out = {"v5": d / "tied.bump", "v3": d / "tied.v3.bump", "qwen3": d / "qwen3.bump"}
-    assert main(["convert", str(tiny("llama-gqa-pad")), str(out["v5"]), "--quiet"]) == 0
-    assert main(["convert", str(tiny("llama-gqa-pad")), str(out["v3"]), "--quiet",
+    assert main(["convert", "--profile", "bumpwgt5", str(tiny("llama-gqa-pad")), str(out["v5"]), "--quiet"]) == 0
+    assert main(["convert", "--profile", "bumpwgt5", str(tiny("llama-gqa-pad")), str(out["v3"]), "--quiet",
                  "--profile", "bumpwgt3", "--context", "40"]) == 0
-    assert main(["convert", str(tiny("qwen3")), str(out["qwen3"]), "--quiet"]) == 0
+    assert main(["convert", "--profile", "bumpwgt5", str(tiny("qwen3")), str(out["qwen3"]), "--quiet"]) == 0
     return out
 
 

@@ -22,7 +22,7 @@ from tokenizers import Tokenizer
 from tokenizers.pre_tokenizers import ByteLevel
 from tokenizer_corpus import corpus
 
-from bumpconv.conversion.engine_tokenizer import engine_template, engine_tokenizer_warnings
+from bumpconv.format.engine_tokenizer import engine_template, engine_tokenizer_warnings
 from bumpconv.conversion.tokenizer_section import build_tokenizer_section
 from bumpconv.format.errors import TokenizerError, VocabError
 from bumpconv.format.tokenizer_meta import SUPPORTED, TokenizerMeta, rebuild_tokenizer_json
@@ -445,7 +445,7 @@ def test_tokenizer_modules_import_no_torch(tmp_path: Path) -> None:
     code = ("import sys; from pathlib import Path; "
             "from tools.fixtures import tiny_tokenizer; "
             "from bumpconv.conversion.tokenizer_section import build_tokenizer_section; "
-            "from bumpconv.conversion.engine_tokenizer import engine_tokenizer_warnings; "
+            "from bumpconv.format.engine_tokenizer import engine_tokenizer_warnings; "
             "from bumpconv.run.bpe import BpeTokenizer; "
             f"src = tiny_tokenizer('sentencepiece', Path({str(tmp_path)!r})); "
             "a, m = build_tokenizer_section(src, 517); "

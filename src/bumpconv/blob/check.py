@@ -16,6 +16,7 @@ from ..format.dtypes import DType
 from ..format.errors import BlobError
 from ..format.packing import first_nonzero_padding
 from .reader import BumpFile
+from .sidecars import sidecar_problems
 
 _BLOCK = 8 << 20
 
@@ -93,6 +94,11 @@ def check_blob(bf: BumpFile, padding: bool = True) -> CheckReport:
             else f"{len(per)} tensors match the manifest"))
     if padding:
         report.checks.append(_padding_check(bf))
+    sidecars = sidecar_problems(bf)
+    if sidecars is not None:
+        found, problems = sidecars
+        report.checks.append(Check("engine sidecars", not problems, problems[0] if problems
+                                   else f"{', '.join(found)} describe this blob"))
     bf.raise_if_changed()
     return report
 

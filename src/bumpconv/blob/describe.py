@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from ..format.dtypes import DType
+from ..format.engine_tokenizer import engine_template, engine_tokenizer_warnings
 from ..format.spec import ModelSpec, describe_spec
 from ..format.text import safe, table
 from .check import CheckReport
@@ -56,11 +57,27 @@ def blob_summary(bf: BumpFile, report: CheckReport | None) -> dict[str, Any]:
                    "padding_percent": round(100 * (fp32_bytes - 4 * fp32_params) / fp32_bytes, 3)
                    if fp32_bytes else 0.0},
         "source": bf.metadata.bumpconv.source if bf.metadata else None,
+        "tokenizer": _tokenizer_summary(bf),
         "notes": list(bf.notes),
     }
     if report is not None:
         out["checks"] = [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in report.checks]
     return out
+
+
+def _tokenizer_summary(bf: BumpFile) -> dict[str, Any] | None:
+    """The tokenizer a blob carries, and where the engine's own C tokenizer would differ."""
+    section = bf.metadata.bumpconv.tokenizer if bf.metadata is not None else None
+    if section is None or bf.spec is None:
+        return None
+    record = section.record
+    special = [t["content"] for t in record.added_tokens if t.get("special")]
+    return {"kind": record.kind, "vocab_size": bf.spec.vocab_size,
+            "merges": section.num_merges, "total_vocab_bytes": section.total_vocab_bytes,
+            "special_tokens": special, "bos_token_id": record.bos_token_id,
+            "eos_token_ids": record.eos_token_ids, "chat_template": record.chat_template is not None,
+            "engine_warnings": engine_tokenizer_warnings(
+                record, engine_template(bf.spec.architecture), tokenizer_type="bpe")}
 
 
 def format_blob(summary: dict[str, Any], tensors: bool = True) -> str:
@@ -95,6 +112,17 @@ def format_blob(summary: dict[str, Any], tensors: bool = True) -> str:
                  f"{tot['payload_bytes']:,} payload bytes ("
                  + ", ".join(f"{k}: {v:,}" for k, v in tot["bytes_by_dtype"].items())
                  + f"), padding {tot['padding_bytes']:,} bytes ({tot['padding_percent']}%)")
+    tok = s.get("tokenizer")
+    if tok:
+        shown = ", ".join(safe(t) for t in tok["special_tokens"][:6])
+        more = f" and {len(tok['special_tokens']) - 6} more" if len(tok["special_tokens"]) > 6 else ""
+        lines.append(f"tokenizer {tok['kind'].replace('_', ' ')}: {tok['vocab_size']:,} tokens, "
+                     f"{tok['merges']:,} merges, {tok['total_vocab_bytes']:,} string bytes; "
+                     f"special {shown}{more}; bos {tok['bos_token_id']}, eos "
+                     f"{tok['eos_token_ids']}; chat template "
+                     f"{'yes' if tok['chat_template'] else 'no'}")
+        for warning in tok["engine_warnings"]:
+            lines.append(f"warning   {safe(warning)}")
     for note in s["notes"]:
         lines.append(f"note      {safe(note)}")
     for c in s.get("checks", []):

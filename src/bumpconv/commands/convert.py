@@ -7,11 +7,10 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..conversion.engine_tokenizer import engine_warnings
 from ..conversion.plan import Plan, plan_conversion
 from ..conversion.report import format_plan
 from ..conversion.sidecars import (check_sidecar_paths, engine_refusal, engine_sidecars,
-                                   write_sidecars)
+                                   engine_warnings, write_sidecars)
 from ..conversion.source import open_source
 from ..conversion.writer import write_blob
 from ..format.errors import LayoutError
@@ -48,14 +47,15 @@ def run(args: argparse.Namespace) -> int:
         if args.dry_run:
             print(format_plan(plan, source))
             return 0
-        sidecars = _sidecars(args, plan, profile.sidecars == "engine-v7", source.input_files())
         inputs = source.input_files()
-        for warning in engine_warnings(plan, source) if profile.sidecars else ():
-            warnings.warn(warning, stacklevel=1)
+        sidecars = _sidecars(args, plan, profile.sidecars == "engine-v7", inputs)
         result = write_blob(plan, source, args.out, force=args.force, progress=not args.quiet,
                             allow_nonfinite=args.allow_nonfinite)
+        engine_notes = engine_warnings(plan, source) if sidecars else []
     directory = args.out.parent if str(args.out.parent) else Path(".")
     written = write_sidecars(sidecars, directory, args.force, inputs) if sidecars else []
+    for note in [] if args.quiet else engine_notes:  # for the engine user the sidecars serve
+        warnings.warn(note, stacklevel=1)
     if not args.quiet:
         print(f"wrote {result.path} ({result.size:,} bytes, {len(plan.tensors)} tensors, "
               f"{plan.profile.magic}, sha256 {result.checksum[:16]}...)"

@@ -26,16 +26,15 @@ from typing import Any
 
 from ..files.atomic import atomic_output, write_all
 from ..files.inputs import same_file
+from ..format.engine_tokenizer import engine_template, engine_tokenizer_warnings
 from ..format.errors import OutputError
 from ..format.metadata import engine_config
+from ..format.sidecars import (ENGINE_CONFIG, MANIFEST_FORMAT, MANIFEST_JSON, MANIFEST_MAP,
+                               MAP_HEADER, SIDECARS)
 from ..format.spec import ModelSpec
-from .engine_tokenizer import engine_template
 from .plan import Plan
+from .source import Source
 
-MANIFEST_JSON = "weights_manifest.json"
-MANIFEST_MAP = "weights_manifest.map"
-ENGINE_CONFIG = "config.json"
-SIDECARS = (MANIFEST_JSON, MANIFEST_MAP, ENGINE_CONFIG)
 
 #: The engine config keys of its manifest (its converter writes exactly these).
 _CONFIG_KEYS = ("model", "num_layers", "embed_dim", "num_heads", "num_kv_heads", "head_dim",
@@ -59,7 +58,7 @@ def engine_sidecars(plan: Plan, blob_name: str, tokenizer_type: str = "bpe") -> 
     spec = plan.spec
     config = {k: v for k, v in engine_config(spec).model_dump().items() if k in _CONFIG_KEYS}
     manifest: dict[str, Any] = {
-        "format": "ck-bumpwgt5-manifest-v1",
+        "format": MANIFEST_FORMAT,
         "version": plan.profile.version,
         "weights_path": blob_name,
         "config": config,
@@ -72,7 +71,7 @@ def engine_sidecars(plan: Plan, blob_name: str, tokenizer_type: str = "bpe") -> 
         manifest.update(num_merges=plan.vocab.num_merges,
                         total_vocab_bytes=plan.vocab.total_vocab_bytes,
                         tokenizer_contract={"tokenizer_type": tokenizer_type})
-    lines = ["# ck-bumpwgt5-manifest-map v1", "# name|dtype|file_offset|size|runtime_offset"]
+    lines = list(MAP_HEADER)
     lines += [f"{t.name}|{t.dtype.label}|0x{t.offset:016X}|0x{t.nbytes:016X}|0x{t.offset:016X}"
               for t in sorted(plan.tensors, key=lambda t: t.offset)]
     return {MANIFEST_JSON: _json(manifest), MANIFEST_MAP: ("\n".join(lines) + "\n").encode(),
@@ -130,3 +129,13 @@ def write_sidecars(files: dict[str, bytes], directory: Path, force: bool,
             write_all(fd, data)
         written.append(directory / name)
     return written
+
+
+def engine_warnings(plan: Plan, source: Source) -> list[str]:
+    """What an engine user must know about a conversion for the engine's runtime: its tokenizer
+    would give other ids than HF's (with what to set), or the blob carries no tokenizer."""
+    if source.tokenizer is None:
+        return [f"{source.root}: no tokenizer.json, so the blob carries no tokenizer; the "
+                "engine's runtime and `bumpconv run` then need one from elsewhere"]
+    return engine_tokenizer_warnings(source.tokenizer[1], engine_template(plan.spec.architecture),
+                                     tokenizer_type="bpe")

@@ -293,7 +293,7 @@ class Profile(BaseModel):
 
 
 #: The profile ``convert`` writes when none is named.
-DEFAULT_PROFILE = "bumpwgt5"
+DEFAULT_PROFILE = "engine-v7"
 _SUFFIX = ".profile.json"
 
 

@@ -20,13 +20,9 @@ it over bumpconv's arrays on the test corpus:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..format.tokenizer_meta import TokenizerMeta
-
-if TYPE_CHECKING:
-    from .plan import Plan
-    from .source import Source
+from .tokenizer_meta import TokenizerMeta
 
 #: The engine's v7 templates and the tokenizer their ``flags.tokenizer`` selects.
 ENGINE_TEMPLATE_TOKENIZER = {"llama": "sentencepiece", "gemma3": "sentencepiece",
@@ -122,12 +118,3 @@ def _post_processor_ids(comp: dict[str, Any] | None) -> list[int]:
     return [i for item in comp["single"] if "SpecialToken" in item
             for i in specials[item["SpecialToken"]["id"]]["ids"]]
 
-
-def engine_warnings(plan: "Plan", source: "Source") -> list[str]:
-    """What an engine user must know about a conversion for the engine's runtime: its tokenizer
-    would give other ids than HF's (with what to set), or the blob carries no tokenizer."""
-    if source.tokenizer is None:
-        return [f"{source.root}: no tokenizer.json, so the blob carries no tokenizer; the "
-                "engine's runtime and `bumpconv run` then need one from elsewhere"]
-    return engine_tokenizer_warnings(source.tokenizer[1], engine_template(plan.spec.architecture),
-                                     tokenizer_type="bpe")
