@@ -8,6 +8,7 @@ Needs ``make peer`` (``bench/peer_build.py``) first; everything lives under ``.c
   (no imatrix) from the f16 file, the usual llama.cpp flow. Each step is timed (wall seconds,
   peak RSS from ``/usr/bin/time -v``) to compare with bumpconv's converter end to end.
 * ``bench()``: ``llama-bench`` prefill and decode figures.
+* ``requantize_gguf()``: an f32 GGUF with its matrices quantized by the oracle below.
 * ``ggml_quantize()`` / ``ggml_dequantize()``: libggml's own quantizers through ctypes, the
   oracle for the project's C quantizer. ``ggml_quantize_chunk(type, src, dst, 0, nrows,
   n_per_row, imatrix=NULL)`` dispatches to ``quantize_<type>()`` in ggml-quants.c, and with
@@ -228,12 +229,11 @@ def ggml_type_enum(ggml_h: Path) -> dict[str, int]:
 class _Ggml:
     """libggml-base loaded once, with the type enum verified against the library."""
 
-    def __init__(self, peer: Peer) -> None:
-        ggml_h = peer.source / "ggml" / "include" / "ggml.h"
+    def __init__(self, lib: Path, ggml_h: Path) -> None:
         header = re.sub(r"\s+", " ", re.sub(r"//[^\n]*", "", ggml_h.read_text()))
         if re.sub(r"\s+", " ", _TRAITS_DECL) not in header:
             raise RuntimeError(f"struct ggml_type_traits in {ggml_h} differs from _Traits")
-        self.lib = ctypes.CDLL(str(peer.libs["libggml-base.so"]))
+        self.lib = ctypes.CDLL(str(lib))
         self.lib.ggml_get_type_traits.restype = ctypes.POINTER(_Traits)
         self.lib.ggml_get_type_traits.argtypes = [ctypes.c_int]
         self.lib.ggml_quantize_chunk.restype = ctypes.c_size_t
@@ -263,11 +263,19 @@ class _Ggml:
 _GGML: _Ggml | None = None
 
 
-def ggml(cache: Path = DEFAULT_CACHE) -> _Ggml:
-    """The loaded, verified libggml (once per process)."""
+def ggml(cache: Path = DEFAULT_CACHE, lib: Path | None = None,
+         ggml_h: Path | None = None) -> _Ggml:
+    """The loaded, verified libggml-base (once per process; the first call's arguments win).
+
+    Default: the ``make peer`` build. ``lib`` + ``ggml_h`` load a lone libggml-base instead
+    (``cmake --build B --target ggml-base``, 19 s) - all the quantizer oracle needs.
+    """
     global _GGML
     if _GGML is None:
-        _GGML = _Ggml(locate(cache))
+        if lib is None or ggml_h is None:
+            peer = locate(cache)
+            lib, ggml_h = peer.libs["libggml-base.so"], peer.source / "ggml/include/ggml.h"
+        _GGML = _Ggml(lib, ggml_h)
     return _GGML
 
 
@@ -305,6 +313,39 @@ def ggml_dequantize(type_name: str, data: bytes, rows: int, cols: int) -> np.nda
     src = ctypes.create_string_buffer(bytes(data), len(data))
     _TO_FLOAT(fn)(ctypes.addressof(src), out.ctypes.data, rows * cols)
     return out
+
+
+def requantize_gguf(src: Path, dst: Path, type_name: str) -> int:
+    """Copy an f32 GGUF, every 2-D tensor whose rows fit the block size quantized by libggml.
+
+    A K-quant test GGUF without llama-quantize (only libggml-base, a 19 s build, is needed):
+    like ``llama-quantize --pure`` (same bytes per tensor, see ``crosscheck``) except that rows
+    that do not fit stay f32 instead of falling back to another type. Returns how many tensors
+    were quantized. Works with PyPI's gguf 0.19.0 and the vendored gguf-py alike.
+    """
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
+
+    reader = GGUFReader(src)
+    writer = GGUFWriter(dst, reader.fields["general.architecture"].contents())
+    for key, f in reader.fields.items():
+        if not key.startswith("GGUF.") and key != "general.architecture":
+            sub = f.types[-1] if f.types[0] == GGUFValueType.ARRAY else None
+            writer.add_key_value(key, f.contents(), f.types[0], sub)
+    qt = GGMLQuantizationType[type_name.upper()]
+    quantized = 0
+    for t in reader.tensors:
+        x = np.asarray(t.data, dtype=np.float32)
+        if x.ndim == 2 and x.shape[1] % GGML_QUANT_SIZES[qt][0] == 0:
+            q = np.frombuffer(ggml_quantize(type_name, x), np.uint8).reshape(x.shape[0], -1)
+            writer.add_tensor(t.name, q, raw_dtype=qt)
+            quantized += 1
+        else:
+            writer.add_tensor(t.name, x)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return quantized
 
 
 # ----------------------------------------------------------------------------- selftest
