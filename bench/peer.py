@@ -463,6 +463,7 @@ def report(hf_dir: Path, out_dir: Path, threads: int, reps: int = 5, reuse: bool
             rss = f"{s.peak_rss_mb:.0f}" if s.peak_rss_mb is not None else "-"
             print(f"| {s.name} | {s.size / 1e6:.1f} MB | {s.seconds:.2f} | {rss} |", flush=True)
     os.sync()
+    load_before = os.getloadavg()[0]
     print(f"\nllama-bench -t {threads} -p 128 -n 64 -r {reps}, -d 0 and -d 128 (avg / best)\n")
     print("| type | file MB | prefill-128 ms | decode tok/s (d 0) | decode tok/s (d 128) |\n"
           "|---|---|---|---|---|")
@@ -475,7 +476,9 @@ def report(hf_dir: Path, out_dir: Path, threads: int, reps: int = 5, reuse: bool
         print(f"| {t} | {f.stat().st_size / 1e6:.1f} | {b0.prefill_ms_avg:.1f} / "
               f"{b0.prefill_ms_best:.1f} | {b0.decode_tps_avg:.1f} / {b0.decode_tps_best:.1f} | "
               f"{b1.decode_tps_avg:.1f} / {b1.decode_tps_best:.1f} |", flush=True)
-    print(f"\nllama-bench flash_attn setting: {fa}")
+    print(f"\nllama-bench flash_attn setting: {fa}; 1-minute load average before {load_before:.2f}, "
+          f"after {os.getloadavg()[0]:.2f} (about {threads} is this run alone; more means other "
+          "jobs competed and the figures are worthless)")
 
 
 def main(argv: list[str] | None = None) -> int:
