@@ -10,7 +10,7 @@ TOL    ?= 1e-5
 DUMP   ?= 0
 PROMPT ?= The capital of France is
 
-.PHONY: install test test-fast demo native asan-test fixtures parity layer-diff context-sweep bench schemas clean
+.PHONY: install test test-fast demo native asan-test fixtures parity layer-diff context-sweep bench peer schemas clean
 
 # A fresh clone: create the venv and install the package (which builds the C runtime).
 $(VENV)/.installed: pyproject.toml requirements-dev.txt $(wildcard setup.py native/*.c native/*.h native/*.py)
@@ -65,6 +65,11 @@ bench: install
 	$(BIN)/python bench/bench_convert.py --cache $(CACHE)
 	$(BIN)/python bench/bench_runtime.py --cache $(CACHE)
 	$(BIN)/python bench/bench_quant.py
+
+# llama.cpp as a benchmark/oracle peer, never for CI: its source from PyPI (llama-cpp-python
+# sdist), built into $(CACHE)/peer/ (needs pip, cmake, a C++ compiler). See docs/peer.md.
+peer:
+	$(PYTHON) bench/peer_build.py --cache $(CACHE)
 
 # Regenerate the committed JSON Schemas from the Pydantic models (a test fails when stale).
 schemas: install
