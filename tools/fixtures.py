@@ -60,6 +60,11 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
                   rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
     "qwen3": dict(model_type="qwen3", tie_word_embeddings=False, head_dim=40,
                   rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
+    # rows that are whole K-quant blocks (256) everywhere but wo per head: for quantization
+    "llama-quant": dict(model_type="llama", tie_word_embeddings=False, hidden_size=256,
+                        intermediate_size=512, num_attention_heads=4, num_key_value_heads=2,
+                        head_dim=64, num_hidden_layers=3,
+                        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
 }
 
 

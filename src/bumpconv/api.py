@@ -13,29 +13,31 @@ from .blob.check import check_blob
 from .blob.describe import blob_summary
 from .blob.reader import open_blob
 from .blob.verify import VerifyResult, verify_against
-from .conversion.plan import plan_conversion
+from .conversion.convert import convert_checkpoint
 from .conversion.source import open_source
-from .conversion.writer import WriteResult, write_blob
-from .format.profile import DEFAULT_PROFILE, load_profile
+from .conversion.writer import WriteResult
+from .format.profile import DEFAULT_PROFILE
 from .comparison.check import ParityOptions, run_parity
 from .comparison.report import ParityReport
 from .run.runtime import BumpModel
 
 
 def convert(src: str | Path, out: str | Path, *, profile: str = DEFAULT_PROFILE,
-            context: int | None = None, force: bool = False) -> WriteResult:
+            context: int | None = None, quant: str | None = None, force: bool = False,
+            engine_sidecars: bool | None = None) -> WriteResult:
     """Convert a Hugging Face checkpoint (a directory, or a repo id already in the local HF
-    cache) to a bump blob, atomically: ``out`` appears only when complete.
+    cache) to a bump blob, atomically: ``out`` appears only when complete. ``quant`` names a
+    quantization policy (``"q8_0"``, ``"q4_k_m"``, ...; schemas/quant.policy.json). The
+    engine-v7 profile also writes the engine's sidecars beside ``out`` (``engine_sidecars``
+    overrides that).
 
     >>> import bumpconv
     >>> result = bumpconv.convert("SmolLM2-135M/", "smollm2.bump")  # doctest: +SKIP
     >>> result.size, result.checksum[:8]                             # doctest: +SKIP
     (538208745, '2c9f...')
     """
-    carries = load_profile(profile).carries_tokenizer
-    with open_source(str(src), with_tokenizer=carries) as source:
-        plan = plan_conversion(source, profile, context=context)
-        return write_blob(plan, source, Path(out), force=force)
+    return convert_checkpoint(str(src), Path(out), profile, context=context, quant=quant,
+                              force=force, engine_sidecars=engine_sidecars).result
 
 
 def open(blob: str | Path, *, config: str | Path | None = None, check: bool = False,

@@ -45,8 +45,14 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    warnings.showwarning = _show_warning  # library warnings are one line, like errors
     signal.signal(signal.SIGTERM, _terminate)  # clean up partial output like Ctrl-C does
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # every warning of this command, each time
+        warnings.showwarning = _show_warning  # library warnings are one line, like errors
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except BumpError as exc:

@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from ..format.dtypes import DType
+from ..format.profile import bits_per_weight
 from ..format.engine_tokenizer import engine_template, engine_tokenizer_warnings
 from ..format.spec import ModelSpec, describe_spec
 from ..format.text import safe, table
@@ -49,10 +50,12 @@ def blob_summary(bf: BumpFile, report: CheckReport | None) -> dict[str, Any]:
         if bf.spec else None,
         "tensors": [{"index": i, "name": t.name, "role": t.slot.role, "layer": t.slot.layer,
                      "shape": list(t.slot.shape), "dtype": t.dtype.label, "offset": t.offset,
-                     "bytes": t.nbytes, "sources": list(t.slot.sources), "crc32": t.crc32}
+                     "bytes": t.nbytes, "blocks": t.slot.numel // t.dtype.block.elements,
+                     "bits_per_weight": round(8 * t.nbytes / t.slot.numel, 4),
+                     "sources": list(t.slot.sources), "crc32": t.crc32}
                     for i, t in enumerate(bf.tensors)],
         "totals": {"tensors": len(bf.tensors), "parameters": params, "payload_bytes": payload,
-                   "bytes_by_dtype": by_dtype,
+                   "bytes_by_dtype": by_dtype, "bits_per_weight": bits_per_weight(bf.tensors),
                    "padding_bytes": fp32_bytes - 4 * fp32_params,
                    "padding_percent": round(100 * (fp32_bytes - 4 * fp32_params) / fp32_bytes, 3)
                    if fp32_bytes else 0.0},
@@ -111,7 +114,8 @@ def format_blob(summary: dict[str, Any], tensors: bool = True) -> str:
     lines.append(f"totals    {tot['tensors']} tensors, {tot['parameters']:,} parameters, "
                  f"{tot['payload_bytes']:,} payload bytes ("
                  + ", ".join(f"{k}: {v:,}" for k, v in tot["bytes_by_dtype"].items())
-                 + f"), padding {tot['padding_bytes']:,} bytes ({tot['padding_percent']}%)")
+                 + f"), {tot['bits_per_weight']:.3f} bits per weight, padding "
+                 f"{tot['padding_bytes']:,} bytes ({tot['padding_percent']}%)")
     tok = s.get("tokenizer")
     if tok:
         shown = ", ".join(safe(t) for t in tok["special_tokens"][:6])

@@ -8,6 +8,7 @@ padding must be zero.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +21,9 @@ from ..format.dtypes import DType
 from ..format.errors import BumpError, VerifyError
 from ..format.tokenizer_meta import rebuild_tokenizer_json
 from ..format.vocab import ARRAY_NAMES, VocabArrays
-from ..format.packing import first_nonzero_padding, unpack
+from ..format.packing import first_nonzero_padding, pack, unpack
+from ..format.profile import PlacedTensor
+from ..native.quant import quantize
 from .reader import BumpFile
 
 _BLOCK_BYTES = 8 << 20
@@ -38,7 +41,9 @@ class VerifyResult:
 def verify_against(bf: BumpFile, source: Source) -> VerifyResult:
     """Raise VerifyError naming the first tensor (and element) that differs; else a summary.
     ``source`` must be opened with its tokenizer when the blob's profile carries one."""
-    plan = plan_conversion(source, bf.profile.profile, context=bf.dims["T"])
+    section = bf.metadata.bumpconv.quantization if bf.metadata is not None else None
+    plan = plan_conversion(source, bf.profile.profile, context=bf.dims["T"],
+                           quant=section.policy if section is not None else None)
     if len(plan.tensors) != len(bf.tensors):
         raise VerifyError(f"{bf.path}: has {len(bf.tensors)} tensors but {source.root} needs "
                           f"{len(plan.tensors)} in the {bf.profile.profile} layout")
@@ -53,9 +58,12 @@ def verify_against(bf: BumpFile, source: Source) -> VerifyResult:
         if got.slot.content == "tokenizer":
             vocab[got.name] = bf.tensor_bytes(got.name)
             continue
+        if got.dtype != want.dtype:
+            raise VerifyError(f"{bf.path}: tensor {got.name!r} is {got.dtype.label} but the "
+                              f"source's plan makes it {want.dtype.label}")
         if got.dtype != DType.FP32:
-            raise VerifyError(f"{bf.path}: tensor {got.name!r} is {got.dtype.label}; verify "
-                              "compares fp32 only")
+            elements += _compare_blocks(bf, got, source)
+            continue
         packed = bf.array(got.name)
         where = first_nonzero_padding(want.slot, packed)
         if where is not None:
@@ -66,6 +74,21 @@ def verify_against(bf: BumpFile, source: Source) -> VerifyResult:
         _verify_tokenizer(bf, source, vocab)
     bf.raise_if_changed()
     return VerifyResult(len(plan.tensors), len(source.tensors), elements, bool(vocab))
+
+
+def _compare_blocks(bf: BumpFile, got: PlacedTensor, source: Source) -> int:
+    """A quantized tensor is the source, packed and quantized again, block for block (the
+    quantizer is ggml's reference, deterministic)."""
+    slot = got.slot
+    packed = pack(slot, [source.read_all(n) for n in slot.sources])
+    want = quantize(packed.reshape(-1, slot.shape[-1]), got.dtype).tobytes()
+    have = bf.tensor_bytes(got.name)
+    if have != want:
+        block = got.dtype.block.nbytes
+        at = next(i for i, (a, b) in enumerate(zip(have, want)) if a != b)
+        raise VerifyError(f"{bf.path}: tensor {got.name!r} ({got.dtype.label}) differs from the "
+                          f"source quantized again, in block {at // block} (byte {at})")
+    return math.prod(slot.box) if slot.box is not None else 0
 
 
 def _verify_tokenizer(bf: BumpFile, source: Source, vocab: dict[str, bytes]) -> None:

@@ -27,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
         check_blob(bf, padding=False).raise_on_failure()
         result = verify_against(bf, source)
     print(f"OK: {args.file} matches {args.against}: {result.tensors} packed tensors, "
-          f"{result.source_tensors} source tensors, {result.elements:,} values bit-identical, "
+          f"{result.source_tensors} source tensors, {result.elements:,} values bit-identical "
+          "(quantized ones: the source quantized again, block for block), "
           + ("tokenizer arrays identical and rebuilding tokenizer.json, " if result.tokenizer
              else "") + "padding zero, checksums valid")
     return 0

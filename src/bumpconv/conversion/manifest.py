@@ -11,7 +11,9 @@ from datetime import datetime, timezone
 from ..format.constants import FOOTER_SIZE, VERSION
 from ..format.profile import profile_hash
 from ..format.metadata import (SCHEMA_VERSION, BumpconvSection, ManifestEntry, Metadata,
-                               TokenizerSection, canonical_json, engine_config)
+                               QuantizationSection, TokenizerSection, canonical_json,
+                               engine_config)
+from ..format.quant_policy import policy_hash
 from ..format.tokenizer_meta import TokenizerMeta
 from .plan import Plan
 from .source import Provenance, Source
@@ -51,7 +53,9 @@ def build_metadata(plan: Plan, payload_sha256: str, tensor_crc32: dict[str, str]
         bumpconv=BumpconvSection(
             version=VERSION, profile=plan.profile.profile, payload_sha256=payload_sha256,
             tensors=entries, ignored_sources=list(plan.ignored_sources),
-            source=provenance.as_json(), tokenizer=_tokenizer_section(plan, tokenizer)),
+            source=provenance.as_json(), tokenizer=_tokenizer_section(plan, tokenizer),
+            quantization=None if plan.quant is None else QuantizationSection(
+                policy=plan.quant, policy_sha256=policy_hash())),
     )
 
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 from ..format.codec import pack_dtype_table
-from ..format.errors import SourceError
+from ..format.dtypes import DType
+from ..format.errors import LayoutError, SourceError
+from ..format.quant_policy import choose_dtype
 from ..format.profile import (HeaderVariant, PlacedTensor, Profile, TensorSlot,
                              check_representable, evaluate, load_profile, place_tensors)
 from ..format.spec import ModelSpec
@@ -34,6 +37,8 @@ class Plan:
     ignored_sources: tuple[str, ...]
     #: the sizes of the tokenizer arrays the blob carries (None: it carries none)
     vocab: VocabCounts | None = None
+    #: the quantization policy the dtypes come from (None: every tensor its rule's dtype)
+    quant: str | None = None
 
     @property
     def carries_tokenizer(self) -> bool:
@@ -71,10 +76,12 @@ class Plan:
 
 
 def make_plan(spec: ModelSpec, source_tensors: dict[str, TensorInfo], profile_name: str,
-              context: int | None = None, vocab: VocabCounts | None = None) -> Plan:
+              context: int | None = None, vocab: VocabCounts | None = None,
+              quant: str | None = None) -> Plan:
     """Plan a conversion and check the source against it: every expected tensor must exist
     with the shape the config implies, and every source tensor must be consumed. ``vocab``:
-    the source's tokenizer arrays, for a profile that carries them."""
+    the source's tokenizer arrays, for a profile that carries them; ``quant``: a quantization
+    policy's name (schemas/quant.policy.json)."""
     spec = spec.with_context(context)
     profile = load_profile(profile_name)
     dims, flags = spec.dims(vocab), spec.flags(tokenizer=vocab is not None)
@@ -85,7 +92,13 @@ def make_plan(spec: ModelSpec, source_tensors: dict[str, TensorInfo], profile_na
         raise SourceError(f"config.json: num_hidden_layers={spec.num_layers} needs {needed:,} "
                           f"source tensors in the {profile_name} layout, but the checkpoint "
                           f"has {len(source_tensors):,}")
-    tensors = place_tensors(profile, dims, flags)
+    dtype_of = None
+    if quant is not None:
+        if profile.dtype_enum != "current":
+            raise LayoutError(f"{profile_name}: its dtype table has only fp32 and a stale q4_k "
+                              "code; quantized blobs need another profile (engine-v7, bumpwgt5)")
+        dtype_of = partial(_policy_dtype, quant, spec)
+    tensors = place_tensors(profile, dims, flags, dtype_of=dtype_of)
     used: set[str] = set()
     for t in tensors:
         for name in t.slot.sources:
@@ -100,7 +113,11 @@ def make_plan(spec: ModelSpec, source_tensors: dict[str, TensorInfo], profile_na
         raise SourceError(f"{source_tensors[unused[0]].file}: tensor {unused[0]!r} is not used by "
                           f"the {profile_name} layout for a {spec.architecture} model{more}")
     return Plan(profile, spec, dims, tensors, ignored,
-                vocab if any(t.slot.content == "tokenizer" for t in tensors) else None)
+                vocab if any(t.slot.content == "tokenizer" for t in tensors) else None, quant)
+
+
+def _policy_dtype(quant: str, spec: ModelSpec, slot: TensorSlot) -> DType:
+    return choose_dtype(quant, slot, spec.num_layers, spec.tie_word_embeddings)
 
 
 def _check_tying(profile: Profile, spec: ModelSpec,
@@ -133,8 +150,9 @@ def _check_source(slot: TensorSlot, name: str, source_tensors: dict[str, TensorI
                           f"supported: {', '.join(CONVERTIBLE_DTYPES)}")
 
 
-def plan_conversion(source: "Source", profile_name: str, context: int | None = None) -> Plan:
+def plan_conversion(source: "Source", profile_name: str, context: int | None = None,
+                    quant: str | None = None) -> Plan:
     """The plan of converting ``source`` (opened with its tokenizer when the profile carries
     one: see :func:`bumpconv.conversion.source.open_source`)."""
     vocab = source.tokenizer[0].counts if source.tokenizer is not None else None
-    return make_plan(source.spec, source.tensors, profile_name, context, vocab)
+    return make_plan(source.spec, source.tensors, profile_name, context, vocab, quant)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..format.profile import bits_per_weight
 from ..format.spec import describe_spec
 from ..format.text import safe, table
 from .manifest import output_size
@@ -22,5 +23,7 @@ def format_plan(plan: Plan, source: Source) -> str:
     size = output_size(plan, source)
     params = plan.parameter_count()
     lines.append(f"output: {size:,} bytes ({len(plan.tensors)} tensors, {params:,} parameters, "
-                 f"payload {plan.payload_end - plan.payload_offset:,} bytes)")
+                 f"payload {plan.payload_end - plan.payload_offset:,} bytes, "
+                 f"{bits_per_weight(plan.tensors):.3f} bits per weight"
+                 + (f", --quant {plan.quant}" if plan.quant else "") + ")")
     return "\n".join(lines)

@@ -18,9 +18,11 @@ import numpy as np
 from ..files.atomic import atomic_output, write_all
 from ..files.progress import progress_bar
 from ..format.codec import pack_footer, pack_header
+from ..format.dtypes import DType
 from ..format.errors import ConfigError, SourceError
 from .manifest import created_at, metadata_bytes, output_size
 from .pipeline import Emitter
+from .quantize import ChunkQuantizer
 from .plan import Plan
 from .source import Source
 from .stream import CHUNK_BYTES, packed_chunks
@@ -75,6 +77,7 @@ def write_blob(plan: Plan, source: Source, dest: Path, force: bool = False,
         write_all(fd, header_bytes(plan, bytes(32)))
         emitter = Emitter(fd, CHUNK_BYTES, bar)
         arrays = source.tokenizer[0].by_name() if plan.carries_tokenizer and source.tokenizer else {}
+        quantizer = ChunkQuantizer() if plan.quant is not None else None
         try:
             emitter.emit(None, plan.dtype_table(), None)
             for t in plan.tensors:
@@ -85,12 +88,17 @@ def write_blob(plan: Plan, source: Source, dest: Path, force: bool = False,
                 for block, buf in packed_chunks(t.slot, source, CHUNK_BYTES, emitter.take):
                     if not allow_nonfinite and not np.isfinite(block).all():
                         raise SourceError(_first_nonfinite(t.slot.sources, source))
+                    if t.dtype != DType.FP32:
+                        assert quantizer is not None
+                        block = quantizer(block, t.dtype)
                     emitter.emit(t.name, block, buf)
         except BaseException:
             emitter.close()
             raise
         finally:
             bar.close()
+            if quantizer is not None:
+                quantizer.close()
         checksum, per_tensor = emitter.finish()
         if provenance is not None:
             blob = metadata_bytes(plan, checksum, per_tensor, provenance.result(), source)

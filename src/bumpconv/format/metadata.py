@@ -74,6 +74,16 @@ class TokenizerSection(BaseModel):
         return VocabCounts(self.total_vocab_bytes, self.num_merges)
 
 
+class QuantizationSection(BaseModel):
+    """How a quantized blob's dtypes were chosen: the policy's name and the SHA-256 of the
+    policy file (schemas/quant.policy.json) that defined it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy: str
+    policy_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class BumpconvSection(BaseModel):
     """What bumpconv adds: the profile, checksums, the manifest, and where the weights came from."""
 
@@ -87,14 +97,17 @@ class BumpconvSection(BaseModel):
     source: dict[str, Any]
     tokenizer: TokenizerSection | None = Field(
         default=None, description="present when the blob carries the tokenizer's arrays")
+    quantization: QuantizationSection | None = Field(
+        default=None, description="present when `convert --quant` chose the dtypes")
 
     @model_serializer(mode="wrap")
-    def _without_absent_tokenizer(self, handler: Any) -> dict[str, Any]:
-        """A blob without a tokenizer has no "tokenizer" key at all (not null), so files of the
-        profiles that carry none are what they were before tokenizers existed."""
+    def _without_absent_sections(self, handler: Any) -> dict[str, Any]:
+        """A blob without a tokenizer or quantization has no such key at all (not null), so the
+        files bumpconv wrote before those existed are still what it writes."""
         out = handler(self)
-        if out.get("tokenizer") is None:
-            out.pop("tokenizer", None)
+        for key in ("tokenizer", "quantization"):
+            if out.get(key) is None:
+                out.pop(key, None)
         return out
 
 

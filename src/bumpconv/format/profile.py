@@ -29,7 +29,8 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Literal, Union
+from collections.abc import Iterable
+from typing import Callable, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -454,14 +455,24 @@ class PlacedTensor:
 
 
 def place_tensors(profile: Profile, dims: dict[str, int], flags: dict[str, bool],
-                  table_offset: int | None = None) -> tuple[PlacedTensor, ...]:
-    """Expand a profile and place its fp32 tensors back to back after the dtype table."""
+                  table_offset: int | None = None,
+                  dtype_of: Callable[[TensorSlot], DType] | None = None) -> tuple[PlacedTensor, ...]:
+    """Expand a profile and place its tensors back to back after the dtype table, each of its
+    rule's dtype unless ``dtype_of`` says otherwise (a quantization policy)."""
     slots = expand_tensors(profile, dims, flags)
     if table_offset is None:
         table_offset = profile.headers[0].dtype_table_offset
     offset = table_offset + 4 + len(slots)
     out = []
     for slot in slots:
-        out.append(PlacedTensor(slot, offset, slot.dtype))
+        dtype = dtype_of(slot) if dtype_of is not None else slot.dtype
+        out.append(PlacedTensor(slot, offset, dtype))
         offset += out[-1].nbytes
     return tuple(out)
+
+
+def bits_per_weight(tensors: Iterable[PlacedTensor]) -> float:
+    """Bits of the weights (not the tokenizer's arrays) per carried parameter."""
+    weights = [t for t in tensors if t.slot.content == "weights" and t.slot.box is not None]
+    params = sum(math.prod(t.slot.box) for t in weights)  # type: ignore[arg-type]
+    return round(8 * sum(t.nbytes for t in weights) / params, 4) if params else 0.0
