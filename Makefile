@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CACHE  ?= .cache
 SMOL   := $(CACHE)/smollm2-fp32
-BLOB   := $(CACHE)/smollm2.bump
+BLOB   := $(CACHE)/demo/smollm2.bump
 LAYER  ?= 0
 TOL    ?= 1e-5
 DUMP   ?= 0
@@ -35,15 +35,17 @@ test-fast: install
 fixtures: install
 	$(BIN)/python tools/fixtures.py smollm2 --cache $(CACHE)
 
+# engine-v7 (the default): the blob carries its tokenizer; the engine's sidecars land beside it.
 $(BLOB): $(VENV)/.installed
 	$(BIN)/python tools/fixtures.py smollm2 --cache $(CACHE)
+	mkdir -p $(dir $(BLOB))
 	$(BIN)/bumpconv convert $(SMOL) $(BLOB) --force
 
 # The main job end to end: build SmolLM2-135M, convert, inspect, verify, run, parity.
 demo: $(BLOB)
 	$(BIN)/bumpconv inspect $(BLOB) --check --summary
 	$(BIN)/bumpconv verify $(BLOB) --against $(SMOL)
-	$(BIN)/bumpconv run $(BLOB) --prompt "$(PROMPT)" -n 20 --tokenizer $(SMOL)
+	$(BIN)/bumpconv run $(BLOB) --prompt "$(PROMPT)" -n 20
 	$(BIN)/bumpconv parity $(SMOL) $(BLOB)
 
 native:

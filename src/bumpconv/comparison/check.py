@@ -36,6 +36,7 @@ from ..files.atomic import atomic_output
 from ..format.errors import ParityError
 from ..format.spec import ModelSpec
 from ..files.checkpoint import load_spec
+from ..run.carried import blob_tokenizer
 from ..run.runtime import BumpModel
 from .metrics import (ContextSweep, LogitsCheck, Thresholds, compare_logits, layer_sweep,
                       output_diff, stage_diff)
@@ -163,7 +164,9 @@ def _run(bf: BumpFile, src: str, root: Path, src_spec: ModelSpec, options: Parit
     if options.layer is not None and not 0 <= options.layer < src_spec.num_layers:
         raise ParityError(f"--layer {options.layer} is out of range: the model has layers "
                           f"0..{src_spec.num_layers - 1}")
-    prompts = tokenize_prompts(root, options.prompts, src_spec.vocab_size)
+    carried = blob_tokenizer(bf)
+    prompts = tokenize_prompts(root, options.prompts, src_spec.vocab_size,
+                               carried[0] if carried is not None else None)
     longest = max(len(p.ids) for p in prompts)
     if options.context_sweep is not None and not 0 <= options.context_sweep <= longest:
         raise ParityError(f"--context-sweep {options.context_sweep}: must be 1..{longest} "

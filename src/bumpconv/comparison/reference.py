@@ -100,14 +100,15 @@ class PromptTokens:
         return min(len(self.ids), len(self.runtime_ids))
 
 
-def tokenize_prompts(root: Path, texts: Sequence[str] | None,
-                     vocab_size: int) -> list[PromptTokens]:
+def tokenize_prompts(root: Path, texts: Sequence[str] | None, vocab_size: int,
+                     runtime_side: Any = None) -> list[PromptTokens]:
     """Token ids for ``texts`` (default: :data:`DEFAULT_PROMPTS`) from the source's tokenizer.
 
     The ids the reference runs on come from transformers' ``AutoTokenizer``; ``runtime_ids`` are
-    what ``bumpconv run`` would feed the C runtime (its tokenizer.json loader). Without any
-    tokenizer files, default prompts become fixed synthetic ids; explicit texts then are an
-    error, since they cannot be tokenized.
+    what ``bumpconv run`` would feed the C runtime: ``runtime_side`` (the tokenizer the blob
+    carries), else the source's tokenizer.json. Without any tokenizer files, default prompts
+    become fixed synthetic ids; explicit texts then are an error, since they cannot be
+    tokenized.
     """
     if not any((root / name).exists() for name in _TOKENIZER_FILES):
         if texts is not None:
@@ -118,7 +119,8 @@ def tokenize_prompts(root: Path, texts: Sequence[str] | None,
     if not (root / "tokenizer.json").is_file():
         raise ConfigError(f"{root}: has tokenizer files but no tokenizer.json, which the runtime "
                           "side tokenizes with")
-    runtime_side = load_tokenizer(root / "tokenizer.json")
+    if runtime_side is None:
+        runtime_side = load_tokenizer(root / "tokenizer.json")
     _, transformers = _import_reference_libs()
     hf = transformers.AutoTokenizer.from_pretrained(root)
     out = []

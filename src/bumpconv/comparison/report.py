@@ -52,8 +52,9 @@ class ParityReport:
         for i, p in enumerate(self.prompts):
             if p.first_mismatch is not None:
                 return Divergence(p.first_mismatch, None, "tokens",
-                                  f"prompt {i}: tokenizer.json and transformers' AutoTokenizer "
-                                  f"give different ids from position {p.first_mismatch}")
+                                  f"prompt {i}: the runtime side's tokenizer and transformers' "
+                                  f"AutoTokenizer give different ids from position "
+                                  f"{p.first_mismatch}")
         bad_layer = self.sweep.first_bad
         if bad_layer is not None:
             return self._layer_divergence(bad_layer)
@@ -174,7 +175,7 @@ def format_report(r: ParityReport, dumped: Path | None = None) -> str:
     if all(p.synthetic for p in r.prompts):
         out.append(f"tokens: {len(r.prompts)} synthetic prompt(s) of {sizes} ids")
     else:
-        out.append(f"tokens: {len(r.prompts)} prompt(s) of {sizes} tokens; tokenizer.json and "
+        out.append(f"tokens: {len(r.prompts)} prompt(s) of {sizes} tokens; runtime-side tokenizer and "
                    "AutoTokenizer ids " + ("identical" if not bad else
                                             f"DIFFER in prompt(s) {', '.join(map(str, bad))}"))
     out.append(f"\nlogits at every position (pass: max|diff| <= {t.logit_atol:g}, NMSE <= "
