@@ -30,3 +30,21 @@ def test_tap_shapes_follow_the_flags() -> None:
     qwen3 = tap_shapes(dims, {"qk_norm": True}, 3)
     assert qwen3["k_norm"] == (3, 2, 6)
     assert [s.key for s in stages_for({"qk_norm": True})] == [s.key for s in STAGES]
+
+
+def test_every_profile_role_is_one_c_runs_or_data_it_skips() -> None:
+    """The C runtime's role table and the profiles agree: every weight role a profile can fill
+    from sources is a C role, and every C role is filled by some profile; the rest are the
+    tokenizer's arrays or slots the profile defines as zeros (which Python checks, not C)."""
+    from bumpconv.format.profile import PROFILES, load_profile
+    lib = native().lib
+    c_roles = {name[len("BUMP_ROLE_"):].lower() for name in dir(lib)
+               if name.startswith("BUMP_ROLE_")}
+    used = set()
+    for name in PROFILES:
+        for rule in load_profile(name).rules():
+            if rule.content == "tokenizer" or not rule.sources:
+                continue
+            assert rule.role in c_roles, (name, rule.role)
+            used.add(rule.role)
+    assert used == c_roles
