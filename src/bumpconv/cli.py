@@ -13,13 +13,13 @@ import signal
 import sys
 import warnings
 
-from .commands import convert, inspect, parity, run, verify
+from .commands import convert, eval as eval_cmd, inspect, parity, run, verify
 from .format.constants import VERSION
 from .format.errors import BumpError
 
 
 #: Subcommands in the order a user meets them: make a blob, look at it, prove it, use it.
-SUBCOMMANDS = (convert, inspect, verify, run, parity)
+SUBCOMMANDS = (convert, inspect, verify, run, parity, eval_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

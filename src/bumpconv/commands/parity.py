@@ -14,6 +14,7 @@ from pathlib import Path
 from ..format.errors import ParityError
 from ..comparison.check import ParityOptions, run_parity, write_dump
 from ..comparison.metrics import Thresholds
+from ..comparison.plot import plot_parity
 from ..comparison.report import format_report
 from . import positive_float, positive_int
 
@@ -45,6 +46,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="fault injection: run the runtime with the engine's historical "
                         "interleaved RoPE pairs, to see how parity reports that bug")
     p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.add_argument("--plot", type=Path, metavar="FILE.png",
+                   help="draw the relative error per layer and per stage, the first bad one "
+                        "marked (needs matplotlib)")
     p.set_defaults(func=run)
 
 
@@ -60,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     report = run_parity(args.src, args.blob, options)
     if args.dump is not None:
         write_dump(args.dump, report, args.layer, force=args.force)
+    if args.plot is not None:
+        plot_parity(report, args.plot)
     if args.json:
         print(json.dumps(report.to_json(), indent=2, allow_nan=False))
     else:

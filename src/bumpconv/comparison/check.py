@@ -132,6 +132,18 @@ def check_parity(reference: Reference, model: BumpModel, prompts: list[PromptTok
     return ParityReport(src, blob, th, notes, prompts, logits, sweep_index, sweep, stages, context)
 
 
+def blob_spec(blob: Path, root: Path) -> tuple[ModelSpec, Path | None]:
+    """The blob's own spec; for a blob that does not record one (BUMPWGT3/4), the source's
+    config.json supplies the runtime settings (and is passed on to the runtime)."""
+    with open_blob(blob) as bf:
+        if bf.spec is not None:
+            return bf.spec, None
+    config = root / "config.json"
+    with open_blob(blob, config=config) as bf:
+        assert bf.spec is not None  # the reader builds a spec whenever it has a config
+        return bf.spec, config
+
+
 def open_runtime(bf: BumpFile, threads: int | None, rope_pairing: str | None = None
                  ) -> BumpModel:
     """The runtime on the already opened blob; ``rope_pairing="interleaved"`` is its fault

@@ -77,6 +77,11 @@ SYNTHETIC_SEED = 0
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
 
+def source_root(src: str) -> Path:
+    """The checkpoint directory of ``src`` (a directory or a cached repo id)."""
+    return resolve_source_dir(src)[0]
+
+
 @dataclass(frozen=True)
 class PromptTokens:
     """One prompt as token ids, with the runtime-side encoding to compare against."""

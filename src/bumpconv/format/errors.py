@@ -44,6 +44,14 @@ class ReferenceSetupError(BumpError):
     """The reference side cannot be set up: missing extras, an incomplete checkpoint."""
 
 
+class EvalError(BumpError):
+    """Eval cannot run: no corpus, a blob's weight type without a gate, too few tokens."""
+
+
+class PlotError(BumpError):
+    """A figure cannot be drawn (matplotlib, an optional extra, is not installed)."""
+
+
 class TokenizerError(BumpError):
     """The tokenizer is missing or unreadable, or uses a pipeline bumpconv cannot carry."""
 
