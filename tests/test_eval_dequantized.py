@@ -13,7 +13,6 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
-import torch
 
 from bumpconv.blob.reader import open_blob
 from bumpconv.format.dtypes import DType
@@ -38,6 +37,7 @@ def bf16_rounded() -> Defect:
                                         ("qwen3", "bumpwgt5"), ("llama-tied", "bumpwgt3")])
 def test_an_fp32_blob_gives_the_source_model_bit_for_bit(
         tiny: Callable[..., Path], tmp_path: Path, model: str, fmt: str) -> None:
+    import torch
     src = tiny(model)
     blob = convert(src, tmp_path / "b.bump", fmt)
     deq = load_dequantized(str(src), blob)
@@ -66,6 +66,7 @@ def test_a_blob_of_other_weights_is_carried_exactly(tiny: Callable[..., Path],
 
 def test_every_parameter_is_filled_exactly_once(tiny: Callable[..., Path],
                                                 tmp_path: Path) -> None:
+    import torch
     src = tiny("llama-untied")
     blob = convert(src, tmp_path / "b.bump")
     model = Reference.load(str(src)).model

@@ -31,13 +31,14 @@ from typing import Any
 import numpy as np
 
 from ..blob.reader import BumpFile, open_blob
-from ..files.checkpoint import resolve_source_dir
 from ..files.atomic import atomic_output
+from ..files.checkpoint import load_spec, resolve_source_dir
+from ..format.dtypes import DType
 from ..format.errors import ParityError
 from ..format.spec import ModelSpec
-from ..files.checkpoint import load_spec
 from ..run.carried import blob_tokenizer
 from ..run.runtime import BumpModel
+from .dequantized import load_blob_weights
 from .metrics import (ContextSweep, LogitsCheck, Thresholds, compare_logits, layer_sweep,
                       output_diff, stage_diff)
 from .reference import PromptTokens, Reference, tokenize_prompts
@@ -152,6 +153,21 @@ def open_runtime(bf: BumpFile, threads: int | None, rope_pairing: str | None = N
     return BumpModel.from_blob(bf, threads=threads, **fault)
 
 
+def _reference_for(bf: BumpFile, root: Path, threads: int | None
+                   ) -> tuple[Reference, list[str]]:
+    """transformers' model from ``root``; for a blob with quantized weights, that model carrying
+    the blob's dequantized weights, so that parity measures the runtime (which must then meet the
+    fp32 thresholds) and not the quantization (that is ``bumpconv eval``'s job)."""
+    quantized = sorted({t.dtype.label for t in bf.tensors
+                        if t.slot.content == "weights" and t.dtype != DType.FP32})
+    if not quantized:
+        return Reference.load(str(root), threads), []
+    reference = Reference.load(str(root), threads)
+    load_blob_weights(reference.model, bf)
+    return reference, [f"the blob's weights are {', '.join(quantized)}: the reference is "
+                       "transformers' model carrying the blob's dequantized weights"]
+
+
 def run_parity(src: str, blob: Path, options: ParityOptions,
                reference: Reference | None = None) -> ParityReport:
     """Check ``blob`` against ``src`` end to end. Everything that can be refused - missing
@@ -184,7 +200,8 @@ def _run(bf: BumpFile, src: str, root: Path, src_spec: ModelSpec, options: Parit
         raise ParityError(f"--context-sweep {options.context_sweep}: must be 1..{longest} "
                           "(the longest prompt's token count)")
     if reference is None:
-        reference = Reference.load(str(root), options.threads)
+        reference, note = _reference_for(bf, root, options.threads)
+        notes = [*notes, *note]
     with open_runtime(bf, options.threads, options.rope_pairing) as model:
         return check_parity(reference, model, prompts, options, src, str(blob), notes)
 
