@@ -9,7 +9,12 @@ Sources: SmolLM2-135M fp32 and bf16 (built by tools.fixtures), and two synthetic
 ~1B-parameter llama checkpoints (random bf16 weights, written here: a 1B geometry and a 13B-wide
 geometry with 2 layers) to show that peak memory does not grow with model size.
 
-    python bench/bench_convert.py [--cache .cache] [--repeat 3] [--skip-1b]
+Quantized conversion (``--quant q4_k_m q8_0``, SmolLM2 fp32): ``convert --quant NAME`` against
+the fp32 conversion of the same run and, when llama.cpp is built (``make peer``), against its
+own flow for the same file type: ``convert_hf_to_gguf.py --outtype f16`` then ``llama-quantize``
+(2 threads), timed end to end.
+
+    python bench/bench_convert.py [--cache .cache] [--repeat 3] [--skip-1b] [--quant q4_k_m ...]
 """
 
 from __future__ import annotations
@@ -38,10 +43,10 @@ ONE_B_WIDE = {**ONE_B, "hidden_size": 5120, "num_hidden_layers": 2, "num_attenti
               "num_key_value_heads": 40, "intermediate_size": 13824}
 
 
-def timed(cmd: list[str]) -> tuple[float, int]:
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
     """Wall seconds and peak RSS (KiB) of ``cmd`` in a fresh process, after a sync."""
     subprocess.run(["sync"], check=True)
-    r = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True)
+    r = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, env=env)
     if r.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{r.stderr}")
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", r.stderr)
@@ -118,7 +123,7 @@ def bench(label: str, src: Path, out_dir: Path, repeat: int, bumpconv: str) -> d
         cp_dst.unlink()
         w, _ = timed(["sh", "-c", f"cp '{st[0]}' '{cp_dst}' && sync -f '{cp_dst}'"])
         cps_sync.append(w)
-        w, r = timed([bumpconv, "convert", str(src), str(out), "--quiet"])
+        w, r = timed([bumpconv, "convert", str(src), str(out), "--quiet", "--no-engine-sidecars"])
         conv.append(w)
         rss.append(r)
     row = dict(label=label, source_mb=src_bytes / 1e6, output_mb=out.stat().st_size / 1e6,
@@ -130,15 +135,59 @@ def bench(label: str, src: Path, out_dir: Path, repeat: int, bumpconv: str) -> d
     return row
 
 
+def bench_quant(src: Path, out_dir: Path, repeat: int, bumpconv: str, quants: list[str],
+                cache: Path) -> None:
+    """Quantized conversion against fp32 and against llama.cpp's convert + quantize."""
+    out = out_dir / "q.bump"
+
+    def ours(extra: list[str]) -> tuple[float, int]:
+        runs = []
+        for _ in range(repeat):
+            out.unlink(missing_ok=True)
+            runs.append(timed([bumpconv, "convert", str(src), str(out), "--quiet", "--force",
+                               "--no-engine-sidecars", *extra]))
+        return statistics.median(w for w, _ in runs), max(r for _, r in runs)
+    fp32_s, fp32_rss = ours([])
+    print(f"SmolLM2-135M fp32 -> fp32 blob: {fp32_s:.2f} s, peak RSS {fp32_rss / 1024:.0f} MB")
+    try:
+        import peer
+        tools = peer.locate(cache)
+        env = peer.converter_env(tools)
+    except (ImportError, FileNotFoundError) as exc:
+        tools, env = None, None
+        print(f"llama.cpp not measured ({exc})")
+    for q in quants:
+        w, r = ours(["--quant", q])
+        line = (f"--quant {q}: {w:.2f} s ({w / fp32_s:.2f}x the fp32 conversion), peak RSS "
+                f"{r / 1024:.0f} MB, {out.stat().st_size / 1e6:.1f} MB")
+        if tools is not None:
+            f16 = out_dir / "peer-f16.gguf"
+            qg = out_dir / f"peer-{q}.gguf"
+            conv = [timed([sys.executable, str(tools.source / "convert_hf_to_gguf.py"), str(src),
+                           "--outfile", str(f16), "--outtype", "f16"], env)[0]
+                    for _ in range(repeat)]
+            quant = [timed([str(tools.tool("llama-quantize")), str(f16), str(qg), q.upper(),
+                            "2"])[0] for _ in range(repeat)]
+            theirs = statistics.median(conv) + statistics.median(quant)
+            line += (f"; llama.cpp convert f16 {statistics.median(conv):.2f} s + quantize "
+                     f"{statistics.median(quant):.2f} s = {theirs:.2f} s ({theirs / w:.2f}x ours)")
+            f16.unlink(missing_ok=True)
+            qg.unlink(missing_ok=True)
+        print(line, flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cache", type=Path, default=Path(".cache"))
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip-1b", action="store_true")
+    ap.add_argument("--quant", nargs="*", default=["q4_k_m", "q8_0"],
+                    help="quantized conversions to time on SmolLM2 fp32 (none: skip)")
     ap.add_argument("--prewarm-gib", type=int, default=12,
                     help="RAM to touch before measuring (0 = off); see prewarm_memory")
     args = ap.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's tools/
+    here = Path(__file__).resolve()
+    sys.path[:0] = [str(here.parents[1]), str(here.parent)]  # the repo's tools/, bench/peer.py
     from tools.fixtures import smollm2
     bumpconv = shutil.which("bumpconv", path=os.path.dirname(sys.executable)) or "bumpconv"
     sources = [("SmolLM2-135M fp32", smollm2(args.cache, "fp32")),
@@ -158,6 +207,8 @@ def main() -> int:
                   f"convert {r['convert_s']:6.2f} s  cp {r['cp_s']:5.2f} s  cp+sync "
                   f"{r['cp_sync_s']:5.2f} s  ratio {r['ratio_cp']:4.2f}x cp, "
                   f"{r['ratio_cp_sync']:4.2f}x cp+sync  peak RSS {r['rss_mb']:5.0f} MB", flush=True)
+        if args.quant:
+            bench_quant(sources[0][1], Path(tmp), args.repeat, bumpconv, args.quant, args.cache)
     print(json.dumps(rows, indent=2))
     return 0
 

@@ -1,15 +1,24 @@
-"""Speed of the C runtime against PyTorch (transformers) on SmolLM2-135M fp32.
+"""Speed of the C runtime on SmolLM2-135M, per weight type, against llama.cpp and transformers.
 
-Same machine, same thread count for both (``torch.set_num_threads(N)``, N OpenMP threads in
-the runtime), each engine measured in its own fresh process so that neither OpenMP runtime's
-spinning threads steal time from the other. Figures are printed, never asserted:
+Same machine, same thread count for every engine, each measured in its own fresh process (so
+that no engine's idle threads steal time from another). Figures are printed, never asserted:
 
 * open: ``BumpModel.open`` of the blob vs ``from_pretrained`` of the source directory
 * prefill: one forward of a P-token prompt from an empty cache, logits of the last token
   (transformers: ``logits_to_keep=1``), best of R
 * decode: S greedy steps with the KV cache after that prefill, tokens per second, best of R
 
-Usage: python bench/bench_runtime.py [--cache .cache] [--threads 2] [--prompt 128] [--steps 64]
+Per weight type (``--types``; fp32 and every ``convert --quant`` name) the blob is converted from
+the fp32 checkpoint and run with each activation path (``--activations``). When llama.cpp is
+built (``make peer``), its GGUF of the same type is made by its own converter and
+``llama-quantize`` and timed by ``llama-bench`` (prefill ``-p P``, decode ``-n S -d P``: after
+a P-token context, like ours), and the ratios are printed. "weights/token" is the bytes of
+weights a decode step reads (every matrix once; the embedding table only as the tied head), so
+``weights/token x tok/s`` is the memory traffic a decode step achieves, to compare with the
+machine's bandwidth.
+
+Usage: python bench/bench_runtime.py [--cache .cache] [--threads 2] [--types fp32 q8_0 q4_k_m]
+       [--activations fp32 int8] [--attn eager sdpa] [--no-peer]
 """
 
 from __future__ import annotations
@@ -39,16 +48,19 @@ def _best(fn: Callable[[], Any], repeats: int) -> float:
 
 
 def measure_runtime(blob: str, threads: int, prompt: list[int], steps: int,
-                    repeats: int) -> dict[str, Any]:
+                    repeats: int, activations: str = "fp32") -> dict[str, Any]:
     """The C runtime: open, prefill, decode (runs in a child process)."""
     from bumpconv.native import kernel_name
     from bumpconv.run.runtime import BumpModel
+
+    def open_model() -> BumpModel:
+        return BumpModel.open(blob, threads=threads, activations=activations)
     opens = []
     for _ in range(5):
         start = time.perf_counter()
-        BumpModel.open(blob, threads=threads).close()
+        open_model().close()
         opens.append(time.perf_counter() - start)
-    with BumpModel.open(blob, threads=threads) as m:
+    with open_model() as m:
         m.prefill(prompt)  # fault the mapping in: every figure below is warm
         prefill = _best(lambda: m.prefill(prompt), repeats)
 
@@ -61,7 +73,7 @@ def measure_runtime(blob: str, threads: int, prompt: list[int], steps: int,
         rates: list[float] = []
         for _ in range(repeats):
             decode()
-    return {"engine": "bumpconv C runtime", "detail": kernel_name(),
+    return {"engine": f"bumpconv ({activations} act.)", "detail": kernel_name(),
             "open": statistics.median(opens), "prefill": prefill, "decode": max(rates)}
 
 
@@ -108,6 +120,43 @@ def _in_child(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
         return pool.submit(fn, *args).result()
 
 
+def weights_per_token(blob: Path) -> int:
+    """Bytes of weights one decode step reads: every matrix and vector once, the embedding
+    table only when it is also the output head (one row is all a step reads otherwise)."""
+    from bumpconv.blob.reader import open_blob
+    with open_blob(blob) as bf:
+        weights = [t for t in bf.tensors if t.slot.content == "weights" and not t.slot.zeros]
+        tied = not any(t.slot.role == "lm_head" for t in weights)
+        return sum(t.nbytes for t in weights if tied or t.slot.role != "token_emb")
+
+
+def measure_peer(src: Path, types: list[str], threads: int, prompt: int, steps: int,
+                 repeats: int, cache: Path) -> dict[str, dict[str, Any]]:
+    """llama.cpp's figures per type (empty when it is not built)."""
+    import peer
+    try:
+        peer.locate(cache)
+    except (FileNotFoundError, OSError, KeyError) as exc:
+        print(f"llama.cpp not measured ({exc}); `make peer` builds it")
+        return {}
+    out_dir = cache / "peer" / "gguf"
+    names = {t: ("f32" if t == "fp32" else t) for t in types}
+    missing = [n for n in names.values() if not (out_dir / f"{src.name}-{n}.gguf").exists()]
+    if missing:
+        quantized = tuple(n for n in missing if n not in ("f32", "f16"))
+        peer.make_ggufs(src, out_dir, quantized, cache=cache, threads=threads)
+    rows = {}
+    for t, n in names.items():
+        gguf = out_dir / f"{src.name}-{n}.gguf"
+        pp = peer.bench(gguf, threads, n_prompt=prompt, n_gen=steps, reps=repeats, cache=cache)
+        tg = peer.bench(gguf, threads, n_prompt=prompt, n_gen=steps, reps=repeats,
+                        depth=prompt, cache=cache)
+        rows[t] = {"engine": "llama.cpp", "detail": f"{gguf.name}, {peer.locate(cache).commit}",
+                   "open": float("nan"), "prefill": pp.prefill_ms_best / 1e3,
+                   "decode": tg.decode_tps_best, "file": gguf.stat().st_size}
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", type=Path, default=Path(".cache"))
@@ -115,40 +164,65 @@ def main() -> int:
     ap.add_argument("--prompt", type=int, default=128, help="prompt length in tokens")
     ap.add_argument("--steps", type=int, default=64, help="decode steps")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--attn", nargs="+", default=["eager", "sdpa"],
-                    help="transformers attention implementations to measure")
+    ap.add_argument("--types", nargs="+", default=["fp32", "q8_0", "q4_0", "q4_k_m"],
+                    help="weight types: fp32 and convert --quant names")
+    ap.add_argument("--activations", nargs="+", default=["fp32", "int8"],
+                    help="the runtime's activation paths to measure (fp32 weights: fp32 only)")
+    ap.add_argument("--attn", nargs="*", default=["sdpa"],
+                    help="transformers attention implementations to measure (fp32 only)")
+    ap.add_argument("--no-peer", action="store_true", help="skip llama.cpp")
     args = ap.parse_args()
 
     from bumpconv.cli import main as cli_main
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's tools/
+    here = Path(__file__).resolve()
+    sys.path[:0] = [str(here.parents[1]), str(here.parent)]  # the repo's tools/, bench/peer.py
     from tools.fixtures import smollm2
     src = smollm2(args.cache, "fp32")
     load_before = os.getloadavg()[0]
     prompt = np.random.default_rng(0).integers(0, 49152, args.prompt).tolist()
+    peer_rows = {} if args.no_peer else measure_peer(
+        src, args.types, args.threads, args.prompt, args.steps, args.repeats, args.cache)
+    table: list[tuple[str, int, int, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(dir=args.cache) as tmp:
-        blob = Path(tmp) / "smollm2.bump"
-        if cli_main(["convert", str(src), str(blob), "--quiet"]):
-            return 1
-        rows = [_in_child(measure_runtime, str(blob), args.threads, prompt, args.steps,
-                          args.repeats)]
-    for attn in args.attn:
-        rows.append(_in_child(measure_torch, str(src), args.threads, prompt, args.steps,
-                              args.repeats, attn))
+        for t in args.types:
+            blob = Path(tmp) / f"smollm2-{t}.bump"
+            quant = [] if t == "fp32" else ["--quant", t]
+            if cli_main(["convert", str(src), str(blob), "--quiet", "--no-engine-sidecars",
+                         *quant]):
+                return 1
+            size, per_token = blob.stat().st_size, weights_per_token(blob)
+            for act in (["fp32"] if t == "fp32" else args.activations):
+                table.append((t, size, per_token, _in_child(
+                    measure_runtime, str(blob), args.threads, prompt, args.steps,
+                    args.repeats, act)))
+            if t in peer_rows:
+                table.append((t, peer_rows[t]["file"], per_token, peer_rows[t]))
+    if "fp32" in args.types:
+        for attn in args.attn:
+            r = _in_child(measure_torch, str(src), args.threads, prompt, args.steps,
+                          args.repeats, attn)
+            table.append(("fp32", 0, table[0][2], r))
 
-    print(f"SmolLM2-135M fp32 on {_cpu_name()}, "
-          f"{args.threads} threads ({os.cpu_count()} CPUs), prompt {args.prompt} tokens, "
-          f"{args.steps} decode steps, best of {args.repeats}")
-    print(f"{'engine':<22} {'open':>10} {'prefill':>10} {'decode':>12}   detail")
-    for r in rows:
-        print(f"{r['engine']:<22} {r['open'] * 1e3:>8.1f}ms {r['prefill'] * 1e3:>8.1f}ms "
-              f"{r['decode']:>8.1f} t/s   {r['detail']}")
-    print(f"1-minute load average at the start: {load_before:.2f} (anything else running "
-          "competes for the cores and makes every figure meaningless)")
-    ours = rows[0]
-    for r in rows[1:]:
-        print(f"vs {r['engine']}: open {r['open'] / ours['open']:.0f}x faster, prefill "
-              f"{r['prefill'] / ours['prefill']:.2f}x, decode {ours['decode'] / r['decode']:.2f}x "
-              "(>1: the C runtime is faster)")
+    print(f"SmolLM2-135M on {_cpu_name()}, {args.threads} threads ({os.cpu_count()} CPUs), "
+          f"prompt {args.prompt} tokens, {args.steps} decode steps, best of {args.repeats}")
+    print(f"{'type':<8} {'engine':<22} {'file MB':>8} {'open':>9} {'prefill':>10} "
+          f"{'decode':>10} {'GB/s':>6}  detail")
+    for t, size, per_token, r in table:
+        print(f"{t:<8} {r['engine']:<22} {size / 1e6:>8.1f} {r['open'] * 1e3:>7.1f}ms "
+              f"{r['prefill'] * 1e3:>8.1f}ms {r['decode']:>6.1f} t/s "
+              f"{per_token * r['decode'] / 1e9:>6.1f}  {r['detail']}")
+    print("ratios against llama.cpp at the same type (>1: bumpconv is faster):")
+    for t in args.types:
+        ref = peer_rows.get(t)
+        if ref is None:
+            continue
+        for _, _, _, r in (row for row in table if row[0] == t):
+            if r is ref or not r["engine"].startswith("bumpconv"):
+                continue
+            print(f"  {t:<8} {r['engine']:<22} decode {r['decode'] / ref['decode']:.2f}x, "
+                  f"prefill-{args.prompt} {ref['prefill'] / r['prefill']:.2f}x")
+    print(f"1-minute load average: {load_before:.2f} at the start, {os.getloadavg()[0]:.2f} at "
+          "the end (about the thread count is this run alone; more means other jobs competed)")
     return 0
 
 
