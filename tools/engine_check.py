@@ -31,6 +31,10 @@ from bumpconv.blob.reader import open_blob  # noqa: E402
 CONVERTER = "version/v7/scripts/convert_hf_to_bump_v7.py"
 
 
+class EngineFailed(Exception):
+    """The engine's own converter did not produce a blob."""
+
+
 def engine_blob(engine: Path, checkpoint: Path, out: Path) -> dict[str, dict]:
     """Run the engine's converter; its manifest entries by name."""
     cmd = [sys.executable, str(engine / CONVERTER), "--checkpoint", str(checkpoint),
@@ -38,7 +42,12 @@ def engine_blob(engine: Path, checkpoint: Path, out: Path) -> dict[str, dict]:
            str(out / "weights_manifest.json")]
     if (checkpoint / "tokenizer.json").exists():
         cmd += ["--tokenizer-json", str(checkpoint / "tokenizer.json")]
-    subprocess.run(cmd, check=True, cwd=engine, capture_output=True)
+    proc = subprocess.run(cmd, cwd=engine, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+        raise EngineFailed(f"the engine's converter ({CONVERTER}) exited with status "
+                           f"{proc.returncode} (a full checkout of version/v7 is needed, "
+                           f"kernel_maps included):\n{tail}")
     manifest = json.loads((out / "weights_manifest.json").read_text())
     return {e["name"]: e for e in manifest["entries"]}
 
@@ -90,7 +99,11 @@ def main() -> int:
         print("engine_check: pass --engine DIR (a C-Kernel-Engine checkout) or set "
               "BUMPCONV_ENGINE_DIR", file=sys.stderr)
         return 2
-    result = compare(args.engine, args.checkpoint.resolve())
+    try:
+        result = compare(args.engine, args.checkpoint.resolve())
+    except EngineFailed as exc:
+        print(f"engine_check: {exc}", file=sys.stderr)
+        return 1
     for key, names in result.items():
         print(f"{key}: {len(names)}")
         if key != "identical":
