@@ -156,30 +156,30 @@ def _strings_by_id(vocab: dict[str, Any], added: list[dict[str, Any]], rows: int
 
 def _merge_triples(merges: list[Any], vocab: dict[str, int]) -> tuple[tuple[int, int, int], ...]:
     """Merges as (left, right, merged) model-vocabulary ids, rank order kept; a merge naming a
-    string the model vocabulary lacks, or repeating an earlier pair, is an error."""
+    string the model vocabulary lacks, or repeating an earlier pair, is an error. (The loop
+    runs once per merge, ~50k for a byte-level BPE vocabulary: messages are built only for a
+    bad entry.)"""
     triples = []
     seen: dict[tuple[int, int], int] = {}
+    get = vocab.get
     for rank, entry in enumerate(merges):
-        where = f"{TOKENIZER_JSON} model.merges[{rank}]"
-        if isinstance(entry, str):
-            parts = entry.split(" ")
-        elif isinstance(entry, list):
-            parts = entry
-        else:
-            raise TokenizerError(f"{where}: {entry!r} is neither 'left right' nor [left, right]")
-        if len(parts) != 2 or not isinstance(parts[0], str) or not isinstance(parts[1], str):
-            raise TokenizerError(f"{where}: {entry!r} is not two token strings")
+        parts = entry.split(" ") if isinstance(entry, str) else entry
+        if not isinstance(parts, list) or len(parts) != 2 or not isinstance(parts[0], str) \
+                or not isinstance(parts[1], str):
+            raise TokenizerError(f"{TOKENIZER_JSON} model.merges[{rank}]: {entry!r} is not two "
+                                 "token strings ('left right' or [left, right])")
         left, right = parts
-        triple = (vocab.get(left), vocab.get(right), vocab.get(left + right))
+        triple = (get(left), get(right), get(left + right))
         if None in triple:
             missing = [s for s, i in zip((left, right, left + right), triple) if i is None]
-            raise TokenizerError(f"{where}: {left!r} + {right!r} cannot be represented: "
-                                 f"{', '.join(map(repr, missing))} not in model.vocab")
+            raise TokenizerError(f"{TOKENIZER_JSON} model.merges[{rank}]: {left!r} + {right!r} "
+                                 f"cannot be represented: {', '.join(map(repr, missing))} not in "
+                                 "model.vocab")
         pair = triple[:2]
-        if pair in seen:
-            raise TokenizerError(f"{where}: {left!r} + {right!r} repeats model.merges[{seen[pair]}]"
-                                 " (which rank applies is ambiguous)")
-        seen[pair] = rank
+        first = seen.setdefault(pair, rank)
+        if first != rank:
+            raise TokenizerError(f"{TOKENIZER_JSON} model.merges[{rank}]: {left!r} + {right!r} "
+                                 f"repeats model.merges[{first}] (which rank applies is ambiguous)")
         triples.append(triple)
     return tuple(triples)
 
