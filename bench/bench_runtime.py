@@ -54,7 +54,8 @@ def measure_runtime(blob: str, threads: int, prompt: list[int], steps: int,
     from bumpconv.run.runtime import BumpModel
 
     def open_model() -> BumpModel:
-        return BumpModel.open(blob, threads=threads, activations=activations)
+        extra = {} if activations == "fp32" else {"activations": activations}  # fp32: default
+        return BumpModel.open(blob, threads=threads, **extra)
     opens = []
     for _ in range(5):
         start = time.perf_counter()
