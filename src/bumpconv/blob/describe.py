@@ -108,8 +108,10 @@ def format_blob(summary: dict[str, Any], tensors: bool = True) -> str:
         lines.append(f"source    {src['kind']}: {where}{files}")
     if tensors:
         rows = [[str(t["index"]), safe(t["name"]), "x".join(map(str, t["shape"])), t["dtype"],
-                 str(t["offset"]), f"{t['bytes']:,}"] for t in s["tensors"]]
-        lines += ["", *table(rows, ["#", "tensor", "shape", "dtype", "offset", "bytes"]), ""]
+                 f"{t['blocks']:,}", f"{t['bits_per_weight']:g}", str(t["offset"]),
+                 f"{t['bytes']:,}"] for t in s["tensors"]]
+        lines += ["", *table(rows, ["#", "tensor", "shape", "dtype", "blocks", "bits/w", "offset",
+                                    "bytes"]), ""]
     tot = s["totals"]
     lines.append(f"totals    {tot['tensors']} tensors, {tot['parameters']:,} parameters, "
                  f"{tot['payload_bytes']:,} payload bytes ("
