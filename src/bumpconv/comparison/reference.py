@@ -50,6 +50,7 @@ from ..files.checkpoint import resolve_source_dir
 from ..format.errors import ConfigError, ReferenceSetupError
 from ..format.spec import ModelSpec
 from ..files.checkpoint import load_spec
+from ..conversion.gguf_source import is_gguf, open_gguf
 from ..format.stages import FINAL_NORM, STAGES, stages_for
 from ..run.tokenizer import encode_text, load_tokenizer
 
@@ -78,8 +79,17 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"
 
 
 def source_root(src: str) -> Path:
-    """The checkpoint directory of ``src`` (a directory or a cached repo id)."""
-    return resolve_source_dir(src)[0]
+    """The checkpoint directory of ``src`` (a directory or a cached repo id); a GGUF source is
+    its file, which :meth:`Reference.load` and :func:`source_spec` accept as such."""
+    return Path(src) if is_gguf(src) else resolve_source_dir(src)[0]
+
+
+def source_spec(root: Path) -> ModelSpec:
+    """The spec of a :func:`source_root`: its config.json, or a GGUF file's keys."""
+    if is_gguf(str(root)):
+        with open_gguf(str(root)) as gguf:
+            return gguf.spec
+    return load_spec(root / "config.json")
 
 
 @dataclass(frozen=True)
@@ -220,15 +230,17 @@ class Reference:
         blob's exact fp32 copies. A checkpoint missing a weight is refused: transformers would
         silently initialise it at random and the reference would be meaningless.
         """
-        root, _, _ = resolve_source_dir(src)
-        spec = load_spec(root / "config.json")
+        root = source_root(src)
+        spec = source_spec(root)
         torch, transformers = _import_reference_libs()
         if threads:
             torch.set_num_threads(threads)
         _register_tap(transformers)
         transformers.utils.logging.disable_progress_bar()
+        # a GGUF: transformers dequantizes it and undoes llama.cpp's Q/K permutation itself
+        where = {"gguf_file": root.name} if root.is_file() else {}
         model, info = transformers.AutoModelForCausalLM.from_pretrained(
-            root, dtype=torch.float32, attn_implementation=TAP_ATTENTION,
+            root.parent if where else root, **where, dtype=torch.float32, attn_implementation=TAP_ATTENTION,
             output_loading_info=True)
         missing = sorted(info.get("missing_keys") or ())
         if missing:
