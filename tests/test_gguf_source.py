@@ -28,12 +28,12 @@ def gguf_of(tiny: Callable[..., Path], cache_dir: Path) -> Callable[[str], Path]
     """``gguf_of(type)``: the tiny model as a GGUF of that type (f32, f16, q8_0: the converter's
     --outtype; q4_k: the f32 file's matrices re-quantized), cached in .cache/gguf-tests."""
     out_dir = cache_dir / "gguf-tests"
-    vocab = tiny_tokenizer("sentencepiece", cache_dir)  # llama.cpp's converter needs one
+    vocab = tiny_tokenizer("byte-level", cache_dir)  # llama.cpp's converter needs one
 
     def get(qtype: str) -> Path:
         if qtype in gguf_fixtures.CONVERTER_TYPES:
             return gguf_fixtures.hf_to_gguf(tiny(MODEL), out_dir / f"{MODEL}-{qtype}.gguf",
-                                            qtype, cache_dir, tokenizer=vocab)
+                                            qtype, cache_dir, tokenizer=vocab, pre="llama-bpe")
         return gguf_fixtures.requantize(get("f32"), out_dir / f"{MODEL}-{qtype}.gguf", qtype)
     return get
 
@@ -138,3 +138,77 @@ def test_kept_dtype_names_unsupported_type(gguf_of: Callable[[str], Path]) -> No
         from bumpconv.conversion.plan import plan_conversion
         with pytest.raises(LayoutError, match=r"'blk\.0\.attn_v\.weight' is Q2_K"):
             plan_conversion(source, "engine-v7")
+
+
+# -- the tokenizer ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def smol_gguf(smol: Path, cache_dir: Path) -> Path:
+    """SmolLM2's own Q4_1 GGUF (the `smol` fixture fetches it)."""
+    from tools.fixtures import SMOLLM2_GGUF
+    return cache_dir / "smollm2-gguf" / SMOLLM2_GGUF
+
+
+@pytest.mark.parametrize("which", ["tiny", "smollm2"])
+def test_tokenizer_json_is_transformers_own(gguf_of: Callable[[str], Path], smol_gguf: Path,
+                                            which: str) -> None:
+    """The tokenizer.json built from the GGUF's keys is the one transformers' GGUF loader builds
+    (less the '<|endoftext|>' its GPT2Tokenizer appends, past the embedding's rows, when the
+    vocabulary lacks one: no model row exists for it)."""
+    import json
+
+    from transformers import AutoTokenizer
+    src = gguf_of("f32") if which == "tiny" else smol_gguf
+    want = json.loads(AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+                      .backend_tokenizer.to_str())
+    with open_gguf(str(src)) as source:
+        rows = source.spec.vocab_size
+        want["added_tokens"] = [t for t in want["added_tokens"] if t["id"] < rows]
+        assert source.tokenizer_document() == want
+
+
+def test_blob_carries_the_gguf_tokenizer(smol_gguf: Path, tmp_path: Path,
+                                         cli: Callable[..., object]) -> None:
+    """SmolLM2's Q4_1 GGUF -> blob: the carried tokenizer encodes as transformers' GGUF
+    tokenizer does, and the chat template and special ids come along."""
+    from transformers import AutoTokenizer
+
+    from bumpconv.blob.reader import open_blob
+    from bumpconv.run.carried import blob_tokenizer
+    from bumpconv.run.tokenizer import encode_text
+    blob = tmp_path / "m.bump"
+    assert cli("convert", smol_gguf, blob, "--quiet").code == 0
+    hf = AutoTokenizer.from_pretrained(smol_gguf.parent, gguf_file=smol_gguf.name)
+    with open_blob(blob) as bf:
+        carried = blob_tokenizer(bf)
+    assert carried is not None
+    tokenizer, record = carried
+    for text in ("The capital of France is", "  two  spaces, digits 12345 and <|im_end|>!",
+                 "naïve café – ünïcödé\n\ttabs"):
+        assert encode_text(tokenizer, text) == hf(text)["input_ids"], text
+    assert record.chat_template and "<|im_start|>" in record.chat_template
+    assert (record.bos_token_id, record.eos_token_ids) == (1, [2])
+
+
+def test_unsupported_tokenizer_is_refused(gguf_of: Callable[[str], Path], tmp_path: Path,
+                                          cli: Callable[..., object]) -> None:
+    """A non byte-level tokenizer (SentencePiece: tokenizer.ggml.model 'llama') is refused by
+    name for a profile that carries the tokenizer."""
+    from gguf import GGUFReader, GGUFValueType, GGUFWriter
+    reader = GGUFReader(gguf_of("f32"))
+    src = tmp_path / "spm.gguf"
+    writer = GGUFWriter(src, "llama")
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name == "general.architecture":
+            continue
+        value = "llama" if field.name == "tokenizer.ggml.model" else field.contents()
+        sub = field.types[-1] if field.types[0] == GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, value, field.types[0], sub_type=sub)
+    for t in reader.tensors:
+        writer.add_tensor(t.name, np.asarray(t.data))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    result = cli("convert", src, tmp_path / "m.bump", "--quiet")
+    assert result.code != 0 and "tokenizer.ggml.model 'llama' is not supported" in result.err

@@ -73,10 +73,12 @@ def converter_env(cache: Path) -> dict[str, str]:
 
 
 def hf_to_gguf(hf_dir: Path, out: Path, outtype: str, cache: Path,
-               tokenizer: Path | None = None) -> Path:
+               tokenizer: Path | None = None, pre: str | None = None) -> Path:
     """``convert_hf_to_gguf.py HF_DIR --outtype T`` (cached: an existing ``out`` is kept).
     ``tokenizer``: a directory whose files are added (the converter needs a vocabulary; the tiny
-    models have none)."""
+    models have none). ``pre``: the ``tokenizer.ggml.pre`` name to record for a byte-level
+    tokenizer the converter does not know by its hash (the tiny one uses Llama 3's pipeline,
+    llama.cpp's "llama-bpe"); only its vocabulary step is told this, the tensors are its own."""
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -90,9 +92,14 @@ def hf_to_gguf(hf_dir: Path, out: Path, outtype: str, cache: Path,
         hf_dir = stage
     tmp = out.with_suffix(".part")
     try:
-        proc = subprocess.run([sys.executable, str(llama_cpp_source(cache) / "convert_hf_to_gguf.py"),
-                               str(hf_dir), "--outfile", str(tmp), "--outtype", outtype],
-                              env=converter_env(cache), capture_output=True, text=True)
+        source = llama_cpp_source(cache)
+        script = str(source / "convert_hf_to_gguf.py")
+        args = [str(hf_dir), "--outfile", str(tmp), "--outtype", outtype]
+        if pre is None:
+            cmd = [sys.executable, script, *args]
+        else:
+            cmd = [sys.executable, "-c", _NAMED_PRE, str(source), pre, script, *args]
+        proc = subprocess.run(cmd, env=converter_env(cache), capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"convert_hf_to_gguf.py failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
         tmp.replace(out)
@@ -100,6 +107,17 @@ def hf_to_gguf(hf_dir: Path, out: Path, outtype: str, cache: Path,
         shutil.rmtree(stage, ignore_errors=True)
         tmp.unlink(missing_ok=True)
     return out
+
+
+#: Runs convert_hf_to_gguf.py with TextModel.get_vocab_base_pre answering argv[2].
+_NAMED_PRE = """import runpy, sys
+source, pre, script = sys.argv[1:4]
+sys.path.insert(0, source)
+import conversion.base
+conversion.base.TextModel.get_vocab_base_pre = lambda self, tokenizer: pre
+sys.argv = [script, *sys.argv[4:]]
+runpy.run_path(script, run_name="__main__")
+"""
 
 
 def requantize(f32_gguf: Path, out: Path, qtype: str) -> Path:

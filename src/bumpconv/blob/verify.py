@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..conversion.plan import F32, KEEP, plan_conversion
+from ..conversion.gguf_source import GGUFSource
 from ..conversion.source import Source
 from ..conversion.tokenizer_section import TOKENIZER_JSON
 from ..files.jsonfile import load_json
@@ -112,8 +113,12 @@ def _verify_tokenizer(bf: BumpFile, source: Source, vocab: dict[str, bytes]) -> 
         arrays = VocabArrays.from_bytes(*(vocab[n] for n in ARRAY_NAMES))
     except BumpError as exc:
         raise VerifyError(f"{bf.path}: {exc}") from None
-    path = source.root / TOKENIZER_JSON
-    if rebuild_tokenizer_json(arrays, section.record) != load_json(path, VerifyError):
+    if isinstance(source, GGUFSource):
+        path, doc = source.path, source.tokenizer_document()
+    else:
+        path = source.root / TOKENIZER_JSON
+        doc = load_json(path, VerifyError)
+    if rebuild_tokenizer_json(arrays, section.record) != doc:
         raise VerifyError(f"{bf.path}: its tokenizer arrays and record do not rebuild {path}")
 
 

@@ -32,6 +32,9 @@ from ..format.errors import ConfigError, LayoutError, SourceError
 from ..format.packing import row_map
 from ..format.profile import TensorSlot
 from ..format.spec import ModelSpec, spec_from_config
+from ..format.tokenizer_meta import TokenizerMeta
+from ..format.vocab import VocabArrays
+from .gguf_tokenizer import gguf_tokenizer_section, has_tokenizer, tokenizer_json
 from .safetensors_file import TensorInfo
 
 GGUF_MAGIC = b"GGUF"
@@ -90,7 +93,7 @@ class GGUFSource:
         self.path = self.root = path
         self.repo_id = self.commit = None
         self.weight_files = [path]
-        self.tokenizer = None  # GGUF tokenizers are not carried yet (docs/gguf.md)
+        self.tokenizer: tuple[VocabArrays, TokenizerMeta] | None = None
         self._reader = _open_reader(path)
         self.fields = self._reader.fields
         self.architecture = self._string("general.architecture")
@@ -106,6 +109,9 @@ class GGUFSource:
                                          0, 4 * math.prod(_hf_shape(t.data, t.ggml_type)))
                         for name, t in self.gguf_tensors.items()}
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        if with_tokenizer and has_tokenizer(self._value):
+            self.tokenizer = gguf_tokenizer_section(self._value, gguf_schema()["tokenizer"],
+                                                    self.spec.vocab_size, path)
 
     # -- the model spec ------------------------------------------------------------------
     def _value(self, key: str) -> Any:
@@ -268,6 +274,10 @@ class GGUFSource:
                 width = rm.run // block.elements * block.nbytes
                 out[rm.pad_rows[mine][at], :width] = data[gguf_rows[at], b0:b0 + width]
         return out
+
+    def tokenizer_document(self) -> dict[str, Any]:
+        """The tokenizer.json the blob's tokenizer must rebuild (transformers' from the keys)."""
+        return tokenizer_json(self._value, gguf_schema()["tokenizer"], self.path)
 
     # -- the Source interface ------------------------------------------------------------------
     def input_files(self) -> list[Path]:
