@@ -87,3 +87,15 @@ def test_well_formed_synthetic_gguf_converts(tmp_path: Path, cli: Callable[..., 
     """The hostile cases' base file is itself fine (so each case fails for its one damage)."""
     src = _write_gguf(tmp_path / "ok.gguf", "llama", dict(_KEYS), _tensors())
     assert cli("convert", src, tmp_path / "m.bump", "--quiet").code == 0
+
+
+def test_inspect_describes_a_gguf(tmp_path: Path, cli: Callable[..., object]) -> None:
+    """``inspect FILE.gguf``: the model as read, the un-permuted tensors, what keep would do."""
+    src = _write_gguf(tmp_path / "ok.gguf", "llama", dict(_KEYS), _tensors())
+    result = cli("inspect", src)
+    assert result.code == 0
+    assert "llama: 1 layers, hidden 32, heads 2 (kv 2) x 16" in result.out
+    assert "tokenizer none carried" in result.out and "keep      engine-v7: ok" in result.out
+    q = next(line for line in result.out.splitlines() if "blk.0.attn_q.weight" in line)
+    v = next(line for line in result.out.splitlines() if "blk.0.attn_v.weight" in line)
+    assert q.rstrip().endswith("yes") and not v.rstrip().endswith("yes")
