@@ -60,6 +60,24 @@ def test_gguf_converts_and_passes_parity(gguf_of: Callable[[str], Path], tmp_pat
     assert "PASS" in result.out
 
 
+@pytest.mark.parametrize("name", ["qwen2", "qwen3"])
+def test_neox_architectures_are_not_unpermuted(tiny: Callable[..., Path], cache_dir: Path,
+                                               tmp_path: Path, cli: Callable[..., object],
+                                               name: str) -> None:
+    """qwen2/qwen3 GGUFs (NeoX RoPE: llama.cpp leaves Q/K alone) convert to blobs that pass
+    parity against the original checkpoint. (transformers' GGUF loader cannot load a qwen3
+    whose head_dim is not hidden/heads, as this one's, so the checkpoint is the reference.)"""
+    src = gguf_fixtures.hf_to_gguf(tiny(name), cache_dir / "gguf-tests" / f"{name}-f32.gguf",
+                                   "f32", cache_dir, tokenizer=tiny_tokenizer("byte-level", cache_dir),
+                                   pre="llama-bpe")
+    with open_gguf(str(src)) as source:
+        assert all(t.rows is None for t in source.gguf_tensors.values())
+    blob = tmp_path / "m.bump"
+    assert cli("convert", src, blob, "--quiet").code == 0
+    result = cli("parity", tiny(name), blob)
+    assert result.code == 0, result.out[-2000:]
+
+
 def test_keep_passes_blocks_through(gguf_of: Callable[[str], Path], tmp_path: Path,
                                    cli: Callable[..., object]) -> None:
     """q8_0 by default keeps its blocks: the blob's dequantized weights are transformers' GGUF

@@ -239,9 +239,15 @@ class Reference:
         transformers.utils.logging.disable_progress_bar()
         # a GGUF: transformers dequantizes it and undoes llama.cpp's Q/K permutation itself
         where = {"gguf_file": root.name} if root.is_file() else {}
-        model, info = transformers.AutoModelForCausalLM.from_pretrained(
-            root.parent if where else root, **where, dtype=torch.float32, attn_implementation=TAP_ATTENTION,
-            output_loading_info=True)
+        try:
+            model, info = transformers.AutoModelForCausalLM.from_pretrained(
+                root.parent if where else root, **where, dtype=torch.float32,
+                attn_implementation=TAP_ATTENTION, output_loading_info=True)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            if not where:
+                raise
+            raise ReferenceSetupError(f"{root}: transformers' GGUF loader cannot load it ("
+                                      f"{str(exc).splitlines()[0]})") from None
         missing = sorted(info.get("missing_keys") or ())
         if missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
