@@ -36,6 +36,7 @@ This module imports torch and transformers lazily: the converter never needs the
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -123,21 +124,30 @@ def tokenize_prompts(root: Path, texts: Sequence[str] | None, vocab_size: int,
     what ``bumpconv run`` would feed the C runtime: ``runtime_side`` (the tokenizer the blob
     carries), else the source's tokenizer.json. Without any tokenizer files, default prompts
     become fixed synthetic ids; explicit texts then are an error, since they cannot be
-    tokenized.
+    tokenized. A GGUF's tokenizer is its ``tokenizer.ggml.*`` keys, read by transformers' GGUF
+    loader on the reference side.
     """
-    if not any((root / name).exists() for name in _TOKENIZER_FILES):
+    gguf_doc = None
+    if root.is_file():
+        with open_gguf(str(root)) as source:
+            gguf_doc = source.tokenizer_document() if source.has_tokenizer else None
+    if gguf_doc is None and not any((root / name).exists() for name in _TOKENIZER_FILES):
         if texts is not None:
             raise ConfigError(f"{root}: has no tokenizer, so --prompt cannot be tokenized")
         rng = np.random.default_rng(SYNTHETIC_SEED)
         return [PromptTokens(None, tuple(int(i) for i in rng.integers(0, vocab_size, n)), None)
                 for n in SYNTHETIC_LENGTHS]
-    if not (root / "tokenizer.json").is_file():
+    if gguf_doc is None and not (root / "tokenizer.json").is_file():
         raise ConfigError(f"{root}: has tokenizer files but no tokenizer.json, which the runtime "
                           "side tokenizes with")
+    if runtime_side is None and gguf_doc is not None:
+        from tokenizers import Tokenizer
+        runtime_side = Tokenizer.from_str(json.dumps(gguf_doc))
     if runtime_side is None:
         runtime_side = load_tokenizer(root / "tokenizer.json")
     _, transformers = _import_reference_libs()
-    hf = transformers.AutoTokenizer.from_pretrained(root)
+    hf = (transformers.AutoTokenizer.from_pretrained(root) if gguf_doc is None else
+          transformers.AutoTokenizer.from_pretrained(root.parent, gguf_file=root.name))
     out = []
     for text in DEFAULT_PROMPTS if texts is None else texts:
         if not text:

@@ -275,6 +275,11 @@ class GGUFSource:
                 out[rm.pad_rows[mine][at], :width] = data[gguf_rows[at], b0:b0 + width]
         return out
 
+    @property
+    def has_tokenizer(self) -> bool:
+        """The file has tokenizer keys (``tokenizer.ggml.model``)."""
+        return has_tokenizer(self._value)
+
     def tokenizer_document(self) -> dict[str, Any]:
         """The tokenizer.json the blob's tokenizer must rebuild (transformers' from the keys)."""
         return tokenizer_json(self._value, gguf_schema()["tokenizer"], self.path)
