@@ -44,7 +44,8 @@ def format_gguf(source: GGUFSource, summary: dict[str, Any], tensors: bool = Tru
     tok = summary["tokenizer"]
     lines.append("tokenizer " + ("none carried" if tok is None else
                                  f"byte-level BPE, {tok['strings']:,} strings, {tok['merges']:,} "
-                                 f"merges, chat template {'yes' if tok['chat_template'] else 'no'}"))
+                                 f"merges, chat template "
+                                 f"{'yes' if tok['chat_template'] else 'no'}"))
     keep = summary["keep"]
     lines.append(f"keep      {keep['profile']}: " + (f"ok, matrices {', '.join(keep['dtypes'])}"
                                                      if keep["ok"] else f"refused: {keep['why']}"))

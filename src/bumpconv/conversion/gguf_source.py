@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +36,9 @@ from ..format.tokenizer_meta import TokenizerMeta
 from ..format.vocab import VocabArrays
 from .gguf_tokenizer import gguf_tokenizer_section, has_tokenizer, tokenizer_json
 from .safetensors_file import TensorInfo
+
+if TYPE_CHECKING:
+    from .source import Provenance
 
 GGUF_MAGIC = b"GGUF"
 #: ggml float types: widened to fp32 exactly.
@@ -147,8 +150,8 @@ class GGUFSource:
                     raise SourceError(f"{self.path}: required GGUF key {key!r} is missing")
             numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
             if not numeric or (item["type"] == "int" and not float(value).is_integer()):
-                raise SourceError(f"{self.path}: GGUF key {key!r} must be a{'n integer' if item['type'] == 'int' else ' number'}, "
-                                  f"not {value!r}")
+                kind = "an integer" if item["type"] == "int" else "a number"
+                raise SourceError(f"{self.path}: GGUF key {key!r} must be {kind}, not {value!r}")
             cfg[item["config"]] = int(value) if item["type"] == "int" else float(value)
         for key, allowed in schema["refused_keys"].items():
             value = self._value(key.format(arch=arch))
@@ -217,6 +220,8 @@ class GGUFSource:
         return values
 
     def read(self, name: str, start: int, count: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Elements ``[start, start+count)`` of HF tensor ``name`` as fp32, into ``out`` when
+        given (the checkpoint source's interface)."""
         values = self._dequantized(name)[start:start + count]
         if out is None:
             return values.copy()
@@ -224,6 +229,7 @@ class GGUFSource:
         return out[:count]
 
     def read_raw(self, name: str, start: int, count: int) -> np.ndarray:
+        """The same values as :meth:`read` (a GGUF source is always seen as fp32)."""
         return self._dequantized(name)[start:start + count]
 
     def read_all(self, name: str) -> np.ndarray:
@@ -288,8 +294,9 @@ class GGUFSource:
     def input_files(self) -> list[Path]:
         return [self.path]
 
-    def provenance(self, hash_files: bool = True) -> "Any":
-        from .source import Provenance
+    def provenance(self, hash_files: bool = True) -> "Provenance":
+        """The file's name, size and SHA-256 (no path: the same file gives the same blob)."""
+        from .source import Provenance  # source.py opens GGUFs through this module
         digest = sha256_file(self.path) if hash_files else None
         return Provenance("gguf", ((self.path.name, self.path.stat().st_size, digest),))
 
@@ -323,12 +330,12 @@ def _hf_shape(data: np.ndarray, qtype: str) -> tuple[int, ...]:
     counted back to values by its block geometry."""
     if data.dtype != np.uint8:
         return tuple(int(d) for d in data.shape)
-    elements, nbytes = _GGML_BLOCKS()[qtype]
+    elements, nbytes = _ggml_blocks()[qtype]
     return (*(int(d) for d in data.shape[:-1]), int(data.shape[-1]) // nbytes * elements)
 
 
 @cache
-def _GGML_BLOCKS() -> dict[str, tuple[int, int]]:
+def _ggml_blocks() -> dict[str, tuple[int, int]]:
     from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
     return {t.name: GGML_QUANT_SIZES[t] for t in GGMLQuantizationType}
 
@@ -358,8 +365,10 @@ def _open_reader(path: Path) -> Any:
     try:
         return GGUFReader(path, "r")
     except Exception as exc:  # the reader raises ValueError, IndexError, struct errors...
-        raise SourceError(f"{path}: not a readable GGUF file ({type(exc).__name__}: {exc})") from None
+        raise SourceError(f"{path}: not a readable GGUF file "
+                          f"({type(exc).__name__}: {exc})") from None
 
 
 def open_gguf(src: str, with_tokenizer: bool = False) -> GGUFSource:
+    """Open ``src`` as a GGUF source; ``with_tokenizer``: also build its tokenizer section."""
     return GGUFSource(Path(src), with_tokenizer)

@@ -30,9 +30,11 @@ def has_tokenizer(value: Callable[[str], Any]) -> bool:
     return value("tokenizer.ggml.model") is not None
 
 
-def tokenizer_json(value: Callable[[str], Any], rules: dict[str, Any], path: Path) -> dict[str, Any]:
+def tokenizer_json(value: Callable[[str], Any], rules: dict[str, Any],
+                   path: Path) -> dict[str, Any]:
     """transformers' tokenizer.json for the GGUF's keys (``value(key)``: a key's contents)."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from tokenizers import (AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers,
+                            processors)
     model = value("tokenizer.ggml.model")
     if model not in rules["models"]:
         raise TokenizerError(f"{path}: tokenizer.ggml.model {model!r} is not supported (only "
