@@ -72,7 +72,8 @@ demo-gguf: install
 	  $(BIN)/bumpconv convert $$g $(GGUF_DEMO)/$$t-keep.bump --force --quiet \
 	    && $(BIN)/bumpconv verify $(GGUF_DEMO)/$$t-keep.bump --against $$g; \
 	  $(BIN)/bumpconv convert $$g $(GGUF_DEMO)/$$t-f32.bump --quant f32 --force --quiet || exit 1; \
-	  $(BIN)/bumpconv parity $$g $(GGUF_DEMO)/$$t-f32.bump | tail -1 || exit 1; \
+	  r=$$($(BIN)/bumpconv parity $$g $(GGUF_DEMO)/$$t-f32.bump); s=$$?; \
+	  echo "$$t: $$(echo "$$r" | tail -1)"; [ $$s -eq 0 ] || exit 1; \
 	done
 
 native:

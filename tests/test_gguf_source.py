@@ -110,6 +110,20 @@ def test_keep_refuses_blocks_the_layout_splits(gguf_of: Callable[[str], Path],
     assert not list(tmp_path.iterdir())
 
 
+def test_requantize_with_a_policy(gguf_of: Callable[[str], Path], tmp_path: Path,
+                                  cli: Callable[..., object]) -> None:
+    """--quant TYPE: the q4_k GGUF dequantized and quantized again by our policy (q8_0 here),
+    which verify reproduces block for block from the dequantized source."""
+    from bumpconv.blob.reader import open_blob
+    src = gguf_of("q4_k")
+    blob = tmp_path / "m.bump"
+    assert cli("convert", src, blob, "--quant", "q8_0", "--quiet").code == 0
+    with open_blob(blob) as bf:
+        assert bf.metadata.bumpconv.quantization.policy == "q8_0"
+        assert {t.dtype.label for t in bf.tensors if t.slot.role == "wo"} == {"q8_0"}
+    assert cli("verify", blob, "--against", src).code == 0
+
+
 @pytest.mark.parametrize("mistake", ["missing", "double"])
 def test_unpermutation_mistakes_fail_parity(gguf_of: Callable[[str], Path], tmp_path: Path,
                                             cli: Callable[..., object],

@@ -25,7 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Run the blob in the C runtime and the source in transformers (fp32, eager "
                     "attention) on fixed prompts; compare token ids, logits at every position, "
                     "the hidden state after every layer, and the stages of one layer.")
-    p.add_argument("src", help="model directory or cached repo id the blob was made from")
+    p.add_argument("src", help="model directory, cached repo id or .gguf file the blob was "
+                                "made from")
     p.add_argument("blob", type=Path, help=".bump file")
     p.add_argument("--layer", type=int, metavar="N",
                    help="diff every stage of layer N (default: the first layer that fails)")

@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "compare it with the source exactly (all padding must be zero).")
     p.add_argument("file", type=Path, help=".bump file")
     p.add_argument("--against", required=True, metavar="SRC",
-                   help="model directory or cached repo id the blob was made from")
+                   help="model directory, cached repo id or .gguf file the blob was made from")
     p.set_defaults(func=run)
 
 
@@ -28,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
         result = verify_against(bf, source)
     print(f"OK: {args.file} matches {args.against}: {result.tensors} packed tensors, "
           f"{result.source_tensors} source tensors, {result.elements:,} values bit-identical "
-          "(quantized ones: the source quantized again, block for block), "
+          "(quantized ones block for block: the source quantized again, or a GGUF's "
+          "own blocks), "
           + ("tokenizer arrays identical and rebuilding tokenizer.json, " if result.tokenizer
              else "") + "padding zero, checksums valid")
     return 0
