@@ -179,5 +179,6 @@ def test_smollm2_fp32_blob_matches_its_source_on_real_text(
     assert 5 < a["ppl_base"]["value"] < 100  # a trained model on English prose
     assert a["ppl_ratio"]["value"] == pytest.approx(1.0, abs=1e-5)
     texts = corpora.resolve(None, corpus_dir)
-    counts = {t.name: len(corpora.tokenize(smol, t).ids) for t in texts}
+    tok = corpora.source_tokenizer(smol)
+    counts = {t.name: len(corpora.tokenize(tok, t).ids) for t in texts}
     assert counts["prose"] >= 8000 and counts["code"] > 1024 and counts["finnish"] > 2048

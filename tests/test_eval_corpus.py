@@ -116,15 +116,16 @@ def _tokenizer_dir(tmp_path: Path, bos: bool) -> Path:
 
 def test_tokenizing_puts_bos_first_only_when_the_tokenizer_adds_it(tmp_path: Path) -> None:
     text = corpora.CorpusText("t", "d", "file", "?", "-", "-", True, "a b c a b")
-    with_bos = corpora.tokenize(_tokenizer_dir(tmp_path, True), text)
-    plain = corpora.tokenize(_tokenizer_dir(tmp_path, False), text)
+    with_bos = corpora.tokenize(corpora.source_tokenizer(_tokenizer_dir(tmp_path, True)), text)
+    plain = corpora.tokenize(corpora.source_tokenizer(_tokenizer_dir(tmp_path, False)), text)
     assert with_bos.bos == 0 and with_bos.ids.tolist() == [0, 2, 3, 4, 2, 3]
     assert plain.bos is None and plain.ids.tolist() == [2, 3, 4, 2, 3]
     assert plain.sha256 == text.sha256
     (tmp_path / "none").mkdir()
+    assert corpora.source_tokenizer(tmp_path / "none") is None  # synthetic ids then
     (tmp_path / "none" / "tokenizer_config.json").write_text("{}")
     with pytest.raises(ConfigError, match="has no tokenizer.json"):
-        corpora.tokenize(tmp_path / "none", text)
+        corpora.source_tokenizer(tmp_path / "none")
 
 
 def test_chunks_replace_the_first_token_by_bos_and_drop_the_remainder() -> None:

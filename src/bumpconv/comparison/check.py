@@ -139,10 +139,19 @@ def blob_spec(blob: Path, root: Path) -> tuple[ModelSpec, Path | None]:
     with open_blob(blob) as bf:
         if bf.spec is not None:
             return bf.spec, None
-    config = root / "config.json"
+    config = _settings_config(blob, root)
     with open_blob(blob, config=config) as bf:
         assert bf.spec is not None  # the reader builds a spec whenever it has a config
         return bf.spec, config
+
+
+def _settings_config(blob: Path, root: Path) -> Path:
+    """The config.json that supplies the settings of a blob recording none (BUMPWGT3/4)."""
+    if not root.is_dir():
+        raise ParityError(f"{blob}: records no runtime settings (eps, rope), and the GGUF source "
+                          f"{root.name} has no config.json to supply them; convert it with "
+                          "--profile engine-v7 or bumpwgt5")
+    return root / "config.json"
 
 
 def open_runtime(bf: BumpFile, threads: int | None, rope_pairing: str | None = None
@@ -182,7 +191,7 @@ def run_parity(src: str, blob: Path, options: ParityOptions,
     with open_blob(blob) as bf:
         if bf.spec is not None:
             return _run(bf, src, root, src_spec, options, reference)
-    with open_blob(blob, config=root / "config.json") as bf:
+    with open_blob(blob, config=_settings_config(blob, root)) as bf:
         return _run(bf, src, root, src_spec, options, reference)
 
 

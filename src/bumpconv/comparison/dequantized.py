@@ -96,7 +96,7 @@ def load_dequantized(src: str, blob: Path, threads: int | None = 2) -> Dequantiz
     """SRC's model (fp32, eager, with parity's taps) carrying ``blob``'s weights."""
     root = source_root(src)
     reference = Reference.load(str(root), threads)
-    with open_blob(blob, config=root / "config.json") as bf:
+    with open_blob(blob, config=root / "config.json" if root.is_dir() else None) as bf:
         identical = load_blob_weights(reference.model, bf)
         dtypes = frozenset(t.dtype for t in bf.tensors)
     return DequantizedReference(reference, identical, dtypes)

@@ -19,6 +19,7 @@ synthetic ids drawn with a fixed seed, labelled as such.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -34,6 +35,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..conversion.gguf_source import is_gguf, open_gguf
 from ..format.errors import ConfigError, EvalError
 from ..run.tokenizer import TOKENIZER_FILE, load_tokenizer
 
@@ -250,17 +252,28 @@ class Sample:
         return self.kind == "synthetic"
 
 
-def has_tokenizer(root: Path) -> bool:
-    return any((root / name).exists() for name in _TOKENIZER_FILES)
-
-
-def tokenize(root: Path, corpus: CorpusText) -> Sample:
-    """The token stream of ``corpus`` under the source's tokenizer: a BOS token (when the
-    tokenizer adds one to every text) followed by the text's tokens, tokenized in one piece."""
+def source_tokenizer(root: Path):  # noqa: ANN201 - tokenizers.Tokenizer or None
+    """The tokenizer SRC's text is scored with: a checkpoint's tokenizer.json, or the one a GGUF
+    file's ``tokenizer.ggml.*`` keys make (the document transformers' GGUF loader builds); None
+    when SRC has no tokenizer at all."""
+    if is_gguf(str(root)):
+        with open_gguf(str(root)) as gguf:
+            if not gguf.has_tokenizer:
+                return None
+            doc = gguf.tokenizer_document()
+        from tokenizers import Tokenizer
+        return Tokenizer.from_str(json.dumps(doc))
+    if not any((root / name).exists() for name in _TOKENIZER_FILES):
+        return None
     path = root / TOKENIZER_FILE
     if not path.is_file():
         raise ConfigError(f"{root}: has no {TOKENIZER_FILE}, so the corpus cannot be tokenized")
-    tok = load_tokenizer(path)
+    return load_tokenizer(path)
+
+
+def tokenize(tok, corpus: CorpusText) -> Sample:  # noqa: ANN001 - tokenizers.Tokenizer
+    """The token stream of ``corpus`` under the source's tokenizer: a BOS token (when the
+    tokenizer adds one to every text) followed by the text's tokens, tokenized in one piece."""
     plain = tok.encode("a", add_special_tokens=False).ids
     special = tok.encode("a", add_special_tokens=True).ids
     bos = special[0] if special[1:1 + len(plain)] == plain and len(special) > len(plain) \

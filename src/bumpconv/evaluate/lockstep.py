@@ -33,10 +33,9 @@ import numpy as np
 from ..blob.reader import open_blob
 from ..files.progress import progress_bar
 from ..format.errors import ConfigError, EvalError
-from ..files.checkpoint import load_spec
 from ..comparison.check import blob_spec, compare_specs
 from ..comparison.dequantized import load_dequantized
-from ..comparison.reference import Reference, source_root
+from ..comparison.reference import Reference, source_root, source_spec
 from ..run.runtime import BumpModel
 from . import corpus as corpora
 from .gates import GateTable, WeightGate, load_gates
@@ -127,12 +126,12 @@ class _Blob:
 def _check_blobs(src: str, root: Path, blobs: list[Path], options: EvalOptions,
                  table: GateTable, gates_source: str) -> list[_Checked]:
     """Same dimensions as SRC, a gate for every weight type, a context that fits."""
-    spec = load_spec(root / "config.json")
+    spec = source_spec(root)
     out = []
     for blob in blobs:
         b_spec, config = blob_spec(blob, root)
         notes = compare_specs(spec, b_spec, src, str(blob))
-        with open_blob(blob, config=root / "config.json") as bf:
+        with open_blob(blob, config=config) as bf:
             dtypes = {t.dtype for t in bf.tensors if t.slot.content == "weights"}
         gate = table.for_types(dtypes, str(blob), gates_source)
         for what, length in ((src, spec.context_length), (str(blob), b_spec.context_length)):
@@ -145,14 +144,15 @@ def _check_blobs(src: str, root: Path, blobs: list[Path], options: EvalOptions,
 
 def _samples(root: Path, options: EvalOptions) -> list[corpora.Sample]:
     """The tokenized corpora, each long enough for at least one chunk."""
-    if corpora.has_tokenizer(root):
+    tokenizer = corpora.source_tokenizer(root)
+    if tokenizer is not None:
         directory = options.corpus_dir or corpora.corpus_dir()
-        samples = [corpora.tokenize(root, text)
+        samples = [corpora.tokenize(tokenizer, text)
                    for text in corpora.resolve(options.corpus, directory)]
     elif options.corpus is not None:
         raise ConfigError(f"{root}: has no tokenizer, so --corpus cannot be tokenized")
     else:
-        samples = [corpora.synthetic(load_spec(root / "config.json").vocab_size, options.ctx)]
+        samples = [corpora.synthetic(source_spec(root).vocab_size, options.ctx)]
     for s in samples:
         if not chunks(s, options.ctx, options.chunks):
             raise EvalError(f"corpus {s.name!r} has {len(s.ids)} tokens, fewer than one chunk "
