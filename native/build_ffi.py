@@ -4,11 +4,13 @@ Two callers:
 
 * ``pip install -e .`` / ``pip install .``: setup.py names ``native/build_ffi.py:ffibuilder`` in
   ``cffi_modules``, so setuptools compiles the extension next to the package.
-* ``make -C native`` (and its ``asan``/``portable`` targets) run this file as a script to build a
-  variant into a directory that ``BUMPCONV_NATIVE_DIR`` can point the runtime at.
+* ``make -C native`` (and its ``asan`` target) run this file as a script to build a variant into
+  a directory that ``BUMPCONV_NATIVE_DIR`` can point the runtime at.
 
-Flags: ``-O3 -march=native`` and OpenMP when the compiler accepts them; ``BUMPCONV_PORTABLE=1``
-drops ``-march=native`` (the kernels then use the baseline vector width of the target).
+Flags: ``-O3`` and OpenMP when the compiler accepts it, for the baseline target (never
+``-march=native``: the build must run on any CPU of the architecture). The kernels are compiled
+once per instruction-set level (kernels_<level>.c, each with its own ``#pragma GCC target``) and
+the level is chosen at run time (native/kernels.c).
 The runtime is compiled with ``-ffp-contract=off`` so that it rounds as written, like
 transformers; the kernels fuse multiply-adds explicitly.
 """
@@ -27,8 +29,9 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ("bump.c", "kernels.c", "quant.c")
-HEADERS = ("bump.h", "kernels.h", "blocks.h", "quant.h")
+SOURCES = ("bump.c", "kernels.c", "kernels_portable.c", "kernels_avx2.c", "kernels_avx512.c",
+           "quant.c")
+HEADERS = ("bump.h", "kernels.h", "kernels_impl.h", "blocks.h", "quant.h")
 #: Headers whose declarations between CFFI markers make up the Python-visible API, in order.
 CFFI_HEADERS = ("blocks.h", "bump.h", "quant.h")
 MODULE = "bumpconv._native"
@@ -68,7 +71,7 @@ def _accepts(flags: tuple[str, ...], program: str = "int main(void) { return 0; 
 
 
 def _flags(variant: str, strict: bool) -> tuple[list[str], list[str]]:
-    """(compile, link) flags for a variant: release, asan or portable."""
+    """(compile, link) flags for a variant: release or asan."""
     compile_args = ["-std=c11", "-ffp-contract=off"]
     link_args: list[str] = []
     if variant == "asan":
@@ -76,9 +79,6 @@ def _flags(variant: str, strict: bool) -> tuple[list[str], list[str]]:
         link_args += SANITIZE
     else:
         compile_args += ["-O3"]
-    portable = variant == "portable" or os.environ.get("BUMPCONV_PORTABLE") == "1"
-    if not portable and _accepts(("-march=native",)):
-        compile_args.append("-march=native")
     omp_probe = "#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n"
     if _accepts(("-fopenmp",), omp_probe):
         compile_args.append("-fopenmp")
@@ -116,7 +116,7 @@ ffibuilder = make_builder(strict=os.environ.get("BUMPCONV_STRICT") == "1")
 
 def main() -> None:
     ap = argparse.ArgumentParser(description="Build bumpconv._native into a directory.")
-    ap.add_argument("--variant", choices=("release", "asan", "portable"), default="release")
+    ap.add_argument("--variant", choices=("release", "asan"), default="release")
     ap.add_argument("--out", type=Path, required=True,
                     help="output directory (BUMPCONV_NATIVE_DIR for the runtime)")
     ap.add_argument("--strict", action="store_true", help="warnings are errors")

@@ -332,7 +332,7 @@ static int check_complete(const bump_model *m, const bump_tensor *const *slots, 
 
 static bump_wmat view_of(const bump_model *m, const bump_tensor *t)
 {
-    return (bump_wmat){.base = (const ufloat *)((const char *)m->map + t->offset),
+    return (bump_wmat){.dtype = t->dtype, .base = (const char *)m->map + t->offset,
                        .ld = (size_t)t->ld, .n_seg = (int32_t)t->row_seg,
                        .n_seg_stride = (size_t)t->row_seg_stride, .k_seg = (int32_t)t->col_seg,
                        .k_seg_stride = (size_t)t->col_seg_stride};
@@ -617,7 +617,7 @@ static int reserve_tokens(bump_model *m, int n)
     s->v = alloc_floats(N * KD);
     s->hb = alloc_floats(N * 2 * I);
     s->hb2 = alloc_floats(N * I);
-    s->gs.floats_per_thread = bump_gemm_scratch_floats(n);
+    s->gs.floats_per_thread = bump_gemm_scratch_floats(s->gs.level, n);
     s->gs.pack = alloc_floats(s->gs.floats_per_thread * (size_t)m->n_threads);
     if (!s->x || !s->xb || !s->proj || !s->q || !s->att || !s->k || !s->v || !s->hb ||
         !s->hb2 || !s->gs.pack) {
@@ -653,6 +653,11 @@ int bump_open(const char *path, int fd, const bump_config *cfg, const bump_tenso
     m->n_threads = 1;
 #endif
     m->s.gs.n_threads = m->n_threads;
+    m->s.gs.level = bump_kernels_select(err, len);
+    if (!m->s.gs.level) {
+        free(m);
+        return BUMP_ERR_INPUT;
+    }
 
     m->fd = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (m->fd < 0) {
@@ -722,6 +727,7 @@ void bump_close(bump_model *m)
 int32_t bump_cached(const bump_model *m) { return m->s.n_cached; }
 void bump_reset(bump_model *m) { m->s.n_cached = 0; }
 int32_t bump_threads(const bump_model *m) { return m->n_threads; }
+const char *bump_model_kernels(const bump_model *m) { return bump_kernels_name(m->s.gs.level); }
 int32_t bump_positions_allocated(const bump_model *m) { return m->s.positions; }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -798,7 +804,7 @@ static void attention(bump_model *m, int l, int n, int start, const bump_taps *t
         const float *q = s->q + ((size_t)i * H + h) * D;
         float *sc = s->scores + (size_t)thread_num() * P;
         int span = pos - lo + 1;
-        bump_scores(q, D, keys_of(m, l, kvh) + lo, s->key_stride, span, scale, sc + lo);
+        bump_scores(m->s.gs.level, q, D, keys_of(m, l, kvh) + lo, s->key_stride, span, scale, sc + lo);
         float mx = -INFINITY;
         for (int t = lo; t <= pos; t++)
             if (sc[t] > mx) mx = sc[t];
@@ -812,7 +818,7 @@ static void attention(bump_model *m, int l, int n, int start, const bump_taps *t
             sum += sc[t];
         }
         for (int t = lo; t <= pos; t++) sc[t] = sc[t] / sum;
-        bump_weighted_sum(sc + lo, values_of(m, l, kvh) + (size_t)lo * D, D, span, D,
+        bump_weighted_sum(m->s.gs.level, sc + lo, values_of(m, l, kvh) + (size_t)lo * D, D, span, D,
                           s->att + ((size_t)i * H + h) * D);
         if (tap_probs) {
             float *row = tap_probs + ((size_t)h * n + i) * n;
@@ -901,14 +907,6 @@ static void layer(bump_model *m, int l, int n, int start, const bump_taps *taps)
     TAP(tp, out, s->x, n, E, E);
 }
 
-/* x[j] = token_emb(id, j) for j < E, through the embedding's view. */
-static void embed(const bump_wmat *emb, int32_t id, float *x, int E)
-{
-    const ufloat *row = emb->base + (size_t)(id / emb->n_seg) * emb->n_seg_stride +
-                        (size_t)(id % emb->n_seg) * emb->ld;
-    for (int j = 0; j < E; j++)
-        x[j] = row[(size_t)(j / emb->k_seg) * emb->k_seg_stride + j % emb->k_seg];
-}
 
 int bump_forward(bump_model *m, const int32_t *tokens, int32_t n, int32_t start_pos,
                  float *logits, int32_t all_logits, const bump_taps *taps, char *err,
@@ -941,7 +939,7 @@ int bump_forward(bump_model *m, const int32_t *tokens, int32_t n, int32_t start_
                     start_pos);
 
     int E = c->hidden;
-    for (int i = 0; i < n; i++) embed(&m->w.token_emb, tokens[i], s->x + (size_t)i * E, E);
+    for (int i = 0; i < n; i++) bump_wmat_row(s->gs.level, &m->w.token_emb, tokens[i], E, s->x + (size_t)i * E);
     float *hidden = taps ? taps->hidden : NULL;
     if (hidden) memcpy(hidden, s->x, (size_t)n * E * sizeof(float));
     for (int l = 0; l < c->n_layers; l++) {

@@ -100,7 +100,10 @@ int bump_forward(bump_model *m, const int32_t *tokens, int32_t n, int32_t start_
 int32_t bump_cached(const bump_model *m);
 void bump_reset(bump_model *m);
 void bump_close(bump_model *m);
+/* The kernel level a model opened now would use (BUMPCONV_KERNELS, else the CPU's best), and
+ * the one this model uses. */
 const char *bump_kernel_name(void);
+const char *bump_model_kernels(const bump_model *m);
 int32_t bump_threads(const bump_model *m);
 /* The SIGBUS guard for any read-only file mapping (the runtime guards its own): a read past
  * the end of a file truncated under the mapping then sees zero pages and marks the slot
@@ -108,6 +111,14 @@ int32_t bump_threads(const bump_model *m);
 int bump_guard_mapping(const void *start, size_t size);
 int bump_guard_tripped(int slot);
 void bump_guard_release(int slot);
+/* One matrix product through the kernels, for tests and benchmarks: out[M][N] = in[M][K] W^T
+ * with W of `dtype` at w (numel elements) seen through the view of bump_tensor (ld, row_seg,
+ * row_seg_stride, col_seg, col_seg_stride, in elements), on n_threads threads with the kernel
+ * level bump_kernel_name() reports. Refuses a view that leaves the buffer or splits a block. */
+int bump_matmul_view(int32_t dtype, const void *w, int64_t numel, int64_t ld, int64_t row_seg,
+                     int64_t row_seg_stride, int64_t col_seg, int64_t col_seg_stride, int32_t N,
+                     int32_t K, const float *in, int32_t M, float *out, int32_t n_threads,
+                     char *err, size_t err_len);
 /* Positions whose RoPE tables and KV cache are allocated (they grow with use, not with the
  * context length). */
 int32_t bump_positions_allocated(const bump_model *m);

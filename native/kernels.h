@@ -1,9 +1,10 @@
-/* kernels.h - the two hot loops of the runtime: a blocked SGEMM (prefill) and a GEMV (decode),
- * plus the small vector helpers attention uses.
+/* kernels.h - the hot loops of the runtime: matrix products over fp32 or ggml-quantized weights
+ * (a blocked GEMM for prefill, a GEMV for decode) and the two inner loops of attention.
  *
- * The vector width follows the compile target (GCC vector extensions): 16 floats with AVX-512,
- * 8 with AVX, 4 otherwise (SSE2, NEON, or scalar code the compiler lowers). The only intrinsics
- * are the fused multiply-adds, used when the target has FMA. One source serves every build.
+ * One source (kernels_impl.h) is compiled once per instruction-set level (kernels_portable.c,
+ * kernels_avx2.c, kernels_avx512.c: each sets its target with #pragma GCC target), and the level
+ * is chosen at run time from what the CPU supports (BUMPCONV_KERNELS overrides): a build made on
+ * one machine runs at full speed on another.
  */
 #ifndef BUMP_KERNELS_H
 #define BUMP_KERNELS_H
@@ -12,15 +13,19 @@
 #include <stdint.h>
 
 /* Weights are memory-mapped at whatever byte offset the file puts them (bump files do not align
- * tensors), so every access to them goes through this 1-byte-aligned float type. */
+ * tensors), so every access to fp32 weights goes through this 1-byte-aligned float type. */
 typedef float ufloat __attribute__((aligned(1)));
 
-/* A weight matrix W[N][K] (y = x W^T) seen through the packed layout: element (n, k) lives at
- *   base + (n / n_seg) * n_seg_stride + (n % n_seg) * ld + (k / k_seg) * k_seg_stride + k % k_seg
- * so per-head blocks (wq [H][AD][AE], wo [H][AE][AD]) and the stacked gate/up halves of w1 are
- * read in place, without ever touching their zero padding. Strides count floats. */
+/* A weight matrix W[N][K] (y = x W^T) of dtype `dtype` (enum bump_dtype) seen through the packed
+ * layout: element (n, k) is element number
+ *   (n / n_seg) * n_seg_stride + (n % n_seg) * ld + (k / k_seg) * k_seg_stride + k % k_seg
+ * of the tensor at `base`, so per-head blocks (wq [H][AD][AE], wo [H][AE][AD]) and the stacked
+ * gate/up halves of w1 are read in place, without touching their padding. Strides count
+ * elements; for a block type they (and k_seg, unless it spans K) are whole blocks, so every row
+ * piece a kernel reads starts on a block (bump.c checks this at open). */
 typedef struct {
-    const ufloat *base;
+    int32_t dtype;
+    const void *base;
     size_t ld;
     int32_t n_seg;
     size_t n_seg_stride;
@@ -28,15 +33,17 @@ typedef struct {
     size_t k_seg_stride;
 } bump_wmat;
 
-/* Scratch for the SGEMM: per thread, the packed activations and one packed weight panel;
- * floats_per_thread >= bump_gemm_scratch_floats(M) for every M the caller passes. */
+typedef struct bump_kernel_level bump_kernel_level;
+
+/* Scratch for one model's products: the level's kernels, the thread count, and per thread the
+ * packed activations and one weight panel. floats_per_thread >= bump_gemm_scratch_floats(level,
+ * M) for every M the caller passes. */
 typedef struct {
+    const bump_kernel_level *level;
     float *pack;
     size_t floats_per_thread;
     int n_threads;
 } bump_gemm_scratch;
-
-size_t bump_gemm_scratch_floats(int M);
 
 /* One product of a matmul call: out[m][n] = sum_k in[m][k] * W(n, k) for n < N; out has row
  * stride ldc. */
@@ -49,21 +56,48 @@ typedef struct {
 
 #define BUMP_MAX_JOBS 4
 
+/* The level BUMPCONV_KERNELS names, else the best this CPU supports; NULL (and a message in
+ * err) when the variable names an unknown level or one the CPU lacks. */
+const bump_kernel_level *bump_kernels_select(char *err, size_t len);
+const char *bump_kernels_name(const bump_kernel_level *level);
+size_t bump_gemm_scratch_floats(const bump_kernel_level *level, int M);
+
 /* Up to BUMP_MAX_JOBS products of the same input in[M][K] (row stride lda) in one parallel
- * region (Q, K and V share their input): the activations are packed once, the weight panels
- * of all jobs are split over the threads together. M == 1 takes the GEMV path. */
+ * region (Q, K and V share their input): activations are packed once, the weight panels of all
+ * jobs are split over the threads together. M == 1 takes the GEMV path. Quantized weights are
+ * dequantized exactly as ggml's dequantize_row_* does, so the result equals the product with
+ * the dequantized fp32 matrix up to the order of the fp32 sums. */
 void bump_matmul(const bump_matmul_job *jobs, int njobs, const float *in, size_t lda, int M,
                  int K, const bump_gemm_scratch *s);
 
+/* Row n of W as K fp32 values (an embedding lookup in a quantized table). */
+void bump_wmat_row(const bump_kernel_level *level, const bump_wmat *w, int n, int K, float *out);
+
 /* Attention for one query: s[t] = scale * sum_d q[d] * kt[d * ldk + t] for t < n (keys stored
  * transposed, one row per component, so a vector holds the scores of consecutive keys). */
-void bump_scores(const float *q, int D, const float *kt, size_t ldk, int n, float scale,
-                 float *s);
+void bump_scores(const bump_kernel_level *level, const float *q, int D, const float *kt,
+                 size_t ldk, int n, float scale, float *s);
 /* out[c] = sum_t p[t] * v[t * ldv + c] for c < D: the probability-weighted sum of n values. */
-void bump_weighted_sum(const float *p, const float *v, size_t ldv, int n, int D, float *out);
+void bump_weighted_sum(const bump_kernel_level *level, const float *p, const float *v,
+                       size_t ldv, int n, int D, float *out);
 
-const char *bump_kernel_name(void);
 /* Whether bump_matmul reads weights of this dtype (enum bump_dtype). */
 int bump_kernel_reads(int32_t dtype);
+
+/* ---- the per-level implementations (kernels_impl.h), for kernels.c only ------------------- */
+struct bump_kernel_level {
+    const char *name;        /* BUMPCONV_KERNELS value */
+    const char *detail;      /* vector width, micro-kernel */
+    int (*supported)(void);
+    size_t (*scratch_floats)(int M);
+    void (*matmul)(const bump_matmul_job *jobs, int njobs, const float *in, size_t lda, int M,
+                   int K, const bump_gemm_scratch *s);
+    void (*row)(const bump_wmat *w, int n, int K, float *out);
+    void (*scores)(const float *q, int D, const float *kt, size_t ldk, int n, float scale,
+                   float *s);
+    void (*weighted_sum)(const float *p, const float *v, size_t ldv, int n, int D, float *out);
+};
+
+extern const bump_kernel_level bump_level_portable, bump_level_avx2, bump_level_avx512;
 
 #endif

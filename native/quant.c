@@ -9,7 +9,7 @@
  * - fp16. ggml-base converts with the software routine of ggml-impl.h (round to nearest
  *   even, subnormals included, NaN -> 0x7e00 with the sign); fp16_from_fp32() gives the same
  *   16 bits for every float (compared once with libggml-base's ggml_fp32_to_fp16_row over all
- *   2^32 inputs, and fp32_from_fp16() with ggml_fp16_to_fp32_row over all 2^16).
+ *   2^32 inputs, and bump_fp16_to_fp32() with ggml_fp16_to_fp32_row over all 2^16).
  * - nearest_int(). ggml rounds with the 1.5 * 2^23 trick (ties to even, and its own garbage for
  *   |x| > 2^22); nearest() is the same trick, not lrintf().
  * - Contraction. ggml writes x*id + 8.5f, scale*L + min - x, w*l*x as separate operations;
@@ -81,19 +81,6 @@ static uint16_t fp16_from_fp32(float f)
     /* Drop 13 mantissa bits, ties to even; a carry ripples into the exponent (rebias 127-15). */
     const uint32_t r = a + 0xfffu + ((a >> 13) & 1u);
     return sign | (uint16_t)((r >> 13) - (112u << 10));
-}
-
-/* The float of an IEEE binary16 (exact; NaNs come out quiet, as from ggml's routine). */
-static inline float fp32_from_fp16(uint16_t h)
-{
-    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    const uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-    if (e == 0) {
-        const float v = (float)m * 0x1p-24f;
-        return sign ? -v : v;
-    }
-    if (e == 31) return float_of(sign | 0x7f800000u | (m << 13) | (m ? 0x400000u : 0u));
-    return float_of(sign | ((e + 112u) << 23) | (m << 13));
 }
 
 /* ggml's nearest_int: round to nearest, ties to even, via the float adder (|f| <= 2^22; larger
@@ -402,7 +389,7 @@ static void dequantize_q4_0(const void *src, float *y, int64_t nb)
 {
     const block_q4_0 *x = src;
     for (int64_t i = 0; i < nb; ++i, y += QK4_0) {
-        const float d = fp32_from_fp16(x[i].d);
+        const float d = bump_fp16_to_fp32(x[i].d);
         for (int j = 0; j < QK4_0 / 2; ++j) {
             y[j] = (float)((x[i].qs[j] & 0x0f) - 8) * d;
             y[j + QK4_0 / 2] = (float)((x[i].qs[j] >> 4) - 8) * d;
@@ -414,7 +401,7 @@ static void dequantize_q4_1(const void *src, float *y, int64_t nb)
 {
     const block_q4_1 *x = src;
     for (int64_t i = 0; i < nb; ++i, y += QK4_1) {
-        const float d = fp32_from_fp16(x[i].d), m = fp32_from_fp16(x[i].m);
+        const float d = bump_fp16_to_fp32(x[i].d), m = bump_fp16_to_fp32(x[i].m);
         for (int j = 0; j < QK4_1 / 2; ++j) {
             y[j] = (float)(x[i].qs[j] & 0x0f) * d + m;
             y[j + QK4_1 / 2] = (float)(x[i].qs[j] >> 4) * d + m;
@@ -426,7 +413,7 @@ static void dequantize_q5_0(const void *src, float *y, int64_t nb)
 {
     const block_q5_0 *x = src;
     for (int64_t i = 0; i < nb; ++i, y += QK5_0) {
-        const float d = fp32_from_fp16(x[i].d);
+        const float d = bump_fp16_to_fp32(x[i].d);
         uint32_t qh;
         memcpy(&qh, x[i].qh, sizeof qh);
         for (int j = 0; j < QK5_0 / 2; ++j) {
@@ -441,7 +428,7 @@ static void dequantize_q5_1(const void *src, float *y, int64_t nb)
 {
     const block_q5_1 *x = src;
     for (int64_t i = 0; i < nb; ++i, y += QK5_1) {
-        const float d = fp32_from_fp16(x[i].d), m = fp32_from_fp16(x[i].m);
+        const float d = bump_fp16_to_fp32(x[i].d), m = bump_fp16_to_fp32(x[i].m);
         uint32_t qh;
         memcpy(&qh, x[i].qh, sizeof qh);
         for (int j = 0; j < QK5_1 / 2; ++j) {
@@ -456,7 +443,7 @@ static void dequantize_q8_0(const void *src, float *y, int64_t nb)
 {
     const block_q8_0 *x = src;
     for (int64_t i = 0; i < nb; ++i, y += QK8_0) {
-        const float d = fp32_from_fp16(x[i].d);
+        const float d = bump_fp16_to_fp32(x[i].d);
         for (int j = 0; j < QK8_0; ++j) y[j] = (float)x[i].qs[j] * d;
     }
 }
@@ -583,18 +570,6 @@ static float qx_quants(const float *x, int8_t *L)
 /* ---------------------------------------------------------------------------------------- */
 /* q4_K, q5_K                                                                                */
 
-/* The 6-bit scale and min of sub-block j (ggml's get_scale_min_k4). */
-static inline void scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)
-{
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *sc = (uint8_t)((q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4));
-        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-    }
-}
-
 /* What q4_K and q5_K share: each 32-value sub-block gets a scale and a min (qkx2_lanes,
  * weights |x| + rms), both stored as 6 bits against the super-block's fp16 d and dmin, and
  * the values are requantized against the stored scales. L gets 0..nmax per value. */
@@ -650,10 +625,10 @@ static void k_super_block(const float *x, int nmax, float rmin, int nstep, uint8
     }
     *d = fp16_from_fp32(max_scale / 63.f);
     *dmin = fp16_from_fp32(max_min / 63.f);
-    const float d_all = fp32_from_fp16(*d), dmin_all = fp32_from_fp16(*dmin);
+    const float d_all = bump_fp16_to_fp32(*d), dmin_all = bump_fp16_to_fp32(*dmin);
     for (int j = 0; j < NSUB; ++j) {
         uint8_t sc, m;
-        scale_min_k4(j, packed, &sc, &m);
+        bump_scale_min_k4(j, packed, &sc, &m);
         const float ds = d_all * sc;
         if (!ds) continue;  /* ggml keeps the search's L for this sub-block */
         const float dm = dmin_all * m;
@@ -707,12 +682,12 @@ static void dequantize_q4_K(const void *src, float *y, int64_t nb)
     const block_q4_K *x = src;
     for (int64_t i = 0; i < nb; ++i) {
         const uint8_t *q = x[i].qs;
-        const float d = fp32_from_fp16(x[i].d), min = fp32_from_fp16(x[i].dmin);
+        const float d = bump_fp16_to_fp32(x[i].d), min = bump_fp16_to_fp32(x[i].dmin);
         for (int j = 0, is = 0; j < QK_K; j += 64, q += 32, is += 2) {
             uint8_t sc, m;
-            scale_min_k4(is, x[i].scales, &sc, &m);
+            bump_scale_min_k4(is, x[i].scales, &sc, &m);
             const float d1 = d * sc, m1 = min * m;
-            scale_min_k4(is + 1, x[i].scales, &sc, &m);
+            bump_scale_min_k4(is + 1, x[i].scales, &sc, &m);
             const float d2 = d * sc, m2 = min * m;
             for (int l = 0; l < 32; ++l) *y++ = d1 * (float)(q[l] & 0x0f) - m1;
             for (int l = 0; l < 32; ++l) *y++ = d2 * (float)(q[l] >> 4) - m2;
@@ -725,13 +700,13 @@ static void dequantize_q5_K(const void *src, float *y, int64_t nb)
     const block_q5_K *x = src;
     for (int64_t i = 0; i < nb; ++i) {
         const uint8_t *ql = x[i].qs, *qh = x[i].qh;
-        const float d = fp32_from_fp16(x[i].d), min = fp32_from_fp16(x[i].dmin);
+        const float d = bump_fp16_to_fp32(x[i].d), min = bump_fp16_to_fp32(x[i].dmin);
         unsigned u1 = 1, u2 = 2;
         for (int j = 0, is = 0; j < QK_K; j += 64, ql += 32, is += 2, u1 <<= 2, u2 <<= 2) {
             uint8_t sc, m;
-            scale_min_k4(is, x[i].scales, &sc, &m);
+            bump_scale_min_k4(is, x[i].scales, &sc, &m);
             const float d1 = d * sc, m1 = min * m;
-            scale_min_k4(is + 1, x[i].scales, &sc, &m);
+            bump_scale_min_k4(is + 1, x[i].scales, &sc, &m);
             const float d2 = d * sc, m2 = min * m;
             for (int l = 0; l < 32; ++l)
                 *y++ = d1 * (float)((ql[l] & 0x0f) + (qh[l] & u1 ? 16 : 0)) - m1;
@@ -767,7 +742,7 @@ static void quantize_q6_K(const float *x, void *dst, int64_t nb)
         y[i].d = fp16_from_fp32(1 / iscale);
         for (int ib = 0; ib < QK_K / 16; ++ib)
             y[i].scales[ib] = (int8_t)low_i8(imin(127, nearest(iscale * scales[ib])));
-        const float d_all = fp32_from_fp16(y[i].d);
+        const float d_all = bump_fp16_to_fp32(y[i].d);
         for (int j = 0; j < QK_K / 16; ++j) {
             const float d = d_all * y[i].scales[j];
             if (!d) continue;  /* ggml keeps the search's L for this sub-block */
@@ -791,7 +766,7 @@ static void dequantize_q6_K(const void *src, float *y, int64_t nb)
 {
     const block_q6_K *x = src;
     for (int64_t i = 0; i < nb; ++i) {
-        const float d = fp32_from_fp16(x[i].d);
+        const float d = bump_fp16_to_fp32(x[i].d);
         const uint8_t *ql = x[i].ql, *qh = x[i].qh;
         const int8_t *sc = x[i].scales;
         for (int n = 0; n < QK_K; n += 128, y += 128, ql += 64, qh += 32, sc += 8) {

@@ -67,6 +67,10 @@ class QuantizeError(BumpError, ValueError):
     as for any bad argument)."""
 
 
+class KernelError(BumpError):
+    """The kernels refused a call: BUMPCONV_KERNELS names no usable level, or a bad view."""
+
+
 class NativeUnavailableError(BumpError, ImportError):
     """The C extension is not built or cannot be loaded (also an ImportError, for callers that
     treat the runtime as an optional import)."""

@@ -1,0 +1,667 @@
+/* kernels_impl.h - the kernels, written once and compiled once per instruction-set level.
+ *
+ * Each kernels_<level>.c sets its target with #pragma GCC target, defines LEVEL_TABLE (the name
+ * of its bump_kernel_level), LEVEL_NAME and LEVEL_SUPPORTED, and includes this file; the vector
+ * width then follows the target (GCC vector extensions): 16 floats with AVX-512, 8 with AVX2,
+ * 4 otherwise. Everything here is static: the levels never see each other's symbols.
+ *
+ * GEMM (prefill, M tokens > 1), in the BLIS structure, each thread owning a contiguous run of
+ * NR-wide weight panels:
+ *   for each KC slice of K:
+ *     pack the activations into MR-row micro-panels       (per thread; small next to weights)
+ *     for each of the thread's weight panels:
+ *       pack the KC x NR weight panel into L1             (read straight from the mapped file;
+ *                                                          a quantized row piece is dequantized
+ *                                                          on the way, once per call)
+ *       for each activation micro-panel: MR x NR register-blocked micro-kernel
+ * The micro-kernel keeps an MR x NR tile of C in vector registers: per k it loads two weight
+ * vectors and broadcasts MR activation scalars, 2*MR fused multiply-adds.
+ *
+ * GEMV (decode, one token) is memory-bound: rows split over threads; an fp32 row is a
+ * vectorised dot product read straight from the mapping, a quantized row is dequantized a few
+ * blocks at a time into an L1 buffer (vector code per block type) and dotted from there.
+ *
+ * Dequantization computes every value exactly as ggml's dequantize_row_<type> does (the same
+ * operations in the same order, no contraction: the file is compiled with -ffp-contract=off and
+ * multiply-adds are fused only where written), so a product over quantized weights equals the
+ * product over gguf.quants.dequantize's fp32 matrix up to the order of the fp32 sums.
+ *
+ * Attention (scores, weighted_sum) keeps a block of results in registers while it walks the
+ * cache, so no horizontal sums are needed.
+ */
+#include "kernels.h"
+
+#include <string.h>
+
+#include "blocks.h"
+#include "quant.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__AVX__) || defined(__FMA__)
+#include <immintrin.h>
+#endif
+
+#if defined(__AVX512F__)
+#define VW 16
+#define MR 14
+#define DETAIL "16-wide, 14x32 micro-kernel"
+#elif defined(__AVX2__) && defined(__FMA__)
+#define VW 8
+#define MR 6
+#define DETAIL "8-wide, 6x16 micro-kernel"
+#else
+#define VW 4
+#define MR 6
+#define DETAIL "4-wide, 6x8 micro-kernel"
+#endif
+#define NR (2 * VW)
+#define KC 288
+#define PREFETCH_ROWS 4
+#define CHUNK 256 /* floats a quantized GEMV row piece is dequantized into at a time */
+
+typedef float vfloat __attribute__((vector_size(VW * sizeof(float))));
+typedef float vfloat_u __attribute__((vector_size(VW * sizeof(float)), aligned(1)));
+typedef int32_t vint __attribute__((vector_size(VW * sizeof(int32_t))));
+typedef uint32_t vuint __attribute__((vector_size(VW * sizeof(uint32_t))));
+typedef uint8_t vu8 __attribute__((vector_size(VW)));
+typedef int8_t vi8 __attribute__((vector_size(VW)));
+
+static inline vfloat load_u(const void *p) { return *(const vfloat_u *)p; }
+static inline void store_u(void *p, vfloat v) { *(vfloat_u *)p = v; }
+
+static inline vfloat splat(float s)
+{
+    vfloat v;
+    for (int i = 0; i < VW; i++) v[i] = s;
+    return v;
+}
+
+static inline vuint splat_u(uint32_t s)
+{
+    vuint v;
+    for (int i = 0; i < VW; i++) v[i] = s;
+    return v;
+}
+
+static inline vu8 load_bytes(const uint8_t *p)
+{
+    vu8 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* Lane indices first .. first + VW - 1. */
+static inline vuint lanes(uint32_t first)
+{
+    vuint v;
+    for (int i = 0; i < VW; i++) v[i] = first + (uint32_t)i;
+    return v;
+}
+
+/* a * b + c, fused when the target has FMA (the only contraction in this file). */
+static inline vfloat fma_v(vfloat a, vfloat b, vfloat c)
+{
+#if defined(__AVX512F__) && VW == 16
+    return _mm512_fmadd_ps(a, b, c);
+#elif defined(__FMA__) && VW == 8
+    return _mm256_fmadd_ps(a, b, c);
+#elif defined(__FMA__) && VW == 4
+    return _mm_fmadd_ps(a, b, c);
+#else
+    return a * b + c;
+#endif
+}
+
+static inline float hsum(vfloat v)
+{
+    float s = 0.0f;
+    for (int i = 0; i < VW; i++) s += v[i];
+    return s;
+}
+
+static inline int min_int(int a, int b) { return a < b ? a : b; }
+
+static inline int thread_id(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+static inline int thread_count(void)
+{
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* dequantization: nb blocks at src -> nb * block-elements floats at y (ggml's order of ops)  */
+
+#define TO_F(v) __builtin_convertvector((v), vfloat)
+#define TO_I(v) __builtin_convertvector((v), vint)
+
+static void deq_q4_0(const uint8_t *src, int nb, float *y)
+{
+    const block_q4_0 *x = (const block_q4_0 *)src;
+    for (int i = 0; i < nb; i++, y += QK4_0) {
+        const vfloat d = splat(bump_fp16_to_fp32(x[i].d));
+        for (int j = 0; j < QK4_0 / 2; j += VW) {
+            const vu8 b = load_bytes(x[i].qs + j);
+            store_u(y + j, TO_F(TO_I(b & 0x0f) - 8) * d);
+            store_u(y + j + QK4_0 / 2, TO_F(TO_I(b >> 4) - 8) * d);
+        }
+    }
+}
+
+static void deq_q4_1(const uint8_t *src, int nb, float *y)
+{
+    const block_q4_1 *x = (const block_q4_1 *)src;
+    for (int i = 0; i < nb; i++, y += QK4_1) {
+        const vfloat d = splat(bump_fp16_to_fp32(x[i].d)), m = splat(bump_fp16_to_fp32(x[i].m));
+        for (int j = 0; j < QK4_1 / 2; j += VW) {
+            const vu8 b = load_bytes(x[i].qs + j);
+            store_u(y + j, TO_F(TO_I(b & 0x0f)) * d + m);
+            store_u(y + j + QK4_1 / 2, TO_F(TO_I(b >> 4)) * d + m);
+        }
+    }
+}
+
+/* The fifth bits of q5_0/q5_1 elements j.. and j + 16.., as 0 or 16. */
+static inline void high_bits(const uint8_t qh_bytes[4], int j, vint *h0, vint *h1)
+{
+    uint32_t qh;
+    memcpy(&qh, qh_bytes, sizeof qh);
+    const vuint q = splat_u(qh), idx = lanes((uint32_t)j);
+    *h0 = (vint)(((q >> idx) << 4) & 0x10);
+    *h1 = (vint)((q >> (idx + 12)) & 0x10);
+}
+
+static void deq_q5_0(const uint8_t *src, int nb, float *y)
+{
+    const block_q5_0 *x = (const block_q5_0 *)src;
+    for (int i = 0; i < nb; i++, y += QK5_0) {
+        const vfloat d = splat(bump_fp16_to_fp32(x[i].d));
+        for (int j = 0; j < QK5_0 / 2; j += VW) {
+            vint h0, h1;
+            high_bits(x[i].qh, j, &h0, &h1);
+            const vu8 b = load_bytes(x[i].qs + j);
+            store_u(y + j, TO_F((TO_I(b & 0x0f) | h0) - 16) * d);
+            store_u(y + j + QK5_0 / 2, TO_F((TO_I(b >> 4) | h1) - 16) * d);
+        }
+    }
+}
+
+static void deq_q5_1(const uint8_t *src, int nb, float *y)
+{
+    const block_q5_1 *x = (const block_q5_1 *)src;
+    for (int i = 0; i < nb; i++, y += QK5_1) {
+        const vfloat d = splat(bump_fp16_to_fp32(x[i].d)), m = splat(bump_fp16_to_fp32(x[i].m));
+        for (int j = 0; j < QK5_1 / 2; j += VW) {
+            vint h0, h1;
+            high_bits(x[i].qh, j, &h0, &h1);
+            const vu8 b = load_bytes(x[i].qs + j);
+            store_u(y + j, TO_F(TO_I(b & 0x0f) | h0) * d + m);
+            store_u(y + j + QK5_1 / 2, TO_F(TO_I(b >> 4) | h1) * d + m);
+        }
+    }
+}
+
+static void deq_q8_0(const uint8_t *src, int nb, float *y)
+{
+    const block_q8_0 *x = (const block_q8_0 *)src;
+    for (int i = 0; i < nb; i++, y += QK8_0) {
+        const vfloat d = splat(bump_fp16_to_fp32(x[i].d));
+        for (int j = 0; j < QK8_0; j += VW) {
+            vi8 q;
+            memcpy(&q, x[i].qs + j, sizeof q);
+            store_u(y + j, TO_F(TO_I(q)) * d);
+        }
+    }
+}
+
+static void deq_q4_K(const uint8_t *src, int nb, float *y)
+{
+    const block_q4_K *x = (const block_q4_K *)src;
+    for (int i = 0; i < nb; i++) {
+        const uint8_t *q = x[i].qs;
+        const float d = bump_fp16_to_fp32(x[i].d), min = bump_fp16_to_fp32(x[i].dmin);
+        for (int j = 0, is = 0; j < QK_K; j += 64, q += 32, is += 2, y += 64) {
+            uint8_t sc, m;
+            bump_scale_min_k4(is, x[i].scales, &sc, &m);
+            const vfloat d1 = splat(d * sc), m1 = splat(min * m);
+            bump_scale_min_k4(is + 1, x[i].scales, &sc, &m);
+            const vfloat d2 = splat(d * sc), m2 = splat(min * m);
+            for (int l = 0; l < 32; l += VW) {
+                const vu8 b = load_bytes(q + l);
+                store_u(y + l, d1 * TO_F(TO_I(b & 0x0f)) - m1);
+                store_u(y + l + 32, d2 * TO_F(TO_I(b >> 4)) - m2);
+            }
+        }
+    }
+}
+
+static void deq_q5_K(const uint8_t *src, int nb, float *y)
+{
+    const block_q5_K *x = (const block_q5_K *)src;
+    for (int i = 0; i < nb; i++) {
+        const uint8_t *ql = x[i].qs, *qh = x[i].qh;
+        const float d = bump_fp16_to_fp32(x[i].d), min = bump_fp16_to_fp32(x[i].dmin);
+        uint8_t u1 = 1, u2 = 2;
+        for (int j = 0, is = 0; j < QK_K; j += 64, ql += 32, is += 2, y += 64) {
+            uint8_t sc, m;
+            bump_scale_min_k4(is, x[i].scales, &sc, &m);
+            const vfloat d1 = splat(d * sc), m1 = splat(min * m);
+            bump_scale_min_k4(is + 1, x[i].scales, &sc, &m);
+            const vfloat d2 = splat(d * sc), m2 = splat(min * m);
+            for (int l = 0; l < 32; l += VW) {
+                const vu8 b = load_bytes(ql + l), h = load_bytes(qh + l);
+                const vu8 add1 = (vu8)((h & u1) != 0) & 16, add2 = (vu8)((h & u2) != 0) & 16;
+                store_u(y + l, d1 * TO_F(TO_I((vu8)((b & 0x0f) + add1))) - m1);
+                store_u(y + l + 32, d2 * TO_F(TO_I((vu8)((b >> 4) + add2))) - m2);
+            }
+            u1 = (uint8_t)(u1 << 2);
+            u2 = (uint8_t)(u2 << 2);
+        }
+    }
+}
+
+static void deq_q6_K(const uint8_t *src, int nb, float *y)
+{
+    const block_q6_K *x = (const block_q6_K *)src;
+    for (int i = 0; i < nb; i++) {
+        const float d = bump_fp16_to_fp32(x[i].d);
+        const uint8_t *ql = x[i].ql, *qh = x[i].qh;
+        const int8_t *sc = x[i].scales;
+        for (int n = 0; n < QK_K; n += 128, y += 128, ql += 64, qh += 32, sc += 8) {
+            for (int l = 0; l < 32; l += VW) {
+                const int is = l / 16; /* VW <= 16: one sub-block scale per vector */
+                const vint a = TO_I(load_bytes(ql + l)), b = TO_I(load_bytes(ql + l + 32));
+                const vint h = TO_I(load_bytes(qh + l));
+                const vint q1 = ((a & 0x0f) | (((h >> 0) & 3) << 4)) - 32;
+                const vint q2 = ((b & 0x0f) | (((h >> 2) & 3) << 4)) - 32;
+                const vint q3 = ((a >> 4) | (((h >> 4) & 3) << 4)) - 32;
+                const vint q4 = ((b >> 4) | (((h >> 6) & 3) << 4)) - 32;
+                store_u(y + l, splat(d * sc[is]) * TO_F(q1));
+                store_u(y + l + 32, splat(d * sc[is + 2]) * TO_F(q2));
+                store_u(y + l + 64, splat(d * sc[is + 4]) * TO_F(q3));
+                store_u(y + l + 96, splat(d * sc[is + 6]) * TO_F(q4));
+            }
+        }
+    }
+}
+
+typedef void (*deq_fn)(const uint8_t *src, int nb, float *y);
+
+/* How a weight dtype is read: NULL for fp32 (read in place). */
+typedef struct {
+    deq_fn deq;
+    int be;    /* elements per block */
+    size_t bb; /* bytes per block */
+} reader;
+
+static reader reader_of(int32_t dtype)
+{
+    deq_fn f = NULL;
+    switch (dtype) {
+    case BUMP_DTYPE_Q4_0: f = deq_q4_0; break;
+    case BUMP_DTYPE_Q4_1: f = deq_q4_1; break;
+    case BUMP_DTYPE_Q5_0: f = deq_q5_0; break;
+    case BUMP_DTYPE_Q5_1: f = deq_q5_1; break;
+    case BUMP_DTYPE_Q8_0: f = deq_q8_0; break;
+    case BUMP_DTYPE_Q4_K: f = deq_q4_K; break;
+    case BUMP_DTYPE_Q5_K: f = deq_q5_K; break;
+    case BUMP_DTYPE_Q6_K: f = deq_q6_K; break;
+    default: break;
+    }
+    return (reader){f, bump_block_elems(dtype), bump_block_bytes(dtype)};
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* addressing                                                                                */
+
+/* Element offset of row n of W, at column 0. */
+static inline size_t row_elem(const bump_wmat *w, int n)
+{
+    return (size_t)(n / w->n_seg) * w->n_seg_stride + (size_t)(n % w->n_seg) * w->ld;
+}
+
+/* Element offset of column k (the start of a piece within one column segment) in a row. */
+static inline size_t col_elem(const bump_wmat *w, int k)
+{
+    return (size_t)(k / w->k_seg) * w->k_seg_stride + (size_t)(k % w->k_seg);
+}
+
+/* The bytes of element e of a block-type matrix (e is on a block boundary). */
+static inline const uint8_t *block_at(const bump_wmat *w, const reader *r, size_t e)
+{
+    return (const uint8_t *)w->base + e / (size_t)r->be * r->bb;
+}
+
+/* Columns [k, k + n) of row `re` (a row's element offset) as floats, within one column
+ * segment: dequantized (whole blocks) or copied. */
+static void row_piece(const bump_wmat *w, const reader *r, size_t re, int k, int n, float *out)
+{
+    size_t e = re + col_elem(w, k);
+    if (r->deq)
+        r->deq(block_at(w, r, e), n / r->be, out);
+    else
+        memcpy(out, (const float *)w->base + e, (size_t)n * sizeof(float));
+}
+
+static void wmat_row(const bump_wmat *w, int n, int K, float *out)
+{
+    const reader r = reader_of(w->dtype);
+    size_t re = row_elem(w, n);
+    for (int k0 = 0; k0 < K; k0 += w->k_seg)
+        row_piece(w, &r, re, k0, min_int(w->k_seg, K - k0), out + k0);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* GEMV                                                                                      */
+
+/* sum_k row(k) * x[k] for k < K, walking the column segments of one fp32 weight row. */
+static float dot_row(const bump_wmat *w, const ufloat *row, const float *x, int K)
+{
+    vfloat s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+    float tail = 0.0f;
+    for (int k0 = 0; k0 < K; k0 += w->k_seg) {
+        const ufloat *r = row + (size_t)(k0 / w->k_seg) * w->k_seg_stride;
+        const float *xs = x + k0;
+        int len = min_int(w->k_seg, K - k0), i = 0;
+        for (; i + 4 * VW <= len; i += 4 * VW) {
+            s0 = fma_v(load_u(r + i), load_u(xs + i), s0);
+            s1 = fma_v(load_u(r + i + VW), load_u(xs + i + VW), s1);
+            s2 = fma_v(load_u(r + i + 2 * VW), load_u(xs + i + 2 * VW), s2);
+            s3 = fma_v(load_u(r + i + 3 * VW), load_u(xs + i + 3 * VW), s3);
+        }
+        for (; i + VW <= len; i += VW) s0 = fma_v(load_u(r + i), load_u(xs + i), s0);
+        for (; i < len; i++) tail += r[i] * xs[i];
+    }
+    return hsum((s0 + s1) + (s2 + s3)) + tail;
+}
+
+/* The same over a quantized row: CHUNK values at a time dequantized into L1, then dotted.
+ * Pieces are whole blocks (32 or 256 values), so a piece is a whole number of 2*VW vectors. */
+static float dot_row_q(const bump_wmat *w, const reader *r, size_t re, const float *x, int K)
+{
+    float buf[CHUNK] __attribute__((aligned(64)));
+    vfloat s0 = {0}, s1 = {0};
+    for (int k0 = 0; k0 < K; k0 += w->k_seg) {
+        int len = min_int(w->k_seg, K - k0);
+        const uint8_t *p = block_at(w, r, re + col_elem(w, k0));
+        for (int i = 0; i < len; i += CHUNK) {
+            int c = min_int(CHUNK, len - i);
+            r->deq(p + (size_t)(i / r->be) * r->bb, c / r->be, buf);
+            const float *xs = x + k0 + i;
+            for (int t = 0; t < c; t += 2 * VW) {
+                s0 = fma_v(*(const vfloat *)(buf + t), load_u(xs + t), s0);
+                s1 = fma_v(*(const vfloat *)(buf + t + VW), load_u(xs + t + VW), s1);
+            }
+        }
+    }
+    return hsum(s0 + s1);
+}
+
+/* The job and the local index of global row (or panel) index i over the jobs' extents. */
+static inline int locate(const int *extent, int njobs, int *i)
+{
+    int j = 0;
+    while (j < njobs - 1 && *i >= extent[j]) *i -= extent[j++];
+    return j;
+}
+
+static void gemv(const bump_matmul_job *jobs, int njobs, const float *x, int K, int nt)
+{
+    int rows[BUMP_MAX_JOBS], total = 0;
+    reader rd[BUMP_MAX_JOBS];
+    for (int j = 0; j < njobs; j++) {
+        total += rows[j] = jobs[j].N;
+        rd[j] = reader_of(jobs[j].w.dtype);
+    }
+#pragma omp parallel for schedule(static) num_threads(nt) if (total >= 64)
+    for (int r = 0; r < total; r++) {
+        int n = r, j = locate(rows, njobs, &n);
+        const bump_wmat *w = &jobs[j].w;
+        jobs[j].out[n] = rd[j].deq
+            ? dot_row_q(w, &rd[j], row_elem(w, n), x, K)
+            : dot_row(w, (const ufloat *)w->base + row_elem(w, n), x, K);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* GEMM                                                                                      */
+
+static size_t scratch_floats(int M)
+{
+    /* activation panels, one weight panel, one dequantized row piece */
+    return (size_t)(M + MR - 1) / MR * MR * KC + (size_t)KC * NR + KC;
+}
+
+/* Activation rows i0.. (mv of them, the rest of the panel zero), columns k0..k0+kc, into
+ * [kc][MR]. */
+static void pack_a(const float *in, size_t lda, int i0, int mv, int k0, int kc, float *out)
+{
+    for (int i = 0; i < MR; i++) {
+        if (i < mv) {
+            const float *src = in + (size_t)(i0 + i) * lda + k0;
+            for (int k = 0; k < kc; k++) out[k * MR + i] = src[k];
+        } else {
+            for (int k = 0; k < kc; k++) out[k * MR + i] = 0.0f;
+        }
+    }
+}
+
+/* Weight rows n0.. (nv of them, the rest zero), columns k0..k0+kc, into [kc][NR]. The weights
+ * come from DRAM (a model is much larger than the caches) one short row piece at a time, too
+ * irregular for the hardware prefetcher: while a row is copied, the row PREFETCH_ROWS ahead is
+ * requested (this doubles the packing rate). A quantized piece is dequantized into `tmp` first
+ * (pieces start on blocks: k0, kc and the column segments are whole blocks). */
+static void pack_b(const bump_wmat *w, const reader *r, int n0, int nv, int k0, int kc,
+                   float *out, float *tmp)
+{
+    for (int j = 0; j < NR; j++) {
+        if (j >= nv) {
+            for (int k = 0; k < kc; k++) out[k * NR + j] = 0.0f;
+            continue;
+        }
+        size_t re = row_elem(w, n0 + j);
+        size_t ahead = j + PREFETCH_ROWS < nv ? row_elem(w, n0 + j + PREFETCH_ROWS) : (size_t)-1;
+        for (int k = k0; k < k0 + kc;) {
+            int col = k % w->k_seg, len = min_int(w->k_seg - col, k0 + kc - k);
+            size_t at = col_elem(w, k);
+            const float *src;
+            if (r->deq) {
+                if (ahead != (size_t)-1) {
+                    const uint8_t *p = block_at(w, r, ahead + at);
+                    size_t bytes = (size_t)len / (size_t)r->be * r->bb;
+                    for (size_t t = 0; t < bytes; t += 64) __builtin_prefetch(p + t);
+                }
+                r->deq(block_at(w, r, re + at), len / r->be, tmp);
+                src = tmp;
+            } else {
+                const ufloat *base = (const ufloat *)w->base;
+                if (ahead != (size_t)-1)
+                    for (int t = 0; t < len; t += 16) __builtin_prefetch(base + ahead + at + t);
+                src = (const float *)(base + re + at);
+            }
+            float *dst = out + (size_t)(k - k0) * NR + j;
+            for (int t = 0; t < len; t++) dst[t * NR] = src[t];
+            k += len;
+        }
+    }
+}
+
+/* C[0..m)[0..n) (+)= A-panel x B-panel over kc; the full MR x NR tile lives in registers. */
+static void micro_kernel(int kc, const float *restrict a, const float *restrict b,
+                         float *restrict c, size_t ldc, int m, int n, int accumulate)
+{
+    vfloat acc[MR][2];
+    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = (vfloat){0};
+    for (int k = 0; k < kc; k++) {
+        vfloat b0 = *(const vfloat *)b, b1 = *(const vfloat *)(b + VW);
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; i++) {
+            vfloat ai = splat(a[i]);
+            acc[i][0] = fma_v(ai, b0, acc[i][0]);
+            acc[i][1] = fma_v(ai, b1, acc[i][1]);
+        }
+        a += MR;
+        b += NR;
+    }
+    if (m == MR && n == NR) {
+        for (int i = 0; i < MR; i++) {
+            float *ci = c + (size_t)i * ldc;
+            if (accumulate) {
+                store_u(ci, load_u(ci) + acc[i][0]);
+                store_u(ci + VW, load_u(ci + VW) + acc[i][1]);
+            } else {
+                store_u(ci, acc[i][0]);
+                store_u(ci + VW, acc[i][1]);
+            }
+        }
+        return;
+    }
+    float tile[MR][NR] __attribute__((aligned(64)));
+    for (int i = 0; i < MR; i++) {
+        *(vfloat *)&tile[i][0] = acc[i][0];
+        *(vfloat *)&tile[i][VW] = acc[i][1];
+    }
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++)
+            c[(size_t)i * ldc + j] = accumulate ? c[(size_t)i * ldc + j] + tile[i][j] : tile[i][j];
+}
+
+static void gemm(const bump_matmul_job *jobs, int njobs, const float *in, size_t lda, int M,
+                 int K, const bump_gemm_scratch *s)
+{
+    int panels[BUMP_MAX_JOBS], npanels = 0, npanels_a = (M + MR - 1) / MR, be = 1;
+    reader rd[BUMP_MAX_JOBS];
+    for (int j = 0; j < njobs; j++) {
+        npanels += panels[j] = (jobs[j].N + NR - 1) / NR;
+        rd[j] = reader_of(jobs[j].w.dtype);
+        if (rd[j].be > be) be = rd[j].be;
+    }
+    int kc_step;
+    if (be == 1) {  /* fp32: even slices, no thin last slice */
+        int kblocks = (K + KC - 1) / KC;
+        kc_step = (K + kblocks - 1) / kblocks;
+    } else {        /* whole blocks of the largest block type (32 and 256 both divide 256) */
+        kc_step = KC / be * be;
+    }
+    /* Each thread owns a contiguous run of weight panels (across the jobs) and packs its own
+     * copy of the activations (small next to the weights): no barrier until the region ends,
+     * so a thread that the OS preempts delays the others once per call, not once per block. */
+#pragma omp parallel num_threads(s->n_threads)
+    {
+        int nth = thread_count(), tid = thread_id();
+        int q0 = (int)((long)npanels * tid / nth), q1 = (int)((long)npanels * (tid + 1) / nth);
+        float *ap = s->pack + (size_t)tid * s->floats_per_thread;
+        float *bp = ap + (size_t)npanels_a * MR * KC;
+        float *tmp = bp + (size_t)KC * NR;
+        for (int k0 = 0; k0 < K && q0 < q1; k0 += kc_step) {
+            int kc = min_int(kc_step, K - k0);
+            for (int p = 0; p < npanels_a; p++)
+                pack_a(in, lda, p * MR, min_int(MR, M - p * MR), k0, kc, ap + (size_t)p * MR * kc);
+            for (int q = q0; q < q1; q++) {
+                int local = q, j = locate(panels, njobs, &local);
+                const bump_matmul_job *job = &jobs[j];
+                int n0 = local * NR, nv = min_int(NR, job->N - n0);
+                pack_b(&job->w, &rd[j], n0, nv, k0, kc, bp, tmp);
+                for (int p = 0; p < npanels_a; p++)
+                    micro_kernel(kc, ap + (size_t)p * MR * kc, bp,
+                                 job->out + (size_t)p * MR * job->ldc + n0, job->ldc,
+                                 min_int(MR, M - p * MR), nv, k0 > 0);
+            }
+        }
+    }
+}
+
+static void matmul(const bump_matmul_job *jobs, int njobs, const float *in, size_t lda, int M,
+                   int K, const bump_gemm_scratch *s)
+{
+    if (M == 1)
+        gemv(jobs, njobs, in, K, s->n_threads);
+    else
+        gemm(jobs, njobs, in, lda, M, K, s);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* attention                                                                                 */
+
+static void scores(const float *q, int D, const float *kt, size_t ldk, int n, float scale,
+                   float *s)
+{
+    /* a block of SCORE_VECS vectors of keys accumulates in registers while the D rows of the
+     * transposed cache are walked, each a contiguous run */
+    enum { SCORE_VECS = 8 };
+    int t = 0;
+    for (; t + SCORE_VECS * VW <= n; t += SCORE_VECS * VW) {
+        vfloat acc[SCORE_VECS];
+        for (int v = 0; v < SCORE_VECS; v++) acc[v] = (vfloat){0};
+        for (int d = 0; d < D; d++) {
+            const float *k = kt + (size_t)d * ldk + t;
+            vfloat qd = splat(q[d]);
+#pragma GCC unroll 8
+            for (int v = 0; v < SCORE_VECS; v++) acc[v] = fma_v(qd, load_u(k + v * VW), acc[v]);
+        }
+        for (int v = 0; v < SCORE_VECS; v++) store_u(s + t + v * VW, acc[v] * scale);
+    }
+    for (; t + VW <= n; t += VW) {
+        vfloat a = {0};
+        for (int d = 0; d < D; d++) a = fma_v(splat(q[d]), load_u(kt + (size_t)d * ldk + t), a);
+        store_u(s + t, a * scale);
+    }
+    for (; t < n; t++) {
+        float a = 0.0f;
+        for (int d = 0; d < D; d++) a += q[d] * kt[(size_t)d * ldk + t];
+        s[t] = a * scale;
+    }
+}
+
+static void weighted_sum(const float *p, const float *v, size_t ldv, int n, int D, float *out)
+{
+    int c = 0;
+    for (; c + 4 * VW <= D; c += 4 * VW) {
+        vfloat a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+        for (int t = 0; t < n; t++) {
+            const float *row = v + (size_t)t * ldv + c;
+            vfloat pt = splat(p[t]);
+            a0 = fma_v(pt, load_u(row), a0);
+            a1 = fma_v(pt, load_u(row + VW), a1);
+            a2 = fma_v(pt, load_u(row + 2 * VW), a2);
+            a3 = fma_v(pt, load_u(row + 3 * VW), a3);
+        }
+        store_u(out + c, a0);
+        store_u(out + c + VW, a1);
+        store_u(out + c + 2 * VW, a2);
+        store_u(out + c + 3 * VW, a3);
+    }
+    for (; c + VW <= D; c += VW) {
+        vfloat a = {0};
+        for (int t = 0; t < n; t++) a = fma_v(splat(p[t]), load_u(v + (size_t)t * ldv + c), a);
+        store_u(out + c, a);
+    }
+    for (; c < D; c++) {
+        float a = 0.0f;
+        for (int t = 0; t < n; t++) a += p[t] * v[(size_t)t * ldv + c];
+        out[c] = a;
+    }
+}
+
+const bump_kernel_level LEVEL_TABLE = {
+    .name = LEVEL_NAME,
+    .detail = DETAIL,
+    .supported = LEVEL_SUPPORTED,
+    .scratch_floats = scratch_floats,
+    .matmul = matmul,
+    .row = wmat_row,
+    .scores = scores,
+    .weighted_sum = weighted_sum,
+};

@@ -1,0 +1,54 @@
+"""The runtime's matrix kernels called directly from numpy, for tests and benchmarks.
+
+``bump_matmul_view`` (native/kernels.c) runs one product through the same code path the runtime
+uses for every weight of a forward pass, with the kernel level :func:`bumpconv.native.kernel_name`
+reports (``BUMPCONV_KERNELS`` forces one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..format.dtypes import DType
+from ..format.errors import KernelError
+from . import native
+
+_ERR_LEN = 256
+
+
+@dataclass(frozen=True)
+class View:
+    """How W[N][K] sits in its buffer, in elements (the runtime's tensor-table fields): element
+    (n, k) is (n // row_seg) * row_seg_stride + (n % row_seg) * ld + (k // col_seg) *
+    col_seg_stride + k % col_seg."""
+
+    ld: int
+    row_seg: int
+    row_seg_stride: int
+    col_seg: int
+    col_seg_stride: int
+
+    @classmethod
+    def row_major(cls, N: int, K: int) -> "View":
+        return cls(K, N, N * K, K, K)
+
+
+def matmul(dtype: DType, weights: np.ndarray, numel: int, view: View, N: int, K: int,
+           x: np.ndarray, threads: int = 1) -> np.ndarray:
+    """``x`` [M, K] float32 times W^T -> [M, N] float32, W of ``dtype`` in ``weights`` (the raw
+    bytes: float32 values or ggml blocks, ``numel`` elements)."""
+    mod = native()
+    ffi = mod.ffi
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.empty((x.shape[0], N), dtype=np.float32)
+    err = ffi.new("char[]", _ERR_LEN)
+    buf = np.ascontiguousarray(weights).view(np.uint8)
+    rc = mod.lib.bump_matmul_view(
+        int(dtype), ffi.from_buffer(buf), numel, view.ld, view.row_seg, view.row_seg_stride,
+        view.col_seg, view.col_seg_stride, N, K, ffi.from_buffer("float[]", x), x.shape[0],
+        ffi.from_buffer("float[]", out), threads, err, _ERR_LEN)
+    if rc != 0:
+        raise KernelError(ffi.string(err).decode(errors="replace"))
+    return out

@@ -1,0 +1,112 @@
+"""The matrix kernels against numpy on gguf's dequantized weights, for every weight type the
+runtime reads, every layout the runtime hands them and every kernel level this CPU has.
+
+The weights sit in a buffer whose padding (around rows, between head segments) is garbage, so a
+kernel that reads outside its view shows. Quantized products must equal the product with
+``gguf.quants.dequantize``'s fp32 matrix up to fp32 summation order. No torch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gguf.constants import GGMLQuantizationType
+from gguf.quants import dequantize as gguf_dequantize
+
+from bumpconv.format.dtypes import DType
+from bumpconv.format.errors import KernelError
+from bumpconv.native import kernel_name
+from bumpconv.native.kernels import View, matmul
+from bumpconv.native.quant import quantize
+
+TYPES = [DType.FP32, DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.Q4_K,
+         DType.Q5_K, DType.Q6_K]
+LEVELS = ["portable", "avx2", "avx512"]
+
+
+def level_available(level: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUMPCONV_KERNELS", level)
+    if kernel_name().startswith("none"):
+        pytest.skip(f"this CPU has no {level} kernels")
+
+
+def packed(dtype: DType, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows [R, C] as ``dtype`` bytes [R, row_bytes], and the fp32 values those bytes hold."""
+    if dtype == DType.FP32:
+        return rows.view(np.uint8).reshape(rows.shape[0], -1), rows
+    q = quantize(rows, dtype)
+    return q, gguf_dequantize(q, GGMLQuantizationType[dtype.name]).reshape(rows.shape)
+
+
+def layout(name: str, N: int, K: int, be: int) -> tuple[View, int, int]:
+    """(view, row length in elements, rows in the buffer) of a layout the runtime uses, with
+    padding: row-major with a padded row; per-head rows (wq [H][D][K]: rows in segments of D with
+    a gap between heads); per-head columns (wo [E][H][D]: columns in segments with gaps)."""
+    pad = be if be > 1 else 3
+    if name == "row-major":
+        return View(K + pad, N, N * (K + pad), K, K), K + pad, N
+    if name == "per-head rows":
+        seg = N // 3
+        return View(K + pad, seg, (seg + 1) * (K + pad), K, K), K + pad, 3 * (seg + 1)
+    if name == "per-head cols":
+        seg = K // 2  # two heads of K/2 columns, a gap of `pad` after each
+        return View(2 * (seg + pad), N, N * 2 * (seg + pad), seg, seg + pad), 2 * (seg + pad), N
+    raise KeyError(name)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("dtype", TYPES, ids=lambda d: d.label)
+@pytest.mark.parametrize("shape", ["row-major", "per-head rows", "per-head cols"])
+def test_products_equal_numpy_on_the_dequantized_weights(level: str, dtype: DType, shape: str,
+                                                         monkeypatch) -> None:
+    level_available(level, monkeypatch)
+    be = dtype.block.elements
+    K = 512 if be == 256 else 192
+    N = 48
+    view, row_len, buf_rows = layout(shape, N, K, be)
+    rng = np.random.default_rng(7)
+    buf_values = rng.standard_normal((buf_rows, row_len)).astype(np.float32) * 100  # garbage
+    data, values = packed(dtype, buf_values)
+    # the logical matrix: element (n, k) read through the view, from the dequantized buffer
+    flat = values.reshape(-1)
+    n, k = np.arange(N)[:, None], np.arange(K)[None, :]
+    index = (n // view.row_seg * view.row_seg_stride + n % view.row_seg * view.ld
+             + k // view.col_seg * view.col_seg_stride + k % view.col_seg)
+    W = flat[index].astype(np.float64)
+    for M in (1, 5, 20):
+        x = rng.standard_normal((M, K)).astype(np.float32)
+        got = matmul(dtype, data, flat.size, view, N, K, x, threads=2)
+        want = x.astype(np.float64) @ W.T
+        scale = np.abs(x).astype(np.float64) @ np.abs(W).T  # the size of the sums' terms
+        assert np.all(np.abs(got - want) <= 1e-5 * scale + 1e-30), (level, dtype, shape, M)
+
+
+@pytest.mark.parametrize("dtype", [DType.FP32, DType.Q4_K, DType.Q5_0], ids=lambda d: d.label)
+def test_one_and_two_threads_agree_bit_for_bit(dtype: DType) -> None:
+    rng = np.random.default_rng(1)
+    N, K = 200, 512
+    data, values = packed(dtype, rng.standard_normal((N, K)).astype(np.float32))
+    view = View.row_major(N, K)
+    for M in (1, 33):
+        x = rng.standard_normal((M, K)).astype(np.float32)
+        one = matmul(dtype, data, N * K, view, N, K, x, threads=1)
+        two = matmul(dtype, data, N * K, view, N, K, x, threads=2)
+        assert np.array_equal(one, two)
+
+
+def test_a_view_that_splits_a_block_or_leaves_the_buffer_is_refused() -> None:
+    rng = np.random.default_rng(2)
+    data, _ = packed(DType.Q8_0, rng.standard_normal((4, 64)).astype(np.float32))
+    x = np.ones((1, 64), np.float32)
+    with pytest.raises(KernelError, match="splits a block"):
+        matmul(DType.Q8_0, data, 256, View(48, 4, 192, 64, 64), 4, 64, x)
+    with pytest.raises(KernelError, match="leaves the buffer"):
+        matmul(DType.Q8_0, data, 256, View(64, 5, 320, 64, 64), 5, 64, x)
+
+
+def test_an_unknown_or_unsupported_level_is_refused_by_name(monkeypatch) -> None:
+    monkeypatch.setenv("BUMPCONV_KERNELS", "avx9000")
+    assert kernel_name().startswith("none")
+    data, _ = packed(DType.FP32, np.ones((2, 8), np.float32))
+    with pytest.raises(KernelError, match="BUMPCONV_KERNELS=avx9000: unknown kernel level"):
+        matmul(DType.FP32, data, 16, View.row_major(2, 8), 2, 8, np.ones((1, 8), np.float32))
