@@ -31,9 +31,11 @@
  */
 #include "kernels.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "blocks.h"
+#include "pool.h"
 #include "quant.h"
 
 #ifdef _OPENMP
@@ -122,24 +124,6 @@ static inline float hsum(vfloat v)
 }
 
 static inline int min_int(int a, int b) { return a < b ? a : b; }
-
-static inline int thread_id(void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
-static inline int thread_count(void)
-{
-#ifdef _OPENMP
-    return omp_get_num_threads();
-#else
-    return 1;
-#endif
-}
 
 /* ---------------------------------------------------------------------------------------- */
 /* dequantization: nb blocks at src -> nb * block-elements floats at y (ggml's order of ops)  */
@@ -417,22 +401,80 @@ static inline int locate(const int *extent, int njobs, int *i)
     return j;
 }
 
-static void gemv(const bump_matmul_job *jobs, int njobs, const float *x, int K, int nt)
+#include "kernels_int8.h"
+
+/* Run fn(ctx, ith, nth) on nt threads (ith = 0 .. nth - 1) and wait: the shape of the
+ * runtime's thread pool (pool.h), run here inside an OpenMP region. */
+static void run_parallel(bump_pool_fn fn, void *ctx, int nt)
 {
-    int rows[BUMP_MAX_JOBS], total = 0;
+#ifdef _OPENMP
+    if (nt > 1) {
+#pragma omp parallel num_threads(nt)
+        fn(ctx, omp_get_thread_num(), omp_get_num_threads());
+        return;
+    }
+#endif
+    fn(ctx, 0, 1);
+}
+
+/* One GEMV call: rows of all jobs numbered together, split contiguously over the threads (a
+ * row is computed by one thread, so the result does not depend on the thread count). */
+typedef struct {
+    const bump_matmul_job *jobs;
+    int njobs, K, total;
+    int rows[BUMP_MAX_JOBS];
     reader rd[BUMP_MAX_JOBS];
+    qdot_fn qd[BUMP_MAX_JOBS]; /* set: this job runs on int8 activations */
+    const float *x;
+    const xq8 *xq;
+} gemv_ctx;
+
+static void gemv_work(void *arg, int ith, int nth)
+{
+    const gemv_ctx *c = arg;
+    long r0, r1;
+    bump_pool_range(c->total, ith, nth, &r0, &r1);
+    for (long r = r0; r < r1; r++) {
+        int n = (int)r, j = locate(c->rows, c->njobs, &n);
+        const bump_wmat *w = &c->jobs[j].w;
+        const reader *rd = &c->rd[j];
+        float y;
+        if (c->qd[j])
+            y = qdot_row(w, rd, c->qd[j], row_elem(w, n), c->xq, c->K);
+        else if (rd->deq)
+            y = dot_row_q(w, rd, row_elem(w, n), c->x, c->K);
+        else
+            y = dot_row(w, (const ufloat *)w->base + row_elem(w, n), c->x, c->K);
+        c->jobs[j].out[n] = y;
+    }
+}
+
+#define XQ_STACK 512 /* activation blocks kept on the stack: K up to 16384 */
+
+static void gemv(const bump_matmul_job *jobs, int njobs, const float *x, int K, int nt,
+                 int int8)
+{
+    gemv_ctx c = {.jobs = jobs, .njobs = njobs, .K = K, .x = x};
+    int quantized = 0;
     for (int j = 0; j < njobs; j++) {
-        total += rows[j] = jobs[j].N;
-        rd[j] = reader_of(jobs[j].w.dtype);
+        c.total += c.rows[j] = jobs[j].N;
+        c.rd[j] = reader_of(jobs[j].w.dtype);
+        c.qd[j] = int8 ? qdot_of(jobs[j].w.dtype) : NULL;
+        quantized |= c.qd[j] != NULL;
     }
-#pragma omp parallel for schedule(static) num_threads(nt) if (total >= 64)
-    for (int r = 0; r < total; r++) {
-        int n = r, j = locate(rows, njobs, &n);
-        const bump_wmat *w = &jobs[j].w;
-        jobs[j].out[n] = rd[j].deq
-            ? dot_row_q(w, &rd[j], row_elem(w, n), x, K)
-            : dot_row(w, (const ufloat *)w->base + row_elem(w, n), x, K);
+    xq8 stack[XQ_STACK], *heap = NULL;
+    if (quantized) { /* K is whole blocks: bump.c checks it at open */
+        const int nb = K / XB;
+        heap = nb > XQ_STACK ? malloc((size_t)nb * sizeof *heap) : NULL;
+        if (nb > XQ_STACK && !heap) { /* no memory for the int8 copy: the fp32 path */
+            for (int j = 0; j < njobs; j++) c.qd[j] = NULL;
+        } else {
+            quantize_x(x, K, heap ? heap : stack);
+            c.xq = heap ? heap : stack;
+        }
     }
+    run_parallel(gemv_work, &c, c.total >= 64 ? nt : 1);
+    free(heap);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -538,56 +580,72 @@ static void micro_kernel(int kc, const float *restrict a, const float *restrict 
             c[(size_t)i * ldc + j] = accumulate ? c[(size_t)i * ldc + j] + tile[i][j] : tile[i][j];
 }
 
+/* One GEMM call. Each thread owns a contiguous run of weight panels (across the jobs) and
+ * packs its own copy of the activations (small next to the weights): no barrier until the
+ * call ends, so a thread that the OS preempts delays the others once per call, not once per
+ * block. */
+typedef struct {
+    const bump_matmul_job *jobs;
+    const float *in;
+    size_t lda;
+    int njobs, M, K, kc_step, npanels, npanels_a;
+    int panels[BUMP_MAX_JOBS];
+    reader rd[BUMP_MAX_JOBS];
+    const bump_gemm_scratch *s;
+} gemm_ctx;
+
+static void gemm_work(void *arg, int ith, int nth)
+{
+    const gemm_ctx *c = arg;
+    const int M = c->M, K = c->K;
+    long q0, q1;
+    bump_pool_range(c->npanels, ith, nth, &q0, &q1);
+    float *ap = c->s->pack + (size_t)ith * c->s->floats_per_thread;
+    float *bp = ap + (size_t)c->npanels_a * MR * KC;
+    float *tmp = bp + (size_t)KC * NR;
+    for (int k0 = 0; k0 < K && q0 < q1; k0 += c->kc_step) {
+        int kc = min_int(c->kc_step, K - k0);
+        for (int p = 0; p < c->npanels_a; p++)
+            pack_a(c->in, c->lda, p * MR, min_int(MR, M - p * MR), k0, kc,
+                   ap + (size_t)p * MR * kc);
+        for (long q = q0; q < q1; q++) {
+            int local = (int)q, j = locate(c->panels, c->njobs, &local);
+            const bump_matmul_job *job = &c->jobs[j];
+            int n0 = local * NR, nv = min_int(NR, job->N - n0);
+            pack_b(&job->w, &c->rd[j], n0, nv, k0, kc, bp, tmp);
+            for (int p = 0; p < c->npanels_a; p++)
+                micro_kernel(kc, ap + (size_t)p * MR * kc, bp,
+                             job->out + (size_t)p * MR * job->ldc + n0, job->ldc,
+                             min_int(MR, M - p * MR), nv, k0 > 0);
+        }
+    }
+}
+
 static void gemm(const bump_matmul_job *jobs, int njobs, const float *in, size_t lda, int M,
                  int K, const bump_gemm_scratch *s)
 {
-    int panels[BUMP_MAX_JOBS], npanels = 0, npanels_a = (M + MR - 1) / MR, be = 1;
-    reader rd[BUMP_MAX_JOBS];
+    gemm_ctx c = {.jobs = jobs, .in = in, .lda = lda, .njobs = njobs, .M = M, .K = K,
+                  .npanels_a = (M + MR - 1) / MR, .s = s};
+    int be = 1;
     for (int j = 0; j < njobs; j++) {
-        npanels += panels[j] = (jobs[j].N + NR - 1) / NR;
-        rd[j] = reader_of(jobs[j].w.dtype);
-        if (rd[j].be > be) be = rd[j].be;
+        c.npanels += c.panels[j] = (jobs[j].N + NR - 1) / NR;
+        c.rd[j] = reader_of(jobs[j].w.dtype);
+        if (c.rd[j].be > be) be = c.rd[j].be;
     }
-    int kc_step;
-    if (be == 1) {  /* fp32: even slices, no thin last slice */
+    if (be == 1) { /* fp32: even slices, no thin last slice */
         int kblocks = (K + KC - 1) / KC;
-        kc_step = (K + kblocks - 1) / kblocks;
-    } else {        /* whole blocks of the largest block type (32 and 256 both divide 256) */
-        kc_step = KC / be * be;
+        c.kc_step = (K + kblocks - 1) / kblocks;
+    } else {       /* whole blocks of the largest block type (32 and 256 both divide 256) */
+        c.kc_step = KC / be * be;
     }
-    /* Each thread owns a contiguous run of weight panels (across the jobs) and packs its own
-     * copy of the activations (small next to the weights): no barrier until the region ends,
-     * so a thread that the OS preempts delays the others once per call, not once per block. */
-#pragma omp parallel num_threads(s->n_threads)
-    {
-        int nth = thread_count(), tid = thread_id();
-        int q0 = (int)((long)npanels * tid / nth), q1 = (int)((long)npanels * (tid + 1) / nth);
-        float *ap = s->pack + (size_t)tid * s->floats_per_thread;
-        float *bp = ap + (size_t)npanels_a * MR * KC;
-        float *tmp = bp + (size_t)KC * NR;
-        for (int k0 = 0; k0 < K && q0 < q1; k0 += kc_step) {
-            int kc = min_int(kc_step, K - k0);
-            for (int p = 0; p < npanels_a; p++)
-                pack_a(in, lda, p * MR, min_int(MR, M - p * MR), k0, kc, ap + (size_t)p * MR * kc);
-            for (int q = q0; q < q1; q++) {
-                int local = q, j = locate(panels, njobs, &local);
-                const bump_matmul_job *job = &jobs[j];
-                int n0 = local * NR, nv = min_int(NR, job->N - n0);
-                pack_b(&job->w, &rd[j], n0, nv, k0, kc, bp, tmp);
-                for (int p = 0; p < npanels_a; p++)
-                    micro_kernel(kc, ap + (size_t)p * MR * kc, bp,
-                                 job->out + (size_t)p * MR * job->ldc + n0, job->ldc,
-                                 min_int(MR, M - p * MR), nv, k0 > 0);
-            }
-        }
-    }
+    run_parallel(gemm_work, &c, s->n_threads);
 }
 
 static void matmul(const bump_matmul_job *jobs, int njobs, const float *in, size_t lda, int M,
                    int K, const bump_gemm_scratch *s)
 {
     if (M == 1)
-        gemv(jobs, njobs, in, K, s->n_threads);
+        gemv(jobs, njobs, in, K, s->n_threads, s->int8_activations);
     else
         gemm(jobs, njobs, in, lda, M, K, s);
 }
