@@ -19,8 +19,59 @@ typedef struct {
     int8_t qs[XB];
 } xq8;
 
+/* Everything here is static and inlined within one level's file, so the 32-byte vector
+ * arguments never cross an ABI boundary (the portable level has no 32-byte registers). */
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 typedef int32_t v8i __attribute__((vector_size(32)));
 typedef float v8f __attribute__((vector_size(32)));
+/* The 32 weight values of one chunk, unpacked in registers (never through memory: a vector
+ * load of bytes just stored one at a time stalls on store forwarding). */
+typedef int8_t v32i8 __attribute__((vector_size(32)));
+typedef uint8_t v32u8 __attribute__((vector_size(32)));
+
+static inline v32u8 load32(const uint8_t *p)
+{
+    v32u8 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* The low nibbles of p[0..16) then their high nibbles (q4_0/q4_1/q5_0/q5_1 order). */
+static inline v32u8 nibbles32(const uint8_t *p)
+{
+#if defined(__AVX2__)
+    const __m128i b = _mm_loadu_si128((const __m128i *)p);
+    return (v32u8)_mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(b, 4), b),
+                                   _mm256_set1_epi8(0x0f));
+#else
+    v32u8 v;
+    for (int l = 0; l < 16; l++) {
+        v[l] = p[l] & 0x0f;
+        v[l + 16] = p[l] >> 4;
+    }
+    return v;
+#endif
+}
+
+/* Byte e is 16 when bit e of the 32-bit little-endian word at p is set, else 0. */
+static inline v32u8 bits32(const uint8_t *p)
+{
+    uint32_t w;
+    memcpy(&w, p, sizeof w);
+#if defined(__AVX2__)
+    const __m256i bytes = _mm256_shuffle_epi8(
+        _mm256_set1_epi32((int)w),
+        _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0));
+    const __m256i set = _mm256_cmpeq_epi8(
+        _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe)), _mm256_set1_epi8(-1));
+    return (v32u8)_mm256_and_si256(set, _mm256_set1_epi8(16));
+#else
+    v32u8 v;
+    for (int e = 0; e < 32; e++) v[e] = (uint8_t)(((w >> e) & 1) << 4);
+    return v;
+#endif
+}
 
 static void quantize_x(const float *x, int K, xq8 *out)
 {
@@ -41,10 +92,10 @@ static void quantize_x(const float *x, int K, xq8 *out)
 
 /* Lane j of the result: sum over i in [4j, 4j + 4) of a[i] * b[i] (a: weights, any int8
  * value; b: activations, |b| <= 127). Lanes 0-3 cover values 0-15, lanes 4-7 values 16-31. */
-static inline v8i dot32(const int8_t *a, const int8_t *b)
+static inline v8i dot32(v32i8 a, const int8_t *b)
 {
 #if defined(__AVX2__)
-    const __m256i x = _mm256_loadu_si256((const __m256i *)a);
+    const __m256i x = (__m256i)a;
     const __m256i y = _mm256_loadu_si256((const __m256i *)b);
     const __m256i ax = _mm256_sign_epi8(x, x), sy = _mm256_sign_epi8(y, x);
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
@@ -90,18 +141,15 @@ static void qdot_q8_0(const uint8_t *src, int nb, const xq8 *x, qsum *s)
 {
     const block_q8_0 *w = (const block_q8_0 *)src;
     for (int i = 0; i < nb; i++)
-        s->acc = acc8(s->acc, dot32(w[i].qs, x[i].qs), bump_fp16_to_fp32(w[i].d) * x[i].d);
+        s->acc = acc8(s->acc, dot32((v32i8)load32((const uint8_t *)w[i].qs), x[i].qs),
+                      bump_fp16_to_fp32(w[i].d) * x[i].d);
 }
 
 static void qdot_q4_0(const uint8_t *src, int nb, const xq8 *x, qsum *s)
 {
     const block_q4_0 *w = (const block_q4_0 *)src;
-    int8_t t[32] __attribute__((aligned(32)));
     for (int i = 0; i < nb; i++) {
-        for (int l = 0; l < 16; l++) {
-            t[l] = (int8_t)((w[i].qs[l] & 0x0f) - 8);
-            t[l + 16] = (int8_t)((w[i].qs[l] >> 4) - 8);
-        }
+        const v32i8 t = (v32i8)nibbles32(w[i].qs) - 8;
         s->acc = acc8(s->acc, dot32(t, x[i].qs), bump_fp16_to_fp32(w[i].d) * x[i].d);
     }
 }
@@ -109,35 +157,24 @@ static void qdot_q4_0(const uint8_t *src, int nb, const xq8 *x, qsum *s)
 static void qdot_q4_1(const uint8_t *src, int nb, const xq8 *x, qsum *s)
 {
     const block_q4_1 *w = (const block_q4_1 *)src;
-    int8_t t[32] __attribute__((aligned(32)));
     for (int i = 0; i < nb; i++) {
-        for (int l = 0; l < 16; l++) {
-            t[l] = (int8_t)(w[i].qs[l] & 0x0f);
-            t[l + 16] = (int8_t)(w[i].qs[l] >> 4);
-        }
+        const v32i8 t = (v32i8)nibbles32(w[i].qs);
         s->acc = acc8(s->acc, dot32(t, x[i].qs), bump_fp16_to_fp32(w[i].d) * x[i].d);
         s->mins += bump_fp16_to_fp32(w[i].m) * x[i].d * (float)x[i].sum;
     }
 }
 
-/* q5_0/q5_1 values 0..31 (before the q5_0 offset) of one block into t. */
-static inline void unpack_q5(const uint8_t *qs, const uint8_t qh_bytes[4], int8_t *t)
+/* q5_0/q5_1 values 0..31 (before the q5_0 offset) of one block. */
+static inline v32i8 unpack_q5(const uint8_t *qs, const uint8_t qh[4])
 {
-    uint32_t qh;
-    memcpy(&qh, qh_bytes, sizeof qh);
-    for (int l = 0; l < 16; l++) {
-        t[l] = (int8_t)((qs[l] & 0x0f) | (((qh >> l) << 4) & 0x10));
-        t[l + 16] = (int8_t)((qs[l] >> 4) | ((qh >> (l + 12)) & 0x10));
-    }
+    return (v32i8)(nibbles32(qs) | bits32(qh));
 }
 
 static void qdot_q5_0(const uint8_t *src, int nb, const xq8 *x, qsum *s)
 {
     const block_q5_0 *w = (const block_q5_0 *)src;
-    int8_t t[32] __attribute__((aligned(32)));
     for (int i = 0; i < nb; i++) {
-        unpack_q5(w[i].qs, w[i].qh, t);
-        for (int l = 0; l < 32; l++) t[l] = (int8_t)(t[l] - 16);
+        const v32i8 t = unpack_q5(w[i].qs, w[i].qh) - 16;
         s->acc = acc8(s->acc, dot32(t, x[i].qs), bump_fp16_to_fp32(w[i].d) * x[i].d);
     }
 }
@@ -145,9 +182,8 @@ static void qdot_q5_0(const uint8_t *src, int nb, const xq8 *x, qsum *s)
 static void qdot_q5_1(const uint8_t *src, int nb, const xq8 *x, qsum *s)
 {
     const block_q5_1 *w = (const block_q5_1 *)src;
-    int8_t t[32] __attribute__((aligned(32)));
     for (int i = 0; i < nb; i++) {
-        unpack_q5(w[i].qs, w[i].qh, t);
+        const v32i8 t = unpack_q5(w[i].qs, w[i].qh);
         s->acc = acc8(s->acc, dot32(t, x[i].qs), bump_fp16_to_fp32(w[i].d) * x[i].d);
         s->mins += bump_fp16_to_fp32(w[i].m) * x[i].d * (float)x[i].sum;
     }
@@ -158,15 +194,12 @@ static void qdot_q5_1(const uint8_t *src, int nb, const xq8 *x, qsum *s)
 static void qdot_k45(const uint8_t *scales, const uint8_t *qs, const uint8_t *qh, float d,
                      float dmin, const xq8 *x, qsum *s)
 {
-    int8_t t[32] __attribute__((aligned(32)));
+    const v32u8 high = qh ? load32(qh) : (v32u8){0};
     for (int c = 0; c < QK_K / 32; c++) {
         uint8_t sc, m;
         bump_scale_min_k4(c, scales, &sc, &m);
-        const uint8_t *q = qs + 32 * (c / 2);
-        const int shift = 4 * (c % 2);
-        for (int l = 0; l < 32; l++) t[l] = (int8_t)((q[l] >> shift) & 0x0f);
-        if (qh)
-            for (int l = 0; l < 32; l++) t[l] = (int8_t)(t[l] | (((qh[l] >> c) & 1) << 4));
+        const v32u8 q = load32(qs + 32 * (c / 2));
+        const v32i8 t = (v32i8)((c % 2 ? q >> 4 : q & 0x0f) | (((high >> c) & 1) << 4));
         s->acc = acc8(s->acc, dot32(t, x[c].qs), d * sc * x[c].d);
         s->mins -= dmin * m * x[c].d * (float)x[c].sum;
     }
@@ -193,17 +226,16 @@ static void qdot_q5_K(const uint8_t *src, int nb, const xq8 *x, qsum *s)
 static void qdot_q6_K(const uint8_t *src, int nb, const xq8 *x, qsum *s)
 {
     const block_q6_K *w = (const block_q6_K *)src;
-    int8_t t[32] __attribute__((aligned(32)));
     for (int i = 0; i < nb; i++) {
         const float d = bump_fp16_to_fp32(w[i].d);
         for (int c = 0; c < QK_K / 32; c++, x++) {
             const int h = c / 4, p = c % 4;
             const uint8_t *ql = w[i].ql + 64 * h + 32 * (p & 1), *qh = w[i].qh + 32 * h;
-            const int nshift = p < 2 ? 0 : 4, hshift = 2 * p;
-            for (int l = 0; l < 32; l++)
-                t[l] = (int8_t)((((ql[l] >> nshift) & 0x0f) | (((qh[l] >> hshift) & 3) << 4)) - 32);
-            const int32_t lo = w[i].scales[8 * h + 2 * p], hi = w[i].scales[8 * h + 2 * p + 1];
-            const v8i sc = {lo, lo, lo, lo, hi, hi, hi, hi};
+            const v32u8 lo = load32(ql), hb = load32(qh);
+            const v32i8 t = (v32i8)((p < 2 ? lo & 0x0f : lo >> 4) | (((hb >> (2 * p)) & 3) << 4))
+                            - 32;
+            const int32_t s0 = w[i].scales[8 * h + 2 * p], s1 = w[i].scales[8 * h + 2 * p + 1];
+            const v8i sc = {s0, s0, s0, s0, s1, s1, s1, s1};
             s->acc = acc8(s->acc, dot32(t, x->qs) * sc, d * x->d);
         }
     }
