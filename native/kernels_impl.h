@@ -41,7 +41,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#if defined(__AVX__) || defined(__FMA__)
+#if defined(__SSE2__)
 #include <immintrin.h>
 #endif
 
@@ -73,18 +73,36 @@ typedef int8_t vi8 __attribute__((vector_size(VW)));
 static inline vfloat load_u(const void *p) { return *(const vfloat_u *)p; }
 static inline void store_u(void *p, vfloat v) { *(vfloat_u *)p = v; }
 
+/* Broadcasts through the intrinsic: GCC builds a vector from an element loop one masked
+ * broadcast per lane. */
 static inline vfloat splat(float s)
 {
+#if defined(__AVX512F__) && VW == 16
+    return (vfloat)_mm512_set1_ps(s);
+#elif defined(__AVX__) && VW == 8
+    return (vfloat)_mm256_set1_ps(s);
+#elif defined(__SSE2__) && VW == 4
+    return (vfloat)_mm_set1_ps(s);
+#else
     vfloat v;
     for (int i = 0; i < VW; i++) v[i] = s;
     return v;
+#endif
 }
 
 static inline vuint splat_u(uint32_t s)
 {
+#if defined(__AVX512F__) && VW == 16
+    return (vuint)_mm512_set1_epi32((int)s);
+#elif defined(__AVX__) && VW == 8
+    return (vuint)_mm256_set1_epi32((int)s);
+#elif defined(__SSE2__) && VW == 4
+    return (vuint)_mm_set1_epi32((int)s);
+#else
     vuint v;
     for (int i = 0; i < VW; i++) v[i] = s;
     return v;
+#endif
 }
 
 static inline vu8 load_bytes(const uint8_t *p)
@@ -98,8 +116,8 @@ static inline vu8 load_bytes(const uint8_t *p)
 static inline vuint lanes(uint32_t first)
 {
     vuint v;
-    for (int i = 0; i < VW; i++) v[i] = first + (uint32_t)i;
-    return v;
+    for (int i = 0; i < VW; i++) v[i] = (uint32_t)i;
+    return v + splat_u(first);
 }
 
 /* a * b + c, fused when the target has FMA (the only contraction in this file). */
