@@ -18,8 +18,9 @@
  * vectors and broadcasts MR activation scalars, 2*MR fused multiply-adds.
  *
  * GEMV (decode, one token) is memory-bound: rows split over threads; an fp32 row is a
- * vectorised dot product read straight from the mapping, a quantized row is dequantized a few
- * blocks at a time into an L1 buffer (vector code per block type) and dotted from there.
+ * vectorised dot product read straight from the mapping, a quantized row is dequantized in
+ * registers block by block and each vector multiply-added with x as it is decoded (fp32
+ * activations), or multiplied in integers against int8 activations (kernels_int8.h).
  *
  * Dequantization computes every value exactly as ggml's dequantize_row_<type> does (the same
  * operations in the same order, no contraction: the file is compiled with -ffp-contract=off and
@@ -61,7 +62,6 @@
 #define NR (2 * VW)
 #define KC 288
 #define PREFETCH_ROWS 4
-#define CHUNK 256 /* floats a quantized GEMV row piece is dequantized into at a time */
 
 typedef float vfloat __attribute__((vector_size(VW * sizeof(float))));
 typedef float vfloat_u __attribute__((vector_size(VW * sizeof(float)), aligned(1)));
@@ -182,28 +182,43 @@ static inline vint widen_i8(vi8 b)
 #endif
 }
 
-static void deq_q4_0(const uint8_t *src, int nb, float *y)
+/* Value vector v of element offset `off`: stored at y + off, or (y NULL) multiply-added with
+ * x + off into *acc. Inlined into always-inline dequantizers, the branch folds away. */
+static inline __attribute__((always_inline)) void emit(float *y, const float *x, vfloat *acc,
+                                                       size_t off, vfloat v)
 {
+    if (y)
+        store_u(y + off, v);
+    else
+        *acc = fma_v(v, load_u(x + off), *acc);
+}
+
+static inline __attribute__((always_inline)) void deq_q4_0_(const uint8_t *src, int nb, float *y,
+                                                            const float *xs, vfloat *acc)
+{
+    size_t o = 0;
     const block_q4_0 *x = (const block_q4_0 *)src;
-    for (int i = 0; i < nb; i++, y += QK4_0) {
+    for (int i = 0; i < nb; i++, o += QK4_0) {
         const vfloat d = splat(bump_fp16_to_fp32(x[i].d));
         for (int j = 0; j < QK4_0 / 2; j += VW) {
             const vu8 b = load_bytes(x[i].qs + j);
-            store_u(y + j, TO_F(TO_I(b & 0x0f) - 8) * d);
-            store_u(y + j + QK4_0 / 2, TO_F(TO_I(b >> 4) - 8) * d);
+            emit(y, xs, acc, o + j, TO_F(TO_I(b & 0x0f) - 8) * d);
+            emit(y, xs, acc, o + j + QK4_0 / 2, TO_F(TO_I(b >> 4) - 8) * d);
         }
     }
 }
 
-static void deq_q4_1(const uint8_t *src, int nb, float *y)
+static inline __attribute__((always_inline)) void deq_q4_1_(const uint8_t *src, int nb, float *y,
+                                                            const float *xs, vfloat *acc)
 {
+    size_t o = 0;
     const block_q4_1 *x = (const block_q4_1 *)src;
-    for (int i = 0; i < nb; i++, y += QK4_1) {
+    for (int i = 0; i < nb; i++, o += QK4_1) {
         const vfloat d = splat(bump_fp16_to_fp32(x[i].d)), m = splat(bump_fp16_to_fp32(x[i].m));
         for (int j = 0; j < QK4_1 / 2; j += VW) {
             const vu8 b = load_bytes(x[i].qs + j);
-            store_u(y + j, TO_F(TO_I(b & 0x0f)) * d + m);
-            store_u(y + j + QK4_1 / 2, TO_F(TO_I(b >> 4)) * d + m);
+            emit(y, xs, acc, o + j, TO_F(TO_I(b & 0x0f)) * d + m);
+            emit(y, xs, acc, o + j + QK4_1 / 2, TO_F(TO_I(b >> 4)) * d + m);
         }
     }
 }
@@ -218,56 +233,64 @@ static inline void high_bits(const uint8_t qh_bytes[4], int j, vint *h0, vint *h
     *h1 = (vint)((q >> (idx + 12)) & 0x10);
 }
 
-static void deq_q5_0(const uint8_t *src, int nb, float *y)
+static inline __attribute__((always_inline)) void deq_q5_0_(const uint8_t *src, int nb, float *y,
+                                                            const float *xs, vfloat *acc)
 {
+    size_t o = 0;
     const block_q5_0 *x = (const block_q5_0 *)src;
-    for (int i = 0; i < nb; i++, y += QK5_0) {
+    for (int i = 0; i < nb; i++, o += QK5_0) {
         const vfloat d = splat(bump_fp16_to_fp32(x[i].d));
         for (int j = 0; j < QK5_0 / 2; j += VW) {
             vint h0, h1;
             high_bits(x[i].qh, j, &h0, &h1);
             const vu8 b = load_bytes(x[i].qs + j);
-            store_u(y + j, TO_F((TO_I(b & 0x0f) | h0) - 16) * d);
-            store_u(y + j + QK5_0 / 2, TO_F((TO_I(b >> 4) | h1) - 16) * d);
+            emit(y, xs, acc, o + j, TO_F((TO_I(b & 0x0f) | h0) - 16) * d);
+            emit(y, xs, acc, o + j + QK5_0 / 2, TO_F((TO_I(b >> 4) | h1) - 16) * d);
         }
     }
 }
 
-static void deq_q5_1(const uint8_t *src, int nb, float *y)
+static inline __attribute__((always_inline)) void deq_q5_1_(const uint8_t *src, int nb, float *y,
+                                                            const float *xs, vfloat *acc)
 {
+    size_t o = 0;
     const block_q5_1 *x = (const block_q5_1 *)src;
-    for (int i = 0; i < nb; i++, y += QK5_1) {
+    for (int i = 0; i < nb; i++, o += QK5_1) {
         const vfloat d = splat(bump_fp16_to_fp32(x[i].d)), m = splat(bump_fp16_to_fp32(x[i].m));
         for (int j = 0; j < QK5_1 / 2; j += VW) {
             vint h0, h1;
             high_bits(x[i].qh, j, &h0, &h1);
             const vu8 b = load_bytes(x[i].qs + j);
-            store_u(y + j, TO_F(TO_I(b & 0x0f) | h0) * d + m);
-            store_u(y + j + QK5_1 / 2, TO_F(TO_I(b >> 4) | h1) * d + m);
+            emit(y, xs, acc, o + j, TO_F(TO_I(b & 0x0f) | h0) * d + m);
+            emit(y, xs, acc, o + j + QK5_1 / 2, TO_F(TO_I(b >> 4) | h1) * d + m);
         }
     }
 }
 
-static void deq_q8_0(const uint8_t *src, int nb, float *y)
+static inline __attribute__((always_inline)) void deq_q8_0_(const uint8_t *src, int nb, float *y,
+                                                            const float *xs, vfloat *acc)
 {
+    size_t o = 0;
     const block_q8_0 *x = (const block_q8_0 *)src;
-    for (int i = 0; i < nb; i++, y += QK8_0) {
+    for (int i = 0; i < nb; i++, o += QK8_0) {
         const vfloat d = splat(bump_fp16_to_fp32(x[i].d));
         for (int j = 0; j < QK8_0; j += VW) {
             vi8 q;
             memcpy(&q, x[i].qs + j, sizeof q);
-            store_u(y + j, TO_F(TO_I(q)) * d);
+            emit(y, xs, acc, o + j, TO_F(TO_I(q)) * d);
         }
     }
 }
 
-static void deq_q4_K(const uint8_t *src, int nb, float *y)
+static inline __attribute__((always_inline)) void deq_q4_K_(const uint8_t *src, int nb, float *y,
+                                                            const float *xs, vfloat *acc)
 {
+    size_t o = 0;
     const block_q4_K *x = (const block_q4_K *)src;
     for (int i = 0; i < nb; i++) {
         const uint8_t *q = x[i].qs;
         const float d = bump_fp16_to_fp32(x[i].d), min = bump_fp16_to_fp32(x[i].dmin);
-        for (int j = 0, is = 0; j < QK_K; j += 64, q += 32, is += 2, y += 64) {
+        for (int j = 0, is = 0; j < QK_K; j += 64, q += 32, is += 2, o += 64) {
             uint8_t sc, m;
             bump_scale_min_k4(is, x[i].scales, &sc, &m);
             const vfloat d1 = splat(d * sc), m1 = splat(min * m);
@@ -275,21 +298,23 @@ static void deq_q4_K(const uint8_t *src, int nb, float *y)
             const vfloat d2 = splat(d * sc), m2 = splat(min * m);
             for (int l = 0; l < 32; l += VW) {
                 const vu8 b = load_bytes(q + l);
-                store_u(y + l, d1 * TO_F(TO_I(b & 0x0f)) - m1);
-                store_u(y + l + 32, d2 * TO_F(TO_I(b >> 4)) - m2);
+                emit(y, xs, acc, o + l, d1 * TO_F(TO_I(b & 0x0f)) - m1);
+                emit(y, xs, acc, o + l + 32, d2 * TO_F(TO_I(b >> 4)) - m2);
             }
         }
     }
 }
 
-static void deq_q5_K(const uint8_t *src, int nb, float *y)
+static inline __attribute__((always_inline)) void deq_q5_K_(const uint8_t *src, int nb, float *y,
+                                                            const float *xs, vfloat *acc)
 {
+    size_t o = 0;
     const block_q5_K *x = (const block_q5_K *)src;
     for (int i = 0; i < nb; i++) {
         const uint8_t *ql = x[i].qs, *qh = x[i].qh;
         const float d = bump_fp16_to_fp32(x[i].d), min = bump_fp16_to_fp32(x[i].dmin);
         uint8_t u1 = 1, u2 = 2;
-        for (int j = 0, is = 0; j < QK_K; j += 64, ql += 32, is += 2, y += 64) {
+        for (int j = 0, is = 0; j < QK_K; j += 64, ql += 32, is += 2, o += 64) {
             uint8_t sc, m;
             bump_scale_min_k4(is, x[i].scales, &sc, &m);
             const vfloat d1 = splat(d * sc), m1 = splat(min * m);
@@ -298,8 +323,8 @@ static void deq_q5_K(const uint8_t *src, int nb, float *y)
             for (int l = 0; l < 32; l += VW) {
                 const vu8 b = load_bytes(ql + l), h = load_bytes(qh + l);
                 const vu8 add1 = (vu8)((h & u1) != 0) & 16, add2 = (vu8)((h & u2) != 0) & 16;
-                store_u(y + l, d1 * TO_F(TO_I((vu8)((b & 0x0f) + add1))) - m1);
-                store_u(y + l + 32, d2 * TO_F(TO_I((vu8)((b >> 4) + add2))) - m2);
+                emit(y, xs, acc, o + l, d1 * TO_F(TO_I((vu8)((b & 0x0f) + add1))) - m1);
+                emit(y, xs, acc, o + l + 32, d2 * TO_F(TO_I((vu8)((b >> 4) + add2))) - m2);
             }
             u1 = (uint8_t)(u1 << 2);
             u2 = (uint8_t)(u2 << 2);
@@ -307,14 +332,16 @@ static void deq_q5_K(const uint8_t *src, int nb, float *y)
     }
 }
 
-static void deq_q6_K(const uint8_t *src, int nb, float *y)
+static inline __attribute__((always_inline)) void deq_q6_K_(const uint8_t *src, int nb, float *y,
+                                                            const float *xs, vfloat *acc)
 {
+    size_t o = 0;
     const block_q6_K *x = (const block_q6_K *)src;
     for (int i = 0; i < nb; i++) {
         const float d = bump_fp16_to_fp32(x[i].d);
         const uint8_t *ql = x[i].ql, *qh = x[i].qh;
         const int8_t *sc = x[i].scales;
-        for (int n = 0; n < QK_K; n += 128, y += 128, ql += 64, qh += 32, sc += 8) {
+        for (int n = 0; n < QK_K; n += 128, o += 128, ql += 64, qh += 32, sc += 8) {
             for (int l = 0; l < 32; l += VW) {
                 const int is = l / 16; /* VW <= 16: one sub-block scale per vector */
                 const vint a = TO_I(load_bytes(ql + l)), b = TO_I(load_bytes(ql + l + 32));
@@ -323,20 +350,43 @@ static void deq_q6_K(const uint8_t *src, int nb, float *y)
                 const vint q2 = ((b & 0x0f) | (((h >> 2) & 3) << 4)) - 32;
                 const vint q3 = ((a >> 4) | (((h >> 4) & 3) << 4)) - 32;
                 const vint q4 = ((b >> 4) | (((h >> 6) & 3) << 4)) - 32;
-                store_u(y + l, splat(d * sc[is]) * TO_F(q1));
-                store_u(y + l + 32, splat(d * sc[is + 2]) * TO_F(q2));
-                store_u(y + l + 64, splat(d * sc[is + 4]) * TO_F(q3));
-                store_u(y + l + 96, splat(d * sc[is + 6]) * TO_F(q4));
+                emit(y, xs, acc, o + l, splat(d * sc[is]) * TO_F(q1));
+                emit(y, xs, acc, o + l + 32, splat(d * sc[is + 2]) * TO_F(q2));
+                emit(y, xs, acc, o + l + 64, splat(d * sc[is + 4]) * TO_F(q3));
+                emit(y, xs, acc, o + l + 96, splat(d * sc[is + 6]) * TO_F(q4));
             }
         }
     }
 }
 
+
+/* Each dequantizer is written once and used two ways: storing the values (GEMM panels,
+ * embedding rows) or multiply-adding them straight into a GEMV accumulator, in registers. */
+#define DEQ_PAIR(T)                                                                           \
+    static void deq_##T(const uint8_t *src, int nb, float *y)                                 \
+    {                                                                                         \
+        deq_##T##_(src, nb, y, NULL, NULL);                                                   \
+    }                                                                                         \
+    static void dot_##T(const uint8_t *src, int nb, const float *x, vfloat *acc)              \
+    {                                                                                         \
+        deq_##T##_(src, nb, NULL, x, acc);                                                    \
+    }
+DEQ_PAIR(q4_0)
+DEQ_PAIR(q4_1)
+DEQ_PAIR(q5_0)
+DEQ_PAIR(q5_1)
+DEQ_PAIR(q8_0)
+DEQ_PAIR(q4_K)
+DEQ_PAIR(q5_K)
+DEQ_PAIR(q6_K)
+
 typedef void (*deq_fn)(const uint8_t *src, int nb, float *y);
+typedef void (*dot_fn)(const uint8_t *src, int nb, const float *x, vfloat *acc);
 
 /* How a weight dtype is read: NULL for fp32 (read in place). */
 typedef struct {
     deq_fn deq;
+    dot_fn dot;
     int be;    /* elements per block */
     size_t bb; /* bytes per block */
 } reader;
@@ -344,18 +394,19 @@ typedef struct {
 static reader reader_of(int32_t dtype)
 {
     deq_fn f = NULL;
+    dot_fn g = NULL;
     switch (dtype) {
-    case BUMP_DTYPE_Q4_0: f = deq_q4_0; break;
-    case BUMP_DTYPE_Q4_1: f = deq_q4_1; break;
-    case BUMP_DTYPE_Q5_0: f = deq_q5_0; break;
-    case BUMP_DTYPE_Q5_1: f = deq_q5_1; break;
-    case BUMP_DTYPE_Q8_0: f = deq_q8_0; break;
-    case BUMP_DTYPE_Q4_K: f = deq_q4_K; break;
-    case BUMP_DTYPE_Q5_K: f = deq_q5_K; break;
-    case BUMP_DTYPE_Q6_K: f = deq_q6_K; break;
+    case BUMP_DTYPE_Q4_0: f = deq_q4_0, g = dot_q4_0; break;
+    case BUMP_DTYPE_Q4_1: f = deq_q4_1, g = dot_q4_1; break;
+    case BUMP_DTYPE_Q5_0: f = deq_q5_0, g = dot_q5_0; break;
+    case BUMP_DTYPE_Q5_1: f = deq_q5_1, g = dot_q5_1; break;
+    case BUMP_DTYPE_Q8_0: f = deq_q8_0, g = dot_q8_0; break;
+    case BUMP_DTYPE_Q4_K: f = deq_q4_K, g = dot_q4_K; break;
+    case BUMP_DTYPE_Q5_K: f = deq_q5_K, g = dot_q5_K; break;
+    case BUMP_DTYPE_Q6_K: f = deq_q6_K, g = dot_q6_K; break;
     default: break;
     }
-    return (reader){f, bump_block_elems(dtype), bump_block_bytes(dtype)};
+    return (reader){f, g, bump_block_elems(dtype), bump_block_bytes(dtype)};
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -387,7 +438,7 @@ static void row_piece(const bump_wmat *w, const reader *r, size_t re, int k, int
     if (r->deq)
         r->deq(block_at(w, r, e), n / r->be, out);
     else
-        memcpy(out, (const float *)w->base + e, (size_t)n * sizeof(float));
+        memcpy(out, (const char *)w->base + e * sizeof(float), (size_t)n * sizeof(float));
 }
 
 static void wmat_row(const bump_wmat *w, int n, int K, float *out)
@@ -422,26 +473,16 @@ static float dot_row(const bump_wmat *w, const ufloat *row, const float *x, int 
     return hsum((s0 + s1) + (s2 + s3)) + tail;
 }
 
-/* The same over a quantized row: CHUNK values at a time dequantized into L1, then dotted.
- * Pieces are whole blocks (32 or 256 values), so a piece is a whole number of 2*VW vectors. */
+/* The same over a quantized row: each block dequantized in registers and multiply-added
+ * with x as it is decoded (the row is streamed once, nothing goes through memory). */
 static float dot_row_q(const bump_wmat *w, const reader *r, size_t re, const float *x, int K)
 {
-    float buf[CHUNK] __attribute__((aligned(64)));
-    vfloat s0 = {0}, s1 = {0};
+    vfloat acc = {0};
     for (int k0 = 0; k0 < K; k0 += w->k_seg) {
-        int len = min_int(w->k_seg, K - k0);
-        const uint8_t *p = block_at(w, r, re + col_elem(w, k0));
-        for (int i = 0; i < len; i += CHUNK) {
-            int c = min_int(CHUNK, len - i);
-            r->deq(p + (size_t)(i / r->be) * r->bb, c / r->be, buf);
-            const float *xs = x + k0 + i;
-            for (int t = 0; t < c; t += 2 * VW) {
-                s0 = fma_v(*(const vfloat *)(buf + t), load_u(xs + t), s0);
-                s1 = fma_v(*(const vfloat *)(buf + t + VW), load_u(xs + t + VW), s1);
-            }
-        }
+        const int len = min_int(w->k_seg, K - k0);
+        r->dot(block_at(w, r, re + col_elem(w, k0)), len / r->be, x + k0, &acc);
     }
-    return hsum(s0 + s1);
+    return hsum(acc);
 }
 
 /* The job and the local index of global row (or panel) index i over the jobs' extents. */
@@ -569,7 +610,7 @@ static void pack_b(const bump_wmat *w, const reader *r, int n0, int nv, int k0, 
         for (int k = k0; k < k0 + kc;) {
             int col = k % w->k_seg, len = min_int(w->k_seg - col, k0 + kc - k);
             size_t at = col_elem(w, k);
-            const float *src;
+            const ufloat *src; /* fp32 weights sit at any byte offset */
             if (r->deq) {
                 if (ahead != (size_t)-1) {
                     const uint8_t *p = block_at(w, r, ahead + at);
@@ -582,7 +623,7 @@ static void pack_b(const bump_wmat *w, const reader *r, int n0, int nv, int k0, 
                 const ufloat *base = (const ufloat *)w->base;
                 if (ahead != (size_t)-1)
                     for (int t = 0; t < len; t += 16) __builtin_prefetch(base + ahead + at + t);
-                src = (const float *)(base + re + at);
+                src = base + re + at;
             }
             float *dst = out + (size_t)(k - k0) * NR + j;
             for (int t = 0; t < len; t++) dst[t * NR] = src[t];
