@@ -34,7 +34,8 @@ enum bump_rope_type { BUMP_ROPE_DEFAULT = 0, BUMP_ROPE_LINEAR = 1, BUMP_ROPE_LLA
 enum bump_status {
     BUMP_OK = 0,
     BUMP_ERR_BLOB = 1,   /* the file or the tensor table is unusable, or the file changed */
-    BUMP_ERR_INPUT = 2,  /* a token id out of range, a sequence past the context, a bad start_pos */
+    BUMP_ERR_INPUT = 2,  /* a token id out of range, a sequence past the context, a bad start_pos;
+                            at open: BUMPCONV_KERNELS names no usable kernel level */
     BUMP_ERR_NOMEM = 3,
     BUMP_ERR_IO = 4      /* open/fstat/mmap failed */
 };

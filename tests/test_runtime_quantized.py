@@ -16,6 +16,7 @@ import pytest
 from bumpconv.blob.reader import open_blob
 from bumpconv.cli import main as cli_main
 from bumpconv.format.dtypes import DType
+from bumpconv.format.errors import KernelError
 from bumpconv.native.quant import dequantize
 from bumpconv.run.runtime import BumpModel
 
@@ -101,3 +102,19 @@ def test_an_unknown_activation_type_is_refused(blobs) -> None:
     qblob, _ = blobs("llama-quant", "q8_0")
     with pytest.raises(ValueError, match="activations must be one of fp32, int8"):
         BumpModel.open(qblob, activations="int4")
+
+
+def test_an_unusable_kernel_level_fails_open_by_name(blobs, monkeypatch, cli) -> None:
+    qblob, _ = blobs("llama-quant", "q8_0")
+    monkeypatch.setenv("BUMPCONV_KERNELS", "avx9000")
+    with pytest.raises(KernelError, match="BUMPCONV_KERNELS=avx9000: unknown kernel level"):
+        BumpModel.open(qblob)
+    r = cli("run", qblob, "--prompt", "hi", "-n", "1")
+    assert r.code != 0 and "BUMPCONV_KERNELS=avx9000" in r.err, r.err
+
+
+def test_the_model_reports_the_level_it_runs(blobs, monkeypatch) -> None:
+    qblob, _ = blobs("llama-quant", "q8_0")
+    monkeypatch.setenv("BUMPCONV_KERNELS", "portable")
+    with BumpModel.open(qblob) as m:
+        assert m.kernels.startswith("portable")

@@ -21,7 +21,8 @@ import numpy as np
 from ..blob.check import check_blob
 from ..blob.reader import BumpFile, open_blob
 from ..format.dtypes import DType
-from ..format.errors import BlobError, BumpError, ConfigError, LayoutError, RuntimeInputError
+from ..format.errors import (BlobError, BumpError, ConfigError, KernelError, LayoutError,
+                             RuntimeInputError)
 from ..format.profile import PlacedTensor
 from ..format.packing import matrix_view
 from ..format.spec import ModelSpec
@@ -127,6 +128,8 @@ class BumpModel:
             message = f"{path}: {ffi.string(err).decode(errors='replace')}"
             if rc == lib.BUMP_ERR_NOMEM:
                 raise MemoryError(message)
+            if rc == lib.BUMP_ERR_INPUT:  # at open: BUMPCONV_KERNELS names no usable level
+                raise KernelError(message)
             raise BlobError(message)
         return cls(ffi.gc(out[0], lib.bump_close), mod, spec, path)
 
