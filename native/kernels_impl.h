@@ -143,6 +143,17 @@ static inline float hsum(vfloat v)
 
 static inline int min_int(int a, int b) { return a < b ? a : b; }
 
+/* The block types at any byte offset (bump files do not align tensors; a block's fp16 scale
+ * would otherwise be a misaligned 2-byte access). */
+typedef block_q4_0 ublock_q4_0 __attribute__((aligned(1)));
+typedef block_q4_1 ublock_q4_1 __attribute__((aligned(1)));
+typedef block_q5_0 ublock_q5_0 __attribute__((aligned(1)));
+typedef block_q5_1 ublock_q5_1 __attribute__((aligned(1)));
+typedef block_q8_0 ublock_q8_0 __attribute__((aligned(1)));
+typedef block_q4_K ublock_q4_K __attribute__((aligned(1)));
+typedef block_q5_K ublock_q5_K __attribute__((aligned(1)));
+typedef block_q6_K ublock_q6_K __attribute__((aligned(1)));
+
 /* ---------------------------------------------------------------------------------------- */
 /* dequantization: nb blocks at src -> nb * block-elements floats at y (ggml's order of ops)  */
 
@@ -197,7 +208,7 @@ static inline __attribute__((always_inline)) void deq_q4_0_(const uint8_t *src, 
                                                             const float *xs, vfloat *acc)
 {
     size_t o = 0;
-    const block_q4_0 *x = (const block_q4_0 *)src;
+    const ublock_q4_0 *x = (const ublock_q4_0 *)src;
     for (int i = 0; i < nb; i++, o += QK4_0) {
         const vfloat d = splat(bump_fp16_to_fp32(x[i].d));
         for (int j = 0; j < QK4_0 / 2; j += VW) {
@@ -212,7 +223,7 @@ static inline __attribute__((always_inline)) void deq_q4_1_(const uint8_t *src, 
                                                             const float *xs, vfloat *acc)
 {
     size_t o = 0;
-    const block_q4_1 *x = (const block_q4_1 *)src;
+    const ublock_q4_1 *x = (const ublock_q4_1 *)src;
     for (int i = 0; i < nb; i++, o += QK4_1) {
         const vfloat d = splat(bump_fp16_to_fp32(x[i].d)), m = splat(bump_fp16_to_fp32(x[i].m));
         for (int j = 0; j < QK4_1 / 2; j += VW) {
@@ -237,7 +248,7 @@ static inline __attribute__((always_inline)) void deq_q5_0_(const uint8_t *src, 
                                                             const float *xs, vfloat *acc)
 {
     size_t o = 0;
-    const block_q5_0 *x = (const block_q5_0 *)src;
+    const ublock_q5_0 *x = (const ublock_q5_0 *)src;
     for (int i = 0; i < nb; i++, o += QK5_0) {
         const vfloat d = splat(bump_fp16_to_fp32(x[i].d));
         for (int j = 0; j < QK5_0 / 2; j += VW) {
@@ -254,7 +265,7 @@ static inline __attribute__((always_inline)) void deq_q5_1_(const uint8_t *src, 
                                                             const float *xs, vfloat *acc)
 {
     size_t o = 0;
-    const block_q5_1 *x = (const block_q5_1 *)src;
+    const ublock_q5_1 *x = (const ublock_q5_1 *)src;
     for (int i = 0; i < nb; i++, o += QK5_1) {
         const vfloat d = splat(bump_fp16_to_fp32(x[i].d)), m = splat(bump_fp16_to_fp32(x[i].m));
         for (int j = 0; j < QK5_1 / 2; j += VW) {
@@ -271,7 +282,7 @@ static inline __attribute__((always_inline)) void deq_q8_0_(const uint8_t *src, 
                                                             const float *xs, vfloat *acc)
 {
     size_t o = 0;
-    const block_q8_0 *x = (const block_q8_0 *)src;
+    const ublock_q8_0 *x = (const ublock_q8_0 *)src;
     for (int i = 0; i < nb; i++, o += QK8_0) {
         const vfloat d = splat(bump_fp16_to_fp32(x[i].d));
         for (int j = 0; j < QK8_0; j += VW) {
@@ -286,7 +297,7 @@ static inline __attribute__((always_inline)) void deq_q4_K_(const uint8_t *src, 
                                                             const float *xs, vfloat *acc)
 {
     size_t o = 0;
-    const block_q4_K *x = (const block_q4_K *)src;
+    const ublock_q4_K *x = (const ublock_q4_K *)src;
     for (int i = 0; i < nb; i++) {
         const uint8_t *q = x[i].qs;
         const float d = bump_fp16_to_fp32(x[i].d), min = bump_fp16_to_fp32(x[i].dmin);
@@ -309,7 +320,7 @@ static inline __attribute__((always_inline)) void deq_q5_K_(const uint8_t *src, 
                                                             const float *xs, vfloat *acc)
 {
     size_t o = 0;
-    const block_q5_K *x = (const block_q5_K *)src;
+    const ublock_q5_K *x = (const ublock_q5_K *)src;
     for (int i = 0; i < nb; i++) {
         const uint8_t *ql = x[i].qs, *qh = x[i].qh;
         const float d = bump_fp16_to_fp32(x[i].d), min = bump_fp16_to_fp32(x[i].dmin);
@@ -336,7 +347,7 @@ static inline __attribute__((always_inline)) void deq_q6_K_(const uint8_t *src, 
                                                             const float *xs, vfloat *acc)
 {
     size_t o = 0;
-    const block_q6_K *x = (const block_q6_K *)src;
+    const ublock_q6_K *x = (const ublock_q6_K *)src;
     for (int i = 0; i < nb; i++) {
         const float d = bump_fp16_to_fp32(x[i].d);
         const uint8_t *ql = x[i].ql, *qh = x[i].qh;

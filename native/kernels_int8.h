@@ -130,7 +130,9 @@ static inline v8f acc8(v8f acc, v8i s, float f)
 }
 
 /* The running sums of one row: acc (per-lane integer products times scales) and the min
- * terms (q4_1, q5_1, q4_K, q5_K), kept apart. */
+ * terms (q4_1, q5_1, q4_K, q5_K), kept apart. Each function works on local copies (a store
+ * through the pointer might alias the activations' float scales, so GCC would keep them in
+ * memory). */
 typedef struct {
     v8f acc;
     float mins;
@@ -139,29 +141,36 @@ typedef struct {
 /* One function per weight type: nb blocks at src against the activation blocks from x. */
 static void qdot_q8_0(const uint8_t *src, int nb, const xq8 *x, qsum *s)
 {
-    const block_q8_0 *w = (const block_q8_0 *)src;
+    v8f acc = s->acc;
+    const ublock_q8_0 *w = (const ublock_q8_0 *)src;
     for (int i = 0; i < nb; i++)
-        s->acc = acc8(s->acc, dot32((v32i8)load32((const uint8_t *)w[i].qs), x[i].qs),
-                      bump_fp16_to_fp32(w[i].d) * x[i].d);
+        acc = acc8(acc, dot32((v32i8)load32((const uint8_t *)w[i].qs), x[i].qs),
+                      bump_fp16_to_fp32(w[i].d) * x[i].d);    s->acc = acc;
 }
 
 static void qdot_q4_0(const uint8_t *src, int nb, const xq8 *x, qsum *s)
 {
-    const block_q4_0 *w = (const block_q4_0 *)src;
+    v8f acc = s->acc;
+    const ublock_q4_0 *w = (const ublock_q4_0 *)src;
     for (int i = 0; i < nb; i++) {
         const v32i8 t = (v32i8)nibbles32(w[i].qs) - 8;
-        s->acc = acc8(s->acc, dot32(t, x[i].qs), bump_fp16_to_fp32(w[i].d) * x[i].d);
+        acc = acc8(acc, dot32(t, x[i].qs), bump_fp16_to_fp32(w[i].d) * x[i].d);
     }
+    s->acc = acc;
 }
 
 static void qdot_q4_1(const uint8_t *src, int nb, const xq8 *x, qsum *s)
 {
-    const block_q4_1 *w = (const block_q4_1 *)src;
+    v8f acc = s->acc;
+    float mins = s->mins;
+    const ublock_q4_1 *w = (const ublock_q4_1 *)src;
     for (int i = 0; i < nb; i++) {
         const v32i8 t = (v32i8)nibbles32(w[i].qs);
-        s->acc = acc8(s->acc, dot32(t, x[i].qs), bump_fp16_to_fp32(w[i].d) * x[i].d);
-        s->mins += bump_fp16_to_fp32(w[i].m) * x[i].d * (float)x[i].sum;
+        acc = acc8(acc, dot32(t, x[i].qs), bump_fp16_to_fp32(w[i].d) * x[i].d);
+        mins += bump_fp16_to_fp32(w[i].m) * x[i].d * (float)x[i].sum;
     }
+    s->acc = acc;
+    s->mins = mins;
 }
 
 /* q5_0/q5_1 values 0..31 (before the q5_0 offset) of one block. */
@@ -172,42 +181,52 @@ static inline v32i8 unpack_q5(const uint8_t *qs, const uint8_t qh[4])
 
 static void qdot_q5_0(const uint8_t *src, int nb, const xq8 *x, qsum *s)
 {
-    const block_q5_0 *w = (const block_q5_0 *)src;
+    v8f acc = s->acc;
+    const ublock_q5_0 *w = (const ublock_q5_0 *)src;
     for (int i = 0; i < nb; i++) {
         const v32i8 t = unpack_q5(w[i].qs, w[i].qh) - 16;
-        s->acc = acc8(s->acc, dot32(t, x[i].qs), bump_fp16_to_fp32(w[i].d) * x[i].d);
+        acc = acc8(acc, dot32(t, x[i].qs), bump_fp16_to_fp32(w[i].d) * x[i].d);
     }
+    s->acc = acc;
 }
 
 static void qdot_q5_1(const uint8_t *src, int nb, const xq8 *x, qsum *s)
 {
-    const block_q5_1 *w = (const block_q5_1 *)src;
+    v8f acc = s->acc;
+    float mins = s->mins;
+    const ublock_q5_1 *w = (const ublock_q5_1 *)src;
     for (int i = 0; i < nb; i++) {
         const v32i8 t = unpack_q5(w[i].qs, w[i].qh);
-        s->acc = acc8(s->acc, dot32(t, x[i].qs), bump_fp16_to_fp32(w[i].d) * x[i].d);
-        s->mins += bump_fp16_to_fp32(w[i].m) * x[i].d * (float)x[i].sum;
+        acc = acc8(acc, dot32(t, x[i].qs), bump_fp16_to_fp32(w[i].d) * x[i].d);
+        mins += bump_fp16_to_fp32(w[i].m) * x[i].d * (float)x[i].sum;
     }
+    s->acc = acc;
+    s->mins = mins;
 }
 
 /* q4_K and q5_K: sub-block c (32 values) is the low (c even) or high nibbles of
  * qs[32 * (c / 2) ..], plus bit c of qh[l] as 16 for q5_K. */
-static void qdot_k45(const uint8_t *scales, const uint8_t *qs, const uint8_t *qh, float d,
-                     float dmin, const xq8 *x, qsum *s)
+static inline void qdot_k45(const uint8_t *scales, const uint8_t *qs, const uint8_t *qh, float d,
+                            float dmin, const xq8 *x, qsum *s)
 {
+    v8f acc = s->acc;
+    float mins = s->mins;
     const v32u8 high = qh ? load32(qh) : (v32u8){0};
     for (int c = 0; c < QK_K / 32; c++) {
         uint8_t sc, m;
         bump_scale_min_k4(c, scales, &sc, &m);
         const v32u8 q = load32(qs + 32 * (c / 2));
         const v32i8 t = (v32i8)((c % 2 ? q >> 4 : q & 0x0f) | (((high >> c) & 1) << 4));
-        s->acc = acc8(s->acc, dot32(t, x[c].qs), d * sc * x[c].d);
-        s->mins -= dmin * m * x[c].d * (float)x[c].sum;
+        acc = acc8(acc, dot32(t, x[c].qs), d * sc * x[c].d);
+        mins -= dmin * m * x[c].d * (float)x[c].sum;
     }
+    s->acc = acc;
+    s->mins = mins;
 }
 
 static void qdot_q4_K(const uint8_t *src, int nb, const xq8 *x, qsum *s)
 {
-    const block_q4_K *w = (const block_q4_K *)src;
+    const ublock_q4_K *w = (const ublock_q4_K *)src;
     for (int i = 0; i < nb; i++, x += QK_K / XB)
         qdot_k45(w[i].scales, w[i].qs, NULL, bump_fp16_to_fp32(w[i].d),
                  bump_fp16_to_fp32(w[i].dmin), x, s);
@@ -215,7 +234,7 @@ static void qdot_q4_K(const uint8_t *src, int nb, const xq8 *x, qsum *s)
 
 static void qdot_q5_K(const uint8_t *src, int nb, const xq8 *x, qsum *s)
 {
-    const block_q5_K *w = (const block_q5_K *)src;
+    const ublock_q5_K *w = (const ublock_q5_K *)src;
     for (int i = 0; i < nb; i++, x += QK_K / XB)
         qdot_k45(w[i].scales, w[i].qs, w[i].qh, bump_fp16_to_fp32(w[i].d),
                  bump_fp16_to_fp32(w[i].dmin), x, s);
@@ -225,7 +244,8 @@ static void qdot_q5_K(const uint8_t *src, int nb, const xq8 *x, qsum *s)
  * bits 2p of qh[32h + l], and scales sc[8h + 2p] (values 0-15), sc[8h + 2p + 1] (16-31). */
 static void qdot_q6_K(const uint8_t *src, int nb, const xq8 *x, qsum *s)
 {
-    const block_q6_K *w = (const block_q6_K *)src;
+    v8f acc = s->acc;
+    const ublock_q6_K *w = (const ublock_q6_K *)src;
     for (int i = 0; i < nb; i++) {
         const float d = bump_fp16_to_fp32(w[i].d);
         for (int c = 0; c < QK_K / 32; c++, x++) {
@@ -236,9 +256,10 @@ static void qdot_q6_K(const uint8_t *src, int nb, const xq8 *x, qsum *s)
                             - 32;
             const int32_t s0 = w[i].scales[8 * h + 2 * p], s1 = w[i].scales[8 * h + 2 * p + 1];
             const v8i sc = {s0, s0, s0, s0, s1, s1, s1, s1};
-            s->acc = acc8(s->acc, dot32(t, x->qs) * sc, d * x->d);
+            acc = acc8(acc, dot32(t, x->qs) * sc, d * x->d);
         }
     }
+    s->acc = acc;
 }
 
 typedef void (*qdot_fn)(const uint8_t *src, int nb, const xq8 *x, qsum *s);

@@ -38,6 +38,14 @@ def packed(dtype: DType, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q, gguf_dequantize(q, GGMLQuantizationType[dtype.name]).reshape(rows.shape)
 
 
+def misaligned(data: np.ndarray) -> np.ndarray:
+    """The same bytes at an odd address: bump files place tensors at any byte offset (the
+    sanitizer run, which runs this file, catches a misaligned typed access)."""
+    buf = np.empty(data.nbytes + 1, np.uint8)
+    buf[1:] = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    return buf[1:]
+
+
 def int8_round_trip(x: np.ndarray) -> np.ndarray:
     """What the int8-activation path multiplies by: x [M, K] quantized per block of 32 (d =
     max|x| / 127 in fp32, q = round-half-even(x / d)) and back, as native/kernels_int8.h does."""
@@ -94,7 +102,8 @@ def test_products_equal_numpy_on_the_dequantized_weights(level: str, dtype: DTyp
     W = flat[index].astype(np.float64)
     for M in (1, 5, 20):
         x = rng.standard_normal((M, K)).astype(np.float32)
-        got = matmul(dtype, data, flat.size, view, N, K, x, threads=2, activations=activations)
+        got = matmul(dtype, misaligned(data), flat.size, view, N, K, x, threads=2,
+                     activations=activations)
         xr = x.astype(np.float64)
         if activations == "int8" and M == 1 and dtype != DType.FP32:
             xr = int8_round_trip(x)
