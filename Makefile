@@ -11,7 +11,7 @@ DUMP   ?= 0
 PROMPT ?= The capital of France is
 
 .PHONY: install test test-fast demo native asan-test fixtures parity layer-diff context-sweep bench peer schemas clean \
-        corpus eval
+        corpus eval demo-gguf
 
 # A fresh clone: create the venv and install the package (which builds the C runtime).
 $(VENV)/.installed: pyproject.toml requirements-dev.txt $(wildcard setup.py native/*.c native/*.h native/*.py)
@@ -48,6 +48,32 @@ demo: $(BLOB)
 	$(BIN)/bumpconv verify $(BLOB) --against $(SMOL)
 	$(BIN)/bumpconv run $(BLOB) --prompt "$(PROMPT)" -n 20
 	$(BIN)/bumpconv parity $(SMOL) $(BLOB)
+
+# GGUF sources (docs/gguf.md). SmolLM2's own Q4_1 file: its blocks kept (inspect, verify block
+# for block), then dequantized for the fp32 runtime (run, parity against transformers' GGUF
+# loader). Then llama.cpp's converter's files of the fp32 fixture (GGUF_TYPES; a K-quant only
+# when a `make peer` build has llama-quantize), each kept where possible and passed through parity.
+GGUF_Q41   := $(CACHE)/smollm2-gguf/SmolLM2-135M-Instruct.Q4_1.gguf
+GGUF_DEMO  := $(CACHE)/demo/gguf
+GGUF_TYPES ?= f32 q8_0 q4_k_m
+demo-gguf: install
+	$(BIN)/python tools/fixtures.py smollm2 --cache $(CACHE)
+	mkdir -p $(GGUF_DEMO)
+	$(BIN)/bumpconv convert $(GGUF_Q41) $(GGUF_DEMO)/q4_1-keep.bump --force --quiet
+	$(BIN)/bumpconv inspect $(GGUF_DEMO)/q4_1-keep.bump --check --summary
+	$(BIN)/bumpconv verify $(GGUF_DEMO)/q4_1-keep.bump --against $(GGUF_Q41)
+	$(BIN)/bumpconv convert $(GGUF_Q41) $(GGUF_DEMO)/q4_1-f32.bump --quant f32 --force --quiet
+	$(BIN)/bumpconv verify $(GGUF_DEMO)/q4_1-f32.bump --against $(GGUF_Q41)
+	$(BIN)/bumpconv run $(GGUF_DEMO)/q4_1-f32.bump --prompt "$(PROMPT)" -n 20
+	$(BIN)/bumpconv parity $(GGUF_Q41) $(GGUF_DEMO)/q4_1-f32.bump
+	for t in $(GGUF_TYPES); do \
+	  g=$$($(BIN)/python tools/gguf_fixtures.py smollm2 --types $$t --cache $(CACHE)); \
+	  case "$$g" in \#*) echo "$$g"; continue;; esac; \
+	  $(BIN)/bumpconv convert $$g $(GGUF_DEMO)/$$t-keep.bump --force --quiet \
+	    && $(BIN)/bumpconv verify $(GGUF_DEMO)/$$t-keep.bump --against $$g; \
+	  $(BIN)/bumpconv convert $$g $(GGUF_DEMO)/$$t-f32.bump --quant f32 --force --quiet || exit 1; \
+	  $(BIN)/bumpconv parity $$g $(GGUF_DEMO)/$$t-f32.bump | tail -1 || exit 1; \
+	done
 
 native:
 	$(MAKE) -C native

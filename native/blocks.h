@@ -13,6 +13,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
 
 typedef uint16_t ggml_half;
 
@@ -75,6 +78,9 @@ _Static_assert(sizeof(block_q8_K) == 292, "block_q8_K");
  * scale of every block type is decoded by this one function. */
 static inline float bump_fp16_to_fp32(ggml_half h)
 {
+#if defined(__F16C__)
+    return _cvtsh_ss(h); /* the same exact conversion in one instruction (quiet NaNs too) */
+#else
     const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     const uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
     uint32_t bits;
@@ -89,6 +95,7 @@ static inline float bump_fp16_to_fp32(ggml_half h)
         bits = sign | ((e + 112u) << 23) | (m << 13);
     memcpy(&f, &bits, sizeof f);
     return f;
+#endif
 }
 
 /* The 6-bit scale and min of sub-block j of a q4_K / q5_K block (ggml's get_scale_min_k4). */

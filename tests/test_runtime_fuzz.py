@@ -3,7 +3,7 @@ from a fixed seed. Every case must end in success or a BumpError - never another
 traceback for a user), a crash or a hang. The runtime tests also run against the ASan + UBSan
 build (``make asan-test``), so there this is a sanitizer fuzz of the reader and the C runtime.
 
-``BUMPCONV_FUZZ_CASES`` sets the number of cases per base file (default 1000; three base files).
+``BUMPCONV_FUZZ_CASES`` sets the number of cases per base file (default 1000; four base files).
 """
 
 from __future__ import annotations
@@ -92,18 +92,21 @@ def fuzz(cases: Iterator[tuple[str, bytes]], target: Path,
     return outcomes
 
 
-@pytest.mark.parametrize("profile", ["bumpwgt5", "bumpwgt3"])
-def test_damaged_blobs_are_refused_or_run_never_crash(profile: str, synthetic, scratch: Path,
-                                                      capsys) -> None:
-    name = "qwen3" if profile == "bumpwgt5" else "qwen2"  # norms, untied head / biases, v3
+@pytest.mark.parametrize("profile, name, extra", [
+    ("bumpwgt5", "qwen3", []),                          # q/k norms, untied head
+    ("bumpwgt3", "qwen2", []),                          # biases, the v3 layout
+    ("engine-v7", "llama-quant", ["--quant", "q4_k_m"]),  # ggml blocks of four types
+], ids=["bumpwgt5", "bumpwgt3", "engine-v7-q4_k_m"])
+def test_damaged_blobs_are_refused_or_run_never_crash(profile: str, name: str, extra: list[str],
+                                                      synthetic, scratch: Path, capsys) -> None:
     src = synthetic(name)
-    base = convert(src, scratch / "base.bump", profile)
+    base = convert(src, scratch / "base.bump", profile, extra)
     config = src / "config.json" if profile == "bumpwgt3" else None
     rng = np.random.default_rng(SEED + len(profile))
     outcomes = fuzz(mutations(base.read_bytes(), rng, CASES), scratch / "case.bump",
                     lambda p: run_blob(p, config))
     with capsys.disabled():
-        print(f"\nfuzz {profile}: {CASES} cases: {dict(outcomes)}")
+        print(f"\nfuzz {profile} {' '.join(extra)}: {CASES} cases: {dict(outcomes)}")
     assert sum(outcomes.values()) == CASES and outcomes["refused"] > 0
 
 

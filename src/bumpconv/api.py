@@ -26,8 +26,10 @@ def convert(src: str | Path, out: str | Path, *, profile: str = DEFAULT_PROFILE,
             context: int | None = None, quant: str | None = None, force: bool = False,
             engine_sidecars: bool | None = None) -> WriteResult:
     """Convert a Hugging Face checkpoint (a directory, or a repo id already in the local HF
-    cache) to a bump blob, atomically: ``out`` appears only when complete. ``quant`` names a
-    quantization policy (``"q8_0"``, ``"q4_k_m"``, ...; schemas/quant.policy.json). The
+    cache) or a GGUF file to a bump blob, atomically: ``out`` appears only when complete.
+    ``quant`` names a quantization policy (``"q8_0"``, ``"q4_k_m"``, ...;
+    schemas/quant.policy.json), ``"f32"``, or for a GGUF ``"keep"`` (its default: its own
+    blocks; docs/gguf.md). The
     engine-v7 profile also writes the engine's sidecars beside ``out`` (``engine_sidecars``
     overrides that).
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..conversion.plan import plan_conversion
+from ..conversion.plan import F32, KEEP, plan_conversion
+from ..conversion.gguf_source import GGUFSource
 from ..conversion.source import Source
 from ..conversion.tokenizer_section import TOKENIZER_JSON
 from ..files.jsonfile import load_json
@@ -43,7 +44,7 @@ def verify_against(bf: BumpFile, source: Source) -> VerifyResult:
     ``source`` must be opened with its tokenizer when the blob's profile carries one."""
     section = bf.metadata.bumpconv.quantization if bf.metadata is not None else None
     plan = plan_conversion(source, bf.profile.profile, context=bf.dims["T"],
-                           quant=section.policy if section is not None else None)
+                           quant=section.policy if section is not None else F32)
     if len(plan.tensors) != len(bf.tensors):
         raise VerifyError(f"{bf.path}: has {len(bf.tensors)} tensors but {source.root} needs "
                           f"{len(plan.tensors)} in the {bf.profile.profile} layout")
@@ -62,7 +63,7 @@ def verify_against(bf: BumpFile, source: Source) -> VerifyResult:
             raise VerifyError(f"{bf.path}: tensor {got.name!r} is {got.dtype.label} but the "
                               f"source's plan makes it {want.dtype.label}")
         if got.dtype != DType.FP32:
-            elements += _compare_blocks(bf, got, source)
+            elements += _compare_blocks(bf, got, source, plan.quant == KEEP)
             continue
         packed = bf.array(got.name)
         where = first_nonzero_padding(want.slot, packed)
@@ -76,12 +77,15 @@ def verify_against(bf: BumpFile, source: Source) -> VerifyResult:
     return VerifyResult(len(plan.tensors), len(source.tensors), elements, bool(vocab))
 
 
-def _compare_blocks(bf: BumpFile, got: PlacedTensor, source: Source) -> int:
+def _compare_blocks(bf: BumpFile, got: PlacedTensor, source: Source, kept: bool) -> int:
     """A quantized tensor is the source, packed and quantized again, block for block (the
-    quantizer is ggml's reference, deterministic)."""
+    quantizer is ggml's reference, deterministic); a kept GGUF tensor is the GGUF's blocks."""
     slot = got.slot
-    packed = pack(slot, [source.read_all(n) for n in slot.sources])
-    want = quantize(packed.reshape(-1, slot.shape[-1]), got.dtype).tobytes()
+    if kept:
+        want = source.kept_rows(slot, got.dtype).tobytes()
+    else:
+        packed = pack(slot, [source.read_all(n) for n in slot.sources])
+        want = quantize(packed.reshape(-1, slot.shape[-1]), got.dtype).tobytes()
     have = bf.tensor_bytes(got.name)
     if have != want:
         block = got.dtype.block.nbytes
@@ -109,8 +113,12 @@ def _verify_tokenizer(bf: BumpFile, source: Source, vocab: dict[str, bytes]) -> 
         arrays = VocabArrays.from_bytes(*(vocab[n] for n in ARRAY_NAMES))
     except BumpError as exc:
         raise VerifyError(f"{bf.path}: {exc}") from None
-    path = source.root / TOKENIZER_JSON
-    if rebuild_tokenizer_json(arrays, section.record) != load_json(path, VerifyError):
+    if isinstance(source, GGUFSource):
+        path, doc = source.path, source.tokenizer_document()
+    else:
+        path = source.root / TOKENIZER_JSON
+        doc = load_json(path, VerifyError)
+    if rebuild_tokenizer_json(arrays, section.record) != doc:
         raise VerifyError(f"{bf.path}: its tokenizer arrays and record do not rebuild {path}")
 
 

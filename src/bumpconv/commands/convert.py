@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 from ..conversion.convert import convert_checkpoint
-from ..conversion.plan import plan_conversion
+from ..conversion.plan import F32, KEEP, plan_conversion
 from ..conversion.report import format_plan
 from ..conversion.source import open_source
 from ..format.profile import DEFAULT_PROFILE, PROFILES, load_profile
@@ -19,18 +19,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="convert a HF checkpoint to a .bump blob",
                        description="Convert a Hugging Face checkpoint (a directory, or a repo id "
                                    "already in the local HF cache) to a bump blob.")
-    p.add_argument("src", help="model directory or cached repo id (org/name)")
+    p.add_argument("src", help="model directory, cached repo id (org/name) or .gguf file")
     p.add_argument("out", type=Path, help="output .bump file")
     p.add_argument("--profile", "--format", dest="profile", default=DEFAULT_PROFILE,
                    choices=PROFILES, help=f"layout profile to write (default: {DEFAULT_PROFILE}; "
                                           "--format is the old name)")
     p.add_argument("--context", type=int, metavar="N",
                    help="context length to record (and pos_emb rows for bumpwgt3)")
-    p.add_argument("--quant", choices=quant_names(), metavar="NAME",
+    p.add_argument("--quant", choices=(KEEP, F32, *quant_names()), metavar="NAME",
                    help="quantize the matrices: a single type (" + ", ".join(
                        n for n in quant_names() if not n.endswith("_m")) + ") or a llama.cpp "
                         "mix (" + ", ".join(n for n in quant_names() if n.endswith("_m")) +
-                        "); norms and biases stay fp32 (schemas/quant.policy.json)")
+                        "); norms and biases stay fp32 (schemas/quant.policy.json). A GGUF "
+                        "source: 'keep' (its default) passes its quantized blocks through, "
+                        "'f32' dequantizes, a policy name re-quantizes (docs/gguf.md)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan and output size without reading tensor data")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")

@@ -9,13 +9,15 @@ from pathlib import Path
 from ..blob.check import check_blob
 from ..blob.describe import blob_summary, format_blob
 from ..blob.reader import open_blob
+from ..conversion.gguf_report import format_gguf, gguf_summary
+from ..conversion.gguf_source import is_gguf, open_gguf
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inspect", help="describe a .bump blob and check its integrity",
                        description="Identify a bump blob (bumpconv- or engine-written "
                                    "BUMPWGT3/4/5), list its tensors, and optionally verify it.")
-    p.add_argument("file", type=Path, help=".bump file")
+    p.add_argument("file", type=Path, help=".bump file, or a .gguf source to describe")
     p.add_argument("--check", "--verify", dest="check", action="store_true",
                    help="recompute every checksum and hash, check padding; exit 1 on failure "
                         "(--verify is the old name)")
@@ -27,6 +29,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if is_gguf(str(args.file)):  # a source, not a blob: what bumpconv reads from it
+        with open_gguf(str(args.file), with_tokenizer=True) as source:
+            summary = gguf_summary(source)
+            print(json.dumps(summary, indent=2) if args.json
+                  else format_gguf(source, summary, tensors=not args.summary))
+        return 0
     with open_blob(args.file, config=args.config) as bf:
         report = check_blob(bf) if args.check else None
         summary = blob_summary(bf, report)

@@ -32,7 +32,6 @@ import numpy as np
 
 from ..blob.reader import BumpFile, open_blob
 from ..files.atomic import atomic_output
-from ..files.checkpoint import load_spec, resolve_source_dir
 from ..format.dtypes import DType
 from ..format.errors import ParityError
 from ..format.spec import ModelSpec
@@ -41,7 +40,8 @@ from ..run.runtime import BumpModel
 from .dequantized import load_blob_weights
 from .metrics import (ContextSweep, LogitsCheck, Thresholds, compare_logits, layer_sweep,
                       output_diff, stage_diff)
-from .reference import PromptTokens, Reference, tokenize_prompts
+from ..conversion.plan import KEEP
+from .reference import PromptTokens, Reference, source_root, source_spec, tokenize_prompts
 from .report import ParityReport
 
 #: Spec fields that must agree before any forward pass: they fix every tensor's shape.
@@ -160,7 +160,9 @@ def _reference_for(bf: BumpFile, root: Path, threads: int | None
     fp32 thresholds) and not the quantization (that is ``bumpconv eval``'s job)."""
     quantized = sorted({t.dtype.label for t in bf.tensors
                         if t.slot.content == "weights" and t.dtype != DType.FP32})
-    if not quantized:
+    section = bf.metadata.bumpconv.quantization if bf.metadata is not None else None
+    if not quantized or (section is not None and section.policy == KEEP):
+        # kept GGUF blocks: transformers' GGUF model already holds exactly their values
         return Reference.load(str(root), threads), []
     reference = Reference.load(str(root), threads)
     load_blob_weights(reference.model, bf)
@@ -173,8 +175,8 @@ def run_parity(src: str, blob: Path, options: ParityOptions,
     """Check ``blob`` against ``src`` end to end. Everything that can be refused - missing
     files, different dimensions, a bad layer or context, prompts that do not tokenize - is
     refused before the model is loaded. ``reference`` reuses an already loaded source."""
-    root, _, _ = resolve_source_dir(src)
-    src_spec = load_spec(root / "config.json")
+    root = source_root(src)
+    src_spec = source_spec(root)
     # the blob's own settings when it records them; else (BUMPWGT3/4) the source's config.json
     # supplies them, which needs a second parse of the header for those files only
     with open_blob(blob) as bf:

@@ -36,6 +36,7 @@ This module imports torch and transformers lazily: the converter never needs the
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -50,6 +51,7 @@ from ..files.checkpoint import resolve_source_dir
 from ..format.errors import ConfigError, ReferenceSetupError
 from ..format.spec import ModelSpec
 from ..files.checkpoint import load_spec
+from ..conversion.gguf_source import is_gguf, open_gguf
 from ..format.stages import FINAL_NORM, STAGES, stages_for
 from ..run.tokenizer import encode_text, load_tokenizer
 
@@ -78,8 +80,17 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"
 
 
 def source_root(src: str) -> Path:
-    """The checkpoint directory of ``src`` (a directory or a cached repo id)."""
-    return resolve_source_dir(src)[0]
+    """The checkpoint directory of ``src`` (a directory or a cached repo id); a GGUF source is
+    its file, which :meth:`Reference.load` and :func:`source_spec` accept as such."""
+    return Path(src) if is_gguf(src) else resolve_source_dir(src)[0]
+
+
+def source_spec(root: Path) -> ModelSpec:
+    """The spec of a :func:`source_root`: its config.json, or a GGUF file's keys."""
+    if is_gguf(str(root)):
+        with open_gguf(str(root)) as gguf:
+            return gguf.spec
+    return load_spec(root / "config.json")
 
 
 @dataclass(frozen=True)
@@ -113,21 +124,30 @@ def tokenize_prompts(root: Path, texts: Sequence[str] | None, vocab_size: int,
     what ``bumpconv run`` would feed the C runtime: ``runtime_side`` (the tokenizer the blob
     carries), else the source's tokenizer.json. Without any tokenizer files, default prompts
     become fixed synthetic ids; explicit texts then are an error, since they cannot be
-    tokenized.
+    tokenized. A GGUF's tokenizer is its ``tokenizer.ggml.*`` keys, read by transformers' GGUF
+    loader on the reference side.
     """
-    if not any((root / name).exists() for name in _TOKENIZER_FILES):
+    gguf_doc = None
+    if root.is_file():
+        with open_gguf(str(root)) as source:
+            gguf_doc = source.tokenizer_document() if source.has_tokenizer else None
+    if gguf_doc is None and not any((root / name).exists() for name in _TOKENIZER_FILES):
         if texts is not None:
             raise ConfigError(f"{root}: has no tokenizer, so --prompt cannot be tokenized")
         rng = np.random.default_rng(SYNTHETIC_SEED)
         return [PromptTokens(None, tuple(int(i) for i in rng.integers(0, vocab_size, n)), None)
                 for n in SYNTHETIC_LENGTHS]
-    if not (root / "tokenizer.json").is_file():
+    if gguf_doc is None and not (root / "tokenizer.json").is_file():
         raise ConfigError(f"{root}: has tokenizer files but no tokenizer.json, which the runtime "
                           "side tokenizes with")
+    if runtime_side is None and gguf_doc is not None:
+        from tokenizers import Tokenizer
+        runtime_side = Tokenizer.from_str(json.dumps(gguf_doc))
     if runtime_side is None:
         runtime_side = load_tokenizer(root / "tokenizer.json")
     _, transformers = _import_reference_libs()
-    hf = transformers.AutoTokenizer.from_pretrained(root)
+    hf = (transformers.AutoTokenizer.from_pretrained(root) if gguf_doc is None else
+          transformers.AutoTokenizer.from_pretrained(root.parent, gguf_file=root.name))
     out = []
     for text in DEFAULT_PROMPTS if texts is None else texts:
         if not text:
@@ -220,16 +240,24 @@ class Reference:
         blob's exact fp32 copies. A checkpoint missing a weight is refused: transformers would
         silently initialise it at random and the reference would be meaningless.
         """
-        root, _, _ = resolve_source_dir(src)
-        spec = load_spec(root / "config.json")
+        root = source_root(src)
+        spec = source_spec(root)
         torch, transformers = _import_reference_libs()
         if threads:
             torch.set_num_threads(threads)
         _register_tap(transformers)
         transformers.utils.logging.disable_progress_bar()
-        model, info = transformers.AutoModelForCausalLM.from_pretrained(
-            root, dtype=torch.float32, attn_implementation=TAP_ATTENTION,
-            output_loading_info=True)
+        # a GGUF: transformers dequantizes it and undoes llama.cpp's Q/K permutation itself
+        where = {"gguf_file": root.name} if root.is_file() else {}
+        try:
+            model, info = transformers.AutoModelForCausalLM.from_pretrained(
+                root.parent if where else root, **where, dtype=torch.float32,
+                attn_implementation=TAP_ATTENTION, output_loading_info=True)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            if not where:
+                raise
+            raise ReferenceSetupError(f"{root}: transformers' GGUF loader cannot load it ("
+                                      f"{str(exc).splitlines()[0]})") from None
         missing = sorted(info.get("missing_keys") or ())
         if missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""

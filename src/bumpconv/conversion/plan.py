@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
@@ -24,7 +25,11 @@ from ..format.vocab import VocabCounts
 
 if TYPE_CHECKING:
     from .source import Source
+from .gguf_source import GGUFSource
 from .safetensors_file import CONVERTIBLE_DTYPES, TensorInfo
+
+#: ``--quant`` words beside the policy names: keep a GGUF's own blocks; plain fp32.
+KEEP, F32 = "keep", "f32"
 
 @dataclass(frozen=True)
 class Plan:
@@ -77,11 +82,13 @@ class Plan:
 
 def make_plan(spec: ModelSpec, source_tensors: dict[str, TensorInfo], profile_name: str,
               context: int | None = None, vocab: VocabCounts | None = None,
-              quant: str | None = None) -> Plan:
+              quant: str | None = None,
+              keep: Callable[[TensorSlot], DType] | None = None) -> Plan:
     """Plan a conversion and check the source against it: every expected tensor must exist
     with the shape the config implies, and every source tensor must be consumed. ``vocab``:
     the source's tokenizer arrays, for a profile that carries them; ``quant``: a quantization
-    policy's name (schemas/quant.policy.json)."""
+    policy's name (schemas/quant.policy.json), ``"f32"`` for none, or ``"keep"``: each tensor
+    the dtype ``keep`` gives it (a GGUF source's own blocks; see :mod:`.gguf_source`)."""
     spec = spec.with_context(context)
     profile = load_profile(profile_name)
     dims, flags = spec.dims(vocab), spec.flags(tokenizer=vocab is not None)
@@ -93,11 +100,20 @@ def make_plan(spec: ModelSpec, source_tensors: dict[str, TensorInfo], profile_na
                           f"source tensors in the {profile_name} layout, but the checkpoint "
                           f"has {len(source_tensors):,}")
     dtype_of = None
+    if quant == F32:
+        quant = None
+    if quant == KEEP:
+        if keep is None:
+            raise LayoutError("--quant keep: only a GGUF source has quantized blocks to keep; "
+                              "a checkpoint converts to fp32 (no --quant) or --quant TYPE")
+        dtype_of = keep
+        if all(dtype_of(t.slot) == t.slot.dtype for t in place_tensors(profile, dims, flags)):
+            quant, dtype_of = None, None  # nothing quantized to keep: a plain fp32 blob
     if quant is not None:
         if profile.dtype_enum != "current":
             raise LayoutError(f"{profile_name}: its dtype table has only fp32 and a stale q4_k "
                               "code; quantized blobs need another profile (engine-v7, bumpwgt5)")
-        dtype_of = partial(_policy_dtype, quant, spec)
+        dtype_of = dtype_of or partial(_policy_dtype, quant, spec)
     tensors = place_tensors(profile, dims, flags, dtype_of=dtype_of)
     used: set[str] = set()
     for t in tensors:
@@ -150,9 +166,12 @@ def _check_source(slot: TensorSlot, name: str, source_tensors: dict[str, TensorI
                           f"supported: {', '.join(CONVERTIBLE_DTYPES)}")
 
 
-def plan_conversion(source: "Source", profile_name: str, context: int | None = None,
+def plan_conversion(source: "Source | GGUFSource", profile_name: str, context: int | None = None,
                     quant: str | None = None) -> Plan:
     """The plan of converting ``source`` (opened with its tokenizer when the profile carries
     one: see :func:`bumpconv.conversion.source.open_source`)."""
     vocab = source.tokenizer[0].counts if source.tokenizer is not None else None
-    return make_plan(source.spec, source.tensors, profile_name, context, vocab, quant)
+    keep = source.kept_dtype if isinstance(source, GGUFSource) else None
+    if keep is not None and quant is None:
+        quant = KEEP  # a GGUF's default: its own blocks where the blob can hold them
+    return make_plan(source.spec, source.tensors, profile_name, context, vocab, quant, keep)

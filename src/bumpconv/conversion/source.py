@@ -23,6 +23,7 @@ from ..format.errors import SourceError
 from ..format.spec import ModelSpec
 from ..format.tokenizer_meta import TokenizerMeta
 from ..format.vocab import VocabArrays
+from .gguf_source import GGUFSource, is_gguf, open_gguf
 from .safetensors_file import TensorInfo, read_as_f32, read_header, read_raw
 from .tokenizer_section import TOKENIZER_JSON, build_tokenizer_section, tokenizer_files
 
@@ -163,9 +164,12 @@ def _weight_files(root: Path) -> tuple[list[Path], dict[str, str] | None]:
     raise SourceError(f"{root}: no .safetensors weights found")
 
 
-def open_source(src: str, with_tokenizer: bool = False) -> Source:
+def open_source(src: str, with_tokenizer: bool = False) -> "Source | GGUFSource":
     """Resolve ``src``, read its config, and validate every weight file's header; with
-    ``with_tokenizer``, also build the tokenizer's arrays and record when it has a tokenizer."""
+    ``with_tokenizer``, also build the tokenizer's arrays and record when it has a tokenizer.
+    A GGUF file (by suffix or magic) opens as a :class:`.gguf_source.GGUFSource`."""
+    if is_gguf(src):
+        return open_gguf(src, with_tokenizer)
     root, repo_id, commit = resolve_source_dir(src)
     spec = load_spec(root / "config.json")
     files, weight_map = _weight_files(root)

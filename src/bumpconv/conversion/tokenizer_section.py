@@ -52,26 +52,37 @@ def build_tokenizer_section(checkpoint: Path,
     arrays get exactly that many strings.
     """
     doc = _read_json(checkpoint / TOKENIZER_JSON, required=True)
-    check_supported(doc, TOKENIZER_JSON)
     model_cfg = _read_json(checkpoint / MODEL_CONFIG, required=vocab_size is None) or {}
     if vocab_size is None:
         vocab_size = _vocab_size(model_cfg)
+    template = checkpoint / CHAT_TEMPLATE
+    return section_from_documents(
+        doc, vocab_size, model_cfg, _read_json(checkpoint / TOKENIZER_CONFIG, required=False),
+        _read_json(checkpoint / SPECIAL_TOKENS_MAP, required=False),
+        _read_json(checkpoint / GENERATION_CONFIG, required=False) or {}, _read_text(template),
+        str(checkpoint / TOKENIZER_JSON))
+
+
+def section_from_documents(doc: dict[str, Any], vocab_size: int, model_cfg: dict[str, Any],
+                           tok_cfg: dict[str, Any] | None, special_map: dict[str, Any] | None,
+                           gen_cfg: dict[str, Any], template: str | None,
+                           where: str) -> tuple[VocabArrays, TokenizerMeta]:
+    """The arrays and record from a tokenizer's documents, however they were obtained (a
+    checkpoint's files, or built from a GGUF's keys: :mod:`.gguf_tokenizer`)."""
+    check_supported(doc, TOKENIZER_JSON)
     rest, vocab, merges = split_tokenizer_json(doc)
 
     by_id = _strings_by_id(vocab, rest.get("added_tokens") or [], vocab_size)
     index = {s: i for i, s in enumerate(by_id)}
     arrays = VocabArrays(strings=tuple(by_id), merges=_merge_triples(merges, vocab))
 
-    tok_cfg = _read_json(checkpoint / TOKENIZER_CONFIG, required=False)
-    gen_cfg = _read_json(checkpoint / GENERATION_CONFIG, required=False) or {}
-    template = checkpoint / CHAT_TEMPLATE
     meta = TokenizerMeta(
         tokenizer_json=rest,
         model_vocab_ids=_ranges(sorted(vocab.values())),
         merges_form=_merges_form(merges),
         tokenizer_config=tok_cfg,
-        special_tokens_map=_read_json(checkpoint / SPECIAL_TOKENS_MAP, required=False),
-        chat_template_file=_read_text(template),
+        special_tokens_map=special_map,
+        chat_template_file=template,
         bos_token_id=_first_id("bos", gen_cfg, model_cfg, tok_cfg, index),
         eos_token_ids=_ids_from("eos", gen_cfg, model_cfg, tok_cfg, index),
         pad_token_id=_first_id("pad", gen_cfg, model_cfg, tok_cfg, index))
@@ -81,7 +92,7 @@ def build_tokenizer_section(checkpoint: Path,
             if i is not None and not 0 <= i < len(by_id):
                 raise TokenizerError(f"{name}: {i} is outside the vocabulary (size {len(by_id)})")
     if rebuild_tokenizer_json(arrays, meta) != doc:
-        raise VocabError(f"{checkpoint / TOKENIZER_JSON}: the arrays and record do not rebuild it "
+        raise VocabError(f"{where}: the arrays and record do not rebuild it "
                          "exactly (a bumpconv bug)")
     return arrays, meta
 

@@ -23,7 +23,7 @@ from ..format.errors import ConfigError, SourceError
 from .manifest import created_at, metadata_bytes, output_size
 from .pipeline import Emitter
 from .quantize import ChunkQuantizer
-from .plan import Plan
+from .plan import KEEP, Plan
 from .source import Source
 from .stream import CHUNK_BYTES, packed_chunks
 
@@ -84,6 +84,9 @@ def write_blob(plan: Plan, source: Source, dest: Path, force: bool = False,
                 emitter.emit(t.name, b"", None)  # every tensor gets a digest, even an empty one
                 if t.slot.content == "tokenizer":
                     emitter.emit(t.name, arrays[t.name], None)
+                    continue
+                if plan.quant == KEEP and t.dtype != DType.FP32:  # a GGUF's blocks as they are
+                    emitter.emit(t.name, source.kept_rows(t.slot, t.dtype), None)
                     continue
                 for block, buf in packed_chunks(t.slot, source, CHUNK_BYTES, emitter.take):
                     if not allow_nonfinite and not np.isfinite(block).all():
