@@ -19,7 +19,8 @@
 
 /* Best first. */
 static const bump_kernel_level *const LEVELS[] = {&bump_level_avx512vnni, &bump_level_avx512,
-                                                  &bump_level_avx2, &bump_level_portable};
+                                                  &bump_level_avxvnni, &bump_level_avx2,
+                                                  &bump_level_portable};
 #define N_LEVELS (sizeof LEVELS / sizeof LEVELS[0])
 
 static const bump_kernel_level *refuse(char *err, size_t len, const char *fmt, ...)
@@ -49,7 +50,7 @@ const bump_kernel_level *bump_kernels_select(char *err, size_t len)
         return LEVELS[i];
     }
     return refuse(err, len, "BUMPCONV_KERNELS=%.40s: unknown kernel level (known: avx512-vnni, "
-                  "avx512, avx2, portable)", want);
+                  "avx512, avx2-vnni, avx2, portable)", want);
 }
 
 const char *bump_kernels_name(const bump_kernel_level *level)

@@ -21,7 +21,7 @@ from bumpconv.native.quant import quantize
 
 TYPES = [DType.FP32, DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.Q4_K,
          DType.Q5_K, DType.Q6_K]
-LEVELS = ["portable", "avx2", "avx512", "avx512-vnni"]
+LEVELS = ["portable", "avx2", "avx2-vnni", "avx512", "avx512-vnni"]
 
 
 def level_available(level: str, monkeypatch: pytest.MonkeyPatch) -> None:
