@@ -29,9 +29,10 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ("bump.c", "kernels.c", "kernels_portable.c", "kernels_avx2.c", "kernels_avx512.c",
-           "quant.c")
-HEADERS = ("bump.h", "kernels.h", "kernels_impl.h", "blocks.h", "quant.h")
+SOURCES = ("bump.c", "kernels.c", "kernels_portable.c", "kernels_avx2.c", "kernels_avxvnni.c",
+           "kernels_avx512.c", "kernels_avx512vnni.c", "quant.c")
+HEADERS = ("bump.h", "kernels.h", "kernels_impl.h", "kernels_int8.h", "blocks.h", "pool.h",
+           "quant.h")
 #: Headers whose declarations between CFFI markers make up the Python-visible API, in order.
 CFFI_HEADERS = ("blocks.h", "bump.h", "quant.h")
 MODULE = "bumpconv._native"

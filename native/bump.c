@@ -653,6 +653,7 @@ int bump_open(const char *path, int fd, const bump_config *cfg, const bump_tenso
     m->n_threads = 1;
 #endif
     m->s.gs.n_threads = m->n_threads;
+    m->s.gs.int8_activations = cfg->int8_activations != 0;
     m->s.gs.level = bump_kernels_select(err, len);
     if (!m->s.gs.level) {
         free(m);

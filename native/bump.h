@@ -34,7 +34,8 @@ enum bump_rope_type { BUMP_ROPE_DEFAULT = 0, BUMP_ROPE_LINEAR = 1, BUMP_ROPE_LLA
 enum bump_status {
     BUMP_OK = 0,
     BUMP_ERR_BLOB = 1,   /* the file or the tensor table is unusable, or the file changed */
-    BUMP_ERR_INPUT = 2,  /* a token id out of range, a sequence past the context, a bad start_pos */
+    BUMP_ERR_INPUT = 2,  /* a token id out of range, a sequence past the context, a bad start_pos;
+                            at open: BUMPCONV_KERNELS names no usable kernel level */
     BUMP_ERR_NOMEM = 3,
     BUMP_ERR_IO = 4      /* open/fstat/mmap failed */
 };
@@ -59,6 +60,7 @@ typedef struct {
     int32_t sliding_window;    /* 0: none (Mistral: attend to the last sliding_window keys) */
     int32_t rope_interleaved;  /* fault injection: pair (2i, 2i+1) instead of (i, i + D/2) */
     int32_t n_threads;         /* 0: OpenMP's default */
+    int32_t int8_activations;  /* decode over quantized weights on int8 activations */
 } bump_config;
 
 /* One tensor of the file. The logical tensor is [rows][cols] (nn.Linear's [out][in]; a vector
@@ -114,11 +116,12 @@ void bump_guard_release(int slot);
 /* One matrix product through the kernels, for tests and benchmarks: out[M][N] = in[M][K] W^T
  * with W of `dtype` at w (numel elements) seen through the view of bump_tensor (ld, row_seg,
  * row_seg_stride, col_seg, col_seg_stride, in elements), on n_threads threads with the kernel
- * level bump_kernel_name() reports. Refuses a view that leaves the buffer or splits a block. */
+ * level bump_kernel_name() reports, on int8 activations when int8_activations (GEMV only).
+ * Refuses a view that leaves the buffer or splits a block. */
 int bump_matmul_view(int32_t dtype, const void *w, int64_t numel, int64_t ld, int64_t row_seg,
                      int64_t row_seg_stride, int64_t col_seg, int64_t col_seg_stride, int32_t N,
                      int32_t K, const float *in, int32_t M, float *out, int32_t n_threads,
-                     char *err, size_t err_len);
+                     int32_t int8_activations, char *err, size_t err_len);
 /* Positions whose RoPE tables and KV cache are allocated (they grow with use, not with the
  * context length). */
 int32_t bump_positions_allocated(const bump_model *m);

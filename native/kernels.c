@@ -18,7 +18,8 @@
 #include "quant.h"
 
 /* Best first. */
-static const bump_kernel_level *const LEVELS[] = {&bump_level_avx512, &bump_level_avx2,
+static const bump_kernel_level *const LEVELS[] = {&bump_level_avx512vnni, &bump_level_avx512,
+                                                  &bump_level_avxvnni, &bump_level_avx2,
                                                   &bump_level_portable};
 #define N_LEVELS (sizeof LEVELS / sizeof LEVELS[0])
 
@@ -48,8 +49,8 @@ const bump_kernel_level *bump_kernels_select(char *err, size_t len)
                           "kernels", want, want);
         return LEVELS[i];
     }
-    return refuse(err, len, "BUMPCONV_KERNELS=%.40s: unknown kernel level (known: avx512, avx2, "
-                  "portable)", want);
+    return refuse(err, len, "BUMPCONV_KERNELS=%.40s: unknown kernel level (known: avx512-vnni, "
+                  "avx512, avx2-vnni, avx2, portable)", want);
 }
 
 const char *bump_kernels_name(const bump_kernel_level *level)
@@ -102,7 +103,7 @@ void bump_weighted_sum(const bump_kernel_level *level, const float *p, const flo
 int bump_matmul_view(int32_t dtype, const void *w, int64_t numel, int64_t ld, int64_t row_seg,
                      int64_t row_seg_stride, int64_t col_seg, int64_t col_seg_stride, int32_t N,
                      int32_t K, const float *in, int32_t M, float *out, int32_t n_threads,
-                     char *err, size_t len)
+                     int32_t int8_activations, char *err, size_t len)
 {
     const bump_kernel_level *level = bump_kernels_select(err, len);
     if (!level) return BUMP_ERR_INPUT;
@@ -123,7 +124,8 @@ int bump_matmul_view(int32_t dtype, const void *w, int64_t numel, int64_t ld, in
     }
     if (col_seg > K) col_seg = K; /* one segment spans the row either way */
     if (row_seg > N) row_seg = N;
-    bump_gemm_scratch s = {.level = level, .n_threads = n_threads};
+    bump_gemm_scratch s = {.level = level, .n_threads = n_threads,
+                         .int8_activations = int8_activations != 0};
     s.floats_per_thread = bump_gemm_scratch_floats(level, M);
     void *pack = NULL; /* the panels are read with aligned vector loads */
     if (posix_memalign(&pack, 64, s.floats_per_thread * (size_t)n_threads * sizeof(float))) {

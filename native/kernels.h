@@ -2,9 +2,10 @@
  * (a blocked GEMM for prefill, a GEMV for decode) and the two inner loops of attention.
  *
  * One source (kernels_impl.h) is compiled once per instruction-set level (kernels_portable.c,
- * kernels_avx2.c, kernels_avx512.c: each sets its target with #pragma GCC target), and the level
- * is chosen at run time from what the CPU supports (BUMPCONV_KERNELS overrides): a build made on
- * one machine runs at full speed on another.
+ * kernels_avx2.c, kernels_avxvnni.c, kernels_avx512.c, kernels_avx512vnni.c: each sets its
+ * target with #pragma GCC target), and the level is chosen at run time from what the CPU
+ * supports (BUMPCONV_KERNELS overrides): a build made on one machine runs at full speed on
+ * another.
  */
 #ifndef BUMP_KERNELS_H
 #define BUMP_KERNELS_H
@@ -43,6 +44,7 @@ typedef struct {
     float *pack;
     size_t floats_per_thread;
     int n_threads;
+    int int8_activations; /* GEMV over quantized weights on int8 activations (kernels_int8.h) */
 } bump_gemm_scratch;
 
 /* One product of a matmul call: out[m][n] = sum_k in[m][k] * W(n, k) for n < N; out has row
@@ -98,6 +100,7 @@ struct bump_kernel_level {
     void (*weighted_sum)(const float *p, const float *v, size_t ldv, int n, int D, float *out);
 };
 
-extern const bump_kernel_level bump_level_portable, bump_level_avx2, bump_level_avx512;
+extern const bump_kernel_level bump_level_portable, bump_level_avx2, bump_level_avxvnni,
+    bump_level_avx512, bump_level_avx512vnni;
 
 #endif

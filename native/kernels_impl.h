@@ -18,8 +18,9 @@
  * vectors and broadcasts MR activation scalars, 2*MR fused multiply-adds.
  *
  * GEMV (decode, one token) is memory-bound: rows split over threads; an fp32 row is a
- * vectorised dot product read straight from the mapping, a quantized row is dequantized a few
- * blocks at a time into an L1 buffer (vector code per block type) and dotted from there.
+ * vectorised dot product read straight from the mapping, a quantized row is dequantized in
+ * registers block by block and each vector multiply-added with x as it is decoded (fp32
+ * activations), or multiplied in integers against int8 activations (kernels_int8.h).
  *
  * Dequantization computes every value exactly as ggml's dequantize_row_<type> does (the same
  * operations in the same order, no contraction: the file is compiled with -ffp-contract=off and
@@ -31,9 +32,11 @@
  */
 #include "kernels.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "blocks.h"
+#include "pool.h"
 #include "quant.h"
 
 #ifdef _OPENMP
@@ -59,71 +62,62 @@
 #define NR (2 * VW)
 #define KC 288
 #define PREFETCH_ROWS 4
-#define CHUNK 256 /* floats a quantized GEMV row piece is dequantized into at a time */
 
 typedef float vfloat __attribute__((vector_size(VW * sizeof(float))));
 typedef float vfloat_u __attribute__((vector_size(VW * sizeof(float)), aligned(1)));
 typedef int32_t vint __attribute__((vector_size(VW * sizeof(int32_t))));
 typedef uint32_t vuint __attribute__((vector_size(VW * sizeof(uint32_t))));
+typedef uint8_t vu8 __attribute__((vector_size(VW)));
+typedef int8_t vi8 __attribute__((vector_size(VW)));
 
 static inline vfloat load_u(const void *p) { return *(const vfloat_u *)p; }
 static inline void store_u(void *p, vfloat v) { *(vfloat_u *)p = v; }
 
-/* Broadcasts through integer lanes (an integer 0 + s is exact; a float one would turn -0.0
- * into +0.0), which GCC lowers to one broadcast instruction. */
-static inline vuint splat_u(uint32_t s) { return (vuint){0} + s; }
-
+/* Broadcasts through the intrinsic: GCC builds a vector from an element loop one masked
+ * broadcast per lane. */
 static inline vfloat splat(float s)
 {
-    uint32_t bits;
-    memcpy(&bits, &s, sizeof bits);
-    return (vfloat)splat_u(bits);
-}
-
-/* VW bytes at p widened to VW int32 lanes, zero- or sign-extended (GCC scalarizes a widening
- * __builtin_convertvector, so these are the one place with per-width intrinsics). */
-static inline vint widen_u8(const uint8_t *p)
-{
-#if VW == 16
-    return (vint)_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
-#elif VW == 8 && defined(__AVX2__)
-    return (vint)_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
-#elif VW == 4 && defined(__SSE2__)
-    int32_t w;
-    memcpy(&w, p, sizeof w);
-    const __m128i z = _mm_setzero_si128();
-    return (vint)_mm_unpacklo_epi16(_mm_unpacklo_epi8(_mm_cvtsi32_si128(w), z), z);
+#if defined(__AVX512F__) && VW == 16
+    return (vfloat)_mm512_set1_ps(s);
+#elif defined(__AVX__) && VW == 8
+    return (vfloat)_mm256_set1_ps(s);
+#elif defined(__SSE2__) && VW == 4
+    return (vfloat)_mm_set1_ps(s);
 #else
-    vint v;
-    for (int i = 0; i < VW; i++) v[i] = p[i];
+    vfloat v;
+    for (int i = 0; i < VW; i++) v[i] = s;
     return v;
 #endif
 }
 
-static inline vint widen_i8(const int8_t *p)
+static inline vuint splat_u(uint32_t s)
 {
-#if VW == 16
-    return (vint)_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p));
-#elif VW == 8 && defined(__AVX2__)
-    return (vint)_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p));
-#elif VW == 4 && defined(__SSE2__)
-    int32_t w;
-    memcpy(&w, p, sizeof w);
-    const __m128i b = _mm_cvtsi32_si128(w), x = _mm_unpacklo_epi8(b, b);
-    return (vint)_mm_srai_epi32(_mm_unpacklo_epi16(x, x), 24);
+#if defined(__AVX512F__) && VW == 16
+    return (vuint)_mm512_set1_epi32((int)s);
+#elif defined(__AVX__) && VW == 8
+    return (vuint)_mm256_set1_epi32((int)s);
+#elif defined(__SSE2__) && VW == 4
+    return (vuint)_mm_set1_epi32((int)s);
 #else
-    vint v;
-    for (int i = 0; i < VW; i++) v[i] = p[i];
+    vuint v;
+    for (int i = 0; i < VW; i++) v[i] = s;
     return v;
 #endif
+}
+
+static inline vu8 load_bytes(const uint8_t *p)
+{
+    vu8 v;
+    memcpy(&v, p, sizeof v);
+    return v;
 }
 
 /* Lane indices first .. first + VW - 1. */
 static inline vuint lanes(uint32_t first)
 {
     vuint v;
-    for (int i = 0; i < VW; i++) v[i] = first + (uint32_t)i;
-    return v;
+    for (int i = 0; i < VW; i++) v[i] = (uint32_t)i;
+    return v + splat_u(first);
 }
 
 /* a * b + c, fused when the target has FMA (the only contraction in this file). */
@@ -149,51 +143,93 @@ static inline float hsum(vfloat v)
 
 static inline int min_int(int a, int b) { return a < b ? a : b; }
 
-static inline int thread_id(void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
-static inline int thread_count(void)
-{
-#ifdef _OPENMP
-    return omp_get_num_threads();
-#else
-    return 1;
-#endif
-}
+/* The block types at any byte offset (bump files do not align tensors; a block's fp16 scale
+ * would otherwise be a misaligned 2-byte access). */
+typedef block_q4_0 ublock_q4_0 __attribute__((aligned(1)));
+typedef block_q4_1 ublock_q4_1 __attribute__((aligned(1)));
+typedef block_q5_0 ublock_q5_0 __attribute__((aligned(1)));
+typedef block_q5_1 ublock_q5_1 __attribute__((aligned(1)));
+typedef block_q8_0 ublock_q8_0 __attribute__((aligned(1)));
+typedef block_q4_K ublock_q4_K __attribute__((aligned(1)));
+typedef block_q5_K ublock_q5_K __attribute__((aligned(1)));
+typedef block_q6_K ublock_q6_K __attribute__((aligned(1)));
 
 /* ---------------------------------------------------------------------------------------- */
 /* dequantization: nb blocks at src -> nb * block-elements floats at y (ggml's order of ops)  */
 
 #define TO_F(v) __builtin_convertvector((v), vfloat)
+#define TO_I(v) _Generic((v), vu8: widen_u8, vi8: widen_i8)(v)
 
-static void deq_q4_0(const uint8_t *src, int nb, float *y)
+/* VW bytes widened to int32 lanes. GCC lowers __builtin_convertvector from bytes to int32
+ * element by element (20x slower than the dequantization around it), so the targets with a
+ * widening instruction use it. */
+static inline vint widen_u8(vu8 b)
 {
-    const block_q4_0 *x = (const block_q4_0 *)src;
-    for (int i = 0; i < nb; i++, y += QK4_0) {
+#if defined(__AVX512F__) && VW == 16
+    __m128i x;
+    memcpy(&x, &b, sizeof x);
+    return (vint)_mm512_cvtepu8_epi32(x);
+#elif defined(__AVX2__) && VW == 8
+    long long x;
+    memcpy(&x, &b, sizeof x);
+    return (vint)_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(x));
+#else
+    return __builtin_convertvector(b, vint);
+#endif
+}
+
+static inline vint widen_i8(vi8 b)
+{
+#if defined(__AVX512F__) && VW == 16
+    __m128i x;
+    memcpy(&x, &b, sizeof x);
+    return (vint)_mm512_cvtepi8_epi32(x);
+#elif defined(__AVX2__) && VW == 8
+    long long x;
+    memcpy(&x, &b, sizeof x);
+    return (vint)_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(x));
+#else
+    return __builtin_convertvector(b, vint);
+#endif
+}
+
+/* Value vector v of element offset `off`: stored at y + off, or (y NULL) multiply-added with
+ * x + off into *acc. Inlined into always-inline dequantizers, the branch folds away. */
+static inline __attribute__((always_inline)) void emit(float *y, const float *x, vfloat *acc,
+                                                       size_t off, vfloat v)
+{
+    if (y)
+        store_u(y + off, v);
+    else
+        *acc = fma_v(v, load_u(x + off), *acc);
+}
+
+static inline __attribute__((always_inline)) void deq_q4_0_(const uint8_t *src, int nb, float *y,
+                                                            const float *xs, vfloat *acc)
+{
+    size_t o = 0;
+    const ublock_q4_0 *x = (const ublock_q4_0 *)src;
+    for (int i = 0; i < nb; i++, o += QK4_0) {
         const vfloat d = splat(bump_fp16_to_fp32(x[i].d));
         for (int j = 0; j < QK4_0 / 2; j += VW) {
-            const vint b = widen_u8(x[i].qs + j);
-            store_u(y + j, TO_F((b & 0x0f) - 8) * d);
-            store_u(y + j + QK4_0 / 2, TO_F((b >> 4) - 8) * d);
+            const vu8 b = load_bytes(x[i].qs + j);
+            emit(y, xs, acc, o + j, TO_F(TO_I(b & 0x0f) - 8) * d);
+            emit(y, xs, acc, o + j + QK4_0 / 2, TO_F(TO_I(b >> 4) - 8) * d);
         }
     }
 }
 
-static void deq_q4_1(const uint8_t *src, int nb, float *y)
+static inline __attribute__((always_inline)) void deq_q4_1_(const uint8_t *src, int nb, float *y,
+                                                            const float *xs, vfloat *acc)
 {
-    const block_q4_1 *x = (const block_q4_1 *)src;
-    for (int i = 0; i < nb; i++, y += QK4_1) {
+    size_t o = 0;
+    const ublock_q4_1 *x = (const ublock_q4_1 *)src;
+    for (int i = 0; i < nb; i++, o += QK4_1) {
         const vfloat d = splat(bump_fp16_to_fp32(x[i].d)), m = splat(bump_fp16_to_fp32(x[i].m));
         for (int j = 0; j < QK4_1 / 2; j += VW) {
-            const vint b = widen_u8(x[i].qs + j);
-            store_u(y + j, TO_F(b & 0x0f) * d + m);
-            store_u(y + j + QK4_1 / 2, TO_F(b >> 4) * d + m);
+            const vu8 b = load_bytes(x[i].qs + j);
+            emit(y, xs, acc, o + j, TO_F(TO_I(b & 0x0f)) * d + m);
+            emit(y, xs, acc, o + j + QK4_1 / 2, TO_F(TO_I(b >> 4)) * d + m);
         }
     }
 }
@@ -208,86 +244,98 @@ static inline void high_bits(const uint8_t qh_bytes[4], int j, vint *h0, vint *h
     *h1 = (vint)((q >> (idx + 12)) & 0x10);
 }
 
-static void deq_q5_0(const uint8_t *src, int nb, float *y)
+static inline __attribute__((always_inline)) void deq_q5_0_(const uint8_t *src, int nb, float *y,
+                                                            const float *xs, vfloat *acc)
 {
-    const block_q5_0 *x = (const block_q5_0 *)src;
-    for (int i = 0; i < nb; i++, y += QK5_0) {
+    size_t o = 0;
+    const ublock_q5_0 *x = (const ublock_q5_0 *)src;
+    for (int i = 0; i < nb; i++, o += QK5_0) {
         const vfloat d = splat(bump_fp16_to_fp32(x[i].d));
         for (int j = 0; j < QK5_0 / 2; j += VW) {
             vint h0, h1;
             high_bits(x[i].qh, j, &h0, &h1);
-            const vint b = widen_u8(x[i].qs + j);
-            store_u(y + j, TO_F(((b & 0x0f) | h0) - 16) * d);
-            store_u(y + j + QK5_0 / 2, TO_F(((b >> 4) | h1) - 16) * d);
+            const vu8 b = load_bytes(x[i].qs + j);
+            emit(y, xs, acc, o + j, TO_F((TO_I(b & 0x0f) | h0) - 16) * d);
+            emit(y, xs, acc, o + j + QK5_0 / 2, TO_F((TO_I(b >> 4) | h1) - 16) * d);
         }
     }
 }
 
-static void deq_q5_1(const uint8_t *src, int nb, float *y)
+static inline __attribute__((always_inline)) void deq_q5_1_(const uint8_t *src, int nb, float *y,
+                                                            const float *xs, vfloat *acc)
 {
-    const block_q5_1 *x = (const block_q5_1 *)src;
-    for (int i = 0; i < nb; i++, y += QK5_1) {
+    size_t o = 0;
+    const ublock_q5_1 *x = (const ublock_q5_1 *)src;
+    for (int i = 0; i < nb; i++, o += QK5_1) {
         const vfloat d = splat(bump_fp16_to_fp32(x[i].d)), m = splat(bump_fp16_to_fp32(x[i].m));
         for (int j = 0; j < QK5_1 / 2; j += VW) {
             vint h0, h1;
             high_bits(x[i].qh, j, &h0, &h1);
-            const vint b = widen_u8(x[i].qs + j);
-            store_u(y + j, TO_F((b & 0x0f) | h0) * d + m);
-            store_u(y + j + QK5_1 / 2, TO_F((b >> 4) | h1) * d + m);
+            const vu8 b = load_bytes(x[i].qs + j);
+            emit(y, xs, acc, o + j, TO_F(TO_I(b & 0x0f) | h0) * d + m);
+            emit(y, xs, acc, o + j + QK5_1 / 2, TO_F(TO_I(b >> 4) | h1) * d + m);
         }
     }
 }
 
-static void deq_q8_0(const uint8_t *src, int nb, float *y)
+static inline __attribute__((always_inline)) void deq_q8_0_(const uint8_t *src, int nb, float *y,
+                                                            const float *xs, vfloat *acc)
 {
-    const block_q8_0 *x = (const block_q8_0 *)src;
-    for (int i = 0; i < nb; i++, y += QK8_0) {
+    size_t o = 0;
+    const ublock_q8_0 *x = (const ublock_q8_0 *)src;
+    for (int i = 0; i < nb; i++, o += QK8_0) {
         const vfloat d = splat(bump_fp16_to_fp32(x[i].d));
         for (int j = 0; j < QK8_0; j += VW) {
-            store_u(y + j, TO_F(widen_i8(x[i].qs + j)) * d);
+            vi8 q;
+            memcpy(&q, x[i].qs + j, sizeof q);
+            emit(y, xs, acc, o + j, TO_F(TO_I(q)) * d);
         }
     }
 }
 
-static void deq_q4_K(const uint8_t *src, int nb, float *y)
+static inline __attribute__((always_inline)) void deq_q4_K_(const uint8_t *src, int nb, float *y,
+                                                            const float *xs, vfloat *acc)
 {
-    const block_q4_K *x = (const block_q4_K *)src;
+    size_t o = 0;
+    const ublock_q4_K *x = (const ublock_q4_K *)src;
     for (int i = 0; i < nb; i++) {
         const uint8_t *q = x[i].qs;
         const float d = bump_fp16_to_fp32(x[i].d), min = bump_fp16_to_fp32(x[i].dmin);
-        for (int j = 0, is = 0; j < QK_K; j += 64, q += 32, is += 2, y += 64) {
+        for (int j = 0, is = 0; j < QK_K; j += 64, q += 32, is += 2, o += 64) {
             uint8_t sc, m;
             bump_scale_min_k4(is, x[i].scales, &sc, &m);
             const vfloat d1 = splat(d * sc), m1 = splat(min * m);
             bump_scale_min_k4(is + 1, x[i].scales, &sc, &m);
             const vfloat d2 = splat(d * sc), m2 = splat(min * m);
             for (int l = 0; l < 32; l += VW) {
-                const vint b = widen_u8(q + l);
-                store_u(y + l, d1 * TO_F(b & 0x0f) - m1);
-                store_u(y + l + 32, d2 * TO_F(b >> 4) - m2);
+                const vu8 b = load_bytes(q + l);
+                emit(y, xs, acc, o + l, d1 * TO_F(TO_I(b & 0x0f)) - m1);
+                emit(y, xs, acc, o + l + 32, d2 * TO_F(TO_I(b >> 4)) - m2);
             }
         }
     }
 }
 
-static void deq_q5_K(const uint8_t *src, int nb, float *y)
+static inline __attribute__((always_inline)) void deq_q5_K_(const uint8_t *src, int nb, float *y,
+                                                            const float *xs, vfloat *acc)
 {
-    const block_q5_K *x = (const block_q5_K *)src;
+    size_t o = 0;
+    const ublock_q5_K *x = (const ublock_q5_K *)src;
     for (int i = 0; i < nb; i++) {
         const uint8_t *ql = x[i].qs, *qh = x[i].qh;
         const float d = bump_fp16_to_fp32(x[i].d), min = bump_fp16_to_fp32(x[i].dmin);
         uint8_t u1 = 1, u2 = 2;
-        for (int j = 0, is = 0; j < QK_K; j += 64, ql += 32, is += 2, y += 64) {
+        for (int j = 0, is = 0; j < QK_K; j += 64, ql += 32, is += 2, o += 64) {
             uint8_t sc, m;
             bump_scale_min_k4(is, x[i].scales, &sc, &m);
             const vfloat d1 = splat(d * sc), m1 = splat(min * m);
             bump_scale_min_k4(is + 1, x[i].scales, &sc, &m);
             const vfloat d2 = splat(d * sc), m2 = splat(min * m);
             for (int l = 0; l < 32; l += VW) {
-                const vint b = widen_u8(ql + l), h = widen_u8(qh + l);
-                const vint add1 = ((h & u1) != 0) & 16, add2 = ((h & u2) != 0) & 16;
-                store_u(y + l, d1 * TO_F((b & 0x0f) + add1) - m1);
-                store_u(y + l + 32, d2 * TO_F((b >> 4) + add2) - m2);
+                const vu8 b = load_bytes(ql + l), h = load_bytes(qh + l);
+                const vu8 add1 = (vu8)((h & u1) != 0) & 16, add2 = (vu8)((h & u2) != 0) & 16;
+                emit(y, xs, acc, o + l, d1 * TO_F(TO_I((vu8)((b & 0x0f) + add1))) - m1);
+                emit(y, xs, acc, o + l + 32, d2 * TO_F(TO_I((vu8)((b >> 4) + add2))) - m2);
             }
             u1 = (uint8_t)(u1 << 2);
             u2 = (uint8_t)(u2 << 2);
@@ -295,36 +343,61 @@ static void deq_q5_K(const uint8_t *src, int nb, float *y)
     }
 }
 
-static void deq_q6_K(const uint8_t *src, int nb, float *y)
+static inline __attribute__((always_inline)) void deq_q6_K_(const uint8_t *src, int nb, float *y,
+                                                            const float *xs, vfloat *acc)
 {
-    const block_q6_K *x = (const block_q6_K *)src;
+    size_t o = 0;
+    const ublock_q6_K *x = (const ublock_q6_K *)src;
     for (int i = 0; i < nb; i++) {
         const float d = bump_fp16_to_fp32(x[i].d);
         const uint8_t *ql = x[i].ql, *qh = x[i].qh;
         const int8_t *sc = x[i].scales;
-        for (int n = 0; n < QK_K; n += 128, y += 128, ql += 64, qh += 32, sc += 8) {
+        for (int n = 0; n < QK_K; n += 128, o += 128, ql += 64, qh += 32, sc += 8) {
             for (int l = 0; l < 32; l += VW) {
                 const int is = l / 16; /* VW <= 16: one sub-block scale per vector */
-                const vint a = widen_u8(ql + l), b = widen_u8(ql + l + 32);
-                const vint h = widen_u8(qh + l);
+                const vint a = TO_I(load_bytes(ql + l)), b = TO_I(load_bytes(ql + l + 32));
+                const vint h = TO_I(load_bytes(qh + l));
                 const vint q1 = ((a & 0x0f) | (((h >> 0) & 3) << 4)) - 32;
                 const vint q2 = ((b & 0x0f) | (((h >> 2) & 3) << 4)) - 32;
                 const vint q3 = ((a >> 4) | (((h >> 4) & 3) << 4)) - 32;
                 const vint q4 = ((b >> 4) | (((h >> 6) & 3) << 4)) - 32;
-                store_u(y + l, splat(d * sc[is]) * TO_F(q1));
-                store_u(y + l + 32, splat(d * sc[is + 2]) * TO_F(q2));
-                store_u(y + l + 64, splat(d * sc[is + 4]) * TO_F(q3));
-                store_u(y + l + 96, splat(d * sc[is + 6]) * TO_F(q4));
+                emit(y, xs, acc, o + l, splat(d * sc[is]) * TO_F(q1));
+                emit(y, xs, acc, o + l + 32, splat(d * sc[is + 2]) * TO_F(q2));
+                emit(y, xs, acc, o + l + 64, splat(d * sc[is + 4]) * TO_F(q3));
+                emit(y, xs, acc, o + l + 96, splat(d * sc[is + 6]) * TO_F(q4));
             }
         }
     }
 }
 
+
+/* Each dequantizer is written once and used two ways: storing the values (GEMM panels,
+ * embedding rows) or multiply-adding them straight into a GEMV accumulator, in registers. */
+#define DEQ_PAIR(T)                                                                           \
+    static void deq_##T(const uint8_t *src, int nb, float *y)                                 \
+    {                                                                                         \
+        deq_##T##_(src, nb, y, NULL, NULL);                                                   \
+    }                                                                                         \
+    static void dot_##T(const uint8_t *src, int nb, const float *x, vfloat *acc)              \
+    {                                                                                         \
+        deq_##T##_(src, nb, NULL, x, acc);                                                    \
+    }
+DEQ_PAIR(q4_0)
+DEQ_PAIR(q4_1)
+DEQ_PAIR(q5_0)
+DEQ_PAIR(q5_1)
+DEQ_PAIR(q8_0)
+DEQ_PAIR(q4_K)
+DEQ_PAIR(q5_K)
+DEQ_PAIR(q6_K)
+
 typedef void (*deq_fn)(const uint8_t *src, int nb, float *y);
+typedef void (*dot_fn)(const uint8_t *src, int nb, const float *x, vfloat *acc);
 
 /* How a weight dtype is read: NULL for fp32 (read in place). */
 typedef struct {
     deq_fn deq;
+    dot_fn dot;
     int be;    /* elements per block */
     size_t bb; /* bytes per block */
 } reader;
@@ -332,18 +405,19 @@ typedef struct {
 static reader reader_of(int32_t dtype)
 {
     deq_fn f = NULL;
+    dot_fn g = NULL;
     switch (dtype) {
-    case BUMP_DTYPE_Q4_0: f = deq_q4_0; break;
-    case BUMP_DTYPE_Q4_1: f = deq_q4_1; break;
-    case BUMP_DTYPE_Q5_0: f = deq_q5_0; break;
-    case BUMP_DTYPE_Q5_1: f = deq_q5_1; break;
-    case BUMP_DTYPE_Q8_0: f = deq_q8_0; break;
-    case BUMP_DTYPE_Q4_K: f = deq_q4_K; break;
-    case BUMP_DTYPE_Q5_K: f = deq_q5_K; break;
-    case BUMP_DTYPE_Q6_K: f = deq_q6_K; break;
+    case BUMP_DTYPE_Q4_0: f = deq_q4_0, g = dot_q4_0; break;
+    case BUMP_DTYPE_Q4_1: f = deq_q4_1, g = dot_q4_1; break;
+    case BUMP_DTYPE_Q5_0: f = deq_q5_0, g = dot_q5_0; break;
+    case BUMP_DTYPE_Q5_1: f = deq_q5_1, g = dot_q5_1; break;
+    case BUMP_DTYPE_Q8_0: f = deq_q8_0, g = dot_q8_0; break;
+    case BUMP_DTYPE_Q4_K: f = deq_q4_K, g = dot_q4_K; break;
+    case BUMP_DTYPE_Q5_K: f = deq_q5_K, g = dot_q5_K; break;
+    case BUMP_DTYPE_Q6_K: f = deq_q6_K, g = dot_q6_K; break;
     default: break;
     }
-    return (reader){f, bump_block_elems(dtype), bump_block_bytes(dtype)};
+    return (reader){f, g, bump_block_elems(dtype), bump_block_bytes(dtype)};
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -375,7 +449,7 @@ static void row_piece(const bump_wmat *w, const reader *r, size_t re, int k, int
     if (r->deq)
         r->deq(block_at(w, r, e), n / r->be, out);
     else
-        memcpy(out, (const float *)w->base + e, (size_t)n * sizeof(float));
+        memcpy(out, (const char *)w->base + e * sizeof(float), (size_t)n * sizeof(float));
 }
 
 static void wmat_row(const bump_wmat *w, int n, int K, float *out)
@@ -410,26 +484,16 @@ static float dot_row(const bump_wmat *w, const ufloat *row, const float *x, int 
     return hsum((s0 + s1) + (s2 + s3)) + tail;
 }
 
-/* The same over a quantized row: CHUNK values at a time dequantized into L1, then dotted.
- * Pieces are whole blocks (32 or 256 values), so a piece is a whole number of 2*VW vectors. */
+/* The same over a quantized row: each block dequantized in registers and multiply-added
+ * with x as it is decoded (the row is streamed once, nothing goes through memory). */
 static float dot_row_q(const bump_wmat *w, const reader *r, size_t re, const float *x, int K)
 {
-    float buf[CHUNK] __attribute__((aligned(64)));
-    vfloat s0 = {0}, s1 = {0};
+    vfloat acc = {0};
     for (int k0 = 0; k0 < K; k0 += w->k_seg) {
-        int len = min_int(w->k_seg, K - k0);
-        const uint8_t *p = block_at(w, r, re + col_elem(w, k0));
-        for (int i = 0; i < len; i += CHUNK) {
-            int c = min_int(CHUNK, len - i);
-            r->deq(p + (size_t)(i / r->be) * r->bb, c / r->be, buf);
-            const float *xs = x + k0 + i;
-            for (int t = 0; t < c; t += 2 * VW) {
-                s0 = fma_v(*(const vfloat *)(buf + t), load_u(xs + t), s0);
-                s1 = fma_v(*(const vfloat *)(buf + t + VW), load_u(xs + t + VW), s1);
-            }
-        }
+        const int len = min_int(w->k_seg, K - k0);
+        r->dot(block_at(w, r, re + col_elem(w, k0)), len / r->be, x + k0, &acc);
     }
-    return hsum(s0 + s1);
+    return hsum(acc);
 }
 
 /* The job and the local index of global row (or panel) index i over the jobs' extents. */
@@ -440,22 +504,80 @@ static inline int locate(const int *extent, int njobs, int *i)
     return j;
 }
 
-static void gemv(const bump_matmul_job *jobs, int njobs, const float *x, int K, int nt)
+#include "kernels_int8.h"
+
+/* Run fn(ctx, ith, nth) on nt threads (ith = 0 .. nth - 1) and wait: the shape of the
+ * runtime's thread pool (pool.h), run here inside an OpenMP region. */
+static void run_parallel(bump_pool_fn fn, void *ctx, int nt)
 {
-    int rows[BUMP_MAX_JOBS], total = 0;
+#ifdef _OPENMP
+    if (nt > 1) {
+#pragma omp parallel num_threads(nt)
+        fn(ctx, omp_get_thread_num(), omp_get_num_threads());
+        return;
+    }
+#endif
+    fn(ctx, 0, 1);
+}
+
+/* One GEMV call: rows of all jobs numbered together, split contiguously over the threads (a
+ * row is computed by one thread, so the result does not depend on the thread count). */
+typedef struct {
+    const bump_matmul_job *jobs;
+    int njobs, K, total;
+    int rows[BUMP_MAX_JOBS];
     reader rd[BUMP_MAX_JOBS];
+    qdot_fn qd[BUMP_MAX_JOBS]; /* set: this job runs on int8 activations */
+    const float *x;
+    const xq8 *xq;
+} gemv_ctx;
+
+static void gemv_work(void *arg, int ith, int nth)
+{
+    const gemv_ctx *c = arg;
+    long r0, r1;
+    bump_pool_range(c->total, ith, nth, &r0, &r1);
+    for (long r = r0; r < r1; r++) {
+        int n = (int)r, j = locate(c->rows, c->njobs, &n);
+        const bump_wmat *w = &c->jobs[j].w;
+        const reader *rd = &c->rd[j];
+        float y;
+        if (c->qd[j])
+            y = qdot_row(w, rd, c->qd[j], row_elem(w, n), c->xq, c->K);
+        else if (rd->deq)
+            y = dot_row_q(w, rd, row_elem(w, n), c->x, c->K);
+        else
+            y = dot_row(w, (const ufloat *)w->base + row_elem(w, n), c->x, c->K);
+        c->jobs[j].out[n] = y;
+    }
+}
+
+#define XQ_STACK 512 /* activation blocks kept on the stack: K up to 16384 */
+
+static void gemv(const bump_matmul_job *jobs, int njobs, const float *x, int K, int nt,
+                 int int8)
+{
+    gemv_ctx c = {.jobs = jobs, .njobs = njobs, .K = K, .x = x};
+    int quantized = 0;
     for (int j = 0; j < njobs; j++) {
-        total += rows[j] = jobs[j].N;
-        rd[j] = reader_of(jobs[j].w.dtype);
+        c.total += c.rows[j] = jobs[j].N;
+        c.rd[j] = reader_of(jobs[j].w.dtype);
+        c.qd[j] = int8 ? qdot_of(jobs[j].w.dtype) : NULL;
+        quantized |= c.qd[j] != NULL;
     }
-#pragma omp parallel for schedule(static) num_threads(nt) if (total >= 64)
-    for (int r = 0; r < total; r++) {
-        int n = r, j = locate(rows, njobs, &n);
-        const bump_wmat *w = &jobs[j].w;
-        jobs[j].out[n] = rd[j].deq
-            ? dot_row_q(w, &rd[j], row_elem(w, n), x, K)
-            : dot_row(w, (const ufloat *)w->base + row_elem(w, n), x, K);
+    xq8 stack[XQ_STACK], *heap = NULL;
+    if (quantized) { /* K is whole blocks: bump.c checks it at open */
+        const int nb = K / XB;
+        heap = nb > XQ_STACK ? malloc((size_t)nb * sizeof *heap) : NULL;
+        if (nb > XQ_STACK && !heap) { /* no memory for the int8 copy: the fp32 path */
+            for (int j = 0; j < njobs; j++) c.qd[j] = NULL;
+        } else {
+            quantize_x(x, K, heap ? heap : stack);
+            c.xq = heap ? heap : stack;
+        }
     }
+    run_parallel(gemv_work, &c, c.total >= 64 ? nt : 1);
+    free(heap);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -499,7 +621,7 @@ static void pack_b(const bump_wmat *w, const reader *r, int n0, int nv, int k0, 
         for (int k = k0; k < k0 + kc;) {
             int col = k % w->k_seg, len = min_int(w->k_seg - col, k0 + kc - k);
             size_t at = col_elem(w, k);
-            const float *src;
+            const ufloat *src; /* fp32 weights sit at any byte offset */
             if (r->deq) {
                 if (ahead != (size_t)-1) {
                     const uint8_t *p = block_at(w, r, ahead + at);
@@ -512,7 +634,7 @@ static void pack_b(const bump_wmat *w, const reader *r, int n0, int nv, int k0, 
                 const ufloat *base = (const ufloat *)w->base;
                 if (ahead != (size_t)-1)
                     for (int t = 0; t < len; t += 16) __builtin_prefetch(base + ahead + at + t);
-                src = (const float *)(base + re + at);
+                src = base + re + at;
             }
             float *dst = out + (size_t)(k - k0) * NR + j;
             for (int t = 0; t < len; t++) dst[t * NR] = src[t];
@@ -561,56 +683,72 @@ static void micro_kernel(int kc, const float *restrict a, const float *restrict 
             c[(size_t)i * ldc + j] = accumulate ? c[(size_t)i * ldc + j] + tile[i][j] : tile[i][j];
 }
 
+/* One GEMM call. Each thread owns a contiguous run of weight panels (across the jobs) and
+ * packs its own copy of the activations (small next to the weights): no barrier until the
+ * call ends, so a thread that the OS preempts delays the others once per call, not once per
+ * block. */
+typedef struct {
+    const bump_matmul_job *jobs;
+    const float *in;
+    size_t lda;
+    int njobs, M, K, kc_step, npanels, npanels_a;
+    int panels[BUMP_MAX_JOBS];
+    reader rd[BUMP_MAX_JOBS];
+    const bump_gemm_scratch *s;
+} gemm_ctx;
+
+static void gemm_work(void *arg, int ith, int nth)
+{
+    const gemm_ctx *c = arg;
+    const int M = c->M, K = c->K;
+    long q0, q1;
+    bump_pool_range(c->npanels, ith, nth, &q0, &q1);
+    float *ap = c->s->pack + (size_t)ith * c->s->floats_per_thread;
+    float *bp = ap + (size_t)c->npanels_a * MR * KC;
+    float *tmp = bp + (size_t)KC * NR;
+    for (int k0 = 0; k0 < K && q0 < q1; k0 += c->kc_step) {
+        int kc = min_int(c->kc_step, K - k0);
+        for (int p = 0; p < c->npanels_a; p++)
+            pack_a(c->in, c->lda, p * MR, min_int(MR, M - p * MR), k0, kc,
+                   ap + (size_t)p * MR * kc);
+        for (long q = q0; q < q1; q++) {
+            int local = (int)q, j = locate(c->panels, c->njobs, &local);
+            const bump_matmul_job *job = &c->jobs[j];
+            int n0 = local * NR, nv = min_int(NR, job->N - n0);
+            pack_b(&job->w, &c->rd[j], n0, nv, k0, kc, bp, tmp);
+            for (int p = 0; p < c->npanels_a; p++)
+                micro_kernel(kc, ap + (size_t)p * MR * kc, bp,
+                             job->out + (size_t)p * MR * job->ldc + n0, job->ldc,
+                             min_int(MR, M - p * MR), nv, k0 > 0);
+        }
+    }
+}
+
 static void gemm(const bump_matmul_job *jobs, int njobs, const float *in, size_t lda, int M,
                  int K, const bump_gemm_scratch *s)
 {
-    int panels[BUMP_MAX_JOBS], npanels = 0, npanels_a = (M + MR - 1) / MR, be = 1;
-    reader rd[BUMP_MAX_JOBS];
+    gemm_ctx c = {.jobs = jobs, .in = in, .lda = lda, .njobs = njobs, .M = M, .K = K,
+                  .npanels_a = (M + MR - 1) / MR, .s = s};
+    int be = 1;
     for (int j = 0; j < njobs; j++) {
-        npanels += panels[j] = (jobs[j].N + NR - 1) / NR;
-        rd[j] = reader_of(jobs[j].w.dtype);
-        if (rd[j].be > be) be = rd[j].be;
+        c.npanels += c.panels[j] = (jobs[j].N + NR - 1) / NR;
+        c.rd[j] = reader_of(jobs[j].w.dtype);
+        if (c.rd[j].be > be) be = c.rd[j].be;
     }
-    int kc_step;
-    if (be == 1) {  /* fp32: even slices, no thin last slice */
+    if (be == 1) { /* fp32: even slices, no thin last slice */
         int kblocks = (K + KC - 1) / KC;
-        kc_step = (K + kblocks - 1) / kblocks;
-    } else {        /* whole blocks of the largest block type (32 and 256 both divide 256) */
-        kc_step = KC / be * be;
+        c.kc_step = (K + kblocks - 1) / kblocks;
+    } else {       /* whole blocks of the largest block type (32 and 256 both divide 256) */
+        c.kc_step = KC / be * be;
     }
-    /* Each thread owns a contiguous run of weight panels (across the jobs) and packs its own
-     * copy of the activations (small next to the weights): no barrier until the region ends,
-     * so a thread that the OS preempts delays the others once per call, not once per block. */
-#pragma omp parallel num_threads(s->n_threads)
-    {
-        int nth = thread_count(), tid = thread_id();
-        int q0 = (int)((long)npanels * tid / nth), q1 = (int)((long)npanels * (tid + 1) / nth);
-        float *ap = s->pack + (size_t)tid * s->floats_per_thread;
-        float *bp = ap + (size_t)npanels_a * MR * KC;
-        float *tmp = bp + (size_t)KC * NR;
-        for (int k0 = 0; k0 < K && q0 < q1; k0 += kc_step) {
-            int kc = min_int(kc_step, K - k0);
-            for (int p = 0; p < npanels_a; p++)
-                pack_a(in, lda, p * MR, min_int(MR, M - p * MR), k0, kc, ap + (size_t)p * MR * kc);
-            for (int q = q0; q < q1; q++) {
-                int local = q, j = locate(panels, njobs, &local);
-                const bump_matmul_job *job = &jobs[j];
-                int n0 = local * NR, nv = min_int(NR, job->N - n0);
-                pack_b(&job->w, &rd[j], n0, nv, k0, kc, bp, tmp);
-                for (int p = 0; p < npanels_a; p++)
-                    micro_kernel(kc, ap + (size_t)p * MR * kc, bp,
-                                 job->out + (size_t)p * MR * job->ldc + n0, job->ldc,
-                                 min_int(MR, M - p * MR), nv, k0 > 0);
-            }
-        }
-    }
+    run_parallel(gemm_work, &c, s->n_threads);
 }
 
 static void matmul(const bump_matmul_job *jobs, int njobs, const float *in, size_t lda, int M,
                    int K, const bump_gemm_scratch *s)
 {
     if (M == 1)
-        gemv(jobs, njobs, in, K, s->n_threads);
+        gemv(jobs, njobs, in, K, s->n_threads, s->int8_activations);
     else
         gemm(jobs, njobs, in, lda, M, K, s);
 }

@@ -21,7 +21,7 @@ from bumpconv.native.quant import quantize
 
 TYPES = [DType.FP32, DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.Q4_K,
          DType.Q5_K, DType.Q6_K]
-LEVELS = ["portable", "avx2", "avx512"]
+LEVELS = ["portable", "avx2", "avx2-vnni", "avx512", "avx512-vnni"]
 
 
 def level_available(level: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -38,27 +38,54 @@ def packed(dtype: DType, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q, gguf_dequantize(q, GGMLQuantizationType[dtype.name]).reshape(rows.shape)
 
 
+def misaligned(data: np.ndarray) -> np.ndarray:
+    """The same bytes at an odd address: bump files place tensors at any byte offset (the
+    sanitizer run, which runs this file, catches a misaligned typed access)."""
+    buf = np.empty(data.nbytes + 1, np.uint8)
+    buf[1:] = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    return buf[1:]
+
+
+def int8_round_trip(x: np.ndarray) -> np.ndarray:
+    """What the int8-activation path multiplies by: x [M, K] quantized per block of 32 (d =
+    max|x| / 127 in fp32, q = round-half-even(x / d)) and back, as native/kernels_int8.h does."""
+    b = x.reshape(x.shape[0], -1, 32).astype(np.float32)
+    d = (np.abs(b).max(axis=-1, keepdims=True) / np.float32(127)).astype(np.float32)
+    inv = np.where(d != 0, np.float32(1) / np.where(d != 0, d, 1), 0).astype(np.float32)
+    q = np.rint(b * inv)
+    return (q.astype(np.float64) * d).reshape(x.shape)
+
+
 def layout(name: str, N: int, K: int, be: int) -> tuple[View, int, int]:
     """(view, row length in elements, rows in the buffer) of a layout the runtime uses, with
     padding: row-major with a padded row; per-head rows (wq [H][D][K]: rows in segments of D with
-    a gap between heads); per-head columns (wo [E][H][D]: columns in segments with gaps)."""
+    a gap between heads); stacked halves (w1's gate and up, two segments of rows with a gap);
+    per-head columns (wo [E][H][D]: columns in segments with gaps)."""
     pad = be if be > 1 else 3
     if name == "row-major":
         return View(K + pad, N, N * (K + pad), K, K), K + pad, N
     if name == "per-head rows":
         seg = N // 3
         return View(K + pad, seg, (seg + 1) * (K + pad), K, K), K + pad, 3 * (seg + 1)
+    if name == "stacked gate/up":
+        seg = N // 2
+        return View(K + pad, seg, (seg + 2) * (K + pad), K, K), K + pad, 2 * (seg + 2)
     if name == "per-head cols":
         seg = K // 2  # two heads of K/2 columns, a gap of `pad` after each
         return View(2 * (seg + pad), N, N * 2 * (seg + pad), seg, seg + pad), 2 * (seg + pad), N
     raise KeyError(name)
 
 
+@pytest.mark.parametrize("activations", ["fp32", "int8"])
 @pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("dtype", TYPES, ids=lambda d: d.label)
-@pytest.mark.parametrize("shape", ["row-major", "per-head rows", "per-head cols"])
+@pytest.mark.parametrize("shape", ["row-major", "per-head rows", "stacked gate/up",
+                                   "per-head cols"])
 def test_products_equal_numpy_on_the_dequantized_weights(level: str, dtype: DType, shape: str,
-                                                         monkeypatch) -> None:
+                                                         activations: str, monkeypatch) -> None:
+    """fp32 activations: the product with the dequantized matrix up to summation order. int8
+    activations (decode over quantized weights only): the same with x replaced by its int8
+    round trip, so a wrong unpacking or scale fails at fp32 tolerance, not at int8's."""
     level_available(level, monkeypatch)
     be = dtype.block.elements
     K = 512 if be == 256 else 192
@@ -75,22 +102,28 @@ def test_products_equal_numpy_on_the_dequantized_weights(level: str, dtype: DTyp
     W = flat[index].astype(np.float64)
     for M in (1, 5, 20):
         x = rng.standard_normal((M, K)).astype(np.float32)
-        got = matmul(dtype, data, flat.size, view, N, K, x, threads=2)
-        want = x.astype(np.float64) @ W.T
-        scale = np.abs(x).astype(np.float64) @ np.abs(W).T  # the size of the sums' terms
+        got = matmul(dtype, misaligned(data), flat.size, view, N, K, x, threads=2,
+                     activations=activations)
+        xr = x.astype(np.float64)
+        if activations == "int8" and M == 1 and dtype != DType.FP32:
+            xr = int8_round_trip(x)
+        want = xr @ W.T
+        scale = np.abs(xr) @ np.abs(W).T  # the size of the sums' terms
         assert np.all(np.abs(got - want) <= 1e-5 * scale + 1e-30), (level, dtype, shape, M)
 
 
-@pytest.mark.parametrize("dtype", [DType.FP32, DType.Q4_K, DType.Q5_0], ids=lambda d: d.label)
-def test_one_and_two_threads_agree_bit_for_bit(dtype: DType) -> None:
+@pytest.mark.parametrize("activations", ["fp32", "int8"])
+@pytest.mark.parametrize("dtype", [DType.FP32, DType.Q4_K, DType.Q5_0, DType.Q6_K],
+                         ids=lambda d: d.label)
+def test_one_and_two_threads_agree_bit_for_bit(dtype: DType, activations: str) -> None:
     rng = np.random.default_rng(1)
     N, K = 200, 512
     data, values = packed(dtype, rng.standard_normal((N, K)).astype(np.float32))
     view = View.row_major(N, K)
     for M in (1, 33):
         x = rng.standard_normal((M, K)).astype(np.float32)
-        one = matmul(dtype, data, N * K, view, N, K, x, threads=1)
-        two = matmul(dtype, data, N * K, view, N, K, x, threads=2)
+        one = matmul(dtype, data, N * K, view, N, K, x, threads=1, activations=activations)
+        two = matmul(dtype, data, N * K, view, N, K, x, threads=2, activations=activations)
         assert np.array_equal(one, two)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..blob.reader import open_blob
 from ..format.errors import TokenizerError
+from ..native.kernels import ACTIVATIONS
 from ..run.chat import render_chat
 from ..run.generate import GenerationStats, StreamDecoder, eos_token_ids, greedy
 from ..run.runtime import BumpModel
@@ -34,13 +35,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, metavar="CONFIG_JSON",
                    help="the source's config.json (required for bumpwgt3 blobs)")
     p.add_argument("--threads", type=positive_int, metavar="N", help="OpenMP threads (default: all)")
+    p.add_argument("--activations", choices=ACTIVATIONS, default="fp32",
+                   help="decode over quantized weights on fp32 activations (default, exact "
+                        "against the dequantized weights) or int8 ones (llama.cpp's integer "
+                        "dot products: faster)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     stats = GenerationStats()
     with open_blob(args.file, config=args.config) as bf, \
-            BumpModel.from_blob(bf, threads=args.threads) as model:
+            BumpModel.from_blob(bf, threads=args.threads,
+                                activations=args.activations) as model:
         carried = blob_tokenizer(bf) if args.tokenizer is None else None
         if carried is not None:
             tokenizer, record = carried

@@ -16,6 +16,9 @@ from ..format.errors import KernelError
 from . import native
 
 _ERR_LEN = 256
+#: What the activations of a product over quantized weights are: fp32 (exact against the
+#: dequantized weights), or int8 per block of 32 (integer dot products; decode only).
+ACTIVATIONS = ("fp32", "int8")
 
 
 @dataclass(frozen=True)
@@ -36,9 +39,13 @@ class View:
 
 
 def matmul(dtype: DType, weights: np.ndarray, numel: int, view: View, N: int, K: int,
-           x: np.ndarray, threads: int = 1) -> np.ndarray:
+           x: np.ndarray, threads: int = 1, activations: str = "fp32") -> np.ndarray:
     """``x`` [M, K] float32 times W^T -> [M, N] float32, W of ``dtype`` in ``weights`` (the raw
-    bytes: float32 values or ggml blocks, ``numel`` elements)."""
+    bytes: float32 values or ggml blocks, ``numel`` elements). ``activations="int8"``: the GEMV
+    (M == 1) over quantized weights runs on int8 activations."""
+    if activations not in ACTIVATIONS:
+        raise ValueError(f"activations must be one of {', '.join(ACTIVATIONS)}, "
+                         f"got {activations!r}")
     mod = native()
     ffi = mod.ffi
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -48,7 +55,7 @@ def matmul(dtype: DType, weights: np.ndarray, numel: int, view: View, N: int, K:
     rc = mod.lib.bump_matmul_view(
         int(dtype), ffi.from_buffer(buf), numel, view.ld, view.row_seg, view.row_seg_stride,
         view.col_seg, view.col_seg_stride, N, K, ffi.from_buffer("float[]", x), x.shape[0],
-        ffi.from_buffer("float[]", out), threads, err, _ERR_LEN)
+        ffi.from_buffer("float[]", out), threads, int(activations == "int8"), err, _ERR_LEN)
     if rc != 0:
         raise KernelError(ffi.string(err).decode(errors="replace"))
     return out

@@ -21,12 +21,14 @@ import numpy as np
 from ..blob.check import check_blob
 from ..blob.reader import BumpFile, open_blob
 from ..format.dtypes import DType
-from ..format.errors import BlobError, BumpError, ConfigError, LayoutError, RuntimeInputError
+from ..format.errors import (BlobError, BumpError, ConfigError, KernelError, LayoutError,
+                             RuntimeInputError)
 from ..format.profile import PlacedTensor
 from ..format.packing import matrix_view
 from ..format.spec import ModelSpec
 from ..format.stages import tap_shapes
 from ..native import native
+from ..native.kernels import ACTIVATIONS
 
 RopePairing = Literal["rotate_half", "interleaved"]
 _ROPE_TYPES = {"default": "BUMP_ROPE_DEFAULT", "linear": "BUMP_ROPE_LINEAR",
@@ -51,18 +53,24 @@ class BumpModel:
     @classmethod
     def open(cls, path: Path | str, config: Path | str | None = None, check: bool = False,
              threads: int | None = None, *,
-             rope_pairing: RopePairing = "rotate_half") -> "BumpModel":
+             rope_pairing: RopePairing = "rotate_half",
+             activations: str = "fp32") -> "BumpModel":
         """Open ``path`` (any profile). ``config`` is the source's config.json, required for a
         bumpwgt3 blob (which records neither eps nor rope settings). ``check`` recomputes every
         checksum and checks the zero padding first. ``threads`` defaults to OpenMP's default.
-        ``rope_pairing="interleaved"`` is fault injection for the parity tests only."""
+        ``rope_pairing="interleaved"`` is fault injection for the parity tests only.
+        ``activations="int8"``: decode over quantized weights quantizes the activations to int8
+        (per block of 32) and multiplies in integers, llama.cpp's way: faster, no longer exact
+        against the dequantized weights ("fp32", the default, is what parity checks)."""
         path = Path(path)
         with open_blob(path, config=Path(config) if config is not None else None) as bf:
-            return cls.from_blob(bf, check=check, threads=threads, rope_pairing=rope_pairing)
+            return cls.from_blob(bf, check=check, threads=threads, rope_pairing=rope_pairing,
+                                 activations=activations)
 
     @classmethod
     def from_blob(cls, bf: BumpFile, check: bool = False, threads: int | None = None, *,
-                  rope_pairing: RopePairing = "rotate_half") -> "BumpModel":
+                  rope_pairing: RopePairing = "rotate_half",
+                  activations: str = "fp32") -> "BumpModel":
         """Run an already opened blob (so that a caller who has read it does not parse it again).
 
         Refused: a blob without runtime settings, and one whose metadata fails its footer hash
@@ -86,12 +94,13 @@ class BumpModel:
             else:
                 table.append(t)
         return cls.from_table(bf.path, bf.spec, table, threads=threads, rope_pairing=rope_pairing,
-                              fd=bf.fileno())
+                              fd=bf.fileno(), activations=activations)
 
     @classmethod
     def from_table(cls, path: Path | str, spec: ModelSpec, table: Sequence[PlacedTensor],
                    threads: int | None = None, *,
-                   rope_pairing: RopePairing = "rotate_half", fd: int = -1) -> "BumpModel":
+                   rope_pairing: RopePairing = "rotate_half", fd: int = -1,
+                   activations: str = "fp32") -> "BumpModel":
         """Hand C a tensor table directly. :meth:`from_blob` builds the table from the reader;
         this entry point exists so that C's own checks of a table can be tested (and would let
         a caller run a layout the reader does not know). ``fd``: the file already open (what the
@@ -104,7 +113,11 @@ class BumpModel:
         if rope_pairing not in ("rotate_half", "interleaved"):
             raise ValueError(f"rope_pairing must be 'rotate_half' or 'interleaved', "
                              f"got {rope_pairing!r}")
+        if activations not in ACTIVATIONS:
+            raise ValueError(f"activations must be one of {', '.join(ACTIVATIONS)}, "
+                             f"got {activations!r}")
         cfg = _native_config(ffi, lib, spec, threads or 0, rope_pairing == "interleaved")
+        cfg.int8_activations = int(activations == "int8")
         entries = ffi.new("bump_tensor[]", max(len(table), 1))
         for i, t in enumerate(table):
             _fill_entry(lib, entries[i], i, t)
@@ -115,6 +128,8 @@ class BumpModel:
             message = f"{path}: {ffi.string(err).decode(errors='replace')}"
             if rc == lib.BUMP_ERR_NOMEM:
                 raise MemoryError(message)
+            if rc == lib.BUMP_ERR_INPUT:  # at open: BUMPCONV_KERNELS names no usable level
+                raise KernelError(message)
             raise BlobError(message)
         return cls(ffi.gc(out[0], lib.bump_close), mod, spec, path)
 
@@ -129,6 +144,11 @@ class BumpModel:
         """Positions whose RoPE tables and KV cache exist: they grow with the positions used,
         never with the context length the blob allows."""
         return int(self._mod.lib.bump_positions_allocated(self._live()))
+
+    @property
+    def kernels(self) -> str:
+        """The kernel level this model runs (BUMPCONV_KERNELS, else the CPU's best)."""
+        return self._mod.ffi.string(self._mod.lib.bump_model_kernels(self._live())).decode()
 
     @property
     def threads(self) -> int:
