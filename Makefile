@@ -50,9 +50,9 @@ demo: $(BLOB)
 	$(BIN)/bumpconv parity $(SMOL) $(BLOB)
 
 # GGUF sources (docs/gguf.md). SmolLM2's own Q4_1 file: its blocks kept (inspect, verify block
-# for block), then dequantized for the fp32 runtime (run, parity against transformers' GGUF
-# loader). Then llama.cpp's converter's files of the fp32 fixture (GGUF_TYPES; a K-quant only
-# when a `make peer` build has llama-quantize), each kept where possible and passed through parity.
+# for block), run, and parity against transformers' GGUF loader. Then llama.cpp's converter's
+# files of the fp32 fixture (GGUF_TYPES; a K-quant only when a `make peer` build has
+# llama-quantize), each kept, verified and passed through parity.
 GGUF_Q41   := $(CACHE)/smollm2-gguf/SmolLM2-135M-Instruct.Q4_1.gguf
 GGUF_DEMO  := $(CACHE)/demo/gguf
 GGUF_TYPES ?= f32 q8_0 q4_k_m
@@ -62,17 +62,14 @@ demo-gguf: install
 	$(BIN)/bumpconv convert $(GGUF_Q41) $(GGUF_DEMO)/q4_1-keep.bump --force --quiet
 	$(BIN)/bumpconv inspect $(GGUF_DEMO)/q4_1-keep.bump --check --summary
 	$(BIN)/bumpconv verify $(GGUF_DEMO)/q4_1-keep.bump --against $(GGUF_Q41)
-	$(BIN)/bumpconv convert $(GGUF_Q41) $(GGUF_DEMO)/q4_1-f32.bump --quant f32 --force --quiet
-	$(BIN)/bumpconv verify $(GGUF_DEMO)/q4_1-f32.bump --against $(GGUF_Q41)
-	$(BIN)/bumpconv run $(GGUF_DEMO)/q4_1-f32.bump --prompt "$(PROMPT)" -n 20
-	$(BIN)/bumpconv parity $(GGUF_Q41) $(GGUF_DEMO)/q4_1-f32.bump
+	$(BIN)/bumpconv run $(GGUF_DEMO)/q4_1-keep.bump --prompt "$(PROMPT)" -n 20
+	$(BIN)/bumpconv parity $(GGUF_Q41) $(GGUF_DEMO)/q4_1-keep.bump
 	for t in $(GGUF_TYPES); do \
 	  g=$$($(BIN)/python tools/gguf_fixtures.py smollm2 --types $$t --cache $(CACHE)); \
 	  case "$$g" in \#*) echo "$$g"; continue;; esac; \
-	  $(BIN)/bumpconv convert $$g $(GGUF_DEMO)/$$t-keep.bump --force --quiet \
-	    && $(BIN)/bumpconv verify $(GGUF_DEMO)/$$t-keep.bump --against $$g; \
-	  $(BIN)/bumpconv convert $$g $(GGUF_DEMO)/$$t-f32.bump --quant f32 --force --quiet || exit 1; \
-	  r=$$($(BIN)/bumpconv parity $$g $(GGUF_DEMO)/$$t-f32.bump); s=$$?; \
+	  $(BIN)/bumpconv convert $$g $(GGUF_DEMO)/$$t-keep.bump --force --quiet || exit 1; \
+	  $(BIN)/bumpconv verify $(GGUF_DEMO)/$$t-keep.bump --against $$g || exit 1; \
+	  r=$$($(BIN)/bumpconv parity $$g $(GGUF_DEMO)/$$t-keep.bump); s=$$?; \
 	  echo "$$t: $$(echo "$$r" | tail -1)"; [ $$s -eq 0 ] || exit 1; \
 	done
 

@@ -95,6 +95,10 @@ def test_keep_passes_blocks_through(gguf_of: Callable[[str], Path], tmp_path: Pa
         assert bf.metadata.bumpconv.quantization.policy == "keep"
     assert cli("verify", blob, "--against", src).code == 0
     assert load_dequantized(str(src), blob).identical
+    # the runtime runs the kept blocks; against transformers' GGUF model (the same weights)
+    # the fp32 thresholds hold
+    result = cli("parity", src, blob, *PROMPTS)
+    assert result.code == 0, result.out[-2000:] + result.err[-500:]
 
 
 def test_keep_refuses_blocks_the_layout_splits(gguf_of: Callable[[str], Path],
