@@ -36,9 +36,6 @@
 #include "blocks.h"
 #include "quant.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 #if defined(__SSE2__)
 #include <immintrin.h>
 #endif
@@ -149,22 +146,11 @@ static inline float hsum(vfloat v)
 
 static inline int min_int(int a, int b) { return a < b ? a : b; }
 
-static inline int thread_id(void)
+/* Run fn(ctx, ith, nth) on the scratch's threads and wait; inline unless `parallel`. */
+static void run_parallel(const bump_gemm_scratch *s, bump_pool_fn fn, void *ctx, int parallel)
 {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
-static inline int thread_count(void)
-{
-#ifdef _OPENMP
-    return omp_get_num_threads();
-#else
-    return 1;
-#endif
+    if (parallel) bump_pool_run(s->pool, fn, ctx);
+    else fn(ctx, 0, 1);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -440,22 +426,38 @@ static inline int locate(const int *extent, int njobs, int *i)
     return j;
 }
 
-static void gemv(const bump_matmul_job *jobs, int njobs, const float *x, int K, int nt)
-{
-    int rows[BUMP_MAX_JOBS], total = 0;
+/* One GEMV call: rows of all jobs numbered together, split contiguously over the threads. */
+typedef struct {
+    const bump_matmul_job *jobs;
+    const float *x;
+    int njobs, K, total;
+    int rows[BUMP_MAX_JOBS];
     reader rd[BUMP_MAX_JOBS];
+} gemv_call;
+
+static void gemv_work(void *ctx, int ith, int nth)
+{
+    const gemv_call *c = ctx;
+    long r0, r1;
+    bump_pool_range(c->total, ith, nth, &r0, &r1);
+    for (int r = (int)r0; r < (int)r1; r++) {
+        int n = r, j = locate(c->rows, c->njobs, &n);
+        const bump_wmat *w = &c->jobs[j].w;
+        c->jobs[j].out[n] = c->rd[j].deq
+            ? dot_row_q(w, &c->rd[j], row_elem(w, n), c->x, c->K)
+            : dot_row(w, (const ufloat *)w->base + row_elem(w, n), c->x, c->K);
+    }
+}
+
+static void gemv(const bump_matmul_job *jobs, int njobs, const float *x, int K,
+                 const bump_gemm_scratch *s)
+{
+    gemv_call c = {.jobs = jobs, .x = x, .njobs = njobs, .K = K};
     for (int j = 0; j < njobs; j++) {
-        total += rows[j] = jobs[j].N;
-        rd[j] = reader_of(jobs[j].w.dtype);
+        c.total += c.rows[j] = jobs[j].N;
+        c.rd[j] = reader_of(jobs[j].w.dtype);
     }
-#pragma omp parallel for schedule(static) num_threads(nt) if (total >= 64)
-    for (int r = 0; r < total; r++) {
-        int n = r, j = locate(rows, njobs, &n);
-        const bump_wmat *w = &jobs[j].w;
-        jobs[j].out[n] = rd[j].deq
-            ? dot_row_q(w, &rd[j], row_elem(w, n), x, K)
-            : dot_row(w, (const ufloat *)w->base + row_elem(w, n), x, K);
-    }
+    run_parallel(s, gemv_work, &c, c.total >= 64);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -561,56 +563,72 @@ static void micro_kernel(int kc, const float *restrict a, const float *restrict 
             c[(size_t)i * ldc + j] = accumulate ? c[(size_t)i * ldc + j] + tile[i][j] : tile[i][j];
 }
 
+/* One GEMM call. Each thread owns a contiguous run of weight panels (across the jobs) and packs
+ * its own copy of the activations (small next to the weights): no barrier until the call ends,
+ * so a thread that the OS preempts delays the others once per call, not once per block. */
+typedef struct {
+    const bump_matmul_job *jobs;
+    const float *in;
+    size_t lda;
+    int njobs, M, K, npanels, npanels_a, kc_step;
+    int panels[BUMP_MAX_JOBS];
+    reader rd[BUMP_MAX_JOBS];
+    const bump_gemm_scratch *s;
+} gemm_call;
+
+static void gemm_work(void *ctx, int tid, int nth)
+{
+    const gemm_call *c = ctx;
+    const bump_matmul_job *jobs = c->jobs;
+    int M = c->M, K = c->K, npanels_a = c->npanels_a, kc_step = c->kc_step;
+    long q0, q1;
+    bump_pool_range(c->npanels, tid, nth, &q0, &q1);
+    float *ap = c->s->pack + (size_t)tid * c->s->floats_per_thread;
+    float *bp = ap + (size_t)npanels_a * MR * KC;
+    float *tmp = bp + (size_t)KC * NR;
+    for (int k0 = 0; k0 < K && q0 < q1; k0 += kc_step) {
+        int kc = min_int(kc_step, K - k0);
+        for (int p = 0; p < npanels_a; p++)
+            pack_a(c->in, c->lda, p * MR, min_int(MR, M - p * MR), k0, kc,
+                   ap + (size_t)p * MR * kc);
+        for (int q = (int)q0; q < (int)q1; q++) {
+            int local = q, j = locate(c->panels, c->njobs, &local);
+            const bump_matmul_job *job = &jobs[j];
+            int n0 = local * NR, nv = min_int(NR, job->N - n0);
+            pack_b(&job->w, &c->rd[j], n0, nv, k0, kc, bp, tmp);
+            for (int p = 0; p < npanels_a; p++)
+                micro_kernel(kc, ap + (size_t)p * MR * kc, bp,
+                             job->out + (size_t)p * MR * job->ldc + n0, job->ldc,
+                             min_int(MR, M - p * MR), nv, k0 > 0);
+        }
+    }
+}
+
 static void gemm(const bump_matmul_job *jobs, int njobs, const float *in, size_t lda, int M,
                  int K, const bump_gemm_scratch *s)
 {
-    int panels[BUMP_MAX_JOBS], npanels = 0, npanels_a = (M + MR - 1) / MR, be = 1;
-    reader rd[BUMP_MAX_JOBS];
+    gemm_call c = {.jobs = jobs, .in = in, .lda = lda, .njobs = njobs, .M = M, .K = K,
+                   .npanels_a = (M + MR - 1) / MR, .s = s};
+    int be = 1;
     for (int j = 0; j < njobs; j++) {
-        npanels += panels[j] = (jobs[j].N + NR - 1) / NR;
-        rd[j] = reader_of(jobs[j].w.dtype);
-        if (rd[j].be > be) be = rd[j].be;
+        c.npanels += c.panels[j] = (jobs[j].N + NR - 1) / NR;
+        c.rd[j] = reader_of(jobs[j].w.dtype);
+        if (c.rd[j].be > be) be = c.rd[j].be;
     }
-    int kc_step;
     if (be == 1) {  /* fp32: even slices, no thin last slice */
         int kblocks = (K + KC - 1) / KC;
-        kc_step = (K + kblocks - 1) / kblocks;
+        c.kc_step = (K + kblocks - 1) / kblocks;
     } else {        /* whole blocks of the largest block type (32 and 256 both divide 256) */
-        kc_step = KC / be * be;
+        c.kc_step = KC / be * be;
     }
-    /* Each thread owns a contiguous run of weight panels (across the jobs) and packs its own
-     * copy of the activations (small next to the weights): no barrier until the region ends,
-     * so a thread that the OS preempts delays the others once per call, not once per block. */
-#pragma omp parallel num_threads(s->n_threads)
-    {
-        int nth = thread_count(), tid = thread_id();
-        int q0 = (int)((long)npanels * tid / nth), q1 = (int)((long)npanels * (tid + 1) / nth);
-        float *ap = s->pack + (size_t)tid * s->floats_per_thread;
-        float *bp = ap + (size_t)npanels_a * MR * KC;
-        float *tmp = bp + (size_t)KC * NR;
-        for (int k0 = 0; k0 < K && q0 < q1; k0 += kc_step) {
-            int kc = min_int(kc_step, K - k0);
-            for (int p = 0; p < npanels_a; p++)
-                pack_a(in, lda, p * MR, min_int(MR, M - p * MR), k0, kc, ap + (size_t)p * MR * kc);
-            for (int q = q0; q < q1; q++) {
-                int local = q, j = locate(panels, njobs, &local);
-                const bump_matmul_job *job = &jobs[j];
-                int n0 = local * NR, nv = min_int(NR, job->N - n0);
-                pack_b(&job->w, &rd[j], n0, nv, k0, kc, bp, tmp);
-                for (int p = 0; p < npanels_a; p++)
-                    micro_kernel(kc, ap + (size_t)p * MR * kc, bp,
-                                 job->out + (size_t)p * MR * job->ldc + n0, job->ldc,
-                                 min_int(MR, M - p * MR), nv, k0 > 0);
-            }
-        }
-    }
+    run_parallel(s, gemm_work, &c, 1);
 }
 
 static void matmul(const bump_matmul_job *jobs, int njobs, const float *in, size_t lda, int M,
                    int K, const bump_gemm_scratch *s)
 {
     if (M == 1)
-        gemv(jobs, njobs, in, K, s->n_threads);
+        gemv(jobs, njobs, in, K, s);
     else
         gemm(jobs, njobs, in, lda, M, K, s);
 }
