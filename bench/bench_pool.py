@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SRC = Path("/work/main/.cache/smollm2-fp32")
 #: variant -> (which sources, extra environment)
 VARIANTS = {"pool": ("worktree", {}),
             "omp-spin1000": ("openmp", {"GOMP_SPINCOUNT": "1000"}),
@@ -108,7 +107,8 @@ def measure(native_dir: Path, env_extra: dict[str, str], blob: Path, args: argpa
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=ROOT / ".cache-local" / "bench-pool")
-    ap.add_argument("--src", type=Path, default=SRC, help="the SmolLM2-135M fp32 checkpoint")
+    ap.add_argument("--src", type=Path, default=ROOT / ".cache" / "smollm2-fp32",
+                    help="the SmolLM2-135M fp32 checkpoint (tools/fixtures.py builds it)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--steps", type=int, default=64)
