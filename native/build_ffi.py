@@ -7,7 +7,7 @@ Two callers:
 * ``make -C native`` (and its ``asan`` target) run this file as a script to build a variant into
   a directory that ``BUMPCONV_NATIVE_DIR`` can point the runtime at.
 
-Flags: ``-O3`` and OpenMP when the compiler accepts it, for the baseline target (never
+Flags: ``-O3`` and ``-pthread`` (the runtime's own thread pool, pool.c), for the baseline target (never
 ``-march=native``: the build must run on any CPU of the architecture). The kernels are compiled
 once per instruction-set level (kernels_<level>.c, each with its own ``#pragma GCC target``) and
 the level is chosen at run time (native/kernels.c).
@@ -18,19 +18,16 @@ transformers; the kernels fuse multiply-adds explicitly.
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import shlex
-import subprocess
 import sysconfig
-import tempfile
 from pathlib import Path
 
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 SOURCES = ("bump.c", "kernels.c", "kernels_portable.c", "kernels_avx2.c", "kernels_avxvnni.c",
-           "kernels_avx512.c", "kernels_avx512vnni.c", "quant.c")
+           "kernels_avx512.c", "kernels_avx512vnni.c", "quant.c", "pool.c")
 HEADERS = ("bump.h", "kernels.h", "kernels_impl.h", "kernels_int8.h", "blocks.h", "pool.h",
            "quant.h")
 #: Headers whose declarations between CFFI markers make up the Python-visible API, in order.
@@ -56,36 +53,15 @@ def _compiler() -> list[str]:
     return shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
 
 
-@functools.lru_cache(maxsize=None)
-def _accepts(flags: tuple[str, ...], program: str = "int main(void) { return 0; }\n") -> bool:
-    """Whether the compiler builds and links a small program with ``flags``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "probe.c"
-        src.write_text(program)
-        try:
-            result = subprocess.run(
-                [*_compiler(), *flags, str(src), "-o", str(Path(tmp) / "probe")],
-                capture_output=True)
-        except OSError:
-            return False
-        return result.returncode == 0
-
-
 def _flags(variant: str, strict: bool) -> tuple[list[str], list[str]]:
     """(compile, link) flags for a variant: release or asan."""
-    compile_args = ["-std=c11", "-ffp-contract=off"]
-    link_args: list[str] = []
+    compile_args = ["-std=c11", "-ffp-contract=off", "-pthread"]
+    link_args = ["-pthread"]
     if variant == "asan":
         compile_args += ["-O1", "-g", *SANITIZE]
         link_args += SANITIZE
     else:
         compile_args += ["-O3"]
-    omp_probe = "#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n"
-    if _accepts(("-fopenmp",), omp_probe):
-        compile_args.append("-fopenmp")
-        link_args.append("-fopenmp")
-    else:
-        compile_args.append("-Wno-unknown-pragmas")
     if strict:
         compile_args += STRICT
     return compile_args, link_args

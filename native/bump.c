@@ -29,11 +29,9 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "kernels.h"
+#include "pool.h"
 #include "quant.h"
 
 #define MAX_DIM (1 << 24) /* any single dimension */
@@ -132,6 +130,7 @@ typedef struct {
 struct bump_model {
     bump_config c;
     int n_threads;
+    bump_pool *pool;              /* n_threads threads, the caller's included */
     Weights w;
     RunState s;
     /* the file: mapped read-only, kept open to notice a change (see the guard below) */
@@ -646,16 +645,20 @@ int bump_open(const char *path, int fd, const bump_config *cfg, const bump_tenso
     m->c = *cfg;
     m->fd = -1;
     m->guard_slot = -1;
-#ifdef _OPENMP
-    m->n_threads = cfg->n_threads > 0 ? cfg->n_threads : omp_get_max_threads();
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    m->n_threads = cfg->n_threads > 0 ? cfg->n_threads : online > 0 ? (int)online : 1;
     if (m->n_threads > MAX_THREADS) m->n_threads = MAX_THREADS;
-#else
-    m->n_threads = 1;
-#endif
-    m->s.gs.n_threads = m->n_threads;
+    m->pool = bump_pool_create(m->n_threads);
+    if (!m->pool) {
+        rc = fail(err, len, BUMP_ERR_NOMEM, "cannot start %d threads", m->n_threads);
+        free(m);
+        return rc;
+    }
+    m->s.gs.pool = m->pool;
     m->s.gs.int8_activations = cfg->int8_activations != 0;
     m->s.gs.level = bump_kernels_select(err, len);
     if (!m->s.gs.level) {
+        bump_pool_destroy(m->pool);
         free(m);
         return BUMP_ERR_INPUT;
     }
@@ -722,6 +725,7 @@ void bump_close(bump_model *m)
     guard_release(m->guard_slot);
     if (m->map) munmap(m->map, m->map_size);
     if (m->fd >= 0) close(m->fd);
+    bump_pool_destroy(m->pool);
     free(m);
 }
 
@@ -743,12 +747,36 @@ static void rmsnorm(float *out, const float *x, const float *w, int n, float eps
     for (int i = 0; i < n; i++) out[i] = w[i] * (x[i] * r);
 }
 
-static void rmsnorm_rows(float *out, const float *x, const float *w, int rows, int cols,
-                         float eps, int nt)
+/* fn over `items` independent items on the model's threads; inline when there is one item
+ * (waking the workers costs more than it saves). Every item is computed by one thread the same
+ * way whatever the split, so results do not depend on the thread count. */
+static void parallel(const bump_model *m, long items, bump_pool_fn fn, void *ctx)
 {
-#pragma omp parallel for schedule(static) num_threads(nt) if (rows > 1)
-    for (int i = 0; i < rows; i++)
-        rmsnorm(out + (size_t)i * cols, x + (size_t)i * cols, w, cols, eps);
+    if (items > 1) bump_pool_run(m->pool, fn, ctx);
+    else fn(ctx, 0, 1);
+}
+
+typedef struct {
+    float *out;
+    const float *x, *w;
+    int rows, cols;
+    float eps;
+} RmsnormRows;
+
+static void rmsnorm_rows_part(void *ctx, int ith, int nth)
+{
+    const RmsnormRows *a = ctx;
+    long i0, i1;
+    bump_pool_range(a->rows, ith, nth, &i0, &i1);
+    for (long i = i0; i < i1; i++)
+        rmsnorm(a->out + (size_t)i * a->cols, a->x + (size_t)i * a->cols, a->w, a->cols, a->eps);
+}
+
+static void rmsnorm_rows(const bump_model *m, float *out, const float *x, const float *w,
+                         int rows, int cols, float eps)
+{
+    RmsnormRows a = {out, x, w, rows, cols, eps};
+    parallel(m, rows, rmsnorm_rows_part, &a);
 }
 
 /* q * cos + rotate_half(q) * sin for one head; `interleaved` is the engine's old bug. */
@@ -779,31 +807,30 @@ static void tap(float *dst, const float *src, int rows, int cols, size_t stride)
 
 #define TAP(tp, key, src, rows, cols, stride) tap((tp) ? (tp)->key : NULL, src, rows, cols, stride)
 
-static inline int thread_num(void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
+typedef struct {
+    bump_model *m;
+    int l, n, start;
+    const bump_taps *tp;
+} Attention;
 
-/* Causal (optionally sliding-window) GQA attention of n new queries at positions
- * start..start+n-1 against the cache. */
-static void attention(bump_model *m, int l, int n, int start, const bump_taps *tp)
+/* Tasks (head, query) dealt round-robin: queries late in a prefill cost more. */
+static void attention_part(void *ctx, int ith, int nth)
 {
+    const Attention *a = ctx;
+    bump_model *m = a->m;
+    int l = a->l, n = a->n, start = a->start;
+    const bump_taps *tp = a->tp;
     const bump_config *c = &m->c;
     RunState *s = &m->s;
     int H = c->n_heads, D = c->head_dim, P = s->positions, group = c->n_heads / c->n_kv_heads;
     float scale = (float)pow((double)D, -0.5);
     float *tap_scores = tp ? tp->scores : NULL, *tap_probs = tp ? tp->probs : NULL;
-#pragma omp parallel for schedule(static, 1) num_threads(m->n_threads) if (n * H > 1)
-    for (int task = 0; task < n * H; task++) {
+    float *sc = s->scores + (size_t)ith * P;
+    for (int task = ith; task < n * H; task += nth) {
         int h = task / n, i = task % n, kvh = h / group, pos = start + i;
         int lo = c->sliding_window > 0 && pos - c->sliding_window + 1 > 0
                      ? pos - c->sliding_window + 1 : 0;
         const float *q = s->q + ((size_t)i * H + h) * D;
-        float *sc = s->scores + (size_t)thread_num() * P;
         int span = pos - lo + 1;
         bump_scores(m->s.gs.level, q, D, keys_of(m, l, kvh) + lo, s->key_stride, span, scale, sc + lo);
         float mx = -INFINITY;
@@ -828,6 +855,57 @@ static void attention(bump_model *m, int l, int n, int start, const bump_taps *t
     }
 }
 
+/* Causal (optionally sliding-window) GQA attention of n new queries at positions
+ * start..start+n-1 against the cache. */
+static void attention(bump_model *m, int l, int n, int start, const bump_taps *tp)
+{
+    Attention a = {m, l, n, start, tp};
+    parallel(m, (long)n * m->c.n_heads, attention_part, &a);
+}
+
+typedef struct {
+    const bump_model *m;
+    int n, start;
+} Rope;
+
+static void rope_part(void *ctx, int ith, int nth)
+{
+    const Rope *a = ctx;
+    const bump_config *c = &a->m->c;
+    const RunState *s = &a->m->s;
+    int H = c->n_heads, KV = c->n_kv_heads, D = c->head_dim, half = D / 2;
+    long i0, i1;
+    bump_pool_range(a->n, ith, nth, &i0, &i1);
+    for (long i = i0; i < i1; i++) {
+        const float *cs = s->rope_cos + (size_t)(a->start + i) * half;
+        const float *sn = s->rope_sin + (size_t)(a->start + i) * half;
+        for (int h = 0; h < H; h++)
+            rope(s->q + ((size_t)i * H + h) * D, cs, sn, D, c->rope_interleaved);
+        for (int h = 0; h < KV; h++)
+            rope(s->k + ((size_t)i * KV + h) * D, cs, sn, D, c->rope_interleaved);
+    }
+}
+
+typedef struct {
+    const bump_model *m;
+    int n;
+} Swiglu;
+
+/* hb2 = silu(gate) * up per row of hb = [gate (I) | up (I)]. */
+static void swiglu_part(void *ctx, int ith, int nth)
+{
+    const Swiglu *a = ctx;
+    const RunState *s = &a->m->s;
+    int I = a->m->c.intermediate;
+    long i0, i1;
+    bump_pool_range(a->n, ith, nth, &i0, &i1);
+    for (long i = i0; i < i1; i++) {
+        const float *g = s->hb + (size_t)i * 2 * I, *u = g + I;
+        float *o = s->hb2 + (size_t)i * I;
+        for (int j = 0; j < I; j++) o[j] = g[j] / (1.0f + expf(-g[j])) * u[j];
+    }
+}
+
 static void layer(bump_model *m, int l, int n, int start, const bump_taps *taps)
 {
     const bump_config *c = &m->c;
@@ -836,11 +914,11 @@ static void layer(bump_model *m, int l, int n, int start, const bump_taps *taps)
     const bump_taps *tp = taps && taps->layer == l ? taps : NULL;
     int E = c->hidden, I = c->intermediate, H = c->n_heads, KV = c->n_kv_heads,
         D = c->head_dim;
-    int QD = H * D, KD = KV * D, nt = m->n_threads;
+    int QD = H * D, KD = KV * D;
     float eps = (float)c->rms_eps;
 
     /* attention block */
-    rmsnorm_rows(s->xb, s->x, w->ln1, n, E, eps, nt);
+    rmsnorm_rows(m, s->xb, s->x, w->ln1, n, E, eps);
     TAP(tp, ln1, s->xb, n, E, E);
     bump_matmul_job qkv[3] = {{w->wq, QD, s->q, QD}, {w->wk, KD, s->k, KD},
                               {w->wv, KD, s->v, KD}};
@@ -854,21 +932,13 @@ static void layer(bump_model *m, int l, int n, int start, const bump_taps *taps)
     TAP(tp, k, s->k, n, KD, KD);
     TAP(tp, v, s->v, n, KD, KD);
     if (w->q_norm) {
-        rmsnorm_rows(s->q, s->q, w->q_norm, n * H, D, eps, nt);
-        rmsnorm_rows(s->k, s->k, w->k_norm, n * KV, D, eps, nt);
+        rmsnorm_rows(m, s->q, s->q, w->q_norm, n * H, D, eps);
+        rmsnorm_rows(m, s->k, s->k, w->k_norm, n * KV, D, eps);
         TAP(tp, q_norm, s->q, n, QD, QD);
         TAP(tp, k_norm, s->k, n, KD, KD);
     }
-    int half = D / 2;
-#pragma omp parallel for schedule(static) num_threads(nt) if (n > 1)
-    for (int i = 0; i < n; i++) {
-        const float *cs = s->rope_cos + (size_t)(start + i) * half;
-        const float *sn = s->rope_sin + (size_t)(start + i) * half;
-        for (int h = 0; h < H; h++)
-            rope(s->q + ((size_t)i * H + h) * D, cs, sn, D, c->rope_interleaved);
-        for (int h = 0; h < KV; h++)
-            rope(s->k + ((size_t)i * KV + h) * D, cs, sn, D, c->rope_interleaved);
-    }
+    Rope rp = {m, n, start};
+    parallel(m, n, rope_part, &rp);
     TAP(tp, q_rope, s->q, n, QD, QD);
     TAP(tp, k_rope, s->k, n, KD, KD);
     for (int h = 0; h < KV; h++) {
@@ -888,18 +958,14 @@ static void layer(bump_model *m, int l, int n, int start, const bump_taps *taps)
     TAP(tp, resid1, s->x, n, E, E);
 
     /* MLP block: hb row = [gate (I) | up (I)] */
-    rmsnorm_rows(s->xb, s->x, w->ln2, n, E, eps, nt);
+    rmsnorm_rows(m, s->xb, s->x, w->ln2, n, E, eps);
     TAP(tp, ln2, s->xb, n, E, E);
     bump_matmul_job w1 = {w->w1, 2 * I, s->hb, 2 * (size_t)I};
     bump_matmul(&w1, 1, s->xb, E, n, E, &s->gs);
     TAP(tp, gate, s->hb, n, I, 2 * (size_t)I);
     TAP(tp, up, s->hb + I, n, I, 2 * (size_t)I);
-#pragma omp parallel for schedule(static) num_threads(nt) if (n > 1)
-    for (int i = 0; i < n; i++) {
-        const float *g = s->hb + (size_t)i * 2 * I, *u = g + I;
-        float *o = s->hb2 + (size_t)i * I;
-        for (int j = 0; j < I; j++) o[j] = g[j] / (1.0f + expf(-g[j])) * u[j];
-    }
+    Swiglu sw = {m, n};
+    parallel(m, n, swiglu_part, &sw);
     TAP(tp, swiglu, s->hb2, n, I, I);
     bump_matmul_job w2 = {w->w2, E, s->proj, E};
     bump_matmul(&w2, 1, s->hb2, I, n, I, &s->gs);
@@ -951,8 +1017,8 @@ int bump_forward(bump_model *m, const int32_t *tokens, int32_t n, int32_t start_
     /* final norm over the rows that are needed, then logits */
     int first = logits && !all_logits && !(taps && taps->final_norm) ? n - 1 : 0;
     if (logits || (taps && taps->final_norm)) {
-        rmsnorm_rows(s->xb + (size_t)first * E, s->x + (size_t)first * E, m->w.final_norm,
-                     n - first, E, (float)c->rms_eps, m->n_threads);
+        rmsnorm_rows(m, s->xb + (size_t)first * E, s->x + (size_t)first * E, m->w.final_norm,
+                     n - first, E, (float)c->rms_eps);
         if (taps) tap(taps->final_norm, s->xb, n, E, E);
     }
     if (logits) {

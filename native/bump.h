@@ -59,7 +59,7 @@ typedef struct {
     int32_t rope_original_max_pos;                        /* llama3 */
     int32_t sliding_window;    /* 0: none (Mistral: attend to the last sliding_window keys) */
     int32_t rope_interleaved;  /* fault injection: pair (2i, 2i+1) instead of (i, i + D/2) */
-    int32_t n_threads;         /* 0: OpenMP's default */
+    int32_t n_threads;         /* 0: the number of online CPUs */
     int32_t int8_activations;  /* decode over quantized weights on int8 activations */
 } bump_config;
 

@@ -124,11 +124,13 @@ int bump_matmul_view(int32_t dtype, const void *w, int64_t numel, int64_t ld, in
     }
     if (col_seg > K) col_seg = K; /* one segment spans the row either way */
     if (row_seg > N) row_seg = N;
-    bump_gemm_scratch s = {.level = level, .n_threads = n_threads,
-                         .int8_activations = int8_activations != 0};
+    bump_gemm_scratch s = {.level = level, .pool = bump_pool_create(n_threads),
+                           .int8_activations = int8_activations != 0};
     s.floats_per_thread = bump_gemm_scratch_floats(level, M);
     void *pack = NULL; /* the panels are read with aligned vector loads */
-    if (posix_memalign(&pack, 64, s.floats_per_thread * (size_t)n_threads * sizeof(float))) {
+    if (!s.pool ||
+        posix_memalign(&pack, 64, s.floats_per_thread * (size_t)n_threads * sizeof(float))) {
+        bump_pool_destroy(s.pool);
         refuse(err, len, "out of memory");
         return BUMP_ERR_NOMEM;
     }
@@ -139,6 +141,7 @@ int bump_matmul_view(int32_t dtype, const void *w, int64_t numel, int64_t ld, in
                            .N = N, .out = out, .ldc = (size_t)N};
     bump_matmul(&job, 1, in, (size_t)K, M, K, &s);
     free(s.pack);
+    bump_pool_destroy(s.pool);
     return BUMP_OK;
 }
 

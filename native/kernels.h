@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pool.h"
+
 /* Weights are memory-mapped at whatever byte offset the file puts them (bump files do not align
  * tensors), so every access to fp32 weights goes through this 1-byte-aligned float type. */
 typedef float ufloat __attribute__((aligned(1)));
@@ -36,14 +38,13 @@ typedef struct {
 
 typedef struct bump_kernel_level bump_kernel_level;
 
-/* Scratch for one model's products: the level's kernels, the thread count, and per thread the
- * packed activations and one weight panel. floats_per_thread >= bump_gemm_scratch_floats(level,
- * M) for every M the caller passes. */
+/* Scratch for one model's products: the level's kernels, the threads, and per thread the packed activations and one weight panel. floats_per_thread >=
+ * bump_gemm_scratch_floats(level, M) for every M the caller passes. */
 typedef struct {
     const bump_kernel_level *level;
     float *pack;
     size_t floats_per_thread;
-    int n_threads;
+    bump_pool *pool;
     int int8_activations; /* GEMV over quantized weights on int8 activations (kernels_int8.h) */
 } bump_gemm_scratch;
 

@@ -39,9 +39,6 @@
 #include "pool.h"
 #include "quant.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 #if defined(__SSE2__)
 #include <immintrin.h>
 #endif
@@ -506,18 +503,13 @@ static inline int locate(const int *extent, int njobs, int *i)
 
 #include "kernels_int8.h"
 
-/* Run fn(ctx, ith, nth) on nt threads (ith = 0 .. nth - 1) and wait: the shape of the
- * runtime's thread pool (pool.h), run here inside an OpenMP region. */
-static void run_parallel(bump_pool_fn fn, void *ctx, int nt)
+/* Run fn(ctx, ith, nth) on the scratch's thread pool and wait; inline unless `parallel`. */
+static void run_parallel(const bump_gemm_scratch *s, bump_pool_fn fn, void *ctx, int parallel)
 {
-#ifdef _OPENMP
-    if (nt > 1) {
-#pragma omp parallel num_threads(nt)
-        fn(ctx, omp_get_thread_num(), omp_get_num_threads());
-        return;
-    }
-#endif
-    fn(ctx, 0, 1);
+    if (parallel)
+        bump_pool_run(s->pool, fn, ctx);
+    else
+        fn(ctx, 0, 1);
 }
 
 /* One GEMV call: rows of all jobs numbered together, split contiguously over the threads (a
@@ -554,15 +546,15 @@ static void gemv_work(void *arg, int ith, int nth)
 
 #define XQ_STACK 512 /* activation blocks kept on the stack: K up to 16384 */
 
-static void gemv(const bump_matmul_job *jobs, int njobs, const float *x, int K, int nt,
-                 int int8)
+static void gemv(const bump_matmul_job *jobs, int njobs, const float *x, int K,
+                 const bump_gemm_scratch *s)
 {
     gemv_ctx c = {.jobs = jobs, .njobs = njobs, .K = K, .x = x};
     int quantized = 0;
     for (int j = 0; j < njobs; j++) {
         c.total += c.rows[j] = jobs[j].N;
         c.rd[j] = reader_of(jobs[j].w.dtype);
-        c.qd[j] = int8 ? qdot_of(jobs[j].w.dtype) : NULL;
+        c.qd[j] = s->int8_activations ? qdot_of(jobs[j].w.dtype) : NULL;
         quantized |= c.qd[j] != NULL;
     }
     xq8 stack[XQ_STACK], *heap = NULL;
@@ -576,7 +568,7 @@ static void gemv(const bump_matmul_job *jobs, int njobs, const float *x, int K, 
             c.xq = heap ? heap : stack;
         }
     }
-    run_parallel(gemv_work, &c, c.total >= 64 ? nt : 1);
+    run_parallel(s, gemv_work, &c, c.total >= 64);
     free(heap);
 }
 
@@ -741,14 +733,14 @@ static void gemm(const bump_matmul_job *jobs, int njobs, const float *in, size_t
     } else {       /* whole blocks of the largest block type (32 and 256 both divide 256) */
         c.kc_step = KC / be * be;
     }
-    run_parallel(gemm_work, &c, s->n_threads);
+    run_parallel(s, gemm_work, &c, 1);
 }
 
 static void matmul(const bump_matmul_job *jobs, int njobs, const float *in, size_t lda, int M,
                    int K, const bump_gemm_scratch *s)
 {
     if (M == 1)
-        gemv(jobs, njobs, in, K, s->n_threads, s->int8_activations);
+        gemv(jobs, njobs, in, K, s);
     else
         gemm(jobs, njobs, in, lda, M, K, s);
 }

@@ -7,8 +7,9 @@
  *
  * The caller is worker 0: bump_pool_run(p, fn, ctx) calls fn(ctx, 0, n) on the calling thread and
  * fn(ctx, i, n) on worker i for 0 < i < n, and returns once every call has returned. Calls are
- * not reentrant (fn must not call bump_pool_run on the same pool). A pool of one thread runs fn
- * inline.
+ * not reentrant (fn must not call bump_pool_run on the same pool), and one pool serves one caller
+ * at a time. A pool of one thread runs fn inline; so does a pool used in a forked child (its
+ * workers stayed in the parent): fn(ctx, i, n) for every i in turn, the same results.
  */
 #ifndef BUMP_POOL_H
 #define BUMP_POOL_H

@@ -34,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "tokenizer the blob carries, else tokenizer.json beside the blob")
     p.add_argument("--config", type=Path, metavar="CONFIG_JSON",
                    help="the source's config.json (required for bumpwgt3 blobs)")
-    p.add_argument("--threads", type=positive_int, metavar="N", help="OpenMP threads (default: all)")
+    p.add_argument("--threads", type=positive_int, metavar="N", help="runtime threads (default: the online CPUs)")
     p.add_argument("--activations", choices=ACTIVATIONS, default="fp32",
                    help="decode over quantized weights on fp32 activations (default, exact "
                         "against the dequantized weights) or int8 ones (llama.cpp's integer "

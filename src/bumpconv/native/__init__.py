@@ -18,22 +18,10 @@ from types import ModuleType
 from ..format.errors import NativeUnavailableError
 
 
-def _prefer_short_spin() -> None:
-    """libgomp's default barrier wait spins ~300k iterations (milliseconds where the pause
-    instruction is slow) before sleeping. When another process competes for the cores, a
-    waiting thread then burns the time slice of the thread it waits for, and a forward pass
-    gets 10-30x slower; a short spin costs nothing measurable on an idle machine. libgomp
-    reads the setting once, when it is loaded, so it is set before the extension (which links
-    libgomp) is imported. A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT wins."""
-    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-        os.environ["GOMP_SPINCOUNT"] = "1000"
-
-
 @functools.lru_cache(maxsize=None)
 def load_native(directory: str | None = None) -> ModuleType:
     """The cffi module ``bumpconv._native``: from ``directory`` when given (a build variant such
     as the sanitizer build), else the one installed with the package."""
-    _prefer_short_spin()
     if directory is None:
         try:
             return importlib.import_module("bumpconv._native")

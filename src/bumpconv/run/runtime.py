@@ -57,7 +57,7 @@ class BumpModel:
              activations: str = "fp32") -> "BumpModel":
         """Open ``path`` (any profile). ``config`` is the source's config.json, required for a
         bumpwgt3 blob (which records neither eps nor rope settings). ``check`` recomputes every
-        checksum and checks the zero padding first. ``threads`` defaults to OpenMP's default.
+        checksum and checks the zero padding first. ``threads`` defaults to the number of online CPUs.
         ``rope_pairing="interleaved"`` is fault injection for the parity tests only.
         ``activations="int8"``: decode over quantized weights quantizes the activations to int8
         (per block of 32) and multiplies in integers, llama.cpp's way: faster, no longer exact
@@ -152,7 +152,7 @@ class BumpModel:
 
     @property
     def threads(self) -> int:
-        """OpenMP threads the C kernels use."""
+        """Threads of the model's pool (the caller's included)."""
         return int(self._mod.lib.bump_threads(self._live()))
 
     def forward(self, tokens: Sequence[int] | np.ndarray, start_pos: int = 0,
