@@ -251,3 +251,20 @@ def test_unsupported_tokenizer_is_refused(gguf_of: Callable[[str], Path], tmp_pa
     writer.close()
     result = cli("convert", src, tmp_path / "m.bump", "--quiet")
     assert result.code != 0 and "tokenizer.ggml.model 'llama' is not supported" in result.err
+
+
+def test_eval_takes_a_gguf_source(gguf_of: Callable[[str], Path], tmp_path: Path,
+                                  cli: Callable[..., object]) -> None:
+    """eval FILE.gguf BLOB: the GGUF's own tokenizer scores the text, transformers' GGUF model is
+    the reference; a kept blob holds exactly its weights, so only kernel noise is left."""
+    import json
+    src = _own_dir(gguf_of("q8_0"), tmp_path)
+    blob = tmp_path / "m.bump"
+    assert cli("convert", src, blob, "--quiet").code == 0
+    text = tmp_path / "text.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog. " * 40, encoding="utf-8")
+    result = cli("eval", src, blob, "--corpus", text, "--ctx", "64", "--chunks", "2", "--json",
+                 "--quiet")
+    assert result.code == 0, result.out[-2000:] + result.err[-500:]
+    report = json.loads(result.out)
+    assert report["blobs"][0]["weights_identical_to_source"] and report["passed"]
