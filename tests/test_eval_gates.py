@@ -28,7 +28,7 @@ def test_packaged_table_has_the_starting_values() -> None:
     assert (by["q8_0"].mean_kl_max, by["q8_0"].same_top_min, by["q8_0"].ppl_ratio_max) == \
         (0.005, 0.97, 1.01)
     assert (by["q6_k"].mean_kl_max, by["q6_k"].same_top_min) == (0.015, 0.94)
-    assert (by["q4_k"].mean_kl_max, by["q4_k"].same_top_min) == (0.08, 0.88)
+    assert (by["q4_k"].mean_kl_max, by["q4_k"].same_top_min) == (0.12, 0.77)
     assert TABLE.kernels == Limits(mean_kl_max=1e-5, same_top_min=0.999)
 
 
