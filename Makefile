@@ -101,6 +101,8 @@ bench: install
 	$(BIN)/python bench/bench_convert.py --cache $(CACHE)
 	$(BIN)/python bench/bench_runtime.py --cache $(CACHE)
 	$(BIN)/python bench/bench_quant.py
+	$(BIN)/python bench/bench_kernels.py
+	$(BIN)/python bench/bench_pool.py
 
 # llama.cpp as a benchmark/oracle peer, never for CI: its source from PyPI (llama-cpp-python
 # sdist), built into $(CACHE)/peer/ (needs pip, cmake, a C++ compiler). See docs/peer.md.
