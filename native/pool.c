@@ -34,7 +34,7 @@
 
 /* How long a waiting thread spins before it sleeps (-DSPIN_NS=... to measure others). */
 #ifndef SPIN_NS
-#define SPIN_NS 10000L
+#define SPIN_NS 50000L
 #endif
 
 struct bump_pool {
