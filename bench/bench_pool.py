@@ -57,13 +57,16 @@ print(json.dumps({"prefill_ms": min(prefill) * 1e3, "decode_tps": max(rates)}))
 
 
 def openmp_commit() -> str:
-    """The parent of the commit that took -fopenmp out of the build."""
+    """The first parent of the commit on the main line that took -fopenmp out of the build (the
+    pool arrived as a merge: its first parent is the last OpenMP build with today's C API)."""
     removed = subprocess.run(
-        ["git", "log", "-1", "--format=%H", "-S-fopenmp", "--", "native/build_ffi.py"],
+        ["git", "log", "-1", "--first-parent", "--diff-merges=first-parent", "--no-patch",
+         "--format=%H",
+         "-S-fopenmp", "--", "native/build_ffi.py"],
         cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
     if not removed:
         raise SystemExit("no commit removed -fopenmp from native/build_ffi.py")
-    return f"{removed}^"
+    return f"{removed}^1"
 
 
 def build(which: str, work: Path) -> Path:
