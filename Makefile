@@ -29,9 +29,10 @@ test: install
 
 # The fast lane: every test that needs neither torch nor transformers (it fails if either is
 # imported): spec, profiles, packing, codec, safetensors parsing, checks, parity metrics, the C
-# runtime and kernels on numpy-built checkpoints.
+# runtime and kernels on numpy-built checkpoints. The llama.cpp oracle tests (peer) stay out: they
+# run only where `make peer` built it, and take half a minute there.
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not model and not fuzz"
+	$(BIN)/python -m pytest -q -m "not model and not fuzz and not peer"
 
 fixtures: install
 	$(BIN)/python tools/fixtures.py smollm2 --cache $(CACHE)
