@@ -170,10 +170,10 @@ def _reference_for(bf: BumpFile, root: Path, threads: int | None
     quantized = sorted({t.dtype.label for t in bf.tensors
                         if t.slot.content == "weights" and t.dtype != DType.FP32})
     section = bf.metadata.bumpconv.quantization if bf.metadata is not None else None
+    reference = Reference.load(str(root), threads)
     if not quantized or (section is not None and section.policy == KEEP):
         # kept GGUF blocks: transformers' GGUF model already holds exactly their values
-        return Reference.load(str(root), threads), []
-    reference = Reference.load(str(root), threads)
+        return reference, []
     load_blob_weights(reference.model, bf)
     return reference, [f"the blob's weights are {', '.join(quantized)}: the reference is "
                        "transformers' model carrying the blob's dequantized weights"]
