@@ -616,7 +616,8 @@ static int reserve_tokens(bump_model *m, int n)
     s->v = alloc_floats(N * KD);
     s->hb = alloc_floats(N * 2 * I);
     s->hb2 = alloc_floats(N * I);
-    s->gs.floats_per_thread = bump_gemm_scratch_floats(s->gs.level, n);
+    const size_t kmax = E > I ? (E > QD ? E : QD) : (I > QD ? I : QD); /* longest input */
+    s->gs.floats_per_thread = bump_gemm_scratch_floats(s->gs.level, n, (int)kmax);
     s->gs.pack = alloc_floats(s->gs.floats_per_thread * (size_t)m->n_threads);
     if (!s->x || !s->xb || !s->proj || !s->q || !s->att || !s->k || !s->v || !s->hb ||
         !s->hb2 || !s->gs.pack) {
@@ -840,11 +841,7 @@ static void attention_part(void *ctx, int ith, int nth)
             float *row = tap_scores + ((size_t)h * n + i) * n;
             for (int t = 0; t < n; t++) row[t] = t >= lo && t <= pos ? sc[t] : -INFINITY;
         }
-        float sum = 0.0f;
-        for (int t = lo; t <= pos; t++) {
-            sc[t] = expf(sc[t] - mx);
-            sum += sc[t];
-        }
+        float sum = bump_exp_sum(m->s.gs.level, sc + lo, span, mx);
         for (int t = lo; t <= pos; t++) sc[t] = sc[t] / sum;
         bump_weighted_sum(m->s.gs.level, sc + lo, values_of(m, l, kvh) + (size_t)lo * D, D, span, D,
                           s->att + ((size_t)i * H + h) * D);
@@ -902,7 +899,7 @@ static void swiglu_part(void *ctx, int ith, int nth)
     for (long i = i0; i < i1; i++) {
         const float *g = s->hb + (size_t)i * 2 * I, *u = g + I;
         float *o = s->hb2 + (size_t)i * I;
-        for (int j = 0; j < I; j++) o[j] = g[j] / (1.0f + expf(-g[j])) * u[j];
+        bump_swiglu(s->gs.level, g, u, I, o);
     }
 }
 

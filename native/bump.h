@@ -106,6 +106,10 @@ void bump_close(bump_model *m);
  * the one this model uses. */
 const char *bump_kernel_name(void);
 const char *bump_model_kernels(const bump_model *m);
+/* Whether, at that level, a product of M activation rows over weights of `dtype` runs on int8
+ * activations when a model is opened with them (the GEMV for every quantized type; the GEMM
+ * only where the level has an int8 one, for the types it reads). */
+int32_t bump_int8_products(int32_t dtype, int32_t M);
 int32_t bump_threads(const bump_model *m);
 /* The SIGBUS guard for any read-only file mapping (the runtime guards its own): a read past
  * the end of a file truncated under the mapping then sees zero pages and marks the slot
@@ -116,12 +120,17 @@ void bump_guard_release(int slot);
 /* One matrix product through the kernels, for tests and benchmarks: out[M][N] = in[M][K] W^T
  * with W of `dtype` at w (numel elements) seen through the view of bump_tensor (ld, row_seg,
  * row_seg_stride, col_seg, col_seg_stride, in elements), on n_threads threads with the kernel
- * level bump_kernel_name() reports, on int8 activations when int8_activations (GEMV only).
+ * level bump_kernel_name() reports, on int8 activations when int8_activations (where
+ * bump_int8_products says so).
  * Refuses a view that leaves the buffer or splits a block. */
 int bump_matmul_view(int32_t dtype, const void *w, int64_t numel, int64_t ld, int64_t row_seg,
                      int64_t row_seg_stride, int64_t col_seg, int64_t col_seg_stride, int32_t N,
                      int32_t K, const float *in, int32_t M, float *out, int32_t n_threads,
                      int32_t int8_activations, char *err, size_t err_len);
+/* o[j] = silu(g[j]) * u[j] for j < n through the SwiGLU kernel of the level bump_kernel_name()
+ * reports, for tests. */
+int bump_swiglu_rows(const float *g, const float *u, int32_t n, float *o, char *err,
+                     size_t err_len);
 /* Positions whose RoPE tables and KV cache are allocated (they grow with use, not with the
  * context length). */
 int32_t bump_positions_allocated(const bump_model *m);

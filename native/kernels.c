@@ -72,9 +72,16 @@ const char *bump_kernel_name(void)
     return level ? bump_kernels_name(level) : "none (BUMPCONV_KERNELS names no usable level)";
 }
 
-size_t bump_gemm_scratch_floats(const bump_kernel_level *level, int M)
+int32_t bump_int8_products(int32_t dtype, int32_t M)
 {
-    return level->scratch_floats(M);
+    char err[160];
+    const bump_kernel_level *level = bump_kernels_select(err, sizeof err);
+    return level && level->int8_reads && M >= 1 ? level->int8_reads(dtype, M) : 0;
+}
+
+size_t bump_gemm_scratch_floats(const bump_kernel_level *level, int M, int K)
+{
+    return level->scratch_floats(M, K);
 }
 
 void bump_matmul(const bump_matmul_job *jobs, int njobs, const float *in, size_t lda, int M,
@@ -98,6 +105,24 @@ void bump_weighted_sum(const bump_kernel_level *level, const float *p, const flo
                        size_t ldv, int n, int D, float *out)
 {
     level->weighted_sum(p, v, ldv, n, D, out);
+}
+
+void bump_swiglu(const bump_kernel_level *level, const float *g, const float *u, int n, float *o)
+{
+    level->swiglu(g, u, n, o);
+}
+
+float bump_exp_sum(const bump_kernel_level *level, float *s, int n, float mx)
+{
+    return level->exp_sum(s, n, mx);
+}
+
+int bump_swiglu_rows(const float *g, const float *u, int32_t n, float *o, char *err, size_t len)
+{
+    const bump_kernel_level *level = bump_kernels_select(err, len);
+    if (!level) return BUMP_ERR_INPUT;
+    level->swiglu(g, u, n, o);
+    return BUMP_OK;
 }
 
 int bump_matmul_view(int32_t dtype, const void *w, int64_t numel, int64_t ld, int64_t row_seg,
@@ -126,7 +151,7 @@ int bump_matmul_view(int32_t dtype, const void *w, int64_t numel, int64_t ld, in
     if (row_seg > N) row_seg = N;
     bump_gemm_scratch s = {.level = level, .pool = bump_pool_create(n_threads),
                            .int8_activations = int8_activations != 0};
-    s.floats_per_thread = bump_gemm_scratch_floats(level, M);
+    s.floats_per_thread = bump_gemm_scratch_floats(level, M, K);
     void *pack = NULL; /* the panels are read with aligned vector loads */
     if (!s.pool ||
         posix_memalign(&pack, 64, s.floats_per_thread * (size_t)n_threads * sizeof(float))) {

@@ -38,14 +38,15 @@ typedef struct {
 
 typedef struct bump_kernel_level bump_kernel_level;
 
-/* Scratch for one model's products: the level's kernels, the threads, and per thread the packed activations and one weight panel. floats_per_thread >=
- * bump_gemm_scratch_floats(level, M) for every M the caller passes. */
+/* Scratch for one model's products: the level's kernels, the threads, and per thread the packed
+ * activations and one weight panel. floats_per_thread >= bump_gemm_scratch_floats(level, M, K)
+ * for every M and K the caller passes (the int8 GEMM packs a panel over the whole of K). */
 typedef struct {
     const bump_kernel_level *level;
     float *pack;
     size_t floats_per_thread;
     bump_pool *pool;
-    int int8_activations; /* GEMV over quantized weights on int8 activations (kernels_int8.h) */
+    int int8_activations; /* products over quantized weights on int8 activations (kernels_int8.h) */
 } bump_gemm_scratch;
 
 /* One product of a matmul call: out[m][n] = sum_k in[m][k] * W(n, k) for n < N; out has row
@@ -63,7 +64,7 @@ typedef struct {
  * err) when the variable names an unknown level or one the CPU lacks. */
 const bump_kernel_level *bump_kernels_select(char *err, size_t len);
 const char *bump_kernels_name(const bump_kernel_level *level);
-size_t bump_gemm_scratch_floats(const bump_kernel_level *level, int M);
+size_t bump_gemm_scratch_floats(const bump_kernel_level *level, int M, int K);
 
 /* Up to BUMP_MAX_JOBS products of the same input in[M][K] (row stride lda) in one parallel
  * region (Q, K and V share their input): activations are packed once, the weight panels of all
@@ -84,6 +85,11 @@ void bump_scores(const bump_kernel_level *level, const float *q, int D, const fl
 void bump_weighted_sum(const bump_kernel_level *level, const float *p, const float *v,
                        size_t ldv, int n, int D, float *out);
 
+/* o[j] = silu(g[j]) * u[j] for j < n (the MLP's SwiGLU), with a vectorized exp. */
+void bump_swiglu(const bump_kernel_level *level, const float *g, const float *u, int n, float *o);
+/* s[t] = exp(s[t] - mx) for t < n, returning their sum (the softmax's numerators). */
+float bump_exp_sum(const bump_kernel_level *level, float *s, int n, float mx);
+
 /* Whether bump_matmul reads weights of this dtype (enum bump_dtype). */
 int bump_kernel_reads(int32_t dtype);
 
@@ -92,7 +98,10 @@ struct bump_kernel_level {
     const char *name;        /* BUMPCONV_KERNELS value */
     const char *detail;      /* vector width, micro-kernel */
     int (*supported)(void);
-    size_t (*scratch_floats)(int M);
+    size_t (*scratch_floats)(int M, int K);
+    int (*int8_reads)(int32_t dtype, int M);
+    void (*swiglu)(const float *g, const float *u, int n, float *o);
+    float (*exp_sum)(float *s, int n, float mx);
     void (*matmul)(const bump_matmul_job *jobs, int njobs, const float *in, size_t lda, int M,
                    int K, const bump_gemm_scratch *s);
     void (*row)(const bump_wmat *w, int n, int K, float *out);

@@ -501,8 +501,6 @@ static inline int locate(const int *extent, int njobs, int *i)
     return j;
 }
 
-#include "kernels_int8.h"
-
 /* Run fn(ctx, ith, nth) on the scratch's thread pool and wait; inline unless `parallel`. */
 static void run_parallel(const bump_gemm_scratch *s, bump_pool_fn fn, void *ctx, int parallel)
 {
@@ -511,6 +509,8 @@ static void run_parallel(const bump_gemm_scratch *s, bump_pool_fn fn, void *ctx,
     else
         fn(ctx, 0, 1);
 }
+
+#include "kernels_int8.h"
 
 /* One GEMV call: rows of all jobs numbered together, split contiguously over the threads (a
  * row is computed by one thread, so the result does not depend on the thread count). */
@@ -575,10 +575,19 @@ static void gemv(const bump_matmul_job *jobs, int njobs, const float *x, int K,
 /* ---------------------------------------------------------------------------------------- */
 /* GEMM                                                                                      */
 
-static size_t scratch_floats(int M)
+static size_t scratch_floats(int M, int K)
 {
     /* activation panels, one weight panel, one dequantized row piece */
-    return (size_t)(M + MR - 1) / MR * MR * KC + (size_t)KC * NR + KC;
+    size_t floats = (size_t)(M + MR - 1) / MR * MR * KC + (size_t)KC * NR + KC;
+#if QGEMM
+    if (K % XB == 0) { /* the int8 GEMM's, rounded up to whole 64-byte lines */
+        const size_t q = (qgemm_scratch_bytes(M, K) + 63) / 64 * 16;
+        if (q > floats) floats = q;
+    }
+#else
+    (void)K;
+#endif
+    return floats;
 }
 
 /* Activation rows i0.. (mv of them, the rest of the panel zero), columns k0..k0+kc, into
@@ -741,6 +750,10 @@ static void matmul(const bump_matmul_job *jobs, int njobs, const float *in, size
 {
     if (M == 1)
         gemv(jobs, njobs, in, K, s);
+#if QGEMM
+    else if (qgemm_applies(jobs, njobs, s))
+        qgemm(jobs, njobs, in, lda, M, K, s);
+#endif
     else
         gemm(jobs, njobs, in, lda, M, K, s);
 }
@@ -808,11 +821,90 @@ static void weighted_sum(const float *p, const float *v, size_t ldv, int n, int 
     }
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* elementwise exp: SwiGLU and the softmax                                                    */
+
+/* exp(x) per lane: Cephes' expf (range reduction by ln 2 in two parts, a degree-6 polynomial,
+ * the exponent added in the integer domain), within 2 ulp of the exact value on
+ * [-87.3, 88.72]; +inf above (where expf overflows) and 0 below (where expf is subnormal), so
+ * silu(-100) is -0 as with libm, not a clamped value. */
+static inline vfloat vexp(vfloat x)
+{
+    const vfloat hi = splat(88.7228391f), lo = splat(-87.3365447504019f);
+    vint over = x > hi, under = x < lo;
+    x = (vfloat)(((vint)x & ~over) | ((vint)hi & over));
+    x = (vfloat)(((vint)x & ~under) | ((vint)lo & under));
+    const vfloat magic = splat(12582912.0f); /* 1.5 * 2^23: adding it rounds to an integer */
+    const vfloat n = (x * splat(1.44269504088896341f) + magic) - magic;
+    vfloat r = x - n * splat(0.693359375f);
+    r = r - n * splat(-2.12194440e-4f);
+    vfloat p = splat(1.9875691500e-4f);
+    p = p * r + splat(1.3981999507e-3f);
+    p = p * r + splat(8.3334519073e-3f);
+    p = p * r + splat(4.1665795894e-2f);
+    p = p * r + splat(1.6666665459e-1f);
+    p = p * r + splat(5.0000001201e-1f);
+    p = p * (r * r) + r + splat(1.0f);
+    /* 2^n in two factors: n reaches 128 near the top, where one factor's exponent would not */
+    const vint ni = __builtin_convertvector(n, vint), half = ni >> 1;
+    const vfloat e1 = (vfloat)((half + 127) << 23), e2 = (vfloat)((ni - half + 127) << 23);
+    const vint inf = (vint)splat(__builtin_inff());
+    return (vfloat)(((vint)(p * e1 * e2) & ~(over | under)) | (inf & over));
+}
+
+/* o[j] = silu(g[j]) * u[j] = g / (1 + exp(-g)) * u. */
+static void swiglu(const float *g, const float *u, int n, float *o)
+{
+    int j = 0;
+    for (; j + VW <= n; j += VW) {
+        const vfloat gv = load_u(g + j);
+        store_u(o + j, gv / (splat(1.0f) + vexp(-gv)) * load_u(u + j));
+    }
+    for (; j < n; j++) {
+        vfloat t = splat(-g[j]);
+        o[j] = g[j] / (1.0f + vexp(t)[0]) * u[j];
+    }
+}
+
+/* s[t] = exp(s[t] - mx) for t < n; returns their sum (the softmax's numerators). */
+static float exp_sum(float *s, int n, float mx)
+{
+    vfloat acc = {0};
+    int t = 0;
+    for (; t + VW <= n; t += VW) {
+        const vfloat e = vexp(load_u(s + t) - splat(mx));
+        store_u(s + t, e);
+        acc += e;
+    }
+    float sum = hsum(acc);
+    for (; t < n; t++) {
+        s[t] = vexp(splat(s[t] - mx))[0];
+        sum += s[t];
+    }
+    return sum;
+}
+
+/* Whether a product of M activation rows over `dtype` weights runs on int8 activations when
+ * they are asked for: the GEMV for every quantized type, the GEMM where the level has one. */
+static int int8_reads(int32_t dtype, int M)
+{
+    if (M == 1) return qdot_of(dtype) != NULL;
+#if QGEMM
+    return qgemm_reads(dtype);
+#else
+    (void)dtype;
+    return 0;
+#endif
+}
+
 const bump_kernel_level LEVEL_TABLE = {
     .name = LEVEL_NAME,
     .detail = DETAIL,
     .supported = LEVEL_SUPPORTED,
     .scratch_floats = scratch_floats,
+    .int8_reads = int8_reads,
+    .swiglu = swiglu,
+    .exp_sum = exp_sum,
     .matmul = matmul,
     .row = wmat_row,
     .scores = scores,

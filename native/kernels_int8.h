@@ -292,3 +292,308 @@ static float qdot_row(const bump_wmat *w, const reader *r, qdot_fn f, size_t re,
     for (int i = 0; i < 8; i++) sum += s.acc[i];
     return sum + s.mins;
 }
+
+/* ---------------------------------------------------------------------------------------- */
+/* int8 GEMM (prefill on int8 activations), where the level has 512-bit VNNI                 */
+
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && VW == 16
+/* llama.cpp's repacked-weights approach, written for this runtime's views: each thread owns a
+ * run of QNR-row weight panels; a panel is unpacked once per call to int8 in the order the
+ * VNNI instruction wants it (for every 4 columns, 4 bytes of each of the QNR rows: one vector),
+ * with per row and 32-block the fp32 scale, the min coefficient and a correction term. The
+ * activations are quantized per block of 32 exactly as quantize_x does and stored as unsigned
+ * bytes (q + 128), so one vpdpbusd (unsigned x signed) multiplies 4 columns of QNR rows with a
+ * broadcast activation word, and the +128 comes back out through the correction
+ * -128 * sum(weights) that each block's integer accumulator starts from. A block's integer
+ * sum then becomes fp32 once: acc += float(isum) * dx * dw (+ mw * dx * sum(q)).
+ * Weight types with one scale per 32 values (and an optional min) take this path; q6_K (a
+ * scale per 16) and fp32 weights take the fp32 GEMM. */
+#define QGEMM 1
+#define QNR 16
+#define QMR 12
+
+typedef struct {
+    int8_t qs[XB / 4][QNR][4]; /* column group g, row j: columns 4g..4g+3 */
+    int32_t corr[QNR];         /* -128 * sum of the row's 32 values */
+    float d[QNR];              /* value = d * q + m */
+    float m[QNR];
+} qpanel_blk;
+
+static int qgemm_reads(int32_t dtype)
+{
+    switch (dtype) {
+    case BUMP_DTYPE_Q4_0: case BUMP_DTYPE_Q4_1: case BUMP_DTYPE_Q5_0: case BUMP_DTYPE_Q5_1:
+    case BUMP_DTYPE_Q8_0: case BUMP_DTYPE_Q4_K: case BUMP_DTYPE_Q5_K:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static int qgemm_has_min(int32_t dtype)
+{
+    return dtype == BUMP_DTYPE_Q4_1 || dtype == BUMP_DTYPE_Q5_1 || dtype == BUMP_DTYPE_Q4_K ||
+           dtype == BUMP_DTYPE_Q5_K;
+}
+
+/* Bytes of one thread's int8 GEMM scratch: the quantized activations (Mpad rows) and one
+ * weight panel over the whole of K. */
+static size_t qgemm_scratch_bytes(int M, int K)
+{
+    const size_t mpad = (size_t)(M + QMR - 1) / QMR * QMR, nb = (size_t)K / XB;
+    return nb * sizeof(qpanel_blk) + mpad * (size_t)K + 2 * mpad * nb * sizeof(float);
+}
+
+/* The 32 values of 32-block t of a row piece at src as signed bytes, with their scale and min
+ * coefficient (value = d * q + m, as ggml's dequantizer computes it up to fp32 rounding). */
+static inline v32i8 unpack32(int32_t dtype, const uint8_t *src, int t, float *d, float *m)
+{
+    *m = 0.0f;
+    switch (dtype) {
+    case BUMP_DTYPE_Q8_0: {
+        const ublock_q8_0 *w = (const ublock_q8_0 *)src + t;
+        *d = bump_fp16_to_fp32(w->d);
+        return (v32i8)load32((const uint8_t *)w->qs);
+    }
+    case BUMP_DTYPE_Q4_0: {
+        const ublock_q4_0 *w = (const ublock_q4_0 *)src + t;
+        *d = bump_fp16_to_fp32(w->d);
+        return (v32i8)nibbles32(w->qs) - 8;
+    }
+    case BUMP_DTYPE_Q4_1: {
+        const ublock_q4_1 *w = (const ublock_q4_1 *)src + t;
+        *d = bump_fp16_to_fp32(w->d);
+        *m = bump_fp16_to_fp32(w->m);
+        return (v32i8)nibbles32(w->qs);
+    }
+    case BUMP_DTYPE_Q5_0: {
+        const ublock_q5_0 *w = (const ublock_q5_0 *)src + t;
+        *d = bump_fp16_to_fp32(w->d);
+        return unpack_q5(w->qs, w->qh) - 16;
+    }
+    case BUMP_DTYPE_Q5_1: {
+        const ublock_q5_1 *w = (const ublock_q5_1 *)src + t;
+        *d = bump_fp16_to_fp32(w->d);
+        *m = bump_fp16_to_fp32(w->m);
+        return unpack_q5(w->qs, w->qh);
+    }
+    default: { /* q4_K, q5_K: sub-block c of block t / 8 (as qdot_k45 reads it) */
+        const int c = t % (QK_K / XB);
+        const uint8_t *scales, *qs, *qh = NULL;
+        ggml_half hd, hmin;
+        if (dtype == BUMP_DTYPE_Q4_K) {
+            const ublock_q4_K *w = (const ublock_q4_K *)src + t / (QK_K / XB);
+            scales = w->scales, qs = w->qs, hd = w->d, hmin = w->dmin;
+        } else {
+            const ublock_q5_K *w = (const ublock_q5_K *)src + t / (QK_K / XB);
+            scales = w->scales, qs = w->qs, qh = w->qh, hd = w->d, hmin = w->dmin;
+        }
+        uint8_t sc, mn;
+        bump_scale_min_k4(c, scales, &sc, &mn);
+        *d = bump_fp16_to_fp32(hd) * sc;
+        *m = -(bump_fp16_to_fp32(hmin) * mn);
+        const v32u8 q = load32(qs + 32 * (c / 2));
+        const v32u8 high = qh ? ((load32(qh) >> c) & 1) << 4 : (v32u8){0};
+        return (v32i8)((c % 2 ? q >> 4 : q & 0x0f) | high);
+    }
+    }
+}
+
+/* Rows n0.. (nv of them; the rest of the panel zero) of one job over all of K, unpacked. */
+static void qpack_panel(const bump_wmat *w, const reader *r, int n0, int nv, int K,
+                        qpanel_blk *out)
+{
+    const int nb = K / XB;
+    for (int j = 0; j < QNR; j++) {
+        if (j >= nv) {
+            for (int b = 0; b < nb; b++) {
+                for (int g = 0; g < XB / 4; g++) memset(out[b].qs[g][j], 0, 4);
+                out[b].corr[j] = 0;
+                out[b].d[j] = out[b].m[j] = 0.0f;
+            }
+            continue;
+        }
+        const size_t re = row_elem(w, n0 + j);
+        if (j + 2 < nv) { /* rows are short and scattered: ask for a later one early */
+            const uint8_t *ahead = block_at(w, r, row_elem(w, n0 + j + 2));
+            const size_t bytes = (size_t)min_int(w->k_seg, K) / (size_t)r->be * r->bb;
+            for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(ahead + o);
+        }
+        int b = 0;
+        for (int k0 = 0; k0 < K; k0 += w->k_seg) {
+            const int len = min_int(w->k_seg, K - k0);
+            const uint8_t *src = block_at(w, r, re + col_elem(w, k0));
+            for (int t = 0; t < len / XB; t++, b++) {
+                float d, m;
+                const v32i8 q = unpack32(w->dtype, src, t, &d, &m);
+                const __m256i v = (__m256i)q;
+                int32_t words[XB / 4];
+                memcpy(words, &q, sizeof words);
+                for (int g = 0; g < XB / 4; g++) memcpy(out[b].qs[g][j], &words[g], 4);
+                /* sum of the 32 signed bytes: (1 x q) pairs, then pairs of those */
+                const __m256i s16 = _mm256_maddubs_epi16(_mm256_set1_epi8(1), v);
+                const __m256i s32 = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
+                const __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s32),
+                                                _mm256_extracti128_si256(s32, 1));
+                const __m128i h2 = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+                const __m128i h3 = _mm_add_epi32(h2, _mm_shuffle_epi32(h2, 0xb1));
+                out[b].corr[j] = -128 * _mm_cvtsi128_si32(h3);
+                out[b].d[j] = d;
+                out[b].m[j] = m;
+            }
+        }
+    }
+}
+
+/* Rows of in[M][K] quantized per block of 32 (quantize_x's arithmetic, vectorized) into
+ * xq [nb][mpad][32] as q + 128, with dx [nb][mpad] = d and dxs = d * sum(q); rows M..mpad are
+ * zeros (byte 128, scales 0). */
+static void qpack_acts(const float *in, size_t lda, int M, int mpad, int K, uint8_t *xq,
+                       float *dx, float *dxs)
+{
+    const int nb = K / XB;
+    const __m512 sign = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+    for (int i = 0; i < mpad; i++) {
+        const float *x = in + (size_t)i * lda;
+        for (int b = 0; b < nb; b++) {
+            uint8_t *dst = xq + ((size_t)b * mpad + i) * XB;
+            const size_t o = (size_t)b * mpad + i;
+            if (i >= M) {
+                memset(dst, 128, XB);
+                dx[o] = dxs[o] = 0.0f;
+                continue;
+            }
+            const __m512 v0 = _mm512_loadu_ps(x + b * XB), v1 = _mm512_loadu_ps(x + b * XB + 16);
+            const float amax = _mm512_reduce_max_ps(
+                _mm512_max_ps(_mm512_and_ps(v0, sign), _mm512_and_ps(v1, sign)));
+            const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+            const __m512 vid = _mm512_set1_ps(id);
+            const __m512i q0 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v0, vid),
+                                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            const __m512i q1 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v1, vid),
+                                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            const int32_t sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+            const __m128i off = _mm_set1_epi8((char)0x80);
+            _mm_storeu_si128((__m128i *)dst, _mm_xor_si128(_mm512_cvtepi32_epi8(q0), off));
+            _mm_storeu_si128((__m128i *)(dst + 16), _mm_xor_si128(_mm512_cvtepi32_epi8(q1), off));
+            dx[o] = d;
+            dxs[o] = d * (float)sum;
+        }
+    }
+}
+
+/* out[i][0..nv) for the QMR activation rows from m0 (mv of them real) against one panel. */
+static inline __attribute__((always_inline)) void
+qgemm_tile_(const qpanel_blk *wp, int nb, const uint8_t *xq, const float *dx, const float *dxs,
+            int mpad, int m0, int mv, int nv, float *out, size_t ldc, int has_min)
+{
+    __m512 acc[QMR];
+    for (int i = 0; i < QMR; i++) acc[i] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const qpanel_blk *p = wp + b;
+        const uint8_t *xb = xq + ((size_t)b * mpad + m0) * XB;
+        const __m512i corr = _mm512_loadu_si512(p->corr);
+        __m512i isum[QMR];
+        for (int i = 0; i < QMR; i++) isum[i] = corr;
+#pragma GCC unroll 8
+        for (int g = 0; g < XB / 4; g++) {
+            const __m512i wv = _mm512_loadu_si512(p->qs[g]);
+#pragma GCC unroll 16
+            for (int i = 0; i < QMR; i++) {
+                int32_t word;
+                memcpy(&word, xb + i * XB + 4 * g, 4);
+                isum[i] = _mm512_dpbusd_epi32(isum[i], _mm512_set1_epi32(word), wv);
+            }
+        }
+        const __m512 d = _mm512_loadu_ps(p->d);
+        const float *sx = dx + (size_t)b * mpad + m0;
+#pragma GCC unroll 16
+        for (int i = 0; i < QMR; i++)
+            acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(isum[i]),
+                                                   _mm512_set1_ps(sx[i])), d, acc[i]);
+        if (has_min) {
+            const __m512 mn = _mm512_loadu_ps(p->m);
+            const float *ss = dxs + (size_t)b * mpad + m0;
+#pragma GCC unroll 16
+            for (int i = 0; i < QMR; i++) acc[i] = _mm512_fmadd_ps(mn, _mm512_set1_ps(ss[i]), acc[i]);
+        }
+    }
+    const __mmask16 keep = (__mmask16)((1u << nv) - 1u);
+    for (int i = 0; i < mv; i++) _mm512_mask_storeu_ps(out + (size_t)i * ldc, keep, acc[i]);
+}
+
+static void qgemm_tile(const qpanel_blk *wp, int nb, const uint8_t *xq, const float *dx,
+                       const float *dxs, int mpad, int m0, int mv, int nv, float *out,
+                       size_t ldc)
+{
+    qgemm_tile_(wp, nb, xq, dx, dxs, mpad, m0, mv, nv, out, ldc, 0);
+}
+
+static void qgemm_tile_min(const qpanel_blk *wp, int nb, const uint8_t *xq, const float *dx,
+                           const float *dxs, int mpad, int m0, int mv, int nv, float *out,
+                           size_t ldc)
+{
+    qgemm_tile_(wp, nb, xq, dx, dxs, mpad, m0, mv, nv, out, ldc, 1);
+}
+
+typedef struct {
+    const bump_matmul_job *jobs;
+    const float *in;
+    size_t lda;
+    int njobs, M, K, npanels;
+    int panels[BUMP_MAX_JOBS];
+    reader rd[BUMP_MAX_JOBS];
+    const bump_gemm_scratch *s;
+} qgemm_ctx;
+
+/* One thread: its own copy of the quantized activations (small next to the weights; no
+ * barrier), then its run of panels, each unpacked once and multiplied by every row. */
+static void qgemm_work(void *arg, int ith, int nth)
+{
+    const qgemm_ctx *c = arg;
+    long q0, q1;
+    bump_pool_range(c->npanels, ith, nth, &q0, &q1);
+    if (q0 >= q1) return;
+    const int M = c->M, K = c->K, nb = K / XB, mpad = (M + QMR - 1) / QMR * QMR;
+    uint8_t *base = (uint8_t *)(c->s->pack + (size_t)ith * c->s->floats_per_thread);
+    qpanel_blk *wp = (qpanel_blk *)base;
+    uint8_t *xq = base + (size_t)nb * sizeof(qpanel_blk);
+    float *dx = (float *)(xq + (size_t)mpad * K), *dxs = dx + (size_t)mpad * nb;
+    qpack_acts(c->in, c->lda, M, mpad, K, xq, dx, dxs);
+    for (long q = q0; q < q1; q++) {
+        int local = (int)q, j = locate(c->panels, c->njobs, &local);
+        const bump_matmul_job *job = &c->jobs[j];
+        const int n0 = local * QNR, nv = min_int(QNR, job->N - n0);
+        qpack_panel(&job->w, &c->rd[j], n0, nv, K, wp);
+        const int has_min = qgemm_has_min(job->w.dtype);
+        for (int m0 = 0; m0 < M; m0 += QMR)
+            (has_min ? qgemm_tile_min : qgemm_tile)(wp, nb, xq, dx, dxs, mpad, m0,
+                                                    min_int(QMR, M - m0), nv,
+                                                    job->out + (size_t)m0 * job->ldc + n0,
+                                                    job->ldc);
+    }
+}
+
+/* Whether this call takes the int8 GEMM: int8 activations asked for, every job's weights of a
+ * type it reads. */
+static int qgemm_applies(const bump_matmul_job *jobs, int njobs, const bump_gemm_scratch *s)
+{
+    if (!s->int8_activations) return 0;
+    for (int j = 0; j < njobs; j++)
+        if (!qgemm_reads(jobs[j].w.dtype)) return 0;
+    return 1;
+}
+
+static void qgemm(const bump_matmul_job *jobs, int njobs, const float *in, size_t lda, int M,
+                  int K, const bump_gemm_scratch *s)
+{
+    qgemm_ctx c = {.jobs = jobs, .in = in, .lda = lda, .njobs = njobs, .M = M, .K = K, .s = s};
+    for (int j = 0; j < njobs; j++) {
+        c.npanels += c.panels[j] = (jobs[j].N + QNR - 1) / QNR;
+        c.rd[j] = reader_of(jobs[j].w.dtype);
+    }
+    run_parallel(s, qgemm_work, &c, 1);
+}
+#else
+#define QGEMM 0
+#endif

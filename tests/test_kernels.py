@@ -16,7 +16,7 @@ from gguf.quants import dequantize as gguf_dequantize
 from bumpconv.format.dtypes import DType
 from bumpconv.format.errors import KernelError
 from bumpconv.native import kernel_name
-from bumpconv.native.kernels import View, matmul
+from bumpconv.native.kernels import View, int8_products, matmul
 from bumpconv.native.quant import quantize
 
 TYPES = [DType.FP32, DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.Q4_K,
@@ -84,8 +84,9 @@ def layout(name: str, N: int, K: int, be: int) -> tuple[View, int, int]:
 def test_products_equal_numpy_on_the_dequantized_weights(level: str, dtype: DType, shape: str,
                                                          activations: str, monkeypatch) -> None:
     """fp32 activations: the product with the dequantized matrix up to summation order. int8
-    activations (decode over quantized weights only): the same with x replaced by its int8
-    round trip, so a wrong unpacking or scale fails at fp32 tolerance, not at int8's."""
+    activations (where the level has int8 products for the type and M): the same with x
+    replaced by its int8 round trip, so a wrong unpacking or scale fails at fp32 tolerance,
+    not at int8's."""
     level_available(level, monkeypatch)
     be = dtype.block.elements
     K = 512 if be == 256 else 192
@@ -105,7 +106,7 @@ def test_products_equal_numpy_on_the_dequantized_weights(level: str, dtype: DTyp
         got = matmul(dtype, misaligned(data), flat.size, view, N, K, x, threads=2,
                      activations=activations)
         xr = x.astype(np.float64)
-        if activations == "int8" and M == 1 and dtype != DType.FP32:
+        if activations == "int8" and int8_products(dtype, M):
             xr = int8_round_trip(x)
         want = xr @ W.T
         scale = np.abs(xr) @ np.abs(W).T  # the size of the sums' terms
@@ -143,3 +144,40 @@ def test_an_unknown_or_unsupported_level_is_refused_by_name(monkeypatch) -> None
     data, _ = packed(DType.FP32, np.ones((2, 8), np.float32))
     with pytest.raises(KernelError, match="BUMPCONV_KERNELS=avx9000: unknown kernel level"):
         matmul(DType.FP32, data, 16, View.row_major(2, 8), 2, 8, np.ones((1, 8), np.float32))
+
+
+def swiglu(g: np.ndarray, u: np.ndarray) -> np.ndarray:
+    from bumpconv.native import native
+    mod = native()
+    ffi = mod.ffi
+    g, u = np.ascontiguousarray(g, np.float32), np.ascontiguousarray(u, np.float32)
+    out = np.empty_like(g)
+    err = ffi.new("char[]", 256)
+    assert mod.lib.bump_swiglu_rows(ffi.from_buffer("float[]", g), ffi.from_buffer("float[]", u),
+                                    g.size, ffi.from_buffer("float[]", out), err, 256) == 0
+    return out
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_swiglu_is_within_three_ulp_of_the_exact_value(level: str, monkeypatch) -> None:
+    """The vectorized exp behind SwiGLU (and the softmax): within 3 ulp of silu(g) * u computed
+    in float64 (exp within 2, the division and the product with u one rounding each) wherever the result is a normal float, 0 where fp32's exp(-g) overflows (libm's
+    and torch's answer there), and libm's answer at the edges (+inf stays inf, -inf gives NaN as
+    g / (1 + exp(inf)) does). The length is not a multiple of the vector width, so the scalar
+    tail is covered too."""
+    level_available(level, monkeypatch)
+    rng = np.random.default_rng(3)
+    g = np.concatenate([np.linspace(-87, 100, 100_003), rng.standard_normal(50_001) * 4,
+                        [-88.5, -88.72, -88.8, -100, -1e30]]).astype(np.float32)
+    u = rng.uniform(0.5, 2, g.size).astype(np.float32)
+    got = swiglu(g, u).astype(np.float64)
+    g64 = g.astype(np.float64)
+    with np.errstate(over="ignore"):
+        want = np.where(-g64 > np.log(np.finfo(np.float32).max), 0.0,
+                        g64 / (1 + np.exp(-g64)) * u)
+    normal = np.abs(want) >= np.finfo(np.float32).tiny
+    ulp = np.spacing(np.abs(want[normal]).astype(np.float32)).astype(np.float64)
+    assert np.max(np.abs(got[normal] - want[normal]) / ulp) <= 3.0
+    assert np.all(np.abs(got[~normal]) <= np.finfo(np.float32).tiny)
+    edges = swiglu(np.array([np.inf, -np.inf, np.nan, 0.0], np.float32), np.ones(4, np.float32))
+    assert edges[0] == np.inf and np.isnan(edges[1]) and np.isnan(edges[2]) and edges[3] == 0

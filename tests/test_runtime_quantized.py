@@ -87,12 +87,15 @@ def test_a_quantized_blob_runs_as_its_dequantized_fp32_twin(blobs, model: str,
 
 
 @pytest.mark.parametrize("quant", ["q8_0", "q4_k_m"])
-def test_int8_activations_decode_close_to_fp32_ones(blobs, quant: str) -> None:
-    """Not exact (the activations are rounded to 8 bits), but a wrong scale or unpacking would
-    be off by the logits' own size."""
+def test_int8_activations_close_to_fp32_ones(blobs, quant: str) -> None:
+    """Decode (GEMV) and prefill (the int8 GEMM, where the level has one): not exact (the
+    activations are rounded to 8 bits), but a wrong scale or unpacking would be off by the
+    logits' own size."""
     qblob, _ = blobs("llama-quant", quant)
     with BumpModel.open(qblob, threads=2) as f, \
             BumpModel.open(qblob, threads=2, activations="int8") as i8:
+        a, b = i8.prefill(IDS), f.prefill(IDS)
+        assert 0 < np.abs(a - b).max() <= 0.05 * np.abs(b).max()
         for t in IDS[:6]:
             a, b = i8.decode(t), f.decode(t)
             assert 0 < np.abs(a - b).max() <= 0.05 * np.abs(b).max()

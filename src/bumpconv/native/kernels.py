@@ -17,7 +17,8 @@ from . import native
 
 _ERR_LEN = 256
 #: What the activations of a product over quantized weights are: fp32 (exact against the
-#: dequantized weights), or int8 per block of 32 (integer dot products; decode only).
+#: dequantized weights), or int8 per block of 32 (integer dot products, where
+#: :func:`int8_products` says the level has them).
 ACTIVATIONS = ("fp32", "int8")
 
 
@@ -41,8 +42,8 @@ class View:
 def matmul(dtype: DType, weights: np.ndarray, numel: int, view: View, N: int, K: int,
            x: np.ndarray, threads: int = 1, activations: str = "fp32") -> np.ndarray:
     """``x`` [M, K] float32 times W^T -> [M, N] float32, W of ``dtype`` in ``weights`` (the raw
-    bytes: float32 values or ggml blocks, ``numel`` elements). ``activations="int8"``: the GEMV
-    (M == 1) over quantized weights runs on int8 activations."""
+    bytes: float32 values or ggml blocks, ``numel`` elements). ``activations="int8"``: the
+    product runs on int8 activations where :func:`int8_products` says so, else on fp32."""
     if activations not in ACTIVATIONS:
         raise ValueError(f"activations must be one of {', '.join(ACTIVATIONS)}, "
                          f"got {activations!r}")
@@ -59,3 +60,12 @@ def matmul(dtype: DType, weights: np.ndarray, numel: int, view: View, N: int, K:
     if rc != 0:
         raise KernelError(ffi.string(err).decode(errors="replace"))
     return out
+
+
+def int8_products(dtype: DType, M: int) -> bool:
+    """Whether a product of ``M`` activation rows over ``dtype`` weights runs on int8 activations
+    when they are asked for, at the level :func:`bumpconv.native.kernel_name` reports: the GEMV
+    (M == 1) for every quantized type, the GEMM only where the level has an int8 one (512-bit
+    VNNI) for the types it reads (one scale per 32 values: not q6_K). The C side decides; this
+    asks it, so tests and benchmarks never hold a copy of the rule."""
+    return bool(native().lib.bump_int8_products(int(dtype), M))
