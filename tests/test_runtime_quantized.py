@@ -18,6 +18,7 @@ from bumpconv.cli import main as cli_main
 from bumpconv.format.dtypes import DType
 from bumpconv.format.errors import KernelError
 from bumpconv.native.quant import dequantize
+from bumpconv.format.stages import STAGES
 from bumpconv.run.runtime import BumpModel
 
 IDS = [3, 17, 5, 60, 2, 9, 41, 33, 8, 21, 14, 50]
@@ -89,16 +90,19 @@ def test_a_quantized_blob_runs_as_its_dequantized_fp32_twin(blobs, model: str,
 @pytest.mark.parametrize("quant", ["q8_0", "q4_k_m"])
 def test_int8_activations_close_to_fp32_ones(blobs, quant: str) -> None:
     """Decode (GEMV) and prefill (the int8 GEMM, where the level has one): not exact (the
-    activations are rounded to 8 bits), but a wrong scale or unpacking would be off by the
-    logits' own size."""
+    activations are rounded to 8 bits, and this random model grows that rounding over its
+    layers: measured 2-5 % of the largest logit), but a wrong scale or unpacking would be off by
+    the logits' own size. The kernels' exactness is test_kernels.py's job."""
     qblob, _ = blobs("llama-quant", quant)
     with BumpModel.open(qblob, threads=2) as f, \
             BumpModel.open(qblob, threads=2, activations="int8") as i8:
-        a, b = i8.prefill(IDS), f.prefill(IDS)
-        assert 0 < np.abs(a - b).max() <= 0.05 * np.abs(b).max()
         for t in IDS[:6]:
             a, b = i8.decode(t), f.decode(t)
-            assert 0 < np.abs(a - b).max() <= 0.05 * np.abs(b).max()
+            assert 0 < np.abs(a - b).max() <= 0.1 * np.abs(b).max()
+        i8.reset()
+        f.reset()
+        a, b = i8.prefill(IDS), f.prefill(IDS)
+        assert 0 < np.abs(a - b).max() <= 0.1 * np.abs(b).max()
 
 
 def test_an_unknown_activation_type_is_refused(blobs) -> None:
@@ -121,3 +125,21 @@ def test_the_model_reports_the_level_it_runs(blobs, monkeypatch) -> None:
     monkeypatch.setenv("BUMPCONV_KERNELS", "portable")
     with BumpModel.open(qblob) as m:
         assert m.kernels.startswith("portable")
+
+
+@pytest.mark.parametrize("quant", ["q8_0", "q4_k_m"])
+def test_int8_prefill_first_row_equals_int8_decode_stage_by_stage(blobs, quant: str) -> None:
+    """The first position of a prefill (GEMM: Q/K/V in one call, wo, the stacked gate/up, down)
+    against the same token decoded alone (GEMV), every stage of a layer, both on int8
+    activations: the same quantized inputs, so they agree up to fp32 summation order (the int8
+    rounding amplifies differences only across layers)."""
+    qblob, _ = blobs("llama-quant", quant)
+    with BumpModel.open(qblob, threads=2, activations="int8") as m:
+        many = m.taps(IDS, 0)
+        m.reset()
+        one = m.taps(IDS[:1], 0)
+    checked = [s.key for s in STAGES if s.key in many and s.position_axis == 0]
+    assert len(checked) >= 12
+    for stage in checked:
+        got, want = many[stage][0], one[stage][0]
+        assert np.abs(got - want).max() <= 1e-5 * max(np.abs(want).max(), 1e-30), stage
