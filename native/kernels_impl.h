@@ -519,9 +519,9 @@ typedef struct {
     int njobs, K, total;
     int rows[BUMP_MAX_JOBS];
     reader rd[BUMP_MAX_JOBS];
-    qdot_fn qd[BUMP_MAX_JOBS]; /* set: this job runs on int8 activations */
+    qrows_fn qd[BUMP_MAX_JOBS]; /* set: this job runs on int8 activations */
     const float *x;
-    const xq8 *xq;
+    xacts xq;
 } gemv_ctx;
 
 static void gemv_work(void *arg, int ith, int nth)
@@ -529,18 +529,20 @@ static void gemv_work(void *arg, int ith, int nth)
     const gemv_ctx *c = arg;
     long r0, r1;
     bump_pool_range(c->total, ith, nth, &r0, &r1);
-    for (long r = r0; r < r1; r++) {
-        int n = (int)r, j = locate(c->rows, c->njobs, &n);
+    for (int j = 0, first = 0; j < c->njobs && first < r1; first += c->rows[j++]) {
+        const int lo = (int)(r0 > first ? r0 - first : 0);
+        const int hi = (int)(r1 - first < c->rows[j] ? r1 - first : c->rows[j]);
+        if (lo >= hi) continue;
         const bump_wmat *w = &c->jobs[j].w;
         const reader *rd = &c->rd[j];
-        float y;
-        if (c->qd[j])
-            y = qdot_row(w, rd, c->qd[j], row_elem(w, n), c->xq, c->K);
-        else if (rd->deq)
-            y = dot_row_q(w, rd, row_elem(w, n), c->x, c->K);
-        else
-            y = dot_row(w, (const ufloat *)w->base + row_elem(w, n), c->x, c->K);
-        c->jobs[j].out[n] = y;
+        float *out = c->jobs[j].out;
+        if (c->qd[j]) {
+            c->qd[j](w, rd, &c->xq, c->K, lo, hi, out);
+            continue;
+        }
+        for (int n = lo; n < hi; n++)
+            out[n] = rd->deq ? dot_row_q(w, rd, row_elem(w, n), c->x, c->K)
+                             : dot_row(w, (const ufloat *)w->base + row_elem(w, n), c->x, c->K);
     }
 }
 
@@ -554,18 +556,18 @@ static void gemv(const bump_matmul_job *jobs, int njobs, const float *x, int K,
     for (int j = 0; j < njobs; j++) {
         c.total += c.rows[j] = jobs[j].N;
         c.rd[j] = reader_of(jobs[j].w.dtype);
-        c.qd[j] = s->int8_activations ? qdot_of(jobs[j].w.dtype) : NULL;
+        c.qd[j] = s->int8_activations ? qrows_of(jobs[j].w.dtype) : NULL;
         quantized |= c.qd[j] != NULL;
     }
-    xq8 stack[XQ_STACK], *heap = NULL;
+    unsigned char stack[XQ_STACK * (sizeof(xq8) + XB + 2 * XB)] __attribute__((aligned(64)));
+    unsigned char *heap = NULL;
     if (quantized) { /* K is whole blocks: bump.c checks it at open */
         const int nb = K / XB;
-        heap = nb > XQ_STACK ? malloc((size_t)nb * sizeof *heap) : NULL;
+        heap = nb > XQ_STACK ? malloc(xacts_bytes(nb)) : NULL;
         if (nb > XQ_STACK && !heap) { /* no memory for the int8 copy: the fp32 path */
             for (int j = 0; j < njobs; j++) c.qd[j] = NULL;
         } else {
-            quantize_x(x, K, heap ? heap : stack);
-            c.xq = heap ? heap : stack;
+            c.xq = xacts_build(x, K, heap ? heap : stack);
         }
     }
     run_parallel(s, gemv_work, &c, c.total >= 64);
@@ -888,7 +890,7 @@ static float exp_sum(float *s, int n, float mx)
  * they are asked for: the GEMV for every quantized type, the GEMM where the level has one. */
 static int int8_reads(int32_t dtype, int M)
 {
-    if (M == 1) return qdot_of(dtype) != NULL;
+    if (M == 1) return qrows_of(dtype) != NULL;
 #if QGEMM
     return qgemm_reads(dtype);
 #else

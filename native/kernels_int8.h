@@ -12,6 +12,14 @@
 
 #define XB 32
 
+/* The level has 512-bit VNNI: q4_0 rows take two blocks per instruction (qrows512_q4_0) and
+ * prefill has an int8 GEMM (qgemm). */
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__) && VW == 16
+#define INT8_512 1
+#else
+#define INT8_512 0
+#endif
+
 /* One block of quantized activations: sum = sum of qs (for the min terms of q4_1/q5_1/K). */
 typedef struct {
     float d;
@@ -139,7 +147,8 @@ typedef struct {
 } qsum;
 
 /* One function per weight type: nb blocks at src against the activation blocks from x. */
-static void qdot_q8_0(const uint8_t *src, int nb, const xq8 *x, qsum *s)
+static inline __attribute__((always_inline)) void qdot_q8_0(const uint8_t *src, int nb,
+                                                            const xq8 *x, qsum *s)
 {
     v8f acc = s->acc;
     const ublock_q8_0 *w = (const ublock_q8_0 *)src;
@@ -148,7 +157,8 @@ static void qdot_q8_0(const uint8_t *src, int nb, const xq8 *x, qsum *s)
                       bump_fp16_to_fp32(w[i].d) * x[i].d);    s->acc = acc;
 }
 
-static void qdot_q4_0(const uint8_t *src, int nb, const xq8 *x, qsum *s)
+static inline __attribute__((always_inline)) void qdot_q4_0(const uint8_t *src, int nb,
+                                                            const xq8 *x, qsum *s)
 {
     v8f acc = s->acc;
     const ublock_q4_0 *w = (const ublock_q4_0 *)src;
@@ -159,7 +169,8 @@ static void qdot_q4_0(const uint8_t *src, int nb, const xq8 *x, qsum *s)
     s->acc = acc;
 }
 
-static void qdot_q4_1(const uint8_t *src, int nb, const xq8 *x, qsum *s)
+static inline __attribute__((always_inline)) void qdot_q4_1(const uint8_t *src, int nb,
+                                                            const xq8 *x, qsum *s)
 {
     v8f acc = s->acc;
     float mins = s->mins;
@@ -179,7 +190,8 @@ static inline v32i8 unpack_q5(const uint8_t *qs, const uint8_t qh[4])
     return (v32i8)(nibbles32(qs) | bits32(qh));
 }
 
-static void qdot_q5_0(const uint8_t *src, int nb, const xq8 *x, qsum *s)
+static inline __attribute__((always_inline)) void qdot_q5_0(const uint8_t *src, int nb,
+                                                            const xq8 *x, qsum *s)
 {
     v8f acc = s->acc;
     const ublock_q5_0 *w = (const ublock_q5_0 *)src;
@@ -190,7 +202,8 @@ static void qdot_q5_0(const uint8_t *src, int nb, const xq8 *x, qsum *s)
     s->acc = acc;
 }
 
-static void qdot_q5_1(const uint8_t *src, int nb, const xq8 *x, qsum *s)
+static inline __attribute__((always_inline)) void qdot_q5_1(const uint8_t *src, int nb,
+                                                            const xq8 *x, qsum *s)
 {
     v8f acc = s->acc;
     float mins = s->mins;
@@ -224,7 +237,8 @@ static inline void qdot_k45(const uint8_t *scales, const uint8_t *qs, const uint
     s->mins = mins;
 }
 
-static void qdot_q4_K(const uint8_t *src, int nb, const xq8 *x, qsum *s)
+static inline __attribute__((always_inline)) void qdot_q4_K(const uint8_t *src, int nb,
+                                                            const xq8 *x, qsum *s)
 {
     const ublock_q4_K *w = (const ublock_q4_K *)src;
     for (int i = 0; i < nb; i++, x += QK_K / XB)
@@ -232,7 +246,8 @@ static void qdot_q4_K(const uint8_t *src, int nb, const xq8 *x, qsum *s)
                  bump_fp16_to_fp32(w[i].dmin), x, s);
 }
 
-static void qdot_q5_K(const uint8_t *src, int nb, const xq8 *x, qsum *s)
+static inline __attribute__((always_inline)) void qdot_q5_K(const uint8_t *src, int nb,
+                                                            const xq8 *x, qsum *s)
 {
     const ublock_q5_K *w = (const ublock_q5_K *)src;
     for (int i = 0; i < nb; i++, x += QK_K / XB)
@@ -242,7 +257,8 @@ static void qdot_q5_K(const uint8_t *src, int nb, const xq8 *x, qsum *s)
 
 /* q6_K: chunk c = 4h + p of a block reads ql[64h + 32(p & 1) + l] (low nibble for p < 2),
  * bits 2p of qh[32h + l], and scales sc[8h + 2p] (values 0-15), sc[8h + 2p + 1] (16-31). */
-static void qdot_q6_K(const uint8_t *src, int nb, const xq8 *x, qsum *s)
+static inline __attribute__((always_inline)) void qdot_q6_K(const uint8_t *src, int nb,
+                                                            const xq8 *x, qsum *s)
 {
     v8f acc = s->acc;
     const ublock_q6_K *w = (const ublock_q6_K *)src;
@@ -262,41 +278,162 @@ static void qdot_q6_K(const uint8_t *src, int nb, const xq8 *x, qsum *s)
     s->acc = acc;
 }
 
-typedef void (*qdot_fn)(const uint8_t *src, int nb, const xq8 *x, qsum *s);
-
-static qdot_fn qdot_of(int32_t dtype)
+/* The sum of the 8 lanes, in registers. */
+static inline float hsum8(v8f v)
 {
-    switch (dtype) {
-    case BUMP_DTYPE_Q4_0: return qdot_q4_0;
-    case BUMP_DTYPE_Q4_1: return qdot_q4_1;
-    case BUMP_DTYPE_Q5_0: return qdot_q5_0;
-    case BUMP_DTYPE_Q5_1: return qdot_q5_1;
-    case BUMP_DTYPE_Q8_0: return qdot_q8_0;
-    case BUMP_DTYPE_Q4_K: return qdot_q4_K;
-    case BUMP_DTYPE_Q5_K: return qdot_q5_K;
-    case BUMP_DTYPE_Q6_K: return qdot_q6_K;
-    default: return NULL;
-    }
+#if defined(__AVX__)
+    __m128 a = _mm_add_ps(_mm256_castps256_ps128((__m256)v), _mm256_extractf128_ps((__m256)v, 1));
+    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    a = _mm_add_ss(a, _mm_movehdup_ps(a));
+    return _mm_cvtss_f32(a);
+#else
+    return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+#endif
 }
 
-/* One quantized row against the quantized activations, walking its column segments. */
-static float qdot_row(const bump_wmat *w, const reader *r, qdot_fn f, size_t re, const xq8 *x,
-                      int K)
+/* Rows [n0, n1) of a quantized matrix against the quantized activations, one function per
+ * weight type with its block loop inlined: a decode row is short (SmolLM2: 18 blocks), so a
+ * call, and a round trip of the sums through memory, per row would cost as much as the row. */
+/* The activations of one GEMV on int8: per block (quantize_x), and for the 512-bit rows also
+ * the values contiguous with, per lane of 4 values, its block's scale and minus its sum. */
+typedef struct {
+    const xq8 *b;
+#if INT8_512
+    const int8_t *qs;
+    const float *d;
+    const int32_t *ns4;
+#endif
+} xacts;
+
+/* Bytes of xacts for nb blocks, and xacts built in `mem` (64-byte aligned) from x. */
+static size_t xacts_bytes(int nb)
 {
-    qsum s = {{0}, 0.0f};
-    for (int k0 = 0; k0 < K; k0 += w->k_seg) {
-        const int len = min_int(w->k_seg, K - k0);
-        f(block_at(w, r, re + col_elem(w, k0)), len / r->be, x + k0 / XB, &s);
+    return (size_t)nb * (sizeof(xq8) + (INT8_512 ? XB + 2 * (XB / 4) * 4 : 0));
+}
+
+static xacts xacts_build(const float *x, int K, unsigned char *mem)
+{
+    xq8 *b = (xq8 *)mem;
+    quantize_x(x, K, b);
+    xacts a = {.b = b};
+#if INT8_512
+    const int nb = K / XB;
+    int8_t *qs = (int8_t *)(b + nb);
+    float *d = (float *)(qs + (size_t)nb * XB);
+    int32_t *ns4 = (int32_t *)(d + (size_t)nb * (XB / 4));
+    for (int i = 0; i < nb; i++) {
+        memcpy(qs + (size_t)i * XB, b[i].qs, XB);
+        for (int l = 0; l < XB / 4; l++) {
+            const int8_t *v = b[i].qs + 4 * l;
+            d[i * (XB / 4) + l] = b[i].d;
+            ns4[i * (XB / 4) + l] = -(v[0] + v[1] + v[2] + v[3]);
+        }
     }
-    float sum = 0.0f;
-    for (int i = 0; i < 8; i++) sum += s.acc[i];
-    return sum + s.mins;
+    a.qs = qs, a.d = d, a.ns4 = ns4;
+#endif
+    return a;
+}
+
+typedef void (*qrows_fn)(const bump_wmat *w, const reader *r, const xacts *x, int K, int n0,
+                         int n1, float *out);
+
+#define QROWS(T)                                                                              \
+    static void qrows_##T(const bump_wmat *w, const reader *r, const xacts *x, int K, int n0, \
+                          int n1, float *out)                                                 \
+    {                                                                                         \
+        for (int n = n0; n < n1; n++) {                                                       \
+            qsum s = {{0}, 0.0f};                                                             \
+            const size_t re = row_elem(w, n);                                                 \
+            for (int k0 = 0; k0 < K; k0 += w->k_seg) {                                        \
+                const int len = min_int(w->k_seg, K - k0);                                    \
+                qdot_##T(block_at(w, r, re + col_elem(w, k0)), len / r->be, x->b + k0 / XB,   \
+                         &s);                                                                 \
+            }                                                                                 \
+            out[n] = hsum8(s.acc) + s.mins;                                                   \
+        }                                                                                     \
+    }
+QROWS(q8_0)
+#if !INT8_512
+QROWS(q4_0)
+#endif
+QROWS(q4_1)
+QROWS(q5_0)
+QROWS(q5_1)
+QROWS(q4_K)
+QROWS(q5_K)
+QROWS(q6_K)
+
+#if INT8_512
+/* Two q4_0 blocks (36 bytes at src) against activation values 64 at xs: the nibbles as
+ * unsigned bytes times the signed activations in one vpdpbusd, which starts from -8 x the
+ * activations' lane sums (the q4_0 offset), then one fp32 multiply-add with the two blocks'
+ * scales (both fp16 scales picked out of one 32-byte load). Half the instructions of two
+ * 256-bit blocks. */
+static inline __attribute__((always_inline)) __m512 qdot2_q4_0(const uint8_t *src,
+                                                               const xacts *x, int blk,
+                                                               __m512 acc)
+{
+    const __m256i y = _mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(src + 2))),
+        _mm_loadu_si128((const __m128i *)(src + 2 + sizeof(block_q4_0))), 1);
+    const __m256i lo = _mm256_and_si256(y, _mm256_set1_epi8(0x0f));
+    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(y, 4), _mm256_set1_epi8(0x0f));
+    /* [low nibbles of block 0, its high nibbles, block 1's low, its high]: element order */
+    const __m512i q = _mm512_permutex2var_epi64(_mm512_castsi256_si512(lo),
+                                                _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0),
+                                                _mm512_castsi256_si512(hi));
+    const __m512i init = _mm512_slli_epi32(_mm512_loadu_si512(x->ns4 + blk * (XB / 4)), 3);
+    const __m512i isum = _mm512_dpbusd_epi32(init, q, _mm512_loadu_si512(x->qs + blk * XB));
+    const __m256i words = _mm256_permutexvar_epi16(
+        _mm256_set_epi16(9, 9, 9, 9, 9, 9, 9, 9, 0, 0, 0, 0, 0, 0, 0, 0),
+        _mm256_loadu_si256((const __m256i *)src));
+    const __m512 scale = _mm512_mul_ps(_mm512_cvtph_ps(words), _mm512_loadu_ps(x->d + blk * (XB / 4)));
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc);
+}
+
+static void qrows512_q4_0(const bump_wmat *w, const reader *r, const xacts *x, int K, int n0,
+                          int n1, float *out)
+{
+    for (int n = n0; n < n1; n++) {
+        __m512 acc = _mm512_setzero_ps();
+        qsum s = {{0}, 0.0f}; /* a segment's odd last block */
+        const size_t re = row_elem(w, n);
+        for (int k0 = 0; k0 < K; k0 += w->k_seg) {
+            const int nb = min_int(w->k_seg, K - k0) / XB, b0 = k0 / XB;
+            const uint8_t *src = block_at(w, r, re + col_elem(w, k0));
+            int i = 0;
+            for (; i + 2 <= nb; i += 2)
+                acc = qdot2_q4_0(src + (size_t)i * sizeof(block_q4_0), x, b0 + i, acc);
+            if (i < nb) qdot_q4_0(src + (size_t)i * sizeof(block_q4_0), 1, x->b + b0 + i, &s);
+        }
+        out[n] = _mm512_reduce_add_ps(acc) + hsum8(s.acc);
+    }
+}
+#endif
+
+static qrows_fn qrows_of(int32_t dtype)
+{
+    switch (dtype) {
+#if INT8_512
+    case BUMP_DTYPE_Q4_0: return qrows512_q4_0;
+#else
+    case BUMP_DTYPE_Q4_0: return qrows_q4_0;
+#endif
+    case BUMP_DTYPE_Q4_1: return qrows_q4_1;
+    case BUMP_DTYPE_Q5_0: return qrows_q5_0;
+    case BUMP_DTYPE_Q5_1: return qrows_q5_1;
+    case BUMP_DTYPE_Q8_0: return qrows_q8_0;
+    case BUMP_DTYPE_Q4_K: return qrows_q4_K;
+    case BUMP_DTYPE_Q5_K: return qrows_q5_K;
+    case BUMP_DTYPE_Q6_K: return qrows_q6_K;
+    default: return NULL;
+    }
 }
 
 /* ---------------------------------------------------------------------------------------- */
 /* int8 GEMM (prefill on int8 activations), where the level has 512-bit VNNI                 */
 
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && VW == 16
+#if INT8_512
 /* llama.cpp's repacked-weights approach, written for this runtime's views: each thread owns a
  * run of QNR-row weight panels; a panel is unpacked once per call to int8 in the order the
  * VNNI instruction wants it (for every 4 columns, 4 bytes of each of the QNR rows: one vector),
