@@ -131,6 +131,9 @@ int bump_matmul_view(int32_t dtype, const void *w, int64_t numel, int64_t ld, in
  * reports, for tests. */
 int bump_swiglu_rows(const float *g, const float *u, int32_t n, float *o, char *err,
                      size_t err_len);
+/* s[t] = exp(s[t] - mx) for t < n through the softmax kernel of that level, returning their
+ * sum (-1 when BUMPCONV_KERNELS names no usable level), for tests. */
+float bump_exp_sum_rows(float *s, int32_t n, float mx, char *err, size_t err_len);
 /* Positions whose RoPE tables and KV cache are allocated (they grow with use, not with the
  * context length). */
 int32_t bump_positions_allocated(const bump_model *m);

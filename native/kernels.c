@@ -125,6 +125,12 @@ int bump_swiglu_rows(const float *g, const float *u, int32_t n, float *o, char *
     return BUMP_OK;
 }
 
+float bump_exp_sum_rows(float *s, int32_t n, float mx, char *err, size_t len)
+{
+    const bump_kernel_level *level = bump_kernels_select(err, len);
+    return level ? level->exp_sum(s, n, mx) : -1.0f;
+}
+
 int bump_matmul_view(int32_t dtype, const void *w, int64_t numel, int64_t ld, int64_t row_seg,
                      int64_t row_seg_stride, int64_t col_seg, int64_t col_seg_stride, int32_t N,
                      int32_t K, const float *in, int32_t M, float *out, int32_t n_threads,

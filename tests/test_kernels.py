@@ -181,3 +181,33 @@ def test_swiglu_is_within_three_ulp_of_the_exact_value(level: str, monkeypatch) 
     assert np.all(np.abs(got[~normal]) <= np.finfo(np.float32).tiny)
     edges = swiglu(np.array([np.inf, -np.inf, np.nan, 0.0], np.float32), np.ones(4, np.float32))
     assert edges[0] == np.inf and np.isnan(edges[1]) and np.isnan(edges[2]) and edges[3] == 0
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_softmax_exp_is_within_one_ulp_and_sums_what_it_stores(level: str, monkeypatch) -> None:
+    """The softmax numerators exp(s - max) over the range they take (s - max <= 0, and the
+    positive side for completeness): within 1 ulp of exp in float64 (measured 0.98 at most,
+    0.27 on average; numpy's float32 exp: 2.4 and 0.46), 0 below fp32's normal range, and the
+    returned sum is the sum of the stored values."""
+    level_available(level, monkeypatch)
+    from bumpconv.native import native
+    mod = native()
+    ffi = mod.ffi
+    x = np.concatenate([np.linspace(-87, 0, 200_003), np.linspace(0, 88.7, 20_001),
+                        [-87.5, -100.0, -np.inf]]).astype(np.float32)
+    s = x.copy()
+    err = ffi.new("char[]", 256)
+    total = mod.lib.bump_exp_sum_rows(ffi.from_buffer("float[]", s), s.size, 0.0, err, 256)
+    want = np.exp(x.astype(np.float64))
+    normal = want >= np.finfo(np.float32).tiny
+    ulp = np.spacing(want[normal].astype(np.float32)).astype(np.float64)
+    assert np.max(np.abs(s[normal] - want[normal]) / ulp) <= 1.0
+    assert np.all(s[~normal] == 0)
+    assert total == np.inf  # the positive side overflows the fp32 sum, as it would in C
+    softmax_range = x[x <= 0].copy()
+    total = mod.lib.bump_exp_sum_rows(ffi.from_buffer("float[]", softmax_range),
+                                      softmax_range.size, 0.0, err, 256)
+    assert total == pytest.approx(float(np.sum(softmax_range, dtype=np.float64)), rel=1e-6)
+    shifted = np.array([3.0, 1.0, -2.0], np.float32)
+    mod.lib.bump_exp_sum_rows(ffi.from_buffer("float[]", shifted), 3, 3.0, err, 256)
+    assert np.allclose(shifted, np.exp(np.array([0.0, -2.0, -5.0])), rtol=2e-7)
