@@ -5,7 +5,9 @@ Two callers:
 * ``pip install -e .`` / ``pip install .``: setup.py names ``native/build_ffi.py:ffibuilder`` in
   ``cffi_modules``, so setuptools compiles the extension next to the package.
 * ``make -C native`` (and its ``asan`` target) run this file as a script to build a variant into
-  a directory that ``BUMPCONV_NATIVE_DIR`` can point the runtime at.
+  a directory that ``BUMPCONV_NATIVE_DIR`` can point the runtime at. ``bench/bench_pool.py``
+  builds the ``openmp`` variant: the same sources with pool_omp.c (libgomp's threads behind
+  pool.h) in place of pool.c, to measure the pool against OpenMP and nothing else.
 
 Flags: ``-O3`` and ``-pthread`` (the runtime's own thread pool, pool.c), for the baseline target (never
 ``-march=native``: the build must run on any CPU of the architecture). The kernels are compiled
@@ -27,7 +29,9 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 SOURCES = ("bump.c", "kernels.c", "kernels_portable.c", "kernels_avx2.c", "kernels_avxvnni.c",
-           "kernels_avx512.c", "kernels_avx512vnni.c", "quant.c", "pool.c")
+           "kernels_avx512.c", "kernels_avx512vnni.c", "quant.c")
+#: The thread pool's source per variant (pool.h's implementation).
+POOL = {"release": "pool.c", "asan": "pool.c", "openmp": "pool_omp.c"}
 HEADERS = ("bump.h", "kernels.h", "kernels_impl.h", "kernels_int8.h", "blocks.h", "pool.h",
            "quant.h")
 #: Headers whose declarations between CFFI markers make up the Python-visible API, in order.
@@ -54,7 +58,7 @@ def _compiler() -> list[str]:
 
 
 def _flags(variant: str, strict: bool) -> tuple[list[str], list[str]]:
-    """(compile, link) flags for a variant: release or asan."""
+    """(compile, link) flags for a variant: release, asan, or openmp (release + -fopenmp)."""
     compile_args = ["-std=c11", "-ffp-contract=off", "-pthread"]
     link_args = ["-pthread"]
     if variant == "asan":
@@ -62,6 +66,9 @@ def _flags(variant: str, strict: bool) -> tuple[list[str], list[str]]:
         link_args += SANITIZE
     else:
         compile_args += ["-O3"]
+    if variant == "openmp":
+        compile_args += ["-fopenmp"]
+        link_args += ["-fopenmp"]
     if strict:
         compile_args += STRICT
     return compile_args, link_args
@@ -79,7 +86,7 @@ def make_builder(variant: str = "release", strict: bool = False, absolute: bool 
     where = str(HERE) if absolute else os.path.relpath(HERE)
     builder.set_source(
         MODULE, "".join(f'#include "{name}"\n' for name in CFFI_HEADERS),
-        sources=[os.path.join(where, s) for s in SOURCES],
+        sources=[os.path.join(where, s) for s in (*SOURCES, POOL[variant])],
         include_dirs=[where],
         depends=[os.path.join(where, h) for h in HEADERS],
         extra_compile_args=compile_args,
@@ -93,7 +100,7 @@ ffibuilder = make_builder(strict=os.environ.get("BUMPCONV_STRICT") == "1")
 
 def main() -> None:
     ap = argparse.ArgumentParser(description="Build bumpconv._native into a directory.")
-    ap.add_argument("--variant", choices=("release", "asan"), default="release")
+    ap.add_argument("--variant", choices=tuple(POOL), default="release")
     ap.add_argument("--out", type=Path, required=True,
                     help="output directory (BUMPCONV_NATIVE_DIR for the runtime)")
     ap.add_argument("--strict", action="store_true", help="warnings are errors")

@@ -1,10 +1,12 @@
 """The runtime's thread pool (native/pool.c): many short-lived pools neither hang nor leak
 threads, a forked child computes the same result without the parent's workers, and the thread
-count never changes a result (fast lane: a synthetic tiny model)."""
+count never changes a result (fast lane: a synthetic tiny model); pool.h's contract holds for
+both implementations (pool.c, and pool_omp.c that bench/bench_pool.py compares it with)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +72,50 @@ def test_forked_child_runs_without_the_parents_workers(blob: Path) -> None:
         os.close(read)
         os.waitpid(pid, 0)
     assert np.array_equal(np.frombuffer(data, expected.dtype).reshape(expected.shape), expected)
+
+
+DRIVER = r"""
+#include "pool.h"
+#include <stdatomic.h>
+#include <stdio.h>
+static _Atomic int calls[8];
+static _Atomic long items;
+static void fn(void *ctx, int ith, int nth) {
+    long b, e;
+    bump_pool_range(*(long *)ctx, ith, nth, &b, &e);
+    atomic_fetch_add(&calls[ith], 1);
+    atomic_fetch_add(&items, e - b);
+}
+int main(void) {
+    long total = 1001;
+    for (int n = 1; n <= 3; n++) {
+        bump_pool *p = bump_pool_create(n);
+        if (!p || bump_pool_threads(p) != n) return 2;
+        for (int r = 0; r < 1000; r++) bump_pool_run(p, fn, &total);
+        bump_pool_destroy(p);
+        for (int i = 0; i < n; i++) printf("%d ", atomic_exchange(&calls[i], 0));
+        printf("%ld\n", atomic_exchange(&items, 0));
+    }
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("pool, flags", [("pool.c", ["-pthread"]),
+                                         ("pool_omp.c", ["-fopenmp"])])
+def test_both_pool_implementations_run_every_share_once(tmp_path: Path, pool: str,
+                                                        flags: list[str]) -> None:
+    """pool.h's contract for the shipped pool and for the OpenMP one bench/bench_pool.py
+    measures it against: every run calls fn once per thread index, and the shares cover the
+    items exactly once (1000 runs of 1001 items on 1, 2 and 3 threads)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    native = Path(__file__).resolve().parents[1] / "native"
+    (tmp_path / "driver.c").write_text(DRIVER)
+    exe = tmp_path / "driver"
+    subprocess.run([cc, "-O1", "-std=c11", f"-I{native}", str(tmp_path / "driver.c"),
+                    str(native / pool), "-o", str(exe), *flags], check=True)
+    out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:3] == ["1000 1001000", "1000 1000 1001000",
+                                   "1000 1000 1000 1001000"]
