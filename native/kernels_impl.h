@@ -579,8 +579,8 @@ static void gemv(const bump_matmul_job *jobs, int njobs, const float *x, int K,
 
 static size_t scratch_floats(int M, int K)
 {
-    /* activation panels, one weight panel, one dequantized row piece */
-    size_t floats = (size_t)(M + MR - 1) / MR * MR * KC + (size_t)KC * NR + KC;
+    /* activation panels, one weight panel, and its rows before the transpose */
+    size_t floats = (size_t)(M + MR - 1) / MR * MR * KC + 2 * (size_t)KC * NR;
 #if QGEMM
     if (K % XB == 0) { /* the int8 GEMM's, rounded up to whole 64-byte lines */
         const size_t q = (qgemm_scratch_bytes(M, K) + 63) / 64 * 16;
@@ -606,17 +606,70 @@ static void pack_a(const float *in, size_t lda, int i0, int mv, int k0, int kc, 
     }
 }
 
-/* Weight rows n0.. (nv of them, the rest zero), columns k0..k0+kc, into [kc][NR]. The weights
- * come from DRAM (a model is much larger than the caches) one short row piece at a time, too
- * irregular for the hardware prefetcher: while a row is copied, the row PREFETCH_ROWS ahead is
- * requested (this doubles the packing rate). A quantized piece is dequantized into `tmp` first
- * (pieces start on blocks: k0, kc and the column segments are whole blocks). */
+/* VW x VW floats at src (row stride lds) transposed into dst (row stride ldd), in registers. */
+static inline void transpose_block(const float *src, size_t lds, float *dst, size_t ldd)
+{
+#if defined(__AVX512F__) && VW == 16
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + (size_t)i * lds);
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        const __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]),
+                      c = _mm512_castps_pd(t[i + 2]), d = _mm512_castps_pd(t[i + 3]);
+        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int h = 0; h < 16; h += 8)
+        for (int i = 0; i < 4; i++) {
+            t[h + i] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0x88);
+            t[h + i + 4] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0xdd);
+        }
+    for (int i = 0; i < 8; i++) {
+        _mm512_storeu_ps(dst + (size_t)i * ldd, _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88));
+        _mm512_storeu_ps(dst + (size_t)(i + 8) * ldd, _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd));
+    }
+#elif defined(__AVX__) && VW == 8
+    __m256 r[8], t[8];
+    for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + (size_t)i * lds);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
+        r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+    }
+    for (int i = 0; i < 4; i++) {
+        _mm256_storeu_ps(dst + (size_t)i * ldd, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+        _mm256_storeu_ps(dst + (size_t)(i + 4) * ldd, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+    }
+#else
+    for (int i = 0; i < VW; i++)
+        for (int j = 0; j < VW; j++) dst[(size_t)j * ldd + i] = src[(size_t)i * lds + j];
+#endif
+}
+
+/* Weight rows n0.. (nv of them, the rest zero), columns k0..k0+kc, into [kc][NR], in two
+ * steps: each row piece into rows[j][0..kc) (row stride KC; read straight from the mapping, or
+ * dequantized: pieces start on blocks, k0, kc and the column segments being whole blocks),
+ * then VW x VW blocks transposed in registers (one strided scalar store per value cost more
+ * than the micro-kernel's share of a panel). The weights come from DRAM one short row piece at
+ * a time, too irregular for the hardware prefetcher: while a row is copied, the row
+ * PREFETCH_ROWS ahead is requested (this doubles the packing rate). */
 static void pack_b(const bump_wmat *w, const reader *r, int n0, int nv, int k0, int kc,
-                   float *out, float *tmp)
+                   float *out, float *rows)
 {
     for (int j = 0; j < NR; j++) {
+        float *row = rows + (size_t)j * KC;
         if (j >= nv) {
-            for (int k = 0; k < kc; k++) out[k * NR + j] = 0.0f;
+            memset(row, 0, (size_t)kc * sizeof(float));
             continue;
         }
         size_t re = row_elem(w, n0 + j);
@@ -624,26 +677,28 @@ static void pack_b(const bump_wmat *w, const reader *r, int n0, int nv, int k0, 
         for (int k = k0; k < k0 + kc;) {
             int col = k % w->k_seg, len = min_int(w->k_seg - col, k0 + kc - k);
             size_t at = col_elem(w, k);
-            const ufloat *src; /* fp32 weights sit at any byte offset */
             if (r->deq) {
                 if (ahead != (size_t)-1) {
                     const uint8_t *p = block_at(w, r, ahead + at);
                     size_t bytes = (size_t)len / (size_t)r->be * r->bb;
                     for (size_t t = 0; t < bytes; t += 64) __builtin_prefetch(p + t);
                 }
-                r->deq(block_at(w, r, re + at), len / r->be, tmp);
-                src = tmp;
+                r->deq(block_at(w, r, re + at), len / r->be, row + (k - k0));
             } else {
-                const ufloat *base = (const ufloat *)w->base;
+                const ufloat *base = (const ufloat *)w->base; /* at any byte offset */
                 if (ahead != (size_t)-1)
                     for (int t = 0; t < len; t += 16) __builtin_prefetch(base + ahead + at + t);
-                src = base + re + at;
+                memcpy(row + (k - k0), (const void *)(base + re + at), (size_t)len * sizeof(float));
             }
-            float *dst = out + (size_t)(k - k0) * NR + j;
-            for (int t = 0; t < len; t++) dst[t * NR] = src[t];
             k += len;
         }
     }
+    int k = 0;
+    for (; k + VW <= kc; k += VW)
+        for (int jb = 0; jb < NR; jb += VW)
+            transpose_block(rows + (size_t)jb * KC + k, KC, out + (size_t)k * NR + jb, NR);
+    for (; k < kc; k++)
+        for (int j = 0; j < NR; j++) out[(size_t)k * NR + j] = rows[(size_t)j * KC + k];
 }
 
 /* C[0..m)[0..n) (+)= A-panel x B-panel over kc; the full MR x NR tile lives in registers. */
@@ -708,7 +763,7 @@ static void gemm_work(void *arg, int ith, int nth)
     bump_pool_range(c->npanels, ith, nth, &q0, &q1);
     float *ap = c->s->pack + (size_t)ith * c->s->floats_per_thread;
     float *bp = ap + (size_t)c->npanels_a * MR * KC;
-    float *tmp = bp + (size_t)KC * NR;
+    float *rows = bp + (size_t)KC * NR;
     for (int k0 = 0; k0 < K && q0 < q1; k0 += c->kc_step) {
         int kc = min_int(c->kc_step, K - k0);
         for (int p = 0; p < c->npanels_a; p++)
@@ -718,7 +773,7 @@ static void gemm_work(void *arg, int ith, int nth)
             int local = (int)q, j = locate(c->panels, c->njobs, &local);
             const bump_matmul_job *job = &c->jobs[j];
             int n0 = local * NR, nv = min_int(NR, job->N - n0);
-            pack_b(&job->w, &c->rd[j], n0, nv, k0, kc, bp, tmp);
+            pack_b(&job->w, &c->rd[j], n0, nv, k0, kc, bp, rows);
             for (int p = 0; p < c->npanels_a; p++)
                 micro_kernel(kc, ap + (size_t)p * MR * kc, bp,
                              job->out + (size_t)p * MR * job->ldc + n0, job->ldc,

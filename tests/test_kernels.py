@@ -211,3 +211,24 @@ def test_softmax_exp_is_within_one_ulp_and_sums_what_it_stores(level: str, monke
     shifted = np.array([3.0, 1.0, -2.0], np.float32)
     mod.lib.bump_exp_sum_rows(ffi.from_buffer("float[]", shifted), 3, 3.0, err, 256)
     assert np.allclose(shifted, np.exp(np.array([0.0, -2.0, -5.0])), rtol=2e-7)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_fp32_products_with_ragged_shapes(level: str, monkeypatch) -> None:
+    """fp32 weights with K, N and M that are multiples of nothing (K = 53 in two column
+    segments of 29 and 24 with a gap): the GEMM's transposed-panel tail, a part-empty panel and
+    a part-empty activation panel, and the GEMV's scalar tail."""
+    level_available(level, monkeypatch)
+    rng = np.random.default_rng(11)
+    N, K, seg = 37, 53, 29
+    view = View(ld=60, row_seg=N, row_seg_stride=N * 60, col_seg=seg, col_seg_stride=seg + 2)
+    buf = rng.standard_normal((N, 60)).astype(np.float32)
+    flat = buf.reshape(-1)
+    n, k = np.arange(N)[:, None], np.arange(K)[None, :]
+    W = flat[n * 60 + k // seg * (seg + 2) + k % seg].astype(np.float64)
+    for M in (1, 17):
+        x = rng.standard_normal((M, K)).astype(np.float32)
+        got = matmul(DType.FP32, misaligned(buf), flat.size, view, N, K, x, threads=2)
+        want = x.astype(np.float64) @ W.T
+        scale = np.abs(x.astype(np.float64)) @ np.abs(W).T
+        assert np.all(np.abs(got - want) <= 1e-5 * scale), (level, M)
