@@ -18,7 +18,7 @@ for the whole measurement. The variants alternate within each round and the best
 land on one variant only. Figures are printed, never asserted; compare ratios of one run.
 
 Usage: python bench/bench_pool.py [--work .cache-local/bench-pool] [--threads 2]
-       [--variants pool omp-spin1000 omp-default] [--conditions idle busy] [--rounds 3]
+       [--variants pool omp-spin1000 omp-default] [--conditions idle busy] [--rounds 5]
        [--blobs more.bump ...] [--activations fp32|int8]
 """
 
@@ -102,7 +102,7 @@ def main() -> int:
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--rounds", type=int, default=3,
+    ap.add_argument("--rounds", type=int, default=5,
                     help="rounds of all variants in turn; the best of the rounds is kept")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--conditions", nargs="+", default=["idle", "busy"],

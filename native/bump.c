@@ -748,13 +748,19 @@ static void rmsnorm(float *out, const float *x, const float *w, int n, float eps
     for (int i = 0; i < n; i++) out[i] = w[i] * (x[i] * r);
 }
 
-/* fn over `items` independent items on the model's threads; inline when there is one item
- * (waking the workers costs more than it saves). Every item is computed by one thread the same
- * way whatever the split, so results do not depend on the thread count. */
-static void parallel(const bump_model *m, long items, bump_pool_fn fn, void *ctx)
+/* fn over `items` independent items on the model's threads, in chunks of `chunk` (inline when
+ * there is one chunk: waking the workers costs more than it saves). Every item is computed by
+ * one thread the same way whatever thread that is, so results do not depend on the thread
+ * count. */
+static void parallel(const bump_model *m, long items, long chunk, bump_pool_fn fn, void *ctx)
 {
-    if (items > 1) bump_pool_run(m->pool, fn, ctx);
-    else fn(ctx, 0, 1);
+    bump_pool_run(m->pool, fn, ctx, items, chunk);
+}
+
+/* Rows of equal cost: one chunk per thread. */
+static long per_thread(const bump_model *m, long items)
+{
+    return (items + m->n_threads - 1) / m->n_threads;
 }
 
 typedef struct {
@@ -764,11 +770,10 @@ typedef struct {
     float eps;
 } RmsnormRows;
 
-static void rmsnorm_rows_part(void *ctx, int ith, int nth)
+static void rmsnorm_rows_part(void *ctx, long i0, long i1, int tid)
 {
     const RmsnormRows *a = ctx;
-    long i0, i1;
-    bump_pool_range(a->rows, ith, nth, &i0, &i1);
+    (void)tid;
     for (long i = i0; i < i1; i++)
         rmsnorm(a->out + (size_t)i * a->cols, a->x + (size_t)i * a->cols, a->w, a->cols, a->eps);
 }
@@ -777,7 +782,7 @@ static void rmsnorm_rows(const bump_model *m, float *out, const float *x, const 
                          int rows, int cols, float eps)
 {
     RmsnormRows a = {out, x, w, rows, cols, eps};
-    parallel(m, rows, rmsnorm_rows_part, &a);
+    parallel(m, rows, per_thread(m, rows), rmsnorm_rows_part, &a);
 }
 
 /* q * cos + rotate_half(q) * sin for one head; `interleaved` is the engine's old bug. */
@@ -815,7 +820,7 @@ typedef struct {
 } Attention;
 
 /* Tasks (head, query) dealt round-robin: queries late in a prefill cost more. */
-static void attention_part(void *ctx, int ith, int nth)
+static void attention_part(void *ctx, long t0, long t1, int tid)
 {
     const Attention *a = ctx;
     bump_model *m = a->m;
@@ -826,8 +831,8 @@ static void attention_part(void *ctx, int ith, int nth)
     int H = c->n_heads, D = c->head_dim, P = s->positions, group = c->n_heads / c->n_kv_heads;
     float scale = (float)pow((double)D, -0.5);
     float *tap_scores = tp ? tp->scores : NULL, *tap_probs = tp ? tp->probs : NULL;
-    float *sc = s->scores + (size_t)ith * P;
-    for (int task = ith; task < n * H; task += nth) {
+    float *sc = s->scores + (size_t)tid * P;
+    for (int task = (int)t0; task < (int)t1; task++) {
         int h = task / n, i = task % n, kvh = h / group, pos = start + i;
         int lo = c->sliding_window > 0 && pos - c->sliding_window + 1 > 0
                      ? pos - c->sliding_window + 1 : 0;
@@ -857,7 +862,9 @@ static void attention_part(void *ctx, int ith, int nth)
 static void attention(bump_model *m, int l, int n, int start, const bump_taps *tp)
 {
     Attention a = {m, l, n, start, tp};
-    parallel(m, (long)n * m->c.n_heads, attention_part, &a);
+    /* (head, query) tasks; later queries attend to more keys: small chunks balance them */
+    const long tasks = (long)n * m->c.n_heads;
+    parallel(m, tasks, 1 + tasks / (2L * m->n_threads), attention_part, &a);
 }
 
 typedef struct {
@@ -865,14 +872,13 @@ typedef struct {
     int n, start;
 } Rope;
 
-static void rope_part(void *ctx, int ith, int nth)
+static void rope_part(void *ctx, long i0, long i1, int tid)
 {
     const Rope *a = ctx;
     const bump_config *c = &a->m->c;
     const RunState *s = &a->m->s;
     int H = c->n_heads, KV = c->n_kv_heads, D = c->head_dim, half = D / 2;
-    long i0, i1;
-    bump_pool_range(a->n, ith, nth, &i0, &i1);
+    (void)tid;
     for (long i = i0; i < i1; i++) {
         const float *cs = s->rope_cos + (size_t)(a->start + i) * half;
         const float *sn = s->rope_sin + (size_t)(a->start + i) * half;
@@ -889,13 +895,12 @@ typedef struct {
 } Swiglu;
 
 /* hb2 = silu(gate) * up per row of hb = [gate (I) | up (I)]. */
-static void swiglu_part(void *ctx, int ith, int nth)
+static void swiglu_part(void *ctx, long i0, long i1, int tid)
 {
     const Swiglu *a = ctx;
     const RunState *s = &a->m->s;
     int I = a->m->c.intermediate;
-    long i0, i1;
-    bump_pool_range(a->n, ith, nth, &i0, &i1);
+    (void)tid;
     for (long i = i0; i < i1; i++) {
         const float *g = s->hb + (size_t)i * 2 * I, *u = g + I;
         float *o = s->hb2 + (size_t)i * I;
@@ -935,7 +940,7 @@ static void layer(bump_model *m, int l, int n, int start, const bump_taps *taps)
         TAP(tp, k_norm, s->k, n, KD, KD);
     }
     Rope rp = {m, n, start};
-    parallel(m, n, rope_part, &rp);
+    parallel(m, n, per_thread(m, n), rope_part, &rp);
     TAP(tp, q_rope, s->q, n, QD, QD);
     TAP(tp, k_rope, s->k, n, KD, KD);
     for (int h = 0; h < KV; h++) {
@@ -962,7 +967,7 @@ static void layer(bump_model *m, int l, int n, int start, const bump_taps *taps)
     TAP(tp, gate, s->hb, n, I, 2 * (size_t)I);
     TAP(tp, up, s->hb + I, n, I, 2 * (size_t)I);
     Swiglu sw = {m, n};
-    parallel(m, n, swiglu_part, &sw);
+    parallel(m, n, per_thread(m, n), swiglu_part, &sw);
     TAP(tp, swiglu, s->hb2, n, I, I);
     bump_matmul_job w2 = {w->w2, E, s->proj, E};
     bump_matmul(&w2, 1, s->hb2, I, n, I, &s->gs);

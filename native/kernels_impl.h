@@ -5,8 +5,8 @@
  * width then follows the target (GCC vector extensions): 16 floats with AVX-512, 8 with AVX2,
  * 4 otherwise. Everything here is static: the levels never see each other's symbols.
  *
- * GEMM (prefill, M tokens > 1), in the BLIS structure, each thread owning a contiguous run of
- * NR-wide weight panels:
+ * GEMM (prefill, M tokens > 1), in the BLIS structure, the NR-wide weight panels cut into one
+ * contiguous run per thread, each run claimed by whichever thread is free (pool.h):
  *   for each KC slice of K:
  *     pack the activations into MR-row micro-panels       (per thread; small next to weights)
  *     for each of the thread's weight panels:
@@ -17,7 +17,7 @@
  * The micro-kernel keeps an MR x NR tile of C in vector registers: per k it loads two weight
  * vectors and broadcasts MR activation scalars, 2*MR fused multiply-adds.
  *
- * GEMV (decode, one token) is memory-bound: rows split over threads; an fp32 row is a
+ * GEMV (decode, one token) is memory-bound: rows split into one chunk per thread; an fp32 row is a
  * vectorised dot product read straight from the mapping, a quantized row is dequantized in
  * registers block by block and each vector multiply-added with x as it is decoded (fp32
  * activations), or multiplied in integers against int8 activations (kernels_int8.h).
@@ -501,19 +501,25 @@ static inline int locate(const int *extent, int njobs, int *i)
     return j;
 }
 
-/* Run fn(ctx, ith, nth) on the scratch's thread pool and wait; inline unless `parallel`. */
-static void run_parallel(const bump_gemm_scratch *s, bump_pool_fn fn, void *ctx, int parallel)
+/* fn over items [0, total) on the scratch's thread pool, in chunks of `chunk` items. */
+static void run_parallel(const bump_gemm_scratch *s, bump_pool_fn fn, void *ctx, long total,
+                         long chunk)
 {
-    if (parallel)
-        bump_pool_run(s->pool, fn, ctx);
-    else
-        fn(ctx, 0, 1);
+    bump_pool_run(s->pool, fn, ctx, total, chunk);
+}
+
+/* Chunks for items of equal cost: about `per_thread` chunks per thread (so a thread that is
+ * late, or preempted, leaves its work to the others), at least `min_items` items each. */
+static long chunk_of(const bump_gemm_scratch *s, long total, long per_thread, long min_items)
+{
+    const long c = total / (per_thread * bump_pool_threads(s->pool));
+    return c > min_items ? c : min_items;
 }
 
 #include "kernels_int8.h"
 
-/* One GEMV call: rows of all jobs numbered together, split contiguously over the threads (a
- * row is computed by one thread, so the result does not depend on the thread count). */
+/* One GEMV call: rows of all jobs numbered together, cut into contiguous chunks (a row is
+ * computed by one thread, whichever, so the result does not depend on the thread count). */
 typedef struct {
     const bump_matmul_job *jobs;
     int njobs, K, total;
@@ -524,11 +530,10 @@ typedef struct {
     xacts xq;
 } gemv_ctx;
 
-static void gemv_work(void *arg, int ith, int nth)
+static void gemv_work(void *arg, long r0, long r1, int tid)
 {
     const gemv_ctx *c = arg;
-    long r0, r1;
-    bump_pool_range(c->total, ith, nth, &r0, &r1);
+    (void)tid;
     for (int j = 0, first = 0; j < c->njobs && first < r1; first += c->rows[j++]) {
         const int lo = (int)(r0 > first ? r0 - first : 0);
         const int hi = (int)(r1 - first < c->rows[j] ? r1 - first : c->rows[j]);
@@ -570,7 +575,8 @@ static void gemv(const bump_matmul_job *jobs, int njobs, const float *x, int K,
             c.xq = xacts_build(x, K, heap ? heap : stack);
         }
     }
-    run_parallel(s, gemv_work, &c, c.total >= 64);
+    /* rows are short: chunks of at least 16 rows, a few per thread */
+    run_parallel(s, gemv_work, &c, c.total, chunk_of(s, c.total, 1, 16));
     free(heap);
 }
 
@@ -741,10 +747,10 @@ static void micro_kernel(int kc, const float *restrict a, const float *restrict 
             c[(size_t)i * ldc + j] = accumulate ? c[(size_t)i * ldc + j] + tile[i][j] : tile[i][j];
 }
 
-/* One GEMM call. Each thread owns a contiguous run of weight panels (across the jobs) and
+/* One GEMM call. Each chunk is a contiguous run of weight panels (across the jobs) whose thread
  * packs its own copy of the activations (small next to the weights): no barrier until the
- * call ends, so a thread that the OS preempts delays the others once per call, not once per
- * block. */
+ * call ends, and a thread that is late or preempted before it claims a chunk leaves it to the
+ * others. */
 typedef struct {
     const bump_matmul_job *jobs;
     const float *in;
@@ -755,13 +761,11 @@ typedef struct {
     const bump_gemm_scratch *s;
 } gemm_ctx;
 
-static void gemm_work(void *arg, int ith, int nth)
+static void gemm_work(void *arg, long q0, long q1, int tid)
 {
     const gemm_ctx *c = arg;
     const int M = c->M, K = c->K;
-    long q0, q1;
-    bump_pool_range(c->npanels, ith, nth, &q0, &q1);
-    float *ap = c->s->pack + (size_t)ith * c->s->floats_per_thread;
+    float *ap = c->s->pack + (size_t)tid * c->s->floats_per_thread;
     float *bp = ap + (size_t)c->npanels_a * MR * KC;
     float *rows = bp + (size_t)KC * NR;
     for (int k0 = 0; k0 < K && q0 < q1; k0 += c->kc_step) {
@@ -799,7 +803,9 @@ static void gemm(const bump_matmul_job *jobs, int njobs, const float *in, size_t
     } else {       /* whole blocks of the largest block type (32 and 256 both divide 256) */
         c.kc_step = KC / be * be;
     }
-    run_parallel(s, gemm_work, &c, 1);
+    /* one chunk per thread (each packs its own activations per chunk), claimed by whichever
+     * thread is free */
+    run_parallel(s, gemm_work, &c, c.npanels, chunk_of(s, c.npanels, 1, 1));
 }
 
 static void matmul(const bump_matmul_job *jobs, int njobs, const float *in, size_t lda, int M,

@@ -685,14 +685,11 @@ typedef struct {
 
 /* One thread: its own copy of the quantized activations (small next to the weights; no
  * barrier), then its run of panels, each unpacked once and multiplied by every row. */
-static void qgemm_work(void *arg, int ith, int nth)
+static void qgemm_work(void *arg, long q0, long q1, int tid)
 {
     const qgemm_ctx *c = arg;
-    long q0, q1;
-    bump_pool_range(c->npanels, ith, nth, &q0, &q1);
-    if (q0 >= q1) return;
     const int M = c->M, K = c->K, nb = K / XB, mpad = (M + QMR - 1) / QMR * QMR;
-    uint8_t *base = (uint8_t *)(c->s->pack + (size_t)ith * c->s->floats_per_thread);
+    uint8_t *base = (uint8_t *)(c->s->pack + (size_t)tid * c->s->floats_per_thread);
     qpanel_blk *wp = (qpanel_blk *)base;
     uint8_t *xq = base + (size_t)nb * sizeof(qpanel_blk);
     float *dx = (float *)(xq + (size_t)mpad * K), *dxs = dx + (size_t)mpad * nb;
@@ -729,7 +726,7 @@ static void qgemm(const bump_matmul_job *jobs, int njobs, const float *in, size_
         c.npanels += c.panels[j] = (jobs[j].N + QNR - 1) / QNR;
         c.rd[j] = reader_of(jobs[j].w.dtype);
     }
-    run_parallel(s, qgemm_work, &c, 1);
+    run_parallel(s, qgemm_work, &c, c.npanels, chunk_of(s, c.npanels, 1, 1));
 }
 #else
 #define QGEMM 0

@@ -1,8 +1,13 @@
 /* pool.c - the runtime's thread pool (pool.h).
  *
- * One call of bump_pool_run is one "generation": the caller publishes fn/ctx, increments the
- * generation counter and runs its own share; each worker notices the new generation, runs its
- * share and decrements `pending`; the caller returns once `pending` is zero.
+ * One call of bump_pool_run publishes a word `claim` = (tag, chunks, next chunk) and bumps the
+ * `generation` counter the workers wait on. Every thread, the caller first, then claims chunks
+ * by compare-and-swap on `claim` (next + 1) until none is left, and counts the chunks it
+ * finishes in `done`; the caller returns once `done` reaches the number of chunks. A worker that
+ * wakes late finds nothing left and waits again, so a preempted or sleeping worker delays a call
+ * only by a chunk it had already claimed. The tag (incremented per call) makes a stale worker's
+ * compare-and-swap fail, and the call's fields (fn, ctx, total, chunk) are read only after a
+ * successful claim: the caller cannot rewrite them before that chunk is done.
  *
  * Waiting, on both sides, is a bounded spin (SPIN_NS of pause instructions: the gap between two
  * parallel regions of a forward pass is usually shorter, so an idle machine pays no wake-up),
@@ -14,7 +19,7 @@
  * the sleeper, or the sleeper's futex sees the new value and does not sleep).
  *
  * After fork() the child has no workers: a pool used in another process than the one that
- * created it runs every share on the calling thread, in order (the same results).
+ * created it runs the whole range on the calling thread (the same results).
  */
 #define _GNU_SOURCE
 #include "pool.h"
@@ -37,15 +42,21 @@
 #define SPIN_NS 50000L
 #endif
 
+/* claim = tag << 32 | chunks << 16 | next: up to MAX_CHUNKS chunks per call */
+#define MAX_CHUNKS 0xffffL
+
 struct bump_pool {
     int n;
     pid_t owner;                  /* the process whose threads these are */
     pthread_t *threads;           /* [n - 1] */
     int started;                  /* threads actually created */
-    bump_pool_fn fn;
+    uint32_t tag;                 /* the caller's: the current call's tag */
+    bump_pool_fn fn;              /* the current call, read after a successful claim */
     void *ctx;
-    _Atomic uint32_t generation;  /* futex word of the workers */
-    _Atomic uint32_t pending;     /* futex word of the caller: workers still running */
+    long total, chunk;
+    _Atomic uint64_t claim;
+    _Atomic uint32_t generation;  /* futex word of the workers: bumped per call (and at stop) */
+    _Atomic uint32_t done;        /* futex word of the caller: chunks finished */
     _Atomic int sleepers;         /* threads asleep (or about to be) on either word */
     _Atomic int stop;
 #ifndef __linux__
@@ -56,7 +67,7 @@ struct bump_pool {
 
 typedef struct {
     bump_pool *pool;
-    int ith;
+    int tid;
 } worker_arg;
 
 static inline void cpu_relax(void)
@@ -123,22 +134,38 @@ static uint32_t wait_change(bump_pool *p, _Atomic uint32_t *word, uint32_t value
     return v;
 }
 
-static void *worker(void *arg)
+/* Claim and run chunks of the current call until none is left. */
+static void run_chunks(bump_pool *p, int tid)
 {
-    bump_pool *p = ((worker_arg *)arg)->pool;
-    int ith = ((worker_arg *)arg)->ith;
-    free(arg);
-    uint32_t seen = 0;
+    uint64_t v = atomic_load_explicit(&p->claim, memory_order_acquire);
     for (;;) {
-        seen = wait_change(p, &p->generation, seen);
-        if (atomic_load_explicit(&p->stop, memory_order_acquire)) return NULL;
-        p->fn(p->ctx, ith, p->n);
-        if (atomic_fetch_sub(&p->pending, 1) == 1 && atomic_load(&p->sleepers))
-            wake_all(p, &p->pending);
+        const uint32_t next = (uint32_t)(v & 0xffff), chunks = (uint32_t)(v >> 16 & 0xffff);
+        if (next >= chunks) return;
+        if (!atomic_compare_exchange_weak_explicit(&p->claim, &v, v + 1, memory_order_acq_rel,
+                                                   memory_order_acquire))
+            continue;
+        const long begin = (long)next * p->chunk;
+        p->fn(p->ctx, begin, begin + p->chunk < p->total ? begin + p->chunk : p->total, tid);
+        if (atomic_fetch_add(&p->done, 1) + 1 == chunks && atomic_load(&p->sleepers))
+            wake_all(p, &p->done);
+        v = atomic_load_explicit(&p->claim, memory_order_acquire);
     }
 }
 
-/* Tell the workers a new generation (work or stop) is published. */
+static void *worker(void *arg)
+{
+    bump_pool *p = ((worker_arg *)arg)->pool;
+    int tid = ((worker_arg *)arg)->tid;
+    free(arg);
+    for (;;) {
+        const uint32_t seen = atomic_load_explicit(&p->generation, memory_order_acquire);
+        run_chunks(p, tid);
+        if (atomic_load_explicit(&p->stop, memory_order_acquire)) return NULL;
+        wait_change(p, &p->generation, seen);
+    }
+}
+
+/* Tell the workers a new call (or stop) is published. */
 static void publish(bump_pool *p)
 {
     atomic_fetch_add(&p->generation, 1);
@@ -193,17 +220,26 @@ void bump_pool_destroy(bump_pool *p)
 
 int bump_pool_threads(const bump_pool *p) { return p->n; }
 
-void bump_pool_run(bump_pool *p, bump_pool_fn fn, void *ctx)
+void bump_pool_run(bump_pool *p, bump_pool_fn fn, void *ctx, long total, long chunk)
 {
-    if (p->n == 1 || getpid() != p->owner) {
-        for (int i = 0; i < p->n; i++) fn(ctx, i, p->n);
+    if (total <= 0) return;
+    if (chunk < 1) chunk = 1;
+    if (p->n == 1 || total <= chunk || getpid() != p->owner) {
+        fn(ctx, 0, total, 0);
         return;
     }
+    if ((total + chunk - 1) / chunk > MAX_CHUNKS) chunk = (total + MAX_CHUNKS - 1) / MAX_CHUNKS;
+    const uint32_t chunks = (uint32_t)((total + chunk - 1) / chunk);
     p->fn = fn;
     p->ctx = ctx;
-    atomic_store_explicit(&p->pending, (uint32_t)(p->n - 1), memory_order_relaxed);
+    p->total = total;
+    p->chunk = chunk;
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    p->tag++;
+    atomic_store_explicit(&p->claim, (uint64_t)p->tag << 32 | (uint64_t)chunks << 16,
+                          memory_order_release);
     publish(p);
-    fn(ctx, 0, p->n);
-    uint32_t left = atomic_load_explicit(&p->pending, memory_order_acquire);
-    while (left) left = wait_change(p, &p->pending, left);
+    run_chunks(p, 0);
+    uint32_t finished = atomic_load_explicit(&p->done, memory_order_acquire);
+    while (finished != chunks) finished = wait_change(p, &p->done, finished);
 }

@@ -2,8 +2,8 @@
  *
  * The runtime the package ships uses pool.c. This file lets the benchmark build the same
  * sources with libgomp's threads instead, so that "pool vs OpenMP" compares thread mechanisms
- * and nothing else (kernels, scheduling of work over threads and results are identical: every
- * region still splits its work with bump_pool_range over the threads it actually got).
+ * and nothing else (kernels and results are identical, and the chunks are handed out the same
+ * way: to whichever thread is free, schedule(dynamic)).
  */
 #include "pool.h"
 
@@ -25,12 +25,17 @@ void bump_pool_destroy(bump_pool *p) { free(p); }
 
 int bump_pool_threads(const bump_pool *p) { return p->n; }
 
-void bump_pool_run(bump_pool *p, bump_pool_fn fn, void *ctx)
+void bump_pool_run(bump_pool *p, bump_pool_fn fn, void *ctx, long total, long chunk)
 {
-    if (p->n == 1) {
-        fn(ctx, 0, 1);
+    if (total <= 0) return;
+    if (chunk < 1) chunk = 1;
+    if (p->n == 1 || total <= chunk) {
+        fn(ctx, 0, total, 0);
         return;
     }
-#pragma omp parallel num_threads(p->n)
-    fn(ctx, omp_get_thread_num(), omp_get_num_threads());
+    const long chunks = (total + chunk - 1) / chunk;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(p->n)
+    for (long c = 0; c < chunks; c++)
+        fn(ctx, c * chunk, c * chunk + chunk < total ? c * chunk + chunk : total,
+           omp_get_thread_num());
 }

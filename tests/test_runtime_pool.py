@@ -78,23 +78,29 @@ DRIVER = r"""
 #include "pool.h"
 #include <stdatomic.h>
 #include <stdio.h>
-static _Atomic int calls[8];
-static _Atomic long items;
-static void fn(void *ctx, int ith, int nth) {
-    long b, e;
-    bump_pool_range(*(long *)ctx, ith, nth, &b, &e);
-    atomic_fetch_add(&calls[ith], 1);
-    atomic_fetch_add(&items, e - b);
+static _Atomic int runs[1003];
+static _Atomic int bad_tid;
+static int threads;
+static void fn(void *ctx, long begin, long end, int tid) {
+    (void)ctx;
+    if (tid < 0 || tid >= threads) atomic_store(&bad_tid, 1);
+    for (long i = begin; i < end; i++) atomic_fetch_add(&runs[i], 1);
 }
 int main(void) {
-    long total = 1001;
-    for (int n = 1; n <= 3; n++) {
-        bump_pool *p = bump_pool_create(n);
-        if (!p || bump_pool_threads(p) != n) return 2;
-        for (int r = 0; r < 1000; r++) bump_pool_run(p, fn, &total);
+    const long total = 1001, chunks[] = {1, 7, 1001, 5000, 0};
+    for (threads = 1; threads <= 3; threads++) {
+        bump_pool *p = bump_pool_create(threads);
+        if (!p || bump_pool_threads(p) != threads) return 2;
+        for (int c = 0; c < 5; c++) {
+            for (int r = 0; r < 200; r++) bump_pool_run(p, fn, NULL, total, chunks[c]);
+            int ok = 1;
+            for (long i = 0; i < total + 2; i++)
+                ok &= atomic_exchange(&runs[i], 0) == (i < total ? 200 : 0);
+            printf("%d", ok && !atomic_load(&bad_tid));
+        }
+        bump_pool_run(p, fn, NULL, 0, 4); /* nothing to do */
         bump_pool_destroy(p);
-        for (int i = 0; i < n; i++) printf("%d ", atomic_exchange(&calls[i], 0));
-        printf("%ld\n", atomic_exchange(&items, 0));
+        printf("\n");
     }
     return 0;
 }
@@ -106,8 +112,9 @@ int main(void) {
 def test_both_pool_implementations_run_every_share_once(tmp_path: Path, pool: str,
                                                         flags: list[str]) -> None:
     """pool.h's contract for the shipped pool and for the OpenMP one bench/bench_pool.py
-    measures it against: every run calls fn once per thread index, and the shares cover the
-    items exactly once (1000 runs of 1001 items on 1, 2 and 3 threads)."""
+    measures it against: every item runs exactly once per call (200 calls of 1001 items on 1, 2
+    and 3 threads, in chunks of 1, 7, all, more than all, and 0 = 1), on a valid thread id, and
+    an empty range runs nothing."""
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         pytest.skip("no C compiler")
@@ -117,5 +124,4 @@ def test_both_pool_implementations_run_every_share_once(tmp_path: Path, pool: st
     subprocess.run([cc, "-O1", "-std=c11", f"-I{native}", str(tmp_path / "driver.c"),
                     str(native / pool), "-o", str(exe), *flags], check=True)
     out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
-    assert out.split("\n")[:3] == ["1000 1001000", "1000 1000 1001000",
-                                   "1000 1000 1000 1001000"]
+    assert out.split("\n")[:3] == ["11111"] * 3
