@@ -52,7 +52,7 @@ def weights(dtype: DType, N: int, K: int, rng: np.random.Generator) -> np.ndarra
     kernel's speed does not depend on the values; quantizing 33 M values would)."""
     base = rng.standard_normal((min(N, 1024), K)).astype(np.float32)
     raw = base.view(np.uint8) if dtype == DType.FP32 else quantize(base, dtype)
-    return np.ascontiguousarray(np.tile(raw, (N // base.shape[0], 1)))
+    return np.ascontiguousarray(np.resize(raw, (N, raw.shape[1])))
 
 
 def bench_kernels(types: list[str], threads: list[int], gemv: tuple[int, int],
@@ -65,6 +65,10 @@ def bench_kernels(types: list[str], threads: list[int], gemv: tuple[int, int],
           + " " + " ".join(f"GEMM {t}t GFLOP/s".rjust(17) for t in threads))
     for name in types:
         dtype = DType[name.upper()]
+        if K % dtype.block.elements or gK % dtype.block.elements:
+            print(f"{name:7} K={K}/{gK} is not a whole number of its "
+                  f"{dtype.block.elements}-value blocks: skipped", flush=True)
+            continue
         w = weights(dtype, N, K, rng)
         wg = np.ascontiguousarray(w[:gN, : w.shape[1] * gK // K]) if gK <= K else None
         x1 = rng.standard_normal((1, K)).astype(np.float32)
@@ -76,11 +80,12 @@ def bench_kernels(types: list[str], threads: list[int], gemv: tuple[int, int],
                                          act))
                 cells.append(f"{w.nbytes / s / 1e9:14.1f}")
             for t in threads:
-                if wg is None or act == "int8":  # int8 activations are a GEMV path
+                if wg is None:
                     cells.append(f"{'-':>17}")
                     continue
+                # int8 activations: the int8 GEMM where the level has one (else the fp32 GEMM)
                 s = _best(lambda: matmul(dtype, wg, gN * gK, View.row_major(gN, gK), gN, gK, xm,
-                                         t))
+                                         t, act))
                 cells.append(f"{2 * gM * gN * gK / s / 1e9:17.1f}")
             print(f"{name:7} {act:5} " + " ".join(cells), flush=True)
 

@@ -108,6 +108,9 @@ def main() -> int:
     ap.add_argument("--conditions", nargs="+", default=["idle", "busy"],
                     choices=["idle", "busy"])
     args = ap.parse_args()
+    missing = [str(b) for b in args.blobs if not b.is_file()]
+    if missing:
+        ap.error(f"--blobs: not found: {', '.join(missing)}")
     args.work.mkdir(parents=True, exist_ok=True)
     fp32 = args.work / "smollm2-fp32.bump"
     if not fp32.exists():

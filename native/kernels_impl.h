@@ -575,7 +575,7 @@ static void gemv(const bump_matmul_job *jobs, int njobs, const float *x, int K,
             c.xq = xacts_build(x, K, heap ? heap : stack);
         }
     }
-    /* rows are short: chunks of at least 16 rows, a few per thread */
+    /* one chunk per thread (at least 16 rows), claimed by whichever thread is free */
     run_parallel(s, gemv_work, &c, c.total, chunk_of(s, c.total, 1, 16));
     free(heap);
 }

@@ -90,7 +90,7 @@ def test_products_equal_numpy_on_the_dequantized_weights(level: str, dtype: DTyp
     level_available(level, monkeypatch)
     be = dtype.block.elements
     K = 512 if be == 256 else 192
-    N = 48
+    N = 54  # two chunks of 27 rows: kernels that take rows four at a time have a remainder
     view, row_len, buf_rows = layout(shape, N, K, be)
     rng = np.random.default_rng(7)
     buf_values = rng.standard_normal((buf_rows, row_len)).astype(np.float32) * 100  # garbage
@@ -136,6 +136,19 @@ def test_a_view_that_splits_a_block_or_leaves_the_buffer_is_refused() -> None:
         matmul(DType.Q8_0, data, 256, View(48, 4, 192, 64, 64), 4, 64, x)
     with pytest.raises(KernelError, match="leaves the buffer"):
         matmul(DType.Q8_0, data, 256, View(64, 5, 320, 64, 64), 5, 64, x)
+
+
+def test_a_buffer_shorter_than_numel_or_activations_of_another_width_are_refused() -> None:
+    """C gets a bare pointer and trusts numel: the wrapper checks that the buffer holds it."""
+    rng = np.random.default_rng(2)
+    data, _ = packed(DType.Q8_0, rng.standard_normal((4, 64)).astype(np.float32))
+    x = np.ones((1, 64), np.float32)
+    with pytest.raises(KernelError, match="272 bytes, but 512 q8_0 elements take 544"):
+        matmul(DType.Q8_0, data, 512, View.row_major(8, 64), 8, 64, x)
+    with pytest.raises(KernelError, match="not a whole number of Q8_0 blocks"):
+        matmul(DType.Q8_0, data, 250, View.row_major(4, 64), 4, 64, x)
+    with pytest.raises(KernelError, match=r"activations: shape \(1, 32\), expected \[M, 64\]"):
+        matmul(DType.Q8_0, data, 256, View.row_major(4, 64), 4, 64, x[:, :32])
 
 
 def test_an_unknown_or_unsupported_level_is_refused_by_name(monkeypatch) -> None:

@@ -50,9 +50,20 @@ def matmul(dtype: DType, weights: np.ndarray, numel: int, view: View, N: int, K:
     mod = native()
     ffi = mod.ffi
     x = np.ascontiguousarray(x, dtype=np.float32)
+    buf = np.ascontiguousarray(weights).view(np.uint8)
+    # C checks the view against numel; that numel is what the buffer holds is checked here
+    # (C gets a bare pointer), so a short buffer is an error, not a read past its end.
+    if x.ndim != 2 or x.shape[1] != K:
+        raise KernelError(f"activations: shape {x.shape}, expected [M, {K}]")
+    try:
+        want = dtype.nbytes(numel)
+    except ValueError as e:
+        raise KernelError(f"weights: {e}") from None
+    if buf.nbytes != want:
+        raise KernelError(f"weights: {buf.nbytes} bytes, but {numel} {dtype.label} elements "
+                          f"take {want}")
     out = np.empty((x.shape[0], N), dtype=np.float32)
     err = ffi.new("char[]", _ERR_LEN)
-    buf = np.ascontiguousarray(weights).view(np.uint8)
     rc = mod.lib.bump_matmul_view(
         int(dtype), ffi.from_buffer(buf), numel, view.ld, view.row_seg, view.row_seg_stride,
         view.col_seg, view.col_seg_stride, N, K, ffi.from_buffer("float[]", x), x.shape[0],
