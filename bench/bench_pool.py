@@ -25,6 +25,7 @@ Usage: python bench/bench_pool.py [--work .cache-local/bench-pool] [--threads 2]
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -61,8 +62,12 @@ print(json.dumps({"prefill_ms": min(prefill) * 1e3, "decode_tps": max(rates)}))
 
 
 def build(variant: str, work: Path) -> Path:
-    """native/ of this checkout built as ``variant`` (build_ffi.py) into work/variant."""
-    out = work / variant
+    """native/ of this checkout built as ``variant`` (build_ffi.py) into work/variant-DIGEST,
+    DIGEST naming the sources, so an edit of native/ is never measured with an old build."""
+    digest = hashlib.sha256()
+    for f in sorted((ROOT / "native").glob("*.[ch]")) + [ROOT / "native" / "build_ffi.py"]:
+        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    out = work / f"{variant}-{digest.hexdigest()[:12]}"
     if not (out / "built").is_dir():
         subprocess.run([sys.executable, str(ROOT / "native" / "build_ffi.py"), "--variant",
                         variant, "--out", str(out / "built")], check=True,
