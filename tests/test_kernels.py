@@ -174,7 +174,9 @@ def swiglu(g: np.ndarray, u: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("level", LEVELS)
 def test_swiglu_is_within_three_ulp_of_the_exact_value(level: str, monkeypatch) -> None:
     """The vectorized exp behind SwiGLU (and the softmax): within 3 ulp of silu(g) * u computed
-    in float64 (exp within 2, the division and the product with u one rounding each) wherever the result is a normal float, 0 where fp32's exp(-g) overflows (libm's
+    in float64 (exp correctly rounded, then 1 + exp, the division and the product with u one
+    rounding each; measured 2.74 at most) wherever the result is a normal float, 0 where
+    fp32's exp(-g) overflows (libm's
     and torch's answer there), and libm's answer at the edges (+inf stays inf, -inf gives NaN as
     g / (1 + exp(inf)) does). The length is not a multiple of the vector width, so the scalar
     tail is covered too."""
@@ -197,26 +199,28 @@ def test_swiglu_is_within_three_ulp_of_the_exact_value(level: str, monkeypatch) 
 
 
 @pytest.mark.parametrize("level", LEVELS)
-def test_softmax_exp_is_within_one_ulp_and_sums_what_it_stores(level: str, monkeypatch) -> None:
-    """The softmax numerators exp(s - max) over the range they take (s - max <= 0, and the
-    positive side for completeness): within 1 ulp of exp in float64 (measured 0.98 at most,
-    0.27 on average; numpy's float32 exp: 2.4 and 0.46), 0 below fp32's normal range, and the
+def test_softmax_exp_is_correctly_rounded_and_sums_what_it_stores(level: str, monkeypatch) -> None:
+    """The softmax numerators exp(s - max) over the range they take (s - max <= 0, down into
+    fp32's subnormals, and the positive side for completeness): each the float64 exp rounded to
+    float32 (vexp computes in double: a float-precision exp's extra ulp failed parity on a real
+    model; numpy's float32 exp is off by up to 2.4 ulp), +inf, 0 and NaN at the edges, and the
     returned sum is the sum of the stored values."""
     level_available(level, monkeypatch)
     from bumpconv.native import native
     mod = native()
     ffi = mod.ffi
     x = np.concatenate([np.linspace(-87, 0, 200_003), np.linspace(0, 88.7, 20_001),
-                        [-87.5, -100.0, -np.inf]]).astype(np.float32)
+                        np.linspace(-104, -87, 10_001), [-87.5, -100.0, -np.inf]]).astype(np.float32)
     s = x.copy()
     err = ffi.new("char[]", 256)
     total = mod.lib.bump_exp_sum_rows(ffi.from_buffer("float[]", s), s.size, 0.0, err, 256)
-    want = np.exp(x.astype(np.float64))
-    normal = want >= np.finfo(np.float32).tiny
-    ulp = np.spacing(want[normal].astype(np.float32)).astype(np.float64)
-    assert np.max(np.abs(s[normal] - want[normal]) / ulp) <= 1.0
-    assert np.all(s[~normal] == 0)
+    with np.errstate(over="ignore"):
+        want = np.exp(x.astype(np.float64)).astype(np.float32)
+    assert np.array_equal(s, want)
     assert total == np.inf  # the positive side overflows the fp32 sum, as it would in C
+    edges = np.array([89.0, 100.0, np.inf, np.nan], np.float32)
+    mod.lib.bump_exp_sum_rows(ffi.from_buffer("float[]", edges), 4, 0.0, err, 256)
+    assert np.all(edges[:3] == np.inf) and np.isnan(edges[3])
     softmax_range = x[x <= 0].copy()
     total = mod.lib.bump_exp_sum_rows(ffi.from_buffer("float[]", softmax_range),
                                       softmax_range.size, 0.0, err, 256)

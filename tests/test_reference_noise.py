@@ -1,0 +1,25 @@
+"""tools/reference_noise.py: HF fp32 and the runtime against HF in float64, per layer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from parity_helpers import convert
+
+
+def test_every_layer_is_printed_and_both_sides_are_near_float64(
+        tiny: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tools import reference_noise
+    src = tiny("llama-tied")
+    blob = convert(src, tmp_path / "b.bump", "engine-v7", [])
+    assert reference_noise.main([str(src), str(blob)]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert rows and [int(r[0]) for r in rows] == list(range(len(rows)))
+    for _, hf32, run64, run32 in rows:
+        # a tiny fp32 model: both sides within fp32 rounding of float64, and of each other
+        assert 0 < float(hf32) < 1e-5 and 0 < float(run64) < 1e-5 and float(run32) < 1e-5
+    with pytest.raises(SystemExit):
+        reference_noise.main([str(src), str(blob), "--layers", "99"])
