@@ -5,6 +5,8 @@ and prefill per ``convert --quant`` type. Figures are printed, never asserted.
   product: a GEMV is bound by memory bandwidth). The matrix (``--gemv N K``, default 8192 x
   4096) is larger than the last-level cache for fp32 and q8_0; smaller types may partly fit.
 * GEMM (prefill, ``--gemm M N K``, default 128 x 2048 x 2048): GFLOP/s (2 M N K flops).
+* exp: the vectorized exponential of the softmax and SwiGLU, ns per value (includes restoring
+  the input, a copy of 4 MB).
 * Model: whole-model decode tok/s and prefill-128 ms on SmolLM2-135M converted per type, through
   bench_runtime.py's own measurement (one home for how a model is timed), each in a fresh
   process. ``--no-model`` skips it.
@@ -90,6 +92,23 @@ def bench_kernels(types: list[str], threads: list[int], gemv: tuple[int, int],
             print(f"{name:7} {act:5} " + " ".join(cells), flush=True)
 
 
+def bench_exp(n: int = 1 << 20) -> None:
+    """The softmax's exponentials (``bump_exp_sum_rows``, the vectorized exp SwiGLU uses too):
+    ns per value over n values in [-20, 0], one thread."""
+    from bumpconv.native import native
+    mod = native()
+    err = mod.ffi.new("char[]", 256)
+    x = np.random.default_rng(0).uniform(-20, 0, n).astype(np.float32)
+    s = x.copy()
+    buf = mod.ffi.from_buffer("float[]", s)
+
+    def run() -> None:
+        s[:] = x
+        mod.lib.bump_exp_sum_rows(buf, n, 0.0, err, 256)
+
+    print(f"exp (softmax, SwiGLU): {_best(run) / n * 1e9:.2f} ns per value, 1 thread")
+
+
 def bench_model(types: list[str], threads: list[int], cache: Path) -> None:
     """Decode tok/s and prefill-128 ms of SmolLM2-135M per type: bench_runtime.py (without
     llama.cpp and transformers), once per thread count, in its own process."""
@@ -114,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=Path(".cache"))
     args = ap.parse_args(argv)
     bench_kernels(args.types, args.threads, tuple(args.gemv), tuple(args.gemm))
+    bench_exp()
     if not args.no_model:
         bench_model(args.model_types, args.threads, args.cache)
     return 0
