@@ -23,3 +23,12 @@ def test_every_layer_is_printed_and_both_sides_are_near_float64(
         assert 0 < float(hf32) < 1e-5 and 0 < float(run64) < 1e-5 and float(run32) < 1e-5
     with pytest.raises(SystemExit):
         reference_noise.main([str(src), str(blob), "--layers", "99"])
+
+
+def test_a_missing_blob_is_one_line_and_exit_1(tiny: Callable[..., Path], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from tools import reference_noise
+    missing = tmp_path / "nope.bump"
+    assert reference_noise.main([str(tiny("llama-tied")), str(missing)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("reference_noise: error: ") and "nope.bump" in err

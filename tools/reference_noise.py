@@ -18,12 +18,12 @@ import copy
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bumpconv.comparison.dequantized import load_dequantized  # noqa: E402
+from bumpconv.comparison.metrics import difference  # noqa: E402
 from bumpconv.comparison.reference import source_root, tokenize_prompts  # noqa: E402
+from bumpconv.format.errors import BumpError  # noqa: E402
 from bumpconv.run.runtime import BumpModel  # noqa: E402
 
 
@@ -34,34 +34,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layers", type=int, nargs="*",
                     help="layer outputs to print (default: every layer)")
     args = ap.parse_args(argv)
+    try:
+        reference = load_dequantized(args.src, args.blob).reference
+    except BumpError as e:
+        print(f"reference_noise: error: {e}", file=sys.stderr)
+        return 1
+    # hidden_states[L + 1] is layer L's output, except the last layer's (transformers gives it
+    # after the final norm): layers 0 .. num_layers - 2 are compared
+    comparable = reference.model.config.num_hidden_layers - 1
+    layers = args.layers if args.layers else range(comparable)
+    bad = [layer for layer in layers if not 0 <= layer < comparable]
+    if bad:
+        ap.error(f"--layers: {bad[0]} is not a layer this tool compares (0..{comparable - 1})")
     import torch
 
-    reference = load_dequantized(args.src, args.blob).reference
     m32 = reference.model
     m64 = copy.deepcopy(m32).double()
-    root = source_root(args.src)
-    ids = list(tokenize_prompts(root, None, m32.config.vocab_size)[0].ids)
+    ids = list(tokenize_prompts(source_root(args.src), None, m32.config.vocab_size)[0].ids)
     with torch.no_grad():
         x = torch.tensor([ids])
         h32 = m32(x, output_hidden_states=True).hidden_states
         h64 = m64(x, output_hidden_states=True).hidden_states
     with BumpModel.open(args.blob, threads=2) as model:
         run = model.hidden_states(ids)
-    # hidden_states[L + 1] is layer L's output, except the last (transformers gives it after the
-    # final norm): layers 0 .. L-2 are compared here
-    layers = args.layers if args.layers else range(len(h32) - 2)
+    # parity's relative error (comparison.metrics.difference), against HF64 or HF32
     print(f"{args.blob.name}: {len(ids)} tokens; relative error of each layer's output")
     print(f"{'layer':>5} {'HF32 vs HF64':>13} {'run vs HF64':>12} {'run vs HF32':>12}")
     for layer in layers:
-        if not 0 <= layer < len(h32) - 2:
-            ap.error(f"--layers: {layer} is not a layer this tool compares (0..{len(h32) - 3})")
-        a32 = h32[layer + 1][0].double().numpy()
-        a64 = h64[layer + 1][0].numpy()
-        r = run[layer + 1].astype(np.float64)
-        scale = np.abs(a64).max()
-        print(f"{layer:>5} {np.abs(a32 - a64).max() / scale:>13.3g} "
-              f"{np.abs(r - a64).max() / scale:>12.3g} "
-              f"{np.abs(r - a32).max() / np.abs(a32).max():>12.3g}")
+        a32, a64 = h32[layer + 1][0].double().numpy(), h64[layer + 1][0].numpy()
+        r = run[layer + 1]
+        print(f"{layer:>5} {difference(a32, a64).rel:>13.3g} {difference(r, a64).rel:>12.3g} "
+              f"{difference(r, a32).rel:>12.3g}")
     return 0
 
 
