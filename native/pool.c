@@ -26,10 +26,10 @@
 
 #include <limits.h>
 #include <pthread.h>
-#include <sys/resource.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -157,6 +157,7 @@ static uint32_t wait_change(bump_pool *p, _Atomic uint32_t *word, uint32_t value
 {
     uint32_t v;
     long start = 0, deadline = 0;
+    int extended = 0;
     for (int i = 0;; i++) {
         if ((v = atomic_load_explicit(word, memory_order_acquire)) != value) return v;
         if ((i & 63) == 63) {
@@ -165,7 +166,8 @@ static uint32_t wait_change(bump_pool *p, _Atomic uint32_t *word, uint32_t value
                 start = t;
                 deadline = t + SPIN_NS;
             } else if (t >= deadline) {
-                if (deadline != start + SPIN_NS || !machine_calm(t)) break;
+                if (extended || !machine_calm(t)) break;
+                extended = 1;
                 deadline = start + LONG_SPIN_NS;
             }
         }

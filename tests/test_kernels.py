@@ -176,9 +176,8 @@ def test_swiglu_is_within_three_ulp_of_the_exact_value(level: str, monkeypatch) 
     """The vectorized exp behind SwiGLU (and the softmax): within 3 ulp of silu(g) * u computed
     in float64 (exp correctly rounded, then 1 + exp, the division and the product with u one
     rounding each; measured 2.74 at most) wherever the result is a normal float, 0 where
-    fp32's exp(-g) overflows (libm's
-    and torch's answer there), and libm's answer at the edges (+inf stays inf, -inf gives NaN as
-    g / (1 + exp(inf)) does). The length is not a multiple of the vector width, so the scalar
+    fp32's exp(-g) overflows (libm's and torch's answer there), and libm's answer at the edges
+    (+inf stays inf, -inf gives NaN as g / (1 + exp(inf)) does). The length is not a multiple of the vector width, so the scalar
     tail is covered too."""
     level_available(level, monkeypatch)
     rng = np.random.default_rng(3)
@@ -210,7 +209,8 @@ def test_softmax_exp_is_correctly_rounded_and_sums_what_it_stores(level: str, mo
     mod = native()
     ffi = mod.ffi
     x = np.concatenate([np.linspace(-87, 0, 200_003), np.linspace(0, 88.7, 20_001),
-                        np.linspace(-104, -87, 10_001), [-87.5, -100.0, -np.inf]]).astype(np.float32)
+                        np.linspace(-104, -87, 10_001),
+                        [-87.5, -100.0, -np.inf]]).astype(np.float32)
     s = x.copy()
     err = ffi.new("char[]", 256)
     total = mod.lib.bump_exp_sum_rows(ffi.from_buffer("float[]", s), s.size, 0.0, err, 256)
