@@ -12,13 +12,19 @@ Per weight type (``--types``; fp32 and every ``convert --quant`` name) the blob 
 the fp32 checkpoint and run with each activation path (``--activations``). When llama.cpp is
 built (``make peer``), its GGUF of the same type is made by its own converter and
 ``llama-quantize`` and timed by ``llama-bench`` (prefill ``-p P``, decode ``-n S -d P``: after
-a P-token context, like ours), and the ratios are printed. "weights/token" is the bytes of
+a P-token context, like ours), and the ratios are printed.
+
+The machines this runs on are shared: another tenant's job can halve a figure for a minute. So
+the measurement is repeated in ``--rounds`` rounds, and within a round each type's engines run
+back to back (llama.cpp, then each of ours): a ratio is taken within one round, where both
+sides saw the same machine, and the median (and range) over rounds is printed. The table shows
+each engine's best figure over all rounds. "weights/token" is the bytes of
 weights a decode step reads (every matrix once; the embedding table only as the tied head), so
 ``weights/token x tok/s`` is the memory traffic a decode step achieves, to compare with the
 machine's bandwidth.
 
 Usage: python bench/bench_runtime.py [--cache .cache] [--threads 2] [--types fp32 q8_0 q4_k_m]
-       [--activations fp32 int8] [--attn eager sdpa] [--no-peer]
+       [--activations fp32 int8] [--attn eager sdpa] [--rounds 3] [--no-peer]
 """
 
 from __future__ import annotations
@@ -131,9 +137,8 @@ def weights_per_token(blob: Path) -> int:
         return sum(t.nbytes for t in weights if tied or t.slot.role != "token_emb")
 
 
-def measure_peer(src: Path, types: list[str], threads: int, prompt: int, steps: int,
-                 repeats: int, cache: Path) -> dict[str, dict[str, Any]]:
-    """llama.cpp's figures per type (empty when it is not built)."""
+def peer_ggufs(src: Path, types: list[str], threads: int, cache: Path) -> dict[str, Path]:
+    """llama.cpp's GGUF per type, made by its own tools when missing (empty: not built)."""
     import peer
     try:
         peer.locate(cache)
@@ -146,16 +151,41 @@ def measure_peer(src: Path, types: list[str], threads: int, prompt: int, steps: 
     if missing:
         quantized = tuple(n for n in missing if n not in ("f32", "f16"))
         peer.make_ggufs(src, out_dir, quantized, cache=cache, threads=threads)
-    rows = {}
-    for t, n in names.items():
-        gguf = out_dir / f"{src.name}-{n}.gguf"
-        pp = peer.bench(gguf, threads, n_prompt=prompt, n_gen=steps, reps=repeats, cache=cache)
-        tg = peer.bench(gguf, threads, n_prompt=prompt, n_gen=steps, reps=repeats,
-                        depth=prompt, cache=cache)
-        rows[t] = {"engine": "llama.cpp", "detail": f"{gguf.name}, {peer.locate(cache).commit}",
-                   "open": float("nan"), "prefill": pp.prefill_ms_best / 1e3,
-                   "decode": tg.decode_tps_best, "file": gguf.stat().st_size}
-    return rows
+    return {t: out_dir / f"{src.name}-{n}.gguf" for t, n in names.items()}
+
+
+def measure_peer(gguf: Path, threads: int, prompt: int, steps: int, repeats: int,
+                 cache: Path) -> dict[str, Any]:
+    """llama-bench's prefill of ``prompt`` tokens and decode after a ``prompt``-token context."""
+    import peer
+    pp = peer.bench(gguf, threads, n_prompt=prompt, n_gen=steps, reps=repeats, cache=cache)
+    tg = peer.bench(gguf, threads, n_prompt=prompt, n_gen=steps, reps=repeats,
+                    depth=prompt, cache=cache)
+    return {"engine": "llama.cpp", "detail": f"{gguf.name}, {peer.locate(cache).commit}",
+            "open": float("nan"), "prefill": pp.prefill_ms_best / 1e3,
+            "decode": tg.decode_tps_best, "file": gguf.stat().st_size}
+
+
+def best_over_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One engine's row: its best prefill and decode over the rounds, its median open."""
+    return {**rounds[0], "open": statistics.median(r["open"] for r in rounds),
+            "prefill": min(r["prefill"] for r in rounds),
+            "decode": max(r["decode"] for r in rounds)}
+
+
+def round_ratios(ours: list[dict[str, Any]], peer_rounds: list[dict[str, Any]],
+                 ) -> tuple[list[float], list[float]]:
+    """Decode and prefill speed ratios (>1: ours faster), one per round, each within a round."""
+    decode = [o["decode"] / p["decode"] for o, p in zip(ours, peer_rounds)]
+    prefill = [p["prefill"] / o["prefill"] for o, p in zip(ours, peer_rounds)]
+    return decode, prefill
+
+
+def _spread(ratios: list[float]) -> str:
+    text = f"{statistics.median(ratios):.2f}x"
+    if len(ratios) > 1:
+        text += f" ({min(ratios):.2f}-{max(ratios):.2f})"
+    return text
 
 
 def main() -> int:
@@ -171,8 +201,12 @@ def main() -> int:
                     help="the runtime's activation paths to measure (fp32 weights: fp32 only)")
     ap.add_argument("--attn", nargs="*", default=["sdpa"],
                     help="transformers attention implementations to measure (fp32 only)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds of every measurement; ratios are taken within a round")
     ap.add_argument("--no-peer", action="store_true", help="skip llama.cpp")
     args = ap.parse_args()
+    if args.rounds < 1 or args.repeats < 1:
+        ap.error("--rounds and --repeats must be at least 1")
 
     from bumpconv.cli import main as cli_main
     here = Path(__file__).resolve()
@@ -181,47 +215,56 @@ def main() -> int:
     src = smollm2(args.cache, "fp32")
     load_before = os.getloadavg()[0]
     prompt = np.random.default_rng(0).integers(0, 49152, args.prompt).tolist()
-    peer_rows = {} if args.no_peer else measure_peer(
-        src, args.types, args.threads, args.prompt, args.steps, args.repeats, args.cache)
-    table: list[tuple[str, int, int, dict[str, Any]]] = []
+    ggufs = {} if args.no_peer else peer_ggufs(src, args.types, args.threads, args.cache)
+    # (type, engine) -> one result per round; file size and weights/token per type
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    sizes: dict[str, tuple[int, int]] = {}
     with tempfile.TemporaryDirectory(dir=args.cache) as tmp:
+        blobs = {}
         for t in args.types:
-            blob = Path(tmp) / f"smollm2-{t}.bump"
+            blobs[t] = Path(tmp) / f"smollm2-{t}.bump"
             quant = [] if t == "fp32" else ["--quant", t]
-            if cli_main(["convert", str(src), str(blob), "--quiet", "--no-engine-sidecars",
+            if cli_main(["convert", str(src), str(blobs[t]), "--quiet", "--no-engine-sidecars",
                          *quant]):
                 return 1
-            size, per_token = blob.stat().st_size, weights_per_token(blob)
-            for act in (["fp32"] if t == "fp32" else args.activations):
-                table.append((t, size, per_token, _in_child(
-                    measure_runtime, str(blob), args.threads, prompt, args.steps,
-                    args.repeats, act)))
-            if t in peer_rows:
-                table.append((t, peer_rows[t]["file"], per_token, peer_rows[t]))
+            sizes[t] = blobs[t].stat().st_size, weights_per_token(blobs[t])
+        for _ in range(args.rounds):
+            for t in args.types:
+                if t in ggufs:
+                    r = measure_peer(ggufs[t], args.threads, args.prompt, args.steps,
+                                     args.repeats, args.cache)
+                    results.setdefault((t, r["engine"]), []).append(r)
+                for act in (["fp32"] if t == "fp32" else args.activations):
+                    r = _in_child(measure_runtime, str(blobs[t]), args.threads, prompt,
+                                  args.steps, args.repeats, act)
+                    results.setdefault((t, r["engine"]), []).append(r)
     if "fp32" in args.types:
         for attn in args.attn:
             r = _in_child(measure_torch, str(src), args.threads, prompt, args.steps,
                           args.repeats, attn)
-            table.append(("fp32", 0, table[0][2], r))
+            results[("fp32", r["engine"])] = [r]
 
     print(f"SmolLM2-135M on {_cpu_name()}, {args.threads} threads ({os.cpu_count()} CPUs), "
-          f"prompt {args.prompt} tokens, {args.steps} decode steps, best of {args.repeats}")
+          f"prompt {args.prompt} tokens, {args.steps} decode steps, best of {args.repeats} "
+          f"x {args.rounds} rounds")
     print(f"{'type':<8} {'engine':<22} {'file MB':>8} {'open':>9} {'prefill':>10} "
           f"{'decode':>10} {'GB/s':>6}  detail")
-    for t, size, per_token, r in table:
+    for (t, _), rounds in results.items():
+        r = best_over_rounds(rounds)
+        size, per_token = sizes[t]
+        size = r.get("file", 0 if r["engine"].startswith("transformers") else size)
         print(f"{t:<8} {r['engine']:<22} {size / 1e6:>8.1f} {r['open'] * 1e3:>7.1f}ms "
               f"{r['prefill'] * 1e3:>8.1f}ms {r['decode']:>6.1f} t/s "
               f"{per_token * r['decode'] / 1e9:>6.1f}  {r['detail']}")
-    print("ratios against llama.cpp at the same type (>1: bumpconv is faster):")
-    for t in args.types:
-        ref = peer_rows.get(t)
-        if ref is None:
+    print("ratios against llama.cpp at the same type, within each round (>1: bumpconv is "
+          "faster); median (range) over rounds:")
+    for (t, engine), rounds in results.items():
+        peer_rounds = results.get((t, "llama.cpp"))
+        if peer_rounds is None or not engine.startswith("bumpconv"):
             continue
-        for _, _, _, r in (row for row in table if row[0] == t):
-            if r is ref or not r["engine"].startswith("bumpconv"):
-                continue
-            print(f"  {t:<8} {r['engine']:<22} decode {r['decode'] / ref['decode']:.2f}x, "
-                  f"prefill-{args.prompt} {ref['prefill'] / r['prefill']:.2f}x")
+        decode, prefill = round_ratios(rounds, peer_rounds)
+        print(f"  {t:<8} {engine:<22} decode {_spread(decode)}, "
+              f"prefill-{args.prompt} {_spread(prefill)}")
     print(f"1-minute load average: {load_before:.2f} at the start, {os.getloadavg()[0]:.2f} at "
           "the end (about the thread count is this run alone; more means other jobs competed)")
     return 0

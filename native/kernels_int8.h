@@ -13,8 +13,9 @@
 
 #define XB 32
 
-/* The level has 512-bit VNNI: q4_0 rows take two blocks per instruction (qrows512_q4_0) and
- * prefill has an int8 GEMM (qgemm). */
+/* The level has 512-bit VNNI: q4_0, q5_0 and q4_K rows take 64 values per instruction
+ * (qrows512_*), the activations are quantized 16 at a time, and prefill has an int8 GEMM
+ * (qgemm). */
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__) && VW == 16
 #define INT8_512 1
 #else
@@ -82,8 +83,39 @@ static inline v32u8 bits32(const uint8_t *p)
 #endif
 }
 
+#if INT8_512
+/* One block of 32 activations quantized as quantize_x's scalar arithmetic defines it (the same
+ * d, and round-to-nearest-even of the same products), in registers: the GEMV quantizes its
+ * activation row on one thread while the others wait, and the GEMM packs every row. */
+static inline __attribute__((always_inline)) void quantize_block512(const float *x, __m128i *q,
+                                                                    float *d, int32_t *sum)
+{
+    const __m512 sign = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+    const __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+    const float amax = _mm512_reduce_max_ps(
+        _mm512_max_ps(_mm512_and_ps(v0, sign), _mm512_and_ps(v1, sign)));
+    *d = amax / 127.0f;
+    const __m512 vid = _mm512_set1_ps(*d != 0.0f ? 1.0f / *d : 0.0f);
+    const __m512i q0 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v0, vid),
+                                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512i q1 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v1, vid),
+                                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    *sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+    q[0] = _mm512_cvtepi32_epi8(q0);
+    q[1] = _mm512_cvtepi32_epi8(q1);
+}
+#endif
+
 static void quantize_x(const float *x, int K, xq8 *out)
 {
+#if INT8_512
+    for (int b = 0; b < K / XB; b++, x += XB) {
+        __m128i q[2];
+        quantize_block512(x, q, &out[b].d, &out[b].sum);
+        _mm_storeu_si128((__m128i *)out[b].qs, q[0]);
+        _mm_storeu_si128((__m128i *)(out[b].qs + 16), q[1]);
+    }
+#else
     for (int b = 0; b < K / XB; b++, x += XB) {
         float amax = 0.0f;
         for (int i = 0; i < XB; i++) amax = __builtin_fmaxf(amax, __builtin_fabsf(x[i]));
@@ -97,6 +129,7 @@ static void quantize_x(const float *x, int K, xq8 *out)
         out[b].d = d;
         out[b].sum = sum;
     }
+#endif
 }
 
 /* Lane j of the result: sum over i in [4j, 4j + 4) of a[i] * b[i] (a: weights, any int8
@@ -321,12 +354,12 @@ static xacts xacts_build(const float *x, int K, unsigned char *mem)
     float *d = (float *)(qs + (size_t)nb * XB);
     int32_t *off4 = (int32_t *)(d + (size_t)nb * (XB / 4));
     for (int i = 0; i < nb; i++) {
-        memcpy(qs + (size_t)i * XB, b[i].qs, XB);
-        for (int l = 0; l < XB / 4; l++) {
-            const int8_t *v = b[i].qs + 4 * l;
-            d[i * (XB / 4) + l] = b[i].d;
-            off4[i * (XB / 4) + l] = -8 * (v[0] + v[1] + v[2] + v[3]);
-        }
+        const __m256i q = _mm256_loadu_si256((const __m256i *)b[i].qs);
+        _mm256_storeu_si256((__m256i *)(qs + (size_t)i * XB), q);
+        _mm256_storeu_ps(d + i * (XB / 4), _mm256_set1_ps(b[i].d));
+        const __m256i sum4 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), q);
+        _mm256_storeu_si256((__m256i *)(off4 + i * (XB / 4)), _mm256_slli_epi32(
+                                _mm256_sub_epi32(_mm256_setzero_si256(), sum4), 3));
     }
     a.qs = qs, a.d = d, a.off4 = off4;
 #endif
@@ -359,9 +392,13 @@ QROWS(q8_0)
 QROWS(q4_0)
 #endif
 QROWS(q4_1)
+#if !INT8_512
 QROWS(q5_0)
+#endif
 QROWS(q5_1)
+#if !INT8_512
 QROWS(q4_K)
+#endif
 QROWS(q5_K)
 QROWS(q6_K)
 
@@ -394,22 +431,105 @@ static inline __attribute__((always_inline)) __m512 qdot2_q4_0(const uint8_t *sr
     return _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc);
 }
 
-static void qrows512_q4_0(const bump_wmat *w, const reader *r, const xacts *x, int K, int n0,
+/* Two q5_0 blocks (44 bytes at src), as qdot2_q4_0 with the fifth bits: the 64 bits of the
+ * two qh words are, in element order, a byte mask that ORs 16 into the nibbles (one masked
+ * move, no per-byte shuffle and compare as in the 256-bit unpack), and the integer sums start
+ * from -16 x the lane sums (twice q4_0's offset). */
+static inline __attribute__((always_inline)) __m512 qdot2_q5_0(const uint8_t *src,
+                                                               const xacts *x, int blk,
+                                                               __m512 acc)
+{
+    const uint8_t *src1 = src + sizeof(block_q5_0);
+    const __m256i y = _mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(src + 6))),
+        _mm_loadu_si128((const __m128i *)(src1 + 6)), 1);
+    const __m256i lo = _mm256_and_si256(y, _mm256_set1_epi8(0x0f));
+    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(y, 4), _mm256_set1_epi8(0x0f));
+    const __m512i q4 = _mm512_permutex2var_epi64(_mm512_castsi256_si512(lo),
+                                                 _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0),
+                                                 _mm512_castsi256_si512(hi));
+    uint32_t h0, h1;
+    memcpy(&h0, src + 2, sizeof h0);
+    memcpy(&h1, src1 + 2, sizeof h1);
+    const __m512i q = _mm512_or_si512(
+        q4, _mm512_maskz_mov_epi8((__mmask64)h1 << 32 | h0, _mm512_set1_epi8(16)));
+    const __m512i init = _mm512_slli_epi32(_mm512_loadu_si512(x->off4 + blk * (XB / 4)), 1);
+    const __m512i isum = _mm512_dpbusd_epi32(init, q, _mm512_loadu_si512(x->qs + blk * XB));
+    const __m256i words = _mm256_permutexvar_epi16(
+        _mm256_set_epi16(11, 11, 11, 11, 11, 11, 11, 11, 0, 0, 0, 0, 0, 0, 0, 0),
+        _mm256_loadu_si256((const __m256i *)src));
+    const __m512 scale = _mm512_mul_ps(_mm512_cvtph_ps(words), _mm512_loadu_ps(x->d + blk * (XB / 4)));
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc);
+}
+
+/* Rows [n0, n1) of a q4_0 or q5_0 matrix, two blocks per step (qdot2_*), a segment's odd last
+ * block through the 256-bit qdot_*. */
+#define QROWS512(T)                                                                           \
+    static void qrows512_##T(const bump_wmat *w, const reader *r, const xacts *x, int K,     \
+                             int n0, int n1, float *out)                                      \
+    {                                                                                         \
+        for (int n = n0; n < n1; n++) {                                                       \
+            __m512 acc = _mm512_setzero_ps();                                                 \
+            qsum s = {{0}, 0.0f};                                                             \
+            const size_t re = row_elem(w, n);                                                 \
+            for (int k0 = 0; k0 < K; k0 += w->k_seg) {                                        \
+                const int nb = min_int(w->k_seg, K - k0) / XB, b0 = k0 / XB;                  \
+                const uint8_t *src = block_at(w, r, re + col_elem(w, k0));                    \
+                int i = 0;                                                                    \
+                for (; i + 2 <= nb; i += 2)                                                   \
+                    acc = qdot2_##T(src + (size_t)i * sizeof(block_##T), x, b0 + i, acc);     \
+                if (i < nb)                                                                   \
+                    qdot_##T(src + (size_t)i * sizeof(block_##T), 1, x->b + b0 + i, &s);      \
+            }                                                                                 \
+            out[n] = _mm512_reduce_add_ps(acc) + hsum8(s.acc);                                \
+        }                                                                                     \
+    }
+QROWS512(q4_0)
+QROWS512(q5_0)
+
+/* One q4_K block against the activations from 32-block blk: its sub-blocks two at a time (the
+ * low and high nibbles of 32 bytes are sub-blocks 2j and 2j + 1, one 512-bit vector of unsigned
+ * values, so no sign trick), scales d * sc per half of the vector; the min terms in `mins`. */
+static inline __attribute__((always_inline)) __m512 qdot512_q4_K(const ublock_q4_K *w,
+                                                                 const xacts *x, int blk,
+                                                                 __m512 acc, float *mins)
+{
+    const float d = bump_fp16_to_fp32(w->d), dmin = bump_fp16_to_fp32(w->dmin);
+    for (int j = 0; j < QK_K / 64; j++) {
+        uint8_t sc0, m0, sc1, m1;
+        bump_scale_min_k4(2 * j, w->scales, &sc0, &m0);
+        bump_scale_min_k4(2 * j + 1, w->scales, &sc1, &m1);
+        const int b = blk + 2 * j;
+        const __m256i y = _mm256_loadu_si256((const __m256i *)(w->qs + 32 * j));
+        const __m512i q = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_and_si256(y, _mm256_set1_epi8(0x0f))),
+            _mm256_and_si256(_mm256_srli_epi16(y, 4), _mm256_set1_epi8(0x0f)), 1);
+        const __m512i isum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q,
+                                                 _mm512_loadu_si512(x->qs + (size_t)b * XB));
+        const __m512 s = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(d * sc0)),
+                                            _mm256_set1_ps(d * sc1), 1);
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum),
+                              _mm512_mul_ps(s, _mm512_loadu_ps(x->d + b * (XB / 4))), acc);
+        *mins -= dmin * m0 * x->b[b].d * (float)x->b[b].sum;
+        *mins -= dmin * m1 * x->b[b + 1].d * (float)x->b[b + 1].sum;
+    }
+    return acc;
+}
+
+static void qrows512_q4_K(const bump_wmat *w, const reader *r, const xacts *x, int K, int n0,
                           int n1, float *out)
 {
     for (int n = n0; n < n1; n++) {
         __m512 acc = _mm512_setzero_ps();
-        qsum s = {{0}, 0.0f}; /* a segment's odd last block */
+        float mins = 0.0f;
         const size_t re = row_elem(w, n);
         for (int k0 = 0; k0 < K; k0 += w->k_seg) {
-            const int nb = min_int(w->k_seg, K - k0) / XB, b0 = k0 / XB;
-            const uint8_t *src = block_at(w, r, re + col_elem(w, k0));
-            int i = 0;
-            for (; i + 2 <= nb; i += 2)
-                acc = qdot2_q4_0(src + (size_t)i * sizeof(block_q4_0), x, b0 + i, acc);
-            if (i < nb) qdot_q4_0(src + (size_t)i * sizeof(block_q4_0), 1, x->b + b0 + i, &s);
+            const ublock_q4_K *src = (const ublock_q4_K *)block_at(w, r, re + col_elem(w, k0));
+            const int nb = min_int(w->k_seg, K - k0) / QK_K;
+            for (int i = 0; i < nb; i++)
+                acc = qdot512_q4_K(src + i, x, k0 / XB + i * (QK_K / XB), acc, &mins);
         }
-        out[n] = _mm512_reduce_add_ps(acc) + hsum8(s.acc);
+        out[n] = _mm512_reduce_add_ps(acc) + mins;
     }
 }
 #endif
@@ -423,10 +543,18 @@ static qrows_fn qrows_of(int32_t dtype)
     case BUMP_DTYPE_Q4_0: return qrows_q4_0;
 #endif
     case BUMP_DTYPE_Q4_1: return qrows_q4_1;
+#if INT8_512
+    case BUMP_DTYPE_Q5_0: return qrows512_q5_0;
+#else
     case BUMP_DTYPE_Q5_0: return qrows_q5_0;
+#endif
     case BUMP_DTYPE_Q5_1: return qrows_q5_1;
     case BUMP_DTYPE_Q8_0: return qrows_q8_0;
+#if INT8_512
+    case BUMP_DTYPE_Q4_K: return qrows512_q4_K;
+#else
     case BUMP_DTYPE_Q4_K: return qrows_q4_K;
+#endif
     case BUMP_DTYPE_Q5_K: return qrows_q5_K;
     case BUMP_DTYPE_Q6_K: return qrows_q6_K;
     default: return NULL;
@@ -585,14 +713,13 @@ static void qpack_panel(const bump_wmat *w, const reader *r, int n0, int nv, int
     }
 }
 
-/* Rows of in[M][K] quantized per block of 32 (quantize_x's arithmetic, vectorized) into
+/* Rows of in[M][K] quantized per block of 32 (quantize_block512) into
  * xq [nb][mpad][32] as q + 128, with dx [nb][mpad] = d and dxs = d * sum(q); rows M..mpad are
  * zeros (byte 128, scales 0). */
 static void qpack_acts(const float *in, size_t lda, int M, int mpad, int K, uint8_t *xq,
                        float *dx, float *dxs)
 {
     const int nb = K / XB;
-    const __m512 sign = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
     for (int i = 0; i < mpad; i++) {
         const float *x = in + (size_t)i * lda;
         for (int b = 0; b < nb; b++) {
@@ -603,19 +730,13 @@ static void qpack_acts(const float *in, size_t lda, int M, int mpad, int K, uint
                 dx[o] = dxs[o] = 0.0f;
                 continue;
             }
-            const __m512 v0 = _mm512_loadu_ps(x + b * XB), v1 = _mm512_loadu_ps(x + b * XB + 16);
-            const float amax = _mm512_reduce_max_ps(
-                _mm512_max_ps(_mm512_and_ps(v0, sign), _mm512_and_ps(v1, sign)));
-            const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-            const __m512 vid = _mm512_set1_ps(id);
-            const __m512i q0 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v0, vid),
-                                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            const __m512i q1 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v1, vid),
-                                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            const int32_t sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+            __m128i q[2];
+            float d;
+            int32_t sum;
+            quantize_block512(x + b * XB, q, &d, &sum);
             const __m128i off = _mm_set1_epi8((char)0x80);
-            _mm_storeu_si128((__m128i *)dst, _mm_xor_si128(_mm512_cvtepi32_epi8(q0), off));
-            _mm_storeu_si128((__m128i *)(dst + 16), _mm_xor_si128(_mm512_cvtepi32_epi8(q1), off));
+            _mm_storeu_si128((__m128i *)dst, _mm_xor_si128(q[0], off));
+            _mm_storeu_si128((__m128i *)(dst + 16), _mm_xor_si128(q[1], off));
             dx[o] = d;
             dxs[o] = d * (float)sum;
         }
