@@ -403,63 +403,60 @@ QROWS(q5_K)
 QROWS(q6_K)
 
 #if INT8_512
-/* Two q4_0 blocks (36 bytes at src) against activation values 64 at xs: the nibbles as
- * unsigned bytes times the signed activations in one vpdpbusd, which starts from -8 x the
- * activations' lane sums (the q4_0 offset, x->off4), then one fp32 multiply-add with the two
- * blocks' scales (both fp16 scales picked out of one 32-byte load). Half the instructions of
- * two 256-bit blocks. (Four rows at a time, sharing the activation loads, ran 28 % faster
- * from cache but no faster from memory in decode, so rows go one at a time.) */
-static inline __attribute__((always_inline)) __m512 qdot2_q4_0(const uint8_t *src,
-                                                               const xacts *x, int blk,
-                                                               __m512 acc)
+/* Two consecutive blocks of a 4-bit type (`bytes` each, fp16 scale first, nibbles at `qs_at`)
+ * at src against activation values 64 at blk: the nibbles as unsigned bytes (ORed with `high`,
+ * the fifth bits of q5_0) times the signed activations in one vpdpbusd, which starts from
+ * 2^shift x -8 x the activations' lane sums (x->off4: the offset, -8 for q4_0, -16 for q5_0),
+ * then one fp32 multiply-add with the two blocks' scales (both fp16 scales picked out of one
+ * 32-byte load). Half the instructions of two 256-bit blocks. (Four rows at a time, sharing
+ * the activation loads, ran 28 % faster from cache but no faster from memory in decode, so
+ * rows go one at a time.) */
+static inline __attribute__((always_inline)) __m512 qdot2_nibbles(const uint8_t *src, int bytes,
+                                                                  int qs_at, __m512i high,
+                                                                  int shift, const xacts *x,
+                                                                  int blk, __m512 acc)
 {
     const __m256i y = _mm256_inserti128_si256(
-        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(src + 2))),
-        _mm_loadu_si128((const __m128i *)(src + 2 + sizeof(block_q4_0))), 1);
+        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(src + qs_at))),
+        _mm_loadu_si128((const __m128i *)(src + bytes + qs_at)), 1);
     const __m256i lo = _mm256_and_si256(y, _mm256_set1_epi8(0x0f));
     const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(y, 4), _mm256_set1_epi8(0x0f));
     /* [low nibbles of block 0, its high nibbles, block 1's low, its high]: element order */
-    const __m512i q = _mm512_permutex2var_epi64(_mm512_castsi256_si512(lo),
-                                                _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0),
-                                                _mm512_castsi256_si512(hi));
-    const __m512i init = _mm512_loadu_si512(x->off4 + blk * (XB / 4));
+    const __m512i q = _mm512_or_si512(
+        high, _mm512_permutex2var_epi64(_mm512_castsi256_si512(lo),
+                                        _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0),
+                                        _mm512_castsi256_si512(hi)));
+    const __m512i init = _mm512_slli_epi32(_mm512_loadu_si512(x->off4 + blk * (XB / 4)), shift);
     const __m512i isum = _mm512_dpbusd_epi32(init, q, _mm512_loadu_si512(x->qs + blk * XB));
+    const short second = (short)(bytes / 2); /* the 16-bit word of block 1's scale */
     const __m256i words = _mm256_permutexvar_epi16(
-        _mm256_set_epi16(9, 9, 9, 9, 9, 9, 9, 9, 0, 0, 0, 0, 0, 0, 0, 0),
+        _mm256_set_epi16(second, second, second, second, second, second, second, second,
+                         0, 0, 0, 0, 0, 0, 0, 0),
         _mm256_loadu_si256((const __m256i *)src));
     const __m512 scale = _mm512_mul_ps(_mm512_cvtph_ps(words), _mm512_loadu_ps(x->d + blk * (XB / 4)));
     return _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc);
 }
 
-/* Two q5_0 blocks (44 bytes at src), as qdot2_q4_0 with the fifth bits: the 64 bits of the
- * two qh words are, in element order, a byte mask that ORs 16 into the nibbles (one masked
- * move, no per-byte shuffle and compare as in the 256-bit unpack), and the integer sums start
- * from -16 x the lane sums (twice q4_0's offset). */
+static inline __attribute__((always_inline)) __m512 qdot2_q4_0(const uint8_t *src,
+                                                               const xacts *x, int blk,
+                                                               __m512 acc)
+{
+    return qdot2_nibbles(src, sizeof(block_q4_0), offsetof(block_q4_0, qs),
+                         _mm512_setzero_si512(), 0, x, blk, acc);
+}
+
+/* q5_0: the 64 bits of the two qh words are, in element order, a byte mask that ORs 16 into
+ * the nibbles (one masked move, no per-byte shuffle and compare as in the 256-bit unpack). */
 static inline __attribute__((always_inline)) __m512 qdot2_q5_0(const uint8_t *src,
                                                                const xacts *x, int blk,
                                                                __m512 acc)
 {
-    const uint8_t *src1 = src + sizeof(block_q5_0);
-    const __m256i y = _mm256_inserti128_si256(
-        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(src + 6))),
-        _mm_loadu_si128((const __m128i *)(src1 + 6)), 1);
-    const __m256i lo = _mm256_and_si256(y, _mm256_set1_epi8(0x0f));
-    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(y, 4), _mm256_set1_epi8(0x0f));
-    const __m512i q4 = _mm512_permutex2var_epi64(_mm512_castsi256_si512(lo),
-                                                 _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0),
-                                                 _mm512_castsi256_si512(hi));
     uint32_t h0, h1;
-    memcpy(&h0, src + 2, sizeof h0);
-    memcpy(&h1, src1 + 2, sizeof h1);
-    const __m512i q = _mm512_or_si512(
-        q4, _mm512_maskz_mov_epi8((__mmask64)h1 << 32 | h0, _mm512_set1_epi8(16)));
-    const __m512i init = _mm512_slli_epi32(_mm512_loadu_si512(x->off4 + blk * (XB / 4)), 1);
-    const __m512i isum = _mm512_dpbusd_epi32(init, q, _mm512_loadu_si512(x->qs + blk * XB));
-    const __m256i words = _mm256_permutexvar_epi16(
-        _mm256_set_epi16(11, 11, 11, 11, 11, 11, 11, 11, 0, 0, 0, 0, 0, 0, 0, 0),
-        _mm256_loadu_si256((const __m256i *)src));
-    const __m512 scale = _mm512_mul_ps(_mm512_cvtph_ps(words), _mm512_loadu_ps(x->d + blk * (XB / 4)));
-    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc);
+    memcpy(&h0, src + offsetof(block_q5_0, qh), sizeof h0);
+    memcpy(&h1, src + sizeof(block_q5_0) + offsetof(block_q5_0, qh), sizeof h1);
+    const __m512i high = _mm512_maskz_mov_epi8((__mmask64)h1 << 32 | h0, _mm512_set1_epi8(16));
+    return qdot2_nibbles(src, sizeof(block_q5_0), offsetof(block_q5_0, qs), high, 1, x, blk,
+                         acc);
 }
 
 /* Rows [n0, n1) of a q4_0 or q5_0 matrix, two blocks per step (qdot2_*), a segment's odd last
