@@ -415,13 +415,23 @@ def _shipped() -> Registry:
     return Registry.model_validate(_load())
 
 
+#: Families :func:`register` added in this process (entries as in the file), and the registry
+#: they make with the shipped ones (None: the shipped registry alone).
 _added: dict[str, dict[str, Any]] = {}
-_current: list[Registry] = []
+_extended: Registry | None = None
 
 
 def registry() -> Registry:
     """The shipped registry plus the families :func:`register` added in this process."""
-    return _current[-1] if _current else _shipped()
+    return _extended if _extended is not None else _shipped()
+
+
+def _rebuild(added: dict[str, dict[str, Any]]) -> Registry | None:
+    """The registry of the shipped families and ``added``; invalid data is a ConfigError."""
+    if not added:
+        return None
+    raw = _load()
+    return Registry.model_validate({**raw, "families": {**raw["families"], **added}})
 
 
 def register(name: str, entry: Mapping[str, Any]) -> Family:
@@ -429,27 +439,27 @@ def register(name: str, entry: Mapping[str, Any]) -> Family:
     schemas/architectures.json (it may ``extends`` a known family), for this process: the spec,
     profiles, GGUF map and parity hooks then know it as they know the shipped ones. The whole
     registry is validated again; an invalid entry is a ConfigError and changes nothing."""
-    raw = _load()
-    if name in raw["families"] or name in _added:
+    global _extended
+    if name in registry().families:
         raise ConfigError(f"architecture {name!r} is already registered")
     added = {**_added, name: dict(entry)}
     try:
-        new = Registry.model_validate({**raw, "families": {**raw["families"], **added}})
+        extended = _rebuild(added)
     except ValueError as exc:
         raise ConfigError(f"architecture {name!r}: {first_error(exc)}") from None
+    assert extended is not None
     _added[name] = dict(entry)
-    _current[:] = [new]
-    return new.families[name]
+    _extended = extended
+    return extended.families[name]
 
 
 def unregister(name: str) -> None:
     """Forget a family :func:`register` added (the shipped ones stay)."""
+    global _extended
     if name not in _added:
         raise ConfigError(f"architecture {name!r} was not registered at run time")
     del _added[name]
-    raw = _load()
-    _current[:] = [Registry.model_validate({**raw, "families": {**raw["families"], **_added}})] \
-        if _added else []
+    _extended = _rebuild(_added)
 
 
 @contextmanager
