@@ -279,15 +279,15 @@ def test_gguf_names_are_llama_cpps() -> None:
     assert checked > 100
 
 
-def test_gguf_architectures_read_as_their_families(tmp_path: Path) -> None:
-    """The shipped GGUF architectures, and only those of supported families, open."""
+def test_gguf_architectures_map_to_families() -> None:
+    """Each GGUF architecture is one family's; Mistral has none (llama.cpp writes it as llama)."""
     reg = registry()
     assert {reg.gguf_family(a).name for a in ("llama", "qwen2", "qwen3", "gemma3")} == \
         {"llama", "qwen2", "qwen3", "gemma3_text"}
-    assert reg.gguf_family("mistral") is None  # llama.cpp writes Mistral as llama
+    assert reg.gguf_family("mistral") is None
 
 
-# -- against transformers (model lane) --------------------------------------------------------------
+# -- against transformers (model lane) ----------------------------------------------------------
 
 _TEXT = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
              num_attention_heads=2, num_key_value_heads=1, head_dim=16,
