@@ -28,7 +28,7 @@ AE, AD, AI = DIMS["AE"], DIMS["AD"], DIMS["AI"]
 
 def slots(profile: str = "bumpwgt5") -> dict[str, TensorSlot]:
     flags = FLAGS if profile == "bumpwgt5" else {**FLAGS, "untied": False, "qk_norm": False}
-    return {s.role: s for s in expand_tensors(load_profile(profile), DIMS, flags)}
+    return {s.role: s for s in expand_tensors(load_profile(profile), DIMS, flags, None)}
 
 
 def random_sources(slot: TensorSlot, rng: np.random.Generator) -> list[np.ndarray]:
@@ -161,7 +161,8 @@ def test_nonzero_padding_is_found_with_its_index() -> None:
 
 
 def test_v3_layer_order_and_sizes() -> None:
-    v3 = expand_tensors(load_profile("bumpwgt3"), DIMS, {**FLAGS, "untied": False, "qk_norm": False})
+    v3 = expand_tensors(load_profile("bumpwgt3"), DIMS,
+                        {**FLAGS, "untied": False, "qk_norm": False}, None)
     names = [s.name for s in v3]
     assert names[:2] == ["token_emb", "pos_emb"] and names[-2:] == ["final_ln_weight", "final_bias"]
     assert [n.split(".")[-1] for n in names[2:16]] == [

@@ -28,7 +28,7 @@ SMOLLM2 = {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536,
 def chosen(quant: str, config: dict, profile: str = "engine-v7") -> dict[str, str]:
     spec = spec_from_config(config)
     return {s.name: choose_dtype(quant, s, spec.num_layers, spec.tie_word_embeddings).label
-            for s in expand_tensors(load_profile(profile), spec.dims(), spec.flags())}
+            for s in expand_tensors(load_profile(profile), spec.dims(), spec.flags(), spec.family)}
 
 
 def test_more_bits_is_llama_cpps_layer_choice() -> None:

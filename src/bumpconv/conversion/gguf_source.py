@@ -1,10 +1,12 @@
 """A GGUF file (llama.cpp's format) as a source, with the interface of :class:`.source.Source`.
 
 The file is read with the maintained ``gguf`` package's memory-mapped ``GGUFReader`` (no second
-parser here). What a GGUF means for bumpconv is data, in ``schemas/gguf.sources.json``: the
-architectures, the KV keys standing for config.json's keys (the spec is then built by the same
-strict :func:`~bumpconv.format.spec.spec_from_config` as a checkpoint's), the GGUF -> Hugging
-Face tensor names, and which tensors llama.cpp row-permuted for its interleaved RoPE.
+parser here). What a GGUF means for bumpconv is data: ``schemas/gguf.sources.json`` has the KV
+keys standing for config.json's keys (the spec is then built by the same strict
+:func:`~bumpconv.format.spec.spec_from_config` as a checkpoint's); the architecture registry
+(``schemas/architectures.json``) has which family a ``general.architecture`` is, each role's
+GGUF name (so GGUF -> Hugging Face is role by role, in the family's names), and which roles
+llama.cpp row-permuted for its interleaved RoPE in which architectures.
 
 Tensors are seen under their Hugging Face names and shapes as fp32 (float tensors widened
 exactly, quantized ones dequantized by ``gguf.quants``), un-permuted where llama.cpp permuted.
@@ -31,6 +33,7 @@ from ..format.dtypes import DType
 from ..format.errors import ConfigError, LayoutError, SourceError
 from ..format.packing import row_map
 from ..format.profile import TensorSlot
+from ..format.registry import Family, registry, require_family
 from ..format.spec import ModelSpec, spec_from_config
 from ..format.tokenizer_meta import TokenizerMeta
 from ..format.vocab import VocabArrays
@@ -100,11 +103,7 @@ class GGUFSource:
         self._reader = _open_reader(path)
         self.fields = self._reader.fields
         self.architecture = self._string("general.architecture")
-        arch = gguf_schema()["architectures"].get(self.architecture)
-        if arch is None:
-            raise ConfigError(f"{path}: GGUF architecture {self.architecture!r} is not supported "
-                              f"(supported: {', '.join(gguf_schema()['architectures'])})")
-        self._arch = arch
+        self.family = _family_of(self.architecture, path)
         raw = {t.name: t for t in self._reader.tensors}
         self.spec = self._spec(raw)
         self.gguf_tensors = self._map_tensors(raw)
@@ -137,7 +136,7 @@ class GGUFSource:
 
     def _spec(self, raw: dict[str, Any]) -> ModelSpec:
         schema, arch = gguf_schema(), self.architecture
-        cfg: dict[str, Any] = {"model_type": self._arch["model_type"]}
+        cfg: dict[str, Any] = {"model_type": self.family.name}
         for item in schema["config"]:
             key = item["key"].format(arch=arch)
             value = self._value(key)
@@ -179,13 +178,19 @@ class GGUFSource:
 
     # -- tensors ---------------------------------------------------------------------------
     def _map_tensors(self, raw: dict[str, Any]) -> dict[str, GGUFTensor]:
+        """Every GGUF tensor under the Hugging Face name the family gives its role."""
         out: dict[str, GGUFTensor] = {}
         by_gguf = {}
-        for entry in gguf_schema()["tensors"]:
-            layers = range(self.spec.num_layers) if "{layer}" in entry["gguf"] else [None]
+        assert self.family.gguf is not None
+        permuted = self.family.gguf.rope_permuted
+        for role, info in registry().roles.items():
+            if not self.family.has(role):
+                continue
+            layers = range(self.spec.num_layers) if info.scope == "layer" else [None]
             for layer in layers:
-                by_gguf[entry["gguf"].format(layer=layer)] = (entry["hf"].format(layer=layer),
-                                                              entry.get("unpermute"))
+                gguf = info.gguf if layer is None else info.gguf.replace("{layer}", str(layer))
+                by_gguf[gguf] = (self.family.hf_name(role, layer),
+                                 info.unpermute if permuted else None)
         for name, t in raw.items():
             if name not in by_gguf:
                 raise SourceError(f"{self.path}: GGUF tensor {name!r} has no Hugging Face "
@@ -194,7 +199,7 @@ class GGUFSource:
             qtype = t.tensor_type.name
             shape = _hf_shape(t.data, qtype)
             rows = None
-            if heads_field and self._arch["rope_permuted"]:
+            if heads_field:
                 rows = llama_permutation(shape[0], getattr(self.spec, heads_field))
             out[hf] = GGUFTensor(hf, name, qtype, rows, t.data)
         return out
@@ -323,6 +328,18 @@ def _unkeepable(slot: TensorSlot, dtype: DType, source_shape: tuple[int, ...]) -
     if np.any(rm.src_start % source_shape[-1] % n):
         return f"its packed rows start inside a {dtype.label} block of the source row"
     return None
+
+
+def _family_of(architecture: str, path: Path) -> Family:
+    """The supported family llama.cpp writes as ``architecture``, else a ConfigError."""
+    reg = registry()
+    family = reg.gguf_family(architecture)
+    if family is None:
+        known = [f.gguf.architecture for n in reg.supported()
+                 if (f := reg.families[n]).gguf is not None]
+        raise ConfigError(f"{path}: GGUF architecture {architecture!r} is not supported "
+                          f"(supported: {', '.join(known)})")
+    return require_family(family.name, f"{path} (GGUF architecture {architecture!r})")
 
 
 def _hf_shape(data: np.ndarray, qtype: str) -> tuple[int, ...]:

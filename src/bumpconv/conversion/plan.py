@@ -92,6 +92,7 @@ def make_plan(spec: ModelSpec, source_tensors: dict[str, TensorInfo], profile_na
     spec = spec.with_context(context)
     profile = load_profile(profile_name)
     dims, flags = spec.dims(vocab), spec.flags(tokenizer=vocab is not None)
+    family = spec.family
     _check_tying(profile, spec, source_tensors)
     check_representable(profile, dims, flags)
     needed = profile.tensor_count(spec.num_layers, flags, sources=True)
@@ -107,20 +108,21 @@ def make_plan(spec: ModelSpec, source_tensors: dict[str, TensorInfo], profile_na
             raise LayoutError("--quant keep: only a GGUF source has quantized blocks to keep; "
                               "a checkpoint converts to fp32 (no --quant) or --quant TYPE")
         dtype_of = keep
-        if all(dtype_of(t.slot) == t.slot.dtype for t in place_tensors(profile, dims, flags)):
+        if all(dtype_of(t.slot) == t.slot.dtype
+               for t in place_tensors(profile, dims, flags, family)):
             quant, dtype_of = None, None  # nothing quantized to keep: a plain fp32 blob
     if quant is not None:
         if profile.dtype_enum != "current":
             raise LayoutError(f"{profile_name}: its dtype table has only fp32 and a stale q4_k "
                               "code; quantized blobs need another profile (engine-v7, bumpwgt5)")
         dtype_of = dtype_of or partial(_policy_dtype, quant, spec)
-    tensors = place_tensors(profile, dims, flags, dtype_of=dtype_of)
+    tensors = place_tensors(profile, dims, flags, family, dtype_of=dtype_of)
     used: set[str] = set()
     for t in tensors:
         for name in t.slot.sources:
             _check_source(t.slot, name, source_tensors)
             used.add(name)
-    derived = [re.compile(p) for p in profile.ignored_sources]
+    derived = [re.compile(p) for p in family.ignored]
     ignored = tuple(sorted(n for n in source_tensors
                            if n not in used and any(p.match(n) for p in derived)))
     unused = sorted(set(source_tensors) - used - set(ignored))
@@ -139,9 +141,10 @@ def _policy_dtype(quant: str, spec: ModelSpec, slot: TensorSlot) -> DType:
 def _check_tying(profile: Profile, spec: ModelSpec,
                  source_tensors: dict[str, TensorInfo]) -> None:
     """The config and the weights must agree about tying (engine bug: silent tying). The output
-    head's source is whatever the profile's ``lm_head`` rule reads; a profile without one
-    refuses untied models itself."""
-    heads = [src for rule in profile.rules() if rule.role == "lm_head" for src in rule.sources]
+    head's source is whatever the profile's ``lm_head`` rule reads, as the model's family names
+    it; a profile without one refuses untied models itself."""
+    heads = [spec.family.hf_name(role, None)
+             for rule in profile.rules() if rule.role == "lm_head" for role in rule.sources]
     for head in heads:
         has_head = head in source_tensors
         if spec.tie_word_embeddings and has_head:

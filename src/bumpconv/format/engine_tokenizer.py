@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .registry import registry
 from .tokenizer_meta import TokenizerMeta
 
 #: The engine's v7 templates and the tokenizer their ``flags.tokenizer`` selects.
@@ -38,8 +39,11 @@ _SELECT_BPE = ('add "tokenizer_contract": {"tokenizer_type": "bpe"} at the top l
 
 
 def engine_template(model_type: str) -> str:
-    """The template the engine's HF converter uses for a config.json ``model_type``."""
-    return model_type if model_type in ENGINE_TEMPLATE_TOKENIZER else "llama"
+    """The template the engine's HF converter uses for a config.json ``model_type``: its
+    family's (the architecture registry's ``engine_template``), else llama, the engine's
+    fallback for a model type without a template of its own."""
+    family = registry().family(model_type)
+    return family.engine_template if family is not None else "llama"
 
 
 def engine_tokenizer_warnings(meta: TokenizerMeta, template: str,

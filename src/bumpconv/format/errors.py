@@ -74,3 +74,14 @@ class KernelError(BumpError):
 class NativeUnavailableError(BumpError, ImportError):
     """The C extension is not built or cannot be loaded (also an ImportError, for callers that
     treat the runtime as an optional import)."""
+
+
+def first_error(exc: ValueError) -> str:
+    """The first problem of a (Pydantic) validation error as one line: ``where: what``."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        err = errors()[0]
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        msg = str(err.get("msg", exc)).removeprefix("Value error, ")
+        return f"{loc}: {msg}" if loc else msg
+    return str(exc)

@@ -8,7 +8,13 @@ the reader, ``verify`` and the runtime all expand the same profile against a
 :class:`~bumpconv.spec.ModelSpec` (:func:`expand_tensors`), so there is exactly one description
 of where each tensor lives and how it is packed.
 
-A tensor rule says how its packed array is made from its HF sources, in three steps that are
+A tensor rule names its sources by role (``wq``, ``w1.gate``: the roles of the architecture
+registry, :mod:`.registry`), never by Hugging Face name, so one layout serves every family:
+expanding a profile for a model resolves each role to the name its family gives it. Its
+``when`` (and ``sources_when``, and a refusal's ``flag``) is a condition: a spec flag or a
+family feature (:meth:`ModelSpec.flags`), negated by a leading ``!``.
+
+A tensor rule says how its packed array is made from its sources, in three steps that are
 each trivially invertible:
 
 1. ``stack`` the sources (when there is more than one) along a new leading axis,
@@ -36,8 +42,26 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .dtypes import DType, dtype_named
 from .errors import LayoutError
+from .registry import Family, registry
 
 _EXPR = re.compile(r"^[A-Z0-9]+([*/][A-Z0-9]+)*$")
+_CONDITION = re.compile(r"^!?[a-z][a-z0-9_]*$")
+
+
+def holds(condition: str | None, flags: dict[str, bool]) -> bool:
+    """Whether a rule's condition holds for a model's flags (None: always; ``!x``: not x)."""
+    if condition is None:
+        return True
+    name = condition.removeprefix("!")
+    if name not in flags:
+        raise LayoutError(f"unknown condition {name!r} (known: {', '.join(sorted(flags))})")
+    return flags[name] != condition.startswith("!")
+
+
+def _check_condition(value: str | None) -> str | None:
+    if value is not None and not _CONDITION.match(value):
+        raise ValueError(f"condition {value!r} must be a flag name, or '!' and one")
+    return value
 
 
 def evaluate(expr: str, dims: dict[str, int]) -> int:
@@ -118,13 +142,16 @@ class TensorRule(BaseModel):
 
     name: str = Field(description="packed tensor name; '{layer}' is replaced by the layer index")
     role: str = Field(description="what the tensor means to a runtime (wq, ln1, lm_head, ...)")
-    when: str | None = Field(default=None, description="spec flag under which the tensor exists")
+    when: str | None = Field(default=None, description="condition under which the tensor exists")
     sources_when: str | None = Field(
-        default=None, description="spec flag under which the sources exist; otherwise zero-filled")
+        default=None, description="condition under which the sources exist; otherwise zero-filled")
     shape: tuple[str, ...] = Field(description="packed (padded) shape")
     box: tuple[str, ...] | None = Field(
         default=None, description="extent of real data in the packed shape; null = all zeros")
-    sources: tuple[str, ...] = ()
+    sources: tuple[str, ...] = Field(
+        default=(), json_schema_extra={"hashed": "as-names"},
+        description="the roles (schemas/architectures.json) of the source tensors, stacked in "
+                    "this order; each family names them")
     source_shape: tuple[str, ...] | None = Field(
         default=None, description="expected shape of every source tensor")
     view: tuple[str, ...] | None = None
@@ -138,6 +165,13 @@ class TensorRule(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "TensorRule":
+        _check_condition(self.when)
+        _check_condition(self.sources_when)
+        roles = registry().roles
+        for role in self.sources:
+            if role not in roles:
+                raise ValueError(f"{self.name}: source {role!r} is not a role of the architecture "
+                                 f"registry ({', '.join(roles)})")
         if self.content == "tokenizer" and (self.sources or self.box is not None):
             raise ValueError(f"{self.name}: tokenizer arrays have no sources and no box")
         if self.dtype.upper() not in DType.__members__:
@@ -167,12 +201,17 @@ class LayerGroup(BaseModel):
 
 
 class Refusal(BaseModel):
-    """A spec flag under which the profile cannot represent the model."""
+    """A condition under which the profile cannot represent the model."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     flag: str
     message: str
+
+    @model_validator(mode="after")
+    def _condition(self) -> "Refusal":
+        _check_condition(self.flag)
+        return self
 
 
 class Requirement(BaseModel):
@@ -226,10 +265,6 @@ class Profile(BaseModel):
         default=None, json_schema_extra={"hashed": False},
         description="files written next to the blob by default: 'engine-v7' = the engine's "
                     "weights_manifest.json/.map and build config.json")
-    ignored_sources: tuple[str, ...] = Field(
-        default=(), json_schema_extra={"hashed": False},
-        description="regular expressions of source tensors that are derived buffers, not "
-                    "weights (consumed without being packed)")
     tensors: tuple[Union[TensorRule, LayerGroup], ...]
 
     @model_validator(mode="before")
@@ -251,6 +286,20 @@ class Profile(BaseModel):
             variants.append(v)
         return {**data, "headers": variants}
 
+    @model_validator(mode="after")
+    def _source_scopes(self) -> "Profile":
+        """A per-layer rule reads per-layer roles; any other rule, global ones."""
+        roles = registry().roles
+        for item in self.tensors:
+            scope, rules = (("layer", item.per_layer) if isinstance(item, LayerGroup)
+                            else ("global", (item,)))
+            for rule in rules:
+                for role in rule.sources:
+                    if roles[role].scope != scope:
+                        raise ValueError(f"{rule.name}: source {role!r} is a "
+                                         f"{roles[role].scope} role, the rule a {scope} one")
+        return self
+
     @property
     def carries_tokenizer(self) -> bool:
         """Whether the profile has slots for the tokenizer's arrays."""
@@ -262,22 +311,22 @@ class Profile(BaseModel):
         return next(r.metadata for r in self.reads if r.magic == self.magic)
 
     def flags_used(self) -> tuple[str, ...]:
-        """Every spec flag some rule or refusal of this profile depends on, sorted."""
-        flags = {r.flag for r in self.refuse}
+        """Every flag some rule's or refusal's condition names, sorted."""
+        conditions = {r.flag for r in self.refuse}
         for rule in self.rules():
-            flags.update(f for f in (rule.when, rule.sources_when) if f)
-        return tuple(sorted(flags))
+            conditions.update(c for c in (rule.when, rule.sources_when) if c)
+        return tuple(sorted({c.removeprefix("!") for c in conditions}))
 
     def tensor_count(self, layers: int, flags: dict[str, bool], sources: bool = False) -> int:
         """How many tensors (or, with ``sources``, source tensors) the profile has for a model,
         computed without expanding it, so that a damaged header's or a hostile config's layer
         count cannot make anyone build a huge list."""
         def count(r: TensorRule) -> int:
-            if r.when is not None and not flags[r.when]:
+            if not holds(r.when, flags):
                 return 0
             if not sources:
                 return 1
-            return 0 if r.sources_when is not None and not flags[r.sources_when] else len(r.sources)
+            return len(r.sources) if holds(r.sources_when, flags) else 0
         total = 0
         for item in self.tensors:
             if isinstance(item, LayerGroup):
@@ -322,7 +371,9 @@ def profile_hash(name: str) -> str:
     """SHA-256 of the canonical JSON of a profile: identifies the exact layout a file used
     (the metadata's ``template_hash``). Fields marked ``hashed: False`` only guide reading or
     source selection, not the bytes written, and are left out, so adding such a field does not
-    change the identity of an unchanged layout."""
+    change the identity of an unchanged layout. Role sources (``hashed: "as-names"``) are
+    hashed as the HF names the profiles spelled before they named roles
+    (:meth:`~.registry.Registry.hash_name`), so no layout changed identity by that move."""
     canon = json.dumps(_hashed_dump(load_profile(name)), sort_keys=True,
                        separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(canon.encode()).hexdigest()
@@ -336,6 +387,8 @@ def _hashed_dump(model: BaseModel) -> dict:
         value = getattr(model, key)
         if hashed is False or (hashed == "if-set" and value == info.default):
             continue  # "if-set": a field added later counts only where a profile uses it
+        if hashed == "as-names":
+            value = tuple(registry().hash_name(role) for role in value)
         out[key] = _hashed_value(value)
     return out
 
@@ -358,6 +411,9 @@ class TensorSlot:
     shape: tuple[int, ...]
     box: tuple[int, ...] | None
     sources: tuple[str, ...]
+    """The source tensors' names: the model family's Hugging Face names; the role names when
+    the family is unknown (a blob read without metadata or config)."""
+    source_roles: tuple[str, ...]
     source_shape: tuple[int, ...] | None
     view: tuple[int, ...] | None
     axes: tuple[int, ...] | None
@@ -378,7 +434,7 @@ def check_representable(profile: Profile, dims: dict[str, int],
                         flags: dict[str, bool]) -> None:
     """Raise LayoutError when the profile cannot hold this model (refusals, requirements)."""
     for refusal in profile.refuse:
-        if flags.get(refusal.flag):
+        if holds(refusal.flag, flags):
             raise LayoutError(f"{profile.profile}: {refusal.message}")
     for req in profile.require:
         left, right = evaluate(req.left, dims), evaluate(req.right, dims)
@@ -386,30 +442,31 @@ def check_representable(profile: Profile, dims: dict[str, int],
             raise LayoutError(f"{profile.profile}: {req.message} ({req.left}={left}, {req.right}={right})")
 
 
-def expand_tensors(profile: Profile, dims: dict[str, int],
-                   flags: dict[str, bool]) -> list[TensorSlot]:
-    """The profile's payload tensors for one model, in file order."""
+def expand_tensors(profile: Profile, dims: dict[str, int], flags: dict[str, bool],
+                   family: Family | None) -> list[TensorSlot]:
+    """The profile's payload tensors for one model, in file order, their sources named as
+    ``family`` names them (None: by role, for a blob whose family is unknown)."""
     check_representable(profile, dims, flags)
     slots: list[TensorSlot] = []
     for item in profile.tensors:
         if isinstance(item, LayerGroup):
             for layer in range(dims["L"]):
-                slots.extend(_expand_rule(r, dims, flags, layer) for r in item.per_layer
-                             if r.when is None or flags[r.when])
-        elif item.when is None or flags[item.when]:
-            slots.append(_expand_rule(item, dims, flags, None))
+                slots.extend(_expand_rule(r, dims, flags, layer, family) for r in item.per_layer
+                             if holds(r.when, flags))
+        elif holds(item.when, flags):
+            slots.append(_expand_rule(item, dims, flags, None, family))
     return slots
 
 
 def _expand_rule(rule: TensorRule, dims: dict[str, int], flags: dict[str, bool],
-                 layer: int | None) -> TensorSlot:
+                 layer: int | None, family: Family | None) -> TensorSlot:
     def ints(exprs: tuple[str, ...] | None) -> tuple[int, ...] | None:
         return None if exprs is None else tuple(evaluate(e, dims) for e in exprs)
 
     def named(template: str) -> str:
         return template if layer is None else template.replace("{layer}", str(layer))
 
-    has_sources = bool(rule.sources) and (rule.sources_when is None or flags[rule.sources_when])
+    has_sources = bool(rule.sources) and holds(rule.sources_when, flags)
     shape = ints(rule.shape)
     assert shape is not None
     box = ints(rule.box) if has_sources else None
@@ -421,7 +478,9 @@ def _expand_rule(rule: TensorRule, dims: dict[str, int], flags: dict[str, bool],
         layer=layer,
         shape=shape,
         box=box,
-        sources=tuple(named(s) for s in rule.sources) if has_sources else (),
+        sources=tuple(role if family is None else family.hf_name(role, layer)
+                      for role in rule.sources) if has_sources else (),
+        source_roles=rule.sources if has_sources else (),
         source_shape=ints(rule.source_shape) if has_sources else None,
         view=ints(rule.view) if has_sources else None,
         axes=rule.axes if has_sources else None,
@@ -455,11 +514,12 @@ class PlacedTensor:
 
 
 def place_tensors(profile: Profile, dims: dict[str, int], flags: dict[str, bool],
-                  table_offset: int | None = None,
+                  family: Family | None, table_offset: int | None = None,
                   dtype_of: Callable[[TensorSlot], DType] | None = None) -> tuple[PlacedTensor, ...]:
-    """Expand a profile and place its tensors back to back after the dtype table, each of its
-    rule's dtype unless ``dtype_of`` says otherwise (a quantization policy)."""
-    slots = expand_tensors(profile, dims, flags)
+    """Expand a profile for ``family`` (see :func:`expand_tensors`) and place its tensors back
+    to back after the dtype table, each of its rule's dtype unless ``dtype_of`` says otherwise
+    (a quantization policy)."""
+    slots = expand_tensors(profile, dims, flags, family)
     if table_offset is None:
         table_offset = profile.headers[0].dtype_table_offset
     offset = table_offset + 4 + len(slots)

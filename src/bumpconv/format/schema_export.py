@@ -15,9 +15,11 @@ from pydantic import BaseModel
 
 from .profile import Profile
 from .metadata import Metadata
+from .registry import Registry
 from .spec import ModelSpec
 
 EXPORTED: dict[str, type[BaseModel]] = {
+    "architectures.schema.json": Registry,
     "profile.schema.json": Profile,
     "metadata.schema.json": Metadata,
     "model-spec.schema.json": ModelSpec,

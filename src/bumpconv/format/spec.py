@@ -1,27 +1,34 @@
-"""The model spec: one normalised description of a Llama-family model, read from config.json.
+"""The model spec: one normalised description of a model, read from config.json.
 
 transformers 4.x and 5.x write different config layouts (``rope_theta``/``rope_scaling``/
 ``torch_dtype`` vs ``rope_parameters``/``dtype``). Everything downstream - the plan, the header,
 the runtime - reads only this spec, so the two layouts are reconciled exactly once, here.
 
+What differs between architectures is not written here but read from the architecture
+registry (:mod:`.registry`): which family a ``model_type`` is and whether bumpconv implements
+every operation it needs, its features (q/k/v biases, q/k norms, a sliding window), the config
+keys those read, and how its missing keys are treated.
+
 Missing required keys are errors that name the key. The only values that are derived rather
-than read are the ones transformers itself derives the same way for that architecture
-(``num_key_value_heads`` = heads, ``head_dim`` = hidden/heads, ``tie_word_embeddings`` = False),
-and the spec records which keys were derived so `inspect` can show it.
+than read are the ones transformers itself derives the same way for that architecture (the
+registry's ``config`` rules: ``num_key_value_heads`` = heads, ``head_dim`` = hidden/heads,
+``tie_word_embeddings``'s default), and the spec records which keys were derived so `inspect`
+can show it.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .constants import align_up_elems
-from .errors import ConfigError
+from .errors import ConfigError, first_error
+from .registry import Family, registry, require_family
 from .vocab import VocabCounts
 
-SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 
 
@@ -68,7 +75,9 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    architecture: Literal["llama", "mistral", "qwen2", "qwen3"]
+    architecture: str = Field(
+        description="the config.json model_type: a family of the architecture registry "
+                    "(schemas/architectures.json) whose operations bumpconv implements")
     num_layers: int = Field(gt=0, le=MAX_DIM)
     vocab_size: int = Field(gt=0, le=MAX_DIM)
     hidden_size: int = Field(gt=0, le=MAX_DIM)
@@ -85,6 +94,15 @@ class ModelSpec(BaseModel):
     sliding_window: int | None = Field(default=None, gt=0, le=MAX_DIM)
     source_dtype: str | None = None
     derived_keys: tuple[str, ...] = ()
+
+    @field_validator("architecture")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        try:
+            require_family(value, "architecture")
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("architecture: ")) from None
+        return value
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "ModelSpec":
@@ -117,11 +135,22 @@ class ModelSpec(BaseModel):
             d.update(vocab.dims())
         return d
 
+    @property
+    def family(self) -> Family:
+        """The architecture's registry entry: its tensor names, features and hooks."""
+        family = registry().family(self.architecture)
+        if family is None:  # registered when the spec was made, forgotten since
+            raise ConfigError(f"architecture {self.architecture!r} is no longer registered")
+        return family
+
     def flags(self, tokenizer: bool = False) -> dict[str, bool]:
-        """The conditions under which optional tensors are present (profile ``when`` keys);
-        ``tokenizer``: the blob carries the tokenizer's arrays."""
-        return {"qkv_bias": self.qkv_bias, "qk_norm": self.qk_norm,
-                "untied": not self.tie_word_embeddings, "tokenizer": tokenizer}
+        """The conditions under which optional tensors and stages are present (profile and
+        stage ``when`` keys): the family's feature conditions, with the biases and q/k norms
+        this model has (a blob read without its config says so by its sizes), whether the head
+        is untied, and (``tokenizer``) whether the blob carries the tokenizer's arrays."""
+        return {**self.family.features.conditions(), "qkv_bias": self.qkv_bias,
+                "qk_norm": self.qk_norm, "untied": not self.tie_word_embeddings,
+                "tokenizer": tokenizer}
 
 
 def _require(cfg: dict[str, Any], key: str, where: str) -> Any:
@@ -219,48 +248,39 @@ def _rope_from_config(cfg: dict[str, Any], where: str) -> RopeSpec:
     try:
         return RopeSpec(theta=_positive_number(theta, key, where), type=rope_type, **fields)
     except ValueError as exc:
-        raise ConfigError(f"{where}: invalid rope settings: {_first_error(exc)}") from None
-
-
-def _first_error(exc: ValueError) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        err = errors()[0]
-        loc = ".".join(str(p) for p in err.get("loc", ()))
-        msg = str(err.get("msg", exc)).removeprefix("Value error, ")
-        return f"{loc}: {msg}" if loc else msg
-    return str(exc)
+        raise ConfigError(f"{where}: invalid rope settings: {first_error(exc)}") from None
 
 
 def spec_from_config(cfg: dict[str, Any], where: str = "config.json") -> ModelSpec:
     """Normalise a parsed config.json into a ModelSpec, refusing what bumpconv cannot represent."""
-    arch = _require(cfg, "model_type", where)
-    if arch not in SUPPORTED_ARCHITECTURES:
-        raise ConfigError(
-            f"{where}: architecture {arch!r} is not supported "
-            f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)})")
-    act = cfg.get("hidden_act", "silu")
-    if act != "silu":
-        raise ConfigError(f"{where}: hidden_act {act!r} is not supported (only 'silu')")
+    family = require_family(_require(cfg, "model_type", where), where)
+    arch, rules, features = family.name, family.config, family.features
+    if rules.text_config is not None:
+        raise ConfigError(f"{where}: architecture {arch!r}: reading the text model of "
+                          f"{rules.text_config!r} is not implemented")
+    act = cfg.get(features.activation.key, features.activation.default)
+    if not isinstance(act, str) or registry().activations.get(act) != features.activation.op:
+        raise ConfigError(f"{where}: {features.activation.key} {act!r} is not supported (only "
+                          f"{features.activation.default!r})")
     if _optional_bool(cfg, "mlp_bias", where):
         raise ConfigError(f"{where}: mlp_bias=true is not supported (the format has no MLP bias slot)")
-    if _optional_bool(cfg, "attention_bias", where) and arch in ("llama", "mistral", "qwen3"):
-        raise ConfigError(
-            f"{where}: attention_bias=true is not supported for {arch} "
-            "(its o_proj bias has no slot in the format)")
-    if _optional_bool(cfg, "use_sliding_window", where) and arch in ("qwen2", "qwen3"):
-        raise ConfigError(f"{where}: use_sliding_window=true is not supported for {arch}")
+    for key, why in rules.refuse.items():
+        if cfg.get(key) not in (None, False):
+            raise ConfigError(f"{where}: {key}={json.dumps(cfg[key])} is not supported for "
+                              f"{arch} ({why})")
 
     derived: list[str] = []
     hidden = _require_int(cfg, "hidden_size", where)
     heads = _require_int(cfg, "num_attention_heads", where)
     kv_heads = _optional_int(cfg, "num_key_value_heads", where)
     if kv_heads is None:
+        if rules.num_key_value_heads == "require":
+            raise ConfigError(f"{where}: required key 'num_key_value_heads' is missing")
         kv_heads = heads
         derived.append("num_key_value_heads")
     head_dim = _optional_int(cfg, "head_dim", where)
     if head_dim is None:
-        if arch == "qwen3":
+        if rules.head_dim == "require":
             raise ConfigError(f"{where}: required key 'head_dim' is missing")
         if hidden % heads:
             raise ConfigError(f"{where}: head_dim is missing and hidden_size={hidden} "
@@ -269,9 +289,11 @@ def spec_from_config(cfg: dict[str, Any], where: str = "config.json") -> ModelSp
         derived.append("head_dim")
     tie = _optional_bool(cfg, "tie_word_embeddings", where)
     if tie is None:
-        tie = False
+        tie = rules.tie_word_embeddings
         derived.append("tie_word_embeddings")
-    sliding = _optional_int(cfg, "sliding_window", where) if arch == "mistral" else None
+    window = features.attention.window
+    sliding = (_optional_int(cfg, window, where)
+               if features.attention.pattern == "sliding" and window else None)
     dtype = cfg.get("dtype", cfg.get("torch_dtype"))
     try:
         return ModelSpec(
@@ -288,14 +310,14 @@ def spec_from_config(cfg: dict[str, Any], where: str = "config.json") -> ModelSp
                                           where),
             rope=_rope_from_config(cfg, where),
             tie_word_embeddings=tie,
-            qkv_bias=arch == "qwen2",
-            qk_norm=arch == "qwen3",
+            qkv_bias=features.qkv_bias,
+            qk_norm=features.qk_norm,
             sliding_window=sliding,
             source_dtype=dtype if isinstance(dtype, str) else None,
             derived_keys=tuple(derived),
         )
     except ValueError as exc:
-        raise ConfigError(f"{where}: {_first_error(exc)}") from None
+        raise ConfigError(f"{where}: {first_error(exc)}") from None
 
 
 def describe_spec(spec: ModelSpec) -> list[str]:
