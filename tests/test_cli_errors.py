@@ -99,7 +99,7 @@ def bad_arch(src: Path) -> str:
     cfg = json.loads((src / "config.json").read_text())
     cfg["model_type"] = "falcon"
     (src / "config.json").write_text(json.dumps(cfg))
-    return "architecture 'falcon' is not supported (supported: llama, mistral, qwen2, qwen3)"
+    return "architecture 'falcon' is not supported (supported: llama, mistral, qwen2, qwen3, gemma3_text, gemma3)"
 
 
 def tie_contradiction(src: Path) -> str:

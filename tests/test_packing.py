@@ -21,7 +21,7 @@ from bumpconv.conversion.stream import packed_chunks
 # E=40 -> AE=48, D=10 -> AD=16, I=20 -> AI=32, H=4, KV=2, V=7, L=1
 DIMS = {"L": 1, "V": 7, "E": 40, "I": 20, "H": 4, "KV": 2, "D": 10, "T": 5,
         "AE": 48, "AD": 16, "AI": 32, "AC": 16}
-FLAGS = {"qkv_bias": True, "qk_norm": True, "untied": True}
+FLAGS = {"qkv_bias": True, "qk_norm": True, "untied": True, "post_norms": False, "norm_offset": False}
 E, D, I, H, KV, V = DIMS["E"], DIMS["D"], DIMS["I"], DIMS["H"], DIMS["KV"], DIMS["V"]
 AE, AD, AI = DIMS["AE"], DIMS["AD"], DIMS["AI"]
 

@@ -6,8 +6,9 @@
 * Each derivation is guarded: the C runtime's roles, the profiles' sources, llama.cpp's own
   GGUF name map (gguf-py), and (model lane) the modules and config keys transformers really has
   for every family, Gemma 3 included.
-* Gemma 3 is described but not supported yet: converting it fails on one line naming what is
-  missing.
+* An operation bumpconv lacks is refused by name on one line (converting, when the converter
+  lacks it; running, when the C runtime does): Gemma 3 converts, and until the C runtime
+  computes its operations, `run` refuses it naming them.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import pytest
 
 from bumpconv.format.errors import ConfigError, LayoutError
 from bumpconv.format.profile import PROFILES, Profile, expand_tensors, holds, load_profile
-from bumpconv.format.registry import (IMPLEMENTED, OPERATIONS, register, registered, registry,
-                                      unregister)
+from bumpconv.format.registry import (IMPLEMENTED, OPERATIONS, RUNTIME_IMPLEMENTED, register,
+                                      registered, registry, unregister)
 from bumpconv.format.stages import FINAL_NORM, STAGES, stage_module, stages_for
 from bumpconv.native import native
 
@@ -121,18 +122,23 @@ def test_a_family_entry_is_validated_like_the_file(clone: Any) -> None:
         unregister("llama")
 
 
-def test_unimplemented_config_options_of_a_family_are_refused(tmp_path: Path,
-                                                              cli: Callable[..., Any]) -> None:
-    """A supported family whose config nests the text model (text_config) is refused by name
-    until that reading exists."""
+def test_a_nested_text_config_is_read_as_the_model(tmp_path: Path) -> None:
+    """A family whose config nests the text model (text_config) is read from it, with the
+    top-level tie flag (what transformers ties by); a config without it is refused by name."""
+    from bumpconv.format.spec import spec_from_config
+    text = {"vocab_size": 32, "hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "max_position_embeddings": 16, "rms_norm_eps": 1e-5,
+            "rope_theta": 10000.0, "tie_word_embeddings": False}
     with registered("nested", {**doc_entry(), "config": {"text_config": "text_config"}}):
-        (tmp_path / "config.json").write_text(json.dumps({"model_type": "nested"}))
-        r = cli("convert", tmp_path, tmp_path / "m.bump", "--quiet")
-    assert r.code != 0 and "'text_config' is not implemented" in r.err
-    assert len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err
+        spec = spec_from_config({"model_type": "nested", "text_config": text,
+                                 "tie_word_embeddings": True})
+        assert spec.architecture == "nested" and spec.hidden_size == 16
+        assert spec.tie_word_embeddings
+        with pytest.raises(ConfigError, match="required key 'text_config' is missing"):
+            spec_from_config({"model_type": "nested"})
 
 
-# -- Gemma 3: described, refused by name ---------------------------------------------------------
+# -- an operation bumpconv lacks: refused by name ------------------------------------------------
 
 GEMMA_MISSING = ("GeGLU with tanh-approximated GELU", "post-attention and post-feedforward norms",
                  "RMSNorm weights applied as (1 + w)", "embeddings scaled by sqrt(hidden_size)",
@@ -141,8 +147,13 @@ GEMMA_MISSING = ("GeGLU with tanh-approximated GELU", "post-attention and post-f
 
 
 @pytest.mark.parametrize("model_type", ["gemma3_text", "gemma3"])
-def test_gemma3_checkpoint_is_refused_on_one_line(tmp_path: Path, cli: Callable[..., Any],
-                                                  model_type: str) -> None:
+def test_an_unimplemented_operation_is_refused_on_one_line(
+        tmp_path: Path, cli: Callable[..., Any], model_type: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mechanism that refused Gemma 3 before it was implemented: a family needing an
+    operation outside IMPLEMENTED is refused on one line naming each, nothing written."""
+    import bumpconv.format.registry as reg
+    monkeypatch.setattr(reg, "IMPLEMENTED", RUNTIME_IMPLEMENTED)
     src = tmp_path / "src"
     src.mkdir()
     (src / "config.json").write_text(json.dumps({"model_type": model_type}))
@@ -153,36 +164,40 @@ def test_gemma3_checkpoint_is_refused_on_one_line(tmp_path: Path, cli: Callable[
     assert r.code != 0 and "Traceback" not in r.err
     line, = r.err.strip().splitlines()
     assert f"architecture '{model_type}' is not supported yet" in line and str(src) in line
-    assert all(what in line for what in GEMMA_MISSING), line
+    wanted = GEMMA_MISSING if model_type == "gemma3_text" else GEMMA_MISSING[:-1]
+    assert all(what in line for what in wanted), line
     assert not list(out.iterdir())
 
 
-def test_gemma3_gguf_is_refused_on_one_line(tmp_path: Path, cli: Callable[..., Any]) -> None:
-    from gguf import GGUFWriter
-    src = tmp_path / "g.gguf"
-    w = GGUFWriter(src, "gemma3")
-    w.add_uint32("gemma3.block_count", 1)
-    w.add_tensor("token_embd.weight", np.zeros((8, 4), np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    r = cli("convert", src, tmp_path / "m.bump", "--quiet")
-    assert r.code != 0 and "Traceback" not in r.err
-    line, = r.err.strip().splitlines()
-    assert "GGUF architecture 'gemma3'" in line and "'gemma3_text' is not supported yet" in line
-    assert not (tmp_path / "m.bump").exists()
+def test_a_family_the_runtime_lacks_converts_and_is_refused_by_run(
+        tmp_path: Path, cli: Callable[..., Any], synthetic: Callable[[str], Path]) -> None:
+    """Until the C runtime computes every operation of a family, its blobs convert, verify and
+    inspect, and `run` refuses them on one line naming what the runtime lacks."""
+    missing = registry().families["gemma3_text"].missing_runtime_operations()
+    if not missing:
+        pytest.skip("the C runtime runs Gemma 3")
+    src = synthetic("gemma3-pad")
+    blob = tmp_path / "g.bump"
+    assert cli("convert", src, blob, "--quiet", "--no-engine-sidecars").code == 0
+    assert cli("verify", blob, "--against", src).code == 0
+    from bumpconv.run.runtime import BumpModel
+    with pytest.raises(ConfigError) as err:
+        BumpModel.open(blob)
+    line, = str(err.value).splitlines()
+    assert "C runtime does not run architecture 'gemma3_text'" in line and str(blob) in line
+    assert all(OPERATIONS[op] in line for op in missing), line
 
 
 def test_operations_table() -> None:
-    """Every operation a family can need is named for refusals; every implemented one is needed
-    by some supported family; the shipped unsupported families miss only unimplemented ones."""
+    """Every operation a family can need is named for refusals; the converter implements every
+    one the shipped families need, the C runtime those of the families it runs."""
     reg = registry()
     needed = {op for f in reg.families.values() for op in f.features.operations()}
-    assert needed <= set(OPERATIONS) and IMPLEMENTED <= needed
-    assert {op for n in reg.supported() for op in reg.families[n].features.operations()} \
-        == IMPLEMENTED
-    assert reg.supported() == ("llama", "mistral", "qwen2", "qwen3")
+    assert needed <= set(OPERATIONS) and needed <= IMPLEMENTED
+    assert reg.supported() == ("llama", "mistral", "qwen2", "qwen3", "gemma3_text", "gemma3")
+    assert {op for n in reg.runnable() for op in reg.families[n].features.operations()} \
+        == RUNTIME_IMPLEMENTED
+    assert set(reg.runnable()) <= set(reg.supported())
 
 
 # -- conditions ----------------------------------------------------------------------------------
@@ -194,12 +209,13 @@ def test_conditions_can_be_negated_and_name_features() -> None:
     profile = Profile.model_validate(raw)
     dims = {"L": 1, "V": 7, "E": 40, "I": 20, "H": 4, "KV": 2, "D": 10, "T": 5, "AE": 48,
             "AD": 16, "AI": 32, "AC": 16}
-    flags = {"qkv_bias": False, "qk_norm": False, "untied": True, "post_norms": False}
+    flags = {"qkv_bias": False, "qk_norm": False, "untied": True, "post_norms": False,
+             "norm_offset": False}
     names = [s.name for s in expand_tensors(profile, dims, flags, None)]
     assert "layer.0.plain" in names and "layer.0.q_norm" not in names
     names = [s.name for s in expand_tensors(profile, dims, {**flags, "qk_norm": True}, None)]
     assert "layer.0.plain" not in names and "layer.0.q_norm" in names
-    assert profile.flags_used() == ("qk_norm", "qkv_bias", "untied")
+    assert profile.flags_used() == ("post_norms", "qk_norm", "qkv_bias", "untied")
     assert holds("post_norms", {"post_norms": True}) and not holds("!post_norms",
                                                                    {"post_norms": True})
     with pytest.raises(LayoutError, match="unknown condition 'sliding'"):
@@ -221,18 +237,20 @@ def test_profile_sources_are_roles_of_the_right_scope() -> None:
 
 # -- derivation guards -----------------------------------------------------------------------------
 
-def _supported_roles() -> set[str]:
+def _supported_roles(families: tuple[str, ...] | None = None) -> set[str]:
     reg = registry()
-    return {role for n in reg.supported() for role in reg.roles if reg.families[n].has(role)}
+    return {role for n in (reg.supported() if families is None else families)
+            for role in reg.roles if reg.families[n].has(role)}
 
 
-def test_c_role_table_holds_every_role_of_a_supported_family() -> None:
-    """The C runtime's role enum is the registry's blob roles: every role a supported family
+def test_c_role_table_holds_every_role_of_a_runnable_family() -> None:
+    """The C runtime's role enum is the registry's blob roles: every role a family it runs
     has lands in a C role (``w1.gate`` in ``w1``), and every C role is one of them."""
     lib = native().lib
     c_roles = {name[len("BUMP_ROLE_"):].lower() for name in dir(lib)
                if name.startswith("BUMP_ROLE_")}
-    assert {role.partition(".")[0] for role in _supported_roles()} == c_roles
+    runs = _supported_roles(registry().runnable())
+    assert {role.partition(".")[0] for role in runs} == c_roles
 
 
 @pytest.mark.parametrize("profile", ["engine-v7", "bumpwgt5"])
@@ -308,11 +326,13 @@ def _tiny_config(name: str) -> Any:
 
 @pytest.mark.model
 @pytest.mark.parametrize("name", list(registry().families))
-def test_names_and_hooks_are_transformers_own(name: str) -> None:
+def test_names_and_hooks_are_transformers_own(name: str, tmp_path: Path) -> None:
     """A tiny transformers model of each family: its parameters are exactly the family's role
-    tensors (plus what the family ignores), and every module a parity stage hooks exists."""
+    tensors (plus what the family ignores), the checkpoint transformers saves holds them under
+    the family's checkpoint names, and every module a parity stage hooks exists."""
     import torch
     import transformers
+    from safetensors import safe_open
     from bumpconv.comparison.reference import _submodule
     from tools.fixtures import role_kinds
     family = registry().families[name]
@@ -321,7 +341,14 @@ def test_names_and_hooks_are_transformers_own(name: str) -> None:
     params = {n for n, _ in model.named_parameters()}
     ignored = [re.compile(p) for p in family.ignored]
     roles = set(role_kinds(family, _TEXT["num_hidden_layers"]))
-    assert roles == {p for p in params if not any(r.match(p) for r in ignored)}
+    assert roles == {p for p in params if not any(r.match(family.saved(p)) for r in ignored)}
+    model.save_pretrained(tmp_path)
+    with safe_open(tmp_path / "model.safetensors", "np") as f:
+        saved = {k for k in f.keys() if not any(r.match(k) for r in ignored)}
+    layers_n = _TEXT["num_hidden_layers"]
+    assert saved == {family.hf_name(role, layer) for role, info in registry().roles.items()
+                     if family.has(role)
+                     for layer in (range(layers_n) if info.scope == "layer" else (None,))}
     flags = {**family.features.conditions(), "untied": True, "tokenizer": False}
     layers = _submodule(model, family.layers_module)
     assert len(layers) == _TEXT["num_hidden_layers"]

@@ -63,7 +63,7 @@ def test_missing_rope_theta_in_either_layout_is_an_error() -> None:
 
 
 def test_unknown_architecture_lists_the_supported_ones() -> None:
-    with pytest.raises(ConfigError, match=r"'gpt2' is not supported \(supported: llama, mistral, qwen2, qwen3\)"):
+    with pytest.raises(ConfigError, match=r"'gpt2' is not supported \(supported: llama, mistral, qwen2, qwen3, gemma3_text, gemma3\)"):
         spec_from_config({**V5, "model_type": "gpt2"})
 
 

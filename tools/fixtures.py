@@ -67,14 +67,59 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
                         intermediate_size=512, num_attention_heads=4, num_key_value_heads=2,
                         head_dim=64, num_hidden_layers=3,
                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+    # Gemma 3: padded sizes, H != KV, windows shorter than the test prompts (80 tokens), local
+    # and global RoPE bases that differ, query_pre_attn_scalar != head_dim; tied, no soft-cap
+    "gemma3-pad": dict(model_type="gemma3_text", tie_word_embeddings=True, num_hidden_layers=3,
+                       layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                       sliding_window=24, query_pre_attn_scalar=30,
+                       rope_parameters={"full_attention": {"rope_type": "default",
+                                                           "rope_theta": 1000000.0},
+                                        "sliding_attention": {"rope_type": "default",
+                                                              "rope_theta": 10000.0}}),
+    # untied, logits soft-capped, the layer types from the pattern key (every 2nd layer full),
+    # linear RoPE scaling on the full layers only, another local base
+    "gemma3-softcap": dict(model_type="gemma3_text", tie_word_embeddings=False,
+                           num_hidden_layers=4, head_dim=40, sliding_window=16,
+                           sliding_window_pattern=2, final_logit_softcapping=3.0,
+                           query_pre_attn_scalar=40,
+                           rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0,
+                                                               "rope_theta": 1000000.0},
+                                            "sliding_attention": {"rope_type": "default",
+                                                                  "rope_theta": 50000.0}}),
+    # the text model of a multimodal Gemma 3 checkpoint (a tiny SigLIP tower beside it)
+    "gemma3-mm": dict(model_type="gemma3", tie_word_embeddings=True, num_hidden_layers=2,
+                      sliding_window=24, sliding_window_pattern=2, query_pre_attn_scalar=36,
+                      rope_parameters={"full_attention": {"rope_type": "default",
+                                                          "rope_theta": 1000000.0},
+                                       "sliding_attention": {"rope_type": "default",
+                                                             "rope_theta": 10000.0}}),
 }
+
+#: The vision tower of the multimodal tiny model (SigLIP; not converted, only ignored), and the
+#: keys that stay at the top of a multimodal config.json.
+_VISION = dict(model_type="siglip_vision_model", hidden_size=16, intermediate_size=32,
+               num_hidden_layers=1, num_attention_heads=2, image_size=28, patch_size=14)
+_OUTER_KEYS = ("model_type", "tie_word_embeddings")
+
+
+def tiny_config(name: str) -> dict[str, Any]:
+    """The config.json keys of tiny model ``name`` (a multimodal family's text model nested
+    under its text_config key, with a tiny vision tower)."""
+    config = {**_BASE, **TINY_MODELS[name]}
+    family = registry().family(config["model_type"])
+    assert family is not None, config["model_type"]
+    nest = family.config.text_config
+    if nest is None:
+        return config
+    outer = {k: config.pop(k) for k in _OUTER_KEYS}
+    return {**outer, nest: config, "vision_config": dict(_VISION), "mm_tokens_per_image": 4}
 
 
 def role_kinds(family: Family, layers: int) -> dict[str, str]:
-    """Every Hugging Face tensor name of a ``family`` model of ``layers`` layers -> its role's
-    kind (embedding, norm, matrix, bias), from the architecture registry."""
+    """Every parameter name of a transformers ``family`` model of ``layers`` layers -> its
+    role's kind (embedding, norm, matrix, bias), from the architecture registry."""
     roles = registry().roles
-    return {family.hf_name(role, layer): info.kind for role, info in roles.items()
+    return {family.module_name(role, layer): info.kind for role, info in roles.items()
             if family.has(role)
             for layer in (range(layers) if info.scope == "layer" else (None,))}
 
@@ -84,11 +129,17 @@ def _randomise(model: Any, family: Family, seed: int) -> None:
     norms near 1 as applied (the family's (offset + w)), biases near 0. A parameter the
     registry gives no role is an error: the fixture and the registry disagree."""
     import torch
-    kinds = role_kinds(family, model.config.num_hidden_layers)
+    import re
+    text = model.config.get_text_config()
+    kinds = role_kinds(family, text.num_hidden_layers)
+    ignored = [re.compile(p) for p in family.ignored]
     offset = family.features.norm_weight_offset
+    # another tower of a multimodal model (ignored under its checkpoint name): never converted
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in sorted(model.named_parameters()):
+            if any(r.match(family.saved(name)) for r in ignored):
+                continue
             if kinds[name] == "norm":
                 p.copy_(1.0 - offset + 0.5 * torch.randn(p.shape, generator=gen))
             elif kinds[name] == "bias":
@@ -128,9 +179,9 @@ def tiny_model(name: str, cache: Path, dtype: str = "float32", config_layout: st
     def build(out: Path) -> None:
         import torch
         import transformers
-        overrides = dict(TINY_MODELS[name])
-        model_type = overrides.pop("model_type")
-        cfg = transformers.AutoConfig.for_model(model_type, **{**_BASE, **overrides})
+        config = tiny_config(name)
+        model_type = config.pop("model_type")
+        cfg = transformers.AutoConfig.for_model(model_type, **config)
         torch.manual_seed(seed)
         model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
         family = registry().family(model_type)
@@ -146,9 +197,13 @@ def tiny_model(name: str, cache: Path, dtype: str = "float32", config_layout: st
 
 
 def _rewrite_config_v4(path: Path) -> None:
-    """Rewrite a transformers 5.x config.json in the 4.x layout."""
+    """Rewrite a transformers 5.x config.json in the 4.x layout (a RoPE per layer type: the
+    full layers' as rope_theta/rope_scaling, the sliding layers' base as rope_local_base_freq)."""
     cfg = json.loads(path.read_text())
     params = cfg.pop("rope_parameters")
+    if "full_attention" in params:
+        cfg["rope_local_base_freq"] = params["sliding_attention"]["rope_theta"]
+        params = params["full_attention"]
     cfg["rope_theta"] = params.pop("rope_theta")
     if params.get("rope_type", "default") != "default":
         cfg["rope_scaling"] = params
@@ -172,7 +227,7 @@ def synthetic_model(name: str, cache: Path, seed: int = 0) -> Path:
         raise KeyError(f"unknown tiny model {name!r}; known: {', '.join(TINY_MODELS)}")
 
     def build(out: Path) -> None:
-        config = {**_BASE, **TINY_MODELS[name]}
+        config = tiny_config(name)
         spec = spec_from_config(config)
         rng = np.random.default_rng(seed)
         tensors = {}

@@ -70,7 +70,7 @@ def verify_against(bf: BumpFile, source: Source) -> VerifyResult:
         if where is not None:
             raise VerifyError(f"{bf.path}: tensor {got.name!r} has non-zero padding at index {list(where)}")
         for name, values in zip(want.slot.sources, unpack(want.slot, packed)):
-            elements += _compare(bf, got.name, name, values, source)
+            elements += _compare(bf, got.name, name, values, source, want.slot.offset)
     if vocab:
         _verify_tokenizer(bf, source, vocab)
     bf.raise_if_changed()
@@ -123,8 +123,9 @@ def _verify_tokenizer(bf: BumpFile, source: Source, vocab: dict[str, bytes]) -> 
 
 
 def _compare(bf: BumpFile, packed_name: str, src_name: str, values: np.ndarray,
-             source: Source) -> int:
-    """Compare an unpacked view with the source tensor in row blocks, as uint32 bit patterns."""
+             source: Source, offset: float = 0.0) -> int:
+    """Compare an unpacked view with the source tensor (plus the slot's baked ``offset``, in
+    fp32) in row blocks, as uint32 bit patterns."""
     shape = source.tensors[src_name].shape
     row = int(np.prod(shape[1:])) if len(shape) > 1 else 1
     rows = shape[0] if shape else 1
@@ -133,14 +134,18 @@ def _compare(bf: BumpFile, packed_name: str, src_name: str, values: np.ndarray,
     for a in range(0, rows, block):
         b = min(rows, a + block)
         got = np.ascontiguousarray(flat_view[a:b]).view(np.uint32).ravel()
-        want = source.read(src_name, a * row, (b - a) * row).view(np.uint32)
+        want = source.read(src_name, a * row, (b - a) * row)
+        if offset:
+            want = want + np.float32(offset)
+        want = want.view(np.uint32)
         diff = np.flatnonzero(got != want)
         if len(diff):
             i = a * row + int(diff[0])
             index = [int(x) for x in np.unravel_index(i, shape)]
             g = float(got[diff[0]:diff[0] + 1].view(np.float32)[0])
             w = float(want[diff[0]:diff[0] + 1].view(np.float32)[0])
-            raise VerifyError(f"{bf.path}: tensor {packed_name!r} differs from source {src_name!r} "
-                              f"at {index}: blob {g!r} vs source {w!r} "
+            baked = f" + {offset!r}" if offset else ""
+            raise VerifyError(f"{bf.path}: tensor {packed_name!r} differs from source {src_name!r}"
+                              f"{baked} at {index}: blob {g!r} vs source{baked} {w!r} "
                               f"({int(np.count_nonzero(got != want))} differing in this block)")
     return rows * row

@@ -12,7 +12,9 @@ rows its blocks run along), then inverted by the layout's packing rule
 parameters of the same name. Every HF parameter must be replaced exactly once: a parameter the
 blob does not hold would silently keep SRC's value, and a blob tensor HF has no parameter for
 would be silently ignored; both are refused by name. (Tied embeddings are one parameter in HF
-and one tensor in the blob.) For an fp32 blob of SRC the result equals SRC's model bit for bit.
+and one tensor in the blob.) For an fp32 blob of SRC the result equals SRC's model bit for bit;
+a norm stored with Gemma's offset baked in (engine-v7: b = fl(1 + w)) becomes the parameter
+fl(b - 1), whose (1 + w) in HF is b again whenever b >= 0.5 (Sterbenz; then b - 1 is exact).
 """
 
 from __future__ import annotations
@@ -58,6 +60,10 @@ def load_blob_weights(model: Any, bf: BumpFile) -> bool:
     return whether every value was already bit-identical."""
     import torch
     params = dict(model.named_parameters())
+    if bf.spec is None:
+        raise ParityError(f"{bf.path}: the blob does not say its architecture; pass its "
+                          "config.json")
+    family = bf.spec.family
     replaced: set[str] = set()
     unused: list[str] = []
     identical = True
@@ -65,7 +71,11 @@ def load_blob_weights(model: Any, bf: BumpFile) -> bool:
         for t in bf.tensors:
             if t.slot.content != "weights" or t.slot.zeros:
                 continue  # the tokenizer's arrays, or a zero-filled slot: no HF tensor behind it
-            for name, value in zip(t.slot.sources, unpack(t.slot, packed_fp32(bf, t))):
+            values = unpack(t.slot, packed_fp32(bf, t))
+            if t.slot.offset:  # a baked (offset + w): HF's parameter is w
+                values = [v - np.float32(t.slot.offset) for v in values]
+            for role, value in zip(t.slot.source_roles, values):
+                name = family.module_name(role, t.slot.layer)  # checkpoints may say otherwise
                 param = params.get(name)
                 if param is None:
                     unused.append(f"{name} (from {t.name})")

@@ -9,7 +9,9 @@ GGUF name (so GGUF -> Hugging Face is role by role, in the family's names), and 
 llama.cpp row-permuted for its interleaved RoPE in which architectures.
 
 Tensors are seen under their Hugging Face names and shapes as fp32 (float tensors widened
-exactly, quantized ones dequantized by ``gguf.quants``), un-permuted where llama.cpp permuted.
+exactly, quantized ones dequantized by ``gguf.quants``), un-permuted where llama.cpp permuted,
+and with the 1 llama.cpp adds to Gemma's norm weights taken off again (``w - 1`` in fp32,
+exactly as transformers' GGUF loader does, so the reference and the blob hold the same bits).
 Under ``--quant keep`` a quantized tensor instead goes into the blob block for block:
 :meth:`GGUFSource.kept_rows` moves whole ggml rows (un-permuting moves rows, never splits a
 block) into the packed layout.
@@ -79,6 +81,9 @@ class GGUFTensor:
     #: ``rows[r]``: the GGUF row holding Hugging Face row ``r`` (None: the identity)
     rows: np.ndarray | None
     data: np.ndarray = field(repr=False)
+    #: what llama.cpp added to every value and the Hugging Face tensor does not have (Gemma's
+    #: norm weights: its writer stores 1 + w for Gemma3RMSNorm's (1 + w) form), 0 for none
+    shift: float = 0.0
 
 
 def llama_permutation(rows: int, heads: int) -> np.ndarray:
@@ -155,8 +160,9 @@ class GGUFSource:
         for key, allowed in schema["refused_keys"].items():
             value = self._value(key.format(arch=arch))
             if value is not None and value not in allowed:
+                why = schema["refused_keys_why"].get(key)
                 raise ConfigError(f"{self.path}: GGUF key {key.format(arch=arch)!r} = {value!r} "
-                                  "is not supported")
+                                  "is not supported" + (f": {why}" if why else ""))
         for name, why in schema["refused_tensors"].items():
             if name in raw:
                 raise ConfigError(f"{self.path}: has {name}: {why}")
@@ -174,7 +180,16 @@ class GGUFSource:
             raise SourceError(f"{self.path}: {arch}.vocab_size={declared} but token_embd.weight "
                               f"has {cfg['vocab_size']} rows")
         cfg["tie_word_embeddings"] = "output.weight" not in raw
-        return spec_from_config(cfg, f"{self.path} (GGUF keys)")
+        spec = spec_from_config(cfg, f"{self.path} (GGUF keys)")
+        scalar = spec.query_pre_attn_scalar
+        if scalar is not None and scalar != spec.head_dim:
+            # no GGUF key holds it: transformers' loader takes its config class default, and
+            # llama.cpp scales by 1/sqrt(head_dim) (27B models aside); they disagree here
+            raise ConfigError(f"{self.path}: the GGUF does not record query_pre_attn_scalar; "
+                              f"transformers' GGUF loader takes {scalar:g} and llama.cpp scales "
+                              f"attention by head_dim={spec.head_dim} instead, so the file has "
+                              "no one meaning")
+        return spec
 
     # -- tensors ---------------------------------------------------------------------------
     def _map_tensors(self, raw: dict[str, Any]) -> dict[str, GGUFTensor]:
@@ -189,19 +204,20 @@ class GGUFSource:
             layers = range(self.spec.num_layers) if info.scope == "layer" else [None]
             for layer in layers:
                 gguf = info.gguf if layer is None else info.gguf.replace("{layer}", str(layer))
+                shift = self.family.features.norm_weight_offset if info.kind == "norm" else 0.0
                 by_gguf[gguf] = (self.family.hf_name(role, layer),
-                                 info.unpermute if permuted else None)
+                                 info.unpermute if permuted else None, shift)
         for name, t in raw.items():
             if name not in by_gguf:
                 raise SourceError(f"{self.path}: GGUF tensor {name!r} has no Hugging Face "
                                   f"counterpart for a {self.architecture} model")
-            hf, heads_field = by_gguf[name]
+            hf, heads_field, shift = by_gguf[name]
             qtype = t.tensor_type.name
             shape = _hf_shape(t.data, qtype)
             rows = None
             if heads_field:
                 rows = llama_permutation(shape[0], getattr(self.spec, heads_field))
-            out[hf] = GGUFTensor(hf, name, qtype, rows, t.data)
+            out[hf] = GGUFTensor(hf, name, qtype, rows, t.data, shift)
         return out
 
     def _dequantized(self, name: str) -> np.ndarray:
@@ -219,6 +235,8 @@ class GGUFSource:
         if t.rows is not None:
             values = values.reshape(len(t.rows), -1)[t.rows]
         values = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+        if t.shift:  # as transformers' GGUF loader undoes it: ``weights - 1`` in fp32
+            values = values - np.float32(t.shift)
         self._cache[name] = values
         while len(self._cache) > _CACHED:
             self._cache.popitem(last=False)

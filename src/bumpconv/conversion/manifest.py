@@ -47,7 +47,8 @@ def build_metadata(plan: Plan, payload_sha256: str, tensor_crc32: dict[str, str]
         created_by=f"bumpconv {VERSION}",
         created_at=created_at(),
         template=plan.spec.architecture,
-        template_hash=profile_hash(plan.profile.profile),
+        template_hash=profile_hash(plan.profile.profile,
+                                   plan.spec.flags(tokenizer=plan.vocab is not None)),
         config=engine_config(plan.spec),
         quant_summary=summary,
         bumpconv=BumpconvSection(

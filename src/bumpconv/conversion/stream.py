@@ -89,6 +89,8 @@ def packed_chunks(slot: TensorSlot, source: Source, chunk_bytes: int = CHUNK_BYT
             for k in range(s, e, step):
                 _fill_rows(out, a, rm, k, min(e, k + step), stride, slot, source, whole)
             j += 1
+        if slot.offset and i1 > i0:  # a baked offset: added to the data, never the padding
+            out[rm.pad_rows[i0:i1] - a, :rm.run] += np.float32(slot.offset)
         yield out, buf
 
 

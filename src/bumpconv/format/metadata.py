@@ -36,6 +36,11 @@ class ManifestEntry(BaseModel):
     crc32: str = Field(pattern=r"^[0-9a-f]{8}$", description="CRC32 of the packed bytes: names a damaged tensor")
 
 
+#: EngineConfig keys added after blobs were first written: absent (not null) when the model
+#: does not use them, so the bytes of every earlier model's blob are unchanged.
+_LATER_KEYS = ("layer_types", "rope_local", "query_pre_attn_scalar", "final_logit_softcapping")
+
+
 class EngineConfig(BaseModel):
     """The engine's ``config`` keys, with the model's real eps and rope settings."""
 
@@ -57,6 +62,20 @@ class EngineConfig(BaseModel):
     qkv_bias: bool
     qk_norm: bool
     sliding_window: int | None
+    layer_types: list[str] | None = Field(
+        default=None, description="each layer's attention (full_attention, sliding_attention)")
+    rope_local: dict[str, Any] | None = Field(
+        default=None, description="the sliding layers' RoPE: theta, type and scaling")
+    query_pre_attn_scalar: float | None = None
+    final_logit_softcapping: float | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_keys(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        for key in _LATER_KEYS:
+            if out.get(key) is None:
+                out.pop(key, None)
+        return out
 
 
 class TokenizerSection(BaseModel):
@@ -138,7 +157,12 @@ def engine_config(spec: ModelSpec) -> EngineConfig:
         intermediate_size=spec.intermediate_size, context_length=spec.context_length,
         rope_theta=rope.theta, vocab_size=spec.vocab_size, rms_eps=spec.rms_norm_eps,
         rope_scaling=scaling, tie_word_embeddings=spec.tie_word_embeddings,
-        qkv_bias=spec.qkv_bias, qk_norm=spec.qk_norm, sliding_window=spec.sliding_window)
+        qkv_bias=spec.qkv_bias, qk_norm=spec.qk_norm, sliding_window=spec.sliding_window,
+        layer_types=list(spec.layer_types) if spec.layer_types is not None else None,
+        rope_local=(spec.rope_local.model_dump(exclude_none=True)
+                    if spec.rope_local is not None else None),
+        query_pre_attn_scalar=spec.query_pre_attn_scalar,
+        final_logit_softcapping=spec.final_logit_softcapping)
 
 
 def spec_from_engine_config(c: EngineConfig) -> ModelSpec:
@@ -150,7 +174,11 @@ def spec_from_engine_config(c: EngineConfig) -> ModelSpec:
         context_length=c.context_length, rms_norm_eps=c.rms_eps,
         rope=RopeSpec(theta=c.rope_theta, **(c.rope_scaling or {})),
         tie_word_embeddings=c.tie_word_embeddings, qkv_bias=c.qkv_bias,
-        qk_norm=c.qk_norm, sliding_window=c.sliding_window)
+        qk_norm=c.qk_norm, sliding_window=c.sliding_window,
+        layer_types=tuple(c.layer_types) if c.layer_types is not None else None,
+        rope_local=RopeSpec(**c.rope_local) if c.rope_local is not None else None,
+        query_pre_attn_scalar=c.query_pre_attn_scalar,
+        final_logit_softcapping=c.final_logit_softcapping)
 
 
 def canonical_json(obj: Any) -> bytes:

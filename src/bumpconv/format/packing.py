@@ -50,15 +50,25 @@ def sources_from_logical(slot: TensorSlot, logical: np.ndarray) -> list[np.ndarr
 
 
 def pack(slot: TensorSlot, sources: list[np.ndarray]) -> np.ndarray:
-    """The packed fp32 tensor in its padded shape, zeros outside the data box."""
+    """The packed fp32 tensor in its padded shape, zeros outside the data box (the data with
+    the slot's baked offset added, in fp32)."""
     out = np.zeros(slot.shape, dtype=np.float32)
     if slot.box is not None:
-        out[_box(slot)] = logical_from_sources(slot, sources)
+        out[_box(slot)] = with_offset(slot, logical_from_sources(slot, sources))
     return out
 
 
+def with_offset(slot: TensorSlot, values: np.ndarray) -> np.ndarray:
+    """``values`` (source values of ``slot``) as the slot stores them: plus its baked offset,
+    added in fp32 as transformers adds it (``1.0 + w.float()``)."""
+    if not slot.offset:
+        return values
+    return np.asarray(values, dtype=np.float32) + np.float32(slot.offset)
+
+
 def unpack(slot: TensorSlot, packed: np.ndarray) -> list[np.ndarray]:
-    """The source tensors recovered from a packed tensor (inverse of :func:`pack`)."""
+    """The source tensors recovered from a packed tensor (inverse of :func:`pack`; a baked
+    offset stays in: compare them with :func:`with_offset` of the sources)."""
     if slot.box is None:
         return []
     return sources_from_logical(slot, packed.reshape(slot.shape)[_box(slot)])

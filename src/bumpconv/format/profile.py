@@ -192,6 +192,24 @@ class TensorRule(BaseModel):
         return self
 
 
+class Bake(BaseModel):
+    """A value the profile's tensors carry already applied: under ``when``, every tensor whose
+    sources are roles of ``kind`` is packed as (the family's ``norm_weight_offset`` + w),
+    computed in fp32 as transformers computes the factor it multiplies by (Gemma's (1 + w)),
+    for a runtime whose RMSNorm has no offset form."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    when: str = Field(description="condition under which the offset is baked")
+    kind: Literal["norm"] = Field(description="the registry role kind whose tensors carry it")
+    description: str = Field(default="", json_schema_extra={"hashed": False})
+
+    @model_validator(mode="after")
+    def _condition(self) -> "Bake":
+        _check_condition(self.when)
+        return self
+
+
 class LayerGroup(BaseModel):
     """Rules repeated for every layer, in order."""
 
@@ -261,6 +279,9 @@ class Profile(BaseModel):
         description="the checksum covers [dtype table offset, this point)")
     refuse: tuple[Refusal, ...] = ()
     require: tuple[Requirement, ...] = ()
+    bake: tuple[Bake, ...] = Field(
+        default=(), json_schema_extra={"hashed": "if-set"},
+        description="values the tensors carry already applied (Gemma's norm weight offset)")
     sidecars: Literal["engine-v7"] | None = Field(
         default=None, json_schema_extra={"hashed": False},
         description="files written next to the blob by default: 'engine-v7' = the engine's "
@@ -311,8 +332,8 @@ class Profile(BaseModel):
         return next(r.metadata for r in self.reads if r.magic == self.magic)
 
     def flags_used(self) -> tuple[str, ...]:
-        """Every flag some rule's or refusal's condition names, sorted."""
-        conditions = {r.flag for r in self.refuse}
+        """Every flag some rule's, refusal's or bake's condition names, sorted."""
+        conditions = {r.flag for r in self.refuse} | {b.when for b in self.bake}
         for rule in self.rules():
             conditions.update(c for c in (rule.when, rule.sources_when) if c)
         return tuple(sorted({c.removeprefix("!") for c in conditions}))
@@ -366,38 +387,71 @@ def load_profile(name: str) -> Profile:
     return Profile.model_validate_json(text)
 
 
+def profile_hash(name: str, flags: dict[str, bool] | None = None) -> str:
+    """SHA-256 of the canonical JSON of a profile as it applies to a model with ``flags``:
+    identifies the exact layout a file used (the metadata's ``template_hash``).
+
+    What the hash leaves out, each so that an unchanged layout keeps its identity:
+
+    * fields marked ``hashed: False``, which only guide reading or source selection, never
+      the bytes written;
+    * fields marked ``hashed: "if-set"`` at their default (a field added later counts only
+      where a profile uses it);
+    * a tensor rule, refusal or bake under a condition of the registry's ``hash_if_held`` (a
+      condition added after the hashes were published, such as Gemma's ``post_norms``) that
+      does not hold for the model: the same principle for items, a rule added later counts only
+      for the models it applies to. Without ``flags`` every such item is left out: the profile
+      as every model that has none of those conditions sees it.
+
+    Role sources (``hashed: "as-names"``) are hashed as the HF names the profiles spelled
+    before they named roles (:meth:`~.registry.Registry.hash_name`), so no layout changed
+    identity by that move."""
+    later = registry().hash_if_held
+    held = frozenset(c for c in later if flags is not None and flags.get(c))
+    return _profile_hash(name, held)
+
+
 @cache
-def profile_hash(name: str) -> str:
-    """SHA-256 of the canonical JSON of a profile: identifies the exact layout a file used
-    (the metadata's ``template_hash``). Fields marked ``hashed: False`` only guide reading or
-    source selection, not the bytes written, and are left out, so adding such a field does not
-    change the identity of an unchanged layout. Role sources (``hashed: "as-names"``) are
-    hashed as the HF names the profiles spelled before they named roles
-    (:meth:`~.registry.Registry.hash_name`), so no layout changed identity by that move."""
-    canon = json.dumps(_hashed_dump(load_profile(name)), sort_keys=True,
+def _profile_hash(name: str, held: frozenset[str]) -> str:
+    canon = json.dumps(_hashed_dump(load_profile(name), held), sort_keys=True,
                        separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(canon.encode()).hexdigest()
 
 
-def _hashed_dump(model: BaseModel) -> dict:
+def _hashed_dump(model: BaseModel, held: frozenset[str]) -> dict:
     out = {}
     for key, info in type(model).model_fields.items():
         extra = info.json_schema_extra
         hashed = extra.get("hashed") if isinstance(extra, dict) else True
         value = getattr(model, key)
+        if isinstance(value, tuple):
+            value = tuple(v for v in value if _applies(v, held))
         if hashed is False or (hashed == "if-set" and value == info.default):
             continue  # "if-set": a field added later counts only where a profile uses it
         if hashed == "as-names":
             value = tuple(registry().hash_name(role) for role in value)
-        out[key] = _hashed_value(value)
+        out[key] = _hashed_value(value, held)
     return out
 
 
-def _hashed_value(value: object) -> object:
+def _applies(item: object, held: frozenset[str]) -> bool:
+    """False for a rule, refusal or bake gated on a later (``hash_if_held``) condition that
+    does not hold for the model being hashed for."""
+    condition = (getattr(item, "flag", None) if isinstance(item, Refusal)
+                 else getattr(item, "when", None))
+    if not isinstance(item, BaseModel) or condition is None:
+        return True
+    name = condition.removeprefix("!")
+    if name not in registry().hash_if_held:
+        return True
+    return (name in held) != condition.startswith("!")
+
+
+def _hashed_value(value: object, held: frozenset[str]) -> object:
     if isinstance(value, BaseModel):
-        return _hashed_dump(value)
+        return _hashed_dump(value, held)
     if isinstance(value, (tuple, list)):
-        return [_hashed_value(v) for v in value]
+        return [_hashed_value(v, held) for v in value]
     return value
 
 
@@ -419,6 +473,9 @@ class TensorSlot:
     axes: tuple[int, ...] | None
     content: str = "weights"
     dtype: DType = DType.FP32
+    offset: float = 0.0
+    """A constant the packed data carries added to every source value, in fp32 (a baked norm
+    weight offset: :class:`Bake`); 0 for data stored as the source has it."""
 
     @property
     def numel(self) -> int:
@@ -447,19 +504,23 @@ def expand_tensors(profile: Profile, dims: dict[str, int], flags: dict[str, bool
     """The profile's payload tensors for one model, in file order, their sources named as
     ``family`` names them (None: by role, for a blob whose family is unknown)."""
     check_representable(profile, dims, flags)
+    baked = {b.kind for b in profile.bake if holds(b.when, flags)}
+    if baked and family is None:
+        raise LayoutError(f"{profile.profile}: its tensors carry a family's norm weight offset, "
+                          "and the model's family is unknown")
     slots: list[TensorSlot] = []
     for item in profile.tensors:
         if isinstance(item, LayerGroup):
             for layer in range(dims["L"]):
-                slots.extend(_expand_rule(r, dims, flags, layer, family) for r in item.per_layer
-                             if holds(r.when, flags))
+                slots.extend(_expand_rule(r, dims, flags, layer, family, baked)
+                             for r in item.per_layer if holds(r.when, flags))
         elif holds(item.when, flags):
-            slots.append(_expand_rule(item, dims, flags, None, family))
+            slots.append(_expand_rule(item, dims, flags, None, family, baked))
     return slots
 
 
 def _expand_rule(rule: TensorRule, dims: dict[str, int], flags: dict[str, bool],
-                 layer: int | None, family: Family | None) -> TensorSlot:
+                 layer: int | None, family: Family | None, baked: set[str]) -> TensorSlot:
     def ints(exprs: tuple[str, ...] | None) -> tuple[int, ...] | None:
         return None if exprs is None else tuple(evaluate(e, dims) for e in exprs)
 
@@ -470,6 +531,11 @@ def _expand_rule(rule: TensorRule, dims: dict[str, int], flags: dict[str, bool],
     shape = ints(rule.shape)
     assert shape is not None
     box = ints(rule.box) if has_sources else None
+    offset = 0.0
+    if has_sources and baked and family is not None:
+        roles = registry().roles
+        if all(roles[r].kind in baked for r in rule.sources):
+            offset = family.features.norm_weight_offset
     if box is not None and any(b > s for b, s in zip(box, shape)):
         raise LayoutError(f"{named(rule.name)}: data box {box} exceeds packed shape {shape}")
     return TensorSlot(
@@ -486,6 +552,7 @@ def _expand_rule(rule: TensorRule, dims: dict[str, int], flags: dict[str, bool],
         axes=rule.axes if has_sources else None,
         content=rule.content,
         dtype=dtype_named(rule.dtype),
+        offset=offset,
     )
 
 

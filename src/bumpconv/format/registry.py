@@ -57,13 +57,19 @@ OPERATIONS: dict[str, str] = {
     "logit_softcap": "final logit soft-capping",
 }
 
-#: The operations bumpconv converts, runs in its C runtime and checks against transformers
-#: today (the Llama body - RMSNorm before attention and MLP, rotate-half RoPE, causal GQA
-#: attention - is not listed: every family has it).
-IMPLEMENTED: frozenset[str] = frozenset({"silu", "qkv_bias", "qk_norm", "sliding_window"})
+#: The operations bumpconv reads from a source, packs, verifies and checks against
+#: transformers (the Llama body - RMSNorm before attention and MLP, rotate-half RoPE, causal
+#: GQA attention - is not listed: every family has it). A family needing any other operation
+#: is refused by name.
+IMPLEMENTED: frozenset[str] = frozenset(OPERATIONS)
+
+#: The operations bumpconv's C runtime (native/) computes: ``run``, ``parity`` and ``eval``
+#: refuse, by name, a blob whose family needs another one (it still converts and verifies).
+RUNTIME_IMPLEMENTED: frozenset[str] = frozenset({"silu", "qkv_bias", "qk_norm",
+                                                 "sliding_window"})
 
 #: The conditions a family's features set (profile and stage ``when`` keys).
-Condition = Literal["qkv_bias", "qk_norm", "post_norms"]
+Condition = Literal["qkv_bias", "qk_norm", "post_norms", "norm_offset"]
 
 
 class Role(BaseModel):
@@ -109,6 +115,9 @@ class Attention(BaseModel):
                     "to the last `window` positions when the config sets one (Mistral); "
                     "per_layer: each layer is sliding or full (Gemma 3)")
     window: str | None = Field(default=None, description="the config key of the window size")
+    window_default: int | None = Field(
+        default=None, gt=0, description="per_layer: the window when the key is absent, as "
+                                        "transformers' config class has it")
     layer_types: str | None = Field(
         default=None, description="per_layer: the config key listing each layer's type")
     full_every: str | None = Field(
@@ -125,6 +134,9 @@ class Attention(BaseModel):
             raise ValueError("a per-layer pattern needs layer_types or full_every, and only then")
         if self.full_every_default is not None and self.full_every is None:
             raise ValueError("full_every_default without full_every")
+        if self.window_default is not None and self.pattern != "per_layer":
+            raise ValueError("window_default is for a per-layer pattern (a sliding one slides "
+                             "only when the config sets a window)")
         return self
 
 
@@ -166,14 +178,23 @@ class Features(BaseModel):
     query_scale: str | None = Field(
         description="the config key whose -1/2 power scales the attention scores instead of "
                     "head_dim's (Gemma: query_pre_attn_scalar)")
+    query_scale_default: float | None = Field(
+        default=None, gt=0, description="its value when the key is absent, as transformers' "
+                                        "config class has it")
     logit_softcap: str | None = Field(
         description="the config key of the final logits' soft-cap, tanh(x / cap) * cap "
                     "(Gemma: final_logit_softcapping)")
 
+    @model_validator(mode="after")
+    def _query_default_needs_key(self) -> "Features":
+        if self.query_scale_default is not None and self.query_scale is None:
+            raise ValueError("query_scale_default without query_scale")
+        return self
+
     def conditions(self) -> dict[str, bool]:
         """The feature conditions (profile and stage ``when`` keys) and whether they hold."""
         return {"qkv_bias": self.qkv_bias, "qk_norm": self.qk_norm,
-                "post_norms": self.post_norms}
+                "post_norms": self.post_norms, "norm_offset": self.norm_weight_offset != 0}
 
     def operations(self) -> tuple[str, ...]:
         """The operations these features need, in :data:`OPERATIONS` order."""
@@ -237,8 +258,14 @@ class Family(BaseModel):
     layers: str = Field(description="the decoder layer's module, '{layer}' its index")
     layer_tensors: dict[str, str] = Field(
         description="per-layer role -> Hugging Face tensor name inside the decoder layer")
+    saved_as: dict[str, str] = Field(
+        default_factory=dict,
+        description="checkpoints carry the model's parameters under other names than its "
+                    "modules have: each module-name prefix -> the prefix its tensors are saved "
+                    "under (transformers' checkpoint conversion mapping, reversed: what it "
+                    "saves and what Hub checkpoints hold)")
     ignored: tuple[str, ...] = Field(
-        default=(), description="regular expressions of source tensors that are not this "
+        default=(), description="regular expressions of checkpoint tensors that are not this "
                                 "family's weights (derived buffers; a multimodal checkpoint's "
                                 "other towers): consumed without being packed")
     features: Features
@@ -250,6 +277,9 @@ class Family(BaseModel):
     def _layers_template(self) -> "Family":
         if not self.layers.endswith(".{layer}") or self.layers.count("{layer}") != 1:
             raise ValueError(f"layers {self.layers!r} must end in '.{{layer}}' (and name it once)")
+        for prefix, on_disk in self.saved_as.items():
+            if not prefix.endswith(".") or not on_disk.endswith("."):
+                raise ValueError(f"saved_as {prefix!r} -> {on_disk!r}: prefixes end in '.'")
         return self
 
     @property
@@ -264,25 +294,46 @@ class Family(BaseModel):
     def missing_operations(self) -> tuple[str, ...]:
         return tuple(op for op in self.features.operations() if op not in IMPLEMENTED)
 
+    def missing_runtime_operations(self) -> tuple[str, ...]:
+        """The operations the family needs that bumpconv's C runtime does not compute."""
+        return tuple(op for op in self.features.operations() if op not in RUNTIME_IMPLEMENTED)
+
     def has(self, role: str) -> bool:
         return role in self.tensors or role in self.layer_tensors
 
-    def hf_template(self, role: str) -> str:
-        """The Hugging Face name of ``role``, '{layer}' standing for the layer index."""
+    def module_template(self, role: str) -> str:
+        """The name of ``role``'s parameter in transformers' model, '{layer}' standing for
+        the layer index."""
         if role in self.tensors:
             return self.tensors[role]
         if role in self.layer_tensors:
             return f"{self.layers}.{self.layer_tensors[role]}"
         raise LayoutError(f"architecture {self.name!r} has no tensor for role {role!r}")
 
-    def hf_name(self, role: str, layer: int | None) -> str:
-        template = self.hf_template(role)
+    def module_name(self, role: str, layer: int | None) -> str:
+        """The name of ``role``'s parameter in transformers' model (``named_parameters``)."""
+        template = self.module_template(role)
         return template if layer is None else template.replace("{layer}", str(layer))
+
+    def saved(self, name: str) -> str:
+        """A parameter name as checkpoints carry it (``saved_as``; unchanged without it)."""
+        for prefix, on_disk in self.saved_as.items():
+            if name.startswith(prefix):
+                return on_disk + name[len(prefix):]
+        return name
+
+    def hf_template(self, role: str) -> str:
+        """The checkpoint name of ``role``, '{layer}' standing for the layer index."""
+        return self.saved(self.module_template(role))
+
+    def hf_name(self, role: str, layer: int | None) -> str:
+        """The name of ``role``'s tensor in a checkpoint (a source tensor's name)."""
+        return self.saved(self.module_name(role, layer))
 
     def module_of(self, role: str) -> str:
         """The module owning ``role``'s tensor: relative to the decoder layer for a layer
         role, to the model (what ``AutoModelForCausalLM`` builds) for a global one."""
-        name = self.layer_tensors.get(role) or self.hf_template(role)
+        name = self.layer_tensors.get(role) or self.module_template(role)
         return name.rpartition(".")[0]
 
     @property
@@ -303,6 +354,13 @@ class Registry(BaseModel):
                     "first of them names it, so every layout kept its identity")
     activations: dict[str, Literal["silu", "gelu_tanh"]] = Field(
         description="transformers' activation names (ACT2FN keys) -> operation")
+    hash_if_held: tuple[Condition, ...] = Field(
+        default=(), description="conditions added to the profiles after their hashes were "
+                                "published: a tensor rule, refusal or bake under one counts in a "
+                                "blob's template_hash only when it holds for the blob's model "
+                                "(as a profile field added later counts only where a profile "
+                                "sets it), so a layout's hash moves only when something that "
+                                "applies to the model moves")
     roles: dict[str, Role]
     families: dict[str, Family]
 
@@ -338,8 +396,13 @@ class Registry(BaseModel):
         return self.families.get(name)
 
     def supported(self) -> tuple[str, ...]:
-        """The families bumpconv converts and runs, in registry order."""
+        """The families bumpconv converts, in registry order."""
         return tuple(n for n, f in self.families.items() if f.supported)
+
+    def runnable(self) -> tuple[str, ...]:
+        """The supported families bumpconv's C runtime also runs, in registry order."""
+        return tuple(n for n in self.supported()
+                     if not self.families[n].missing_runtime_operations())
 
     def gguf_family(self, architecture: str) -> Family | None:
         """The family llama.cpp writes under ``general.architecture``."""
@@ -485,4 +548,18 @@ def require_family(name: object, where: str) -> Family:
         raise ConfigError(f"{where}: architecture {name!r} is not supported yet: bumpconv "
                           f"does not implement its {'; '.join(OPERATIONS[op] for op in missing)}"
                           f" (supported: {supported})")
+    return fam
+
+
+def require_runnable(name: object, where: str) -> Family:
+    """The family ``name`` when bumpconv's C runtime computes every operation it needs, else a
+    ConfigError naming what it lacks (the blob still converts, verifies and inspects)."""
+    fam = require_family(name, where)
+    missing = fam.missing_runtime_operations()
+    if missing:
+        raise ConfigError(f"{where}: bumpconv's C runtime does not run architecture {name!r} "
+                          f"yet: it does not compute its "
+                          f"{'; '.join(OPERATIONS[op] for op in missing)} (runs: "
+                          f"{', '.join(registry().runnable())}); convert, inspect and verify "
+                          "work")
     return fam

@@ -31,6 +31,10 @@ from .vocab import VocabCounts
 
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 
+#: transformers' names of a layer's attention type (Gemma 3's ``layer_types``).
+FULL, SLIDING = "full_attention", "sliding_attention"
+LayerType = Literal["full_attention", "sliding_attention"]
+
 
 #: The padded dimension symbols and the dimension each pads (to a row of ROW_ALIGN_BYTES).
 ALIGNED = {"AE": "E", "AD": "D", "AI": "I", "AC": "T"}
@@ -91,7 +95,22 @@ class ModelSpec(BaseModel):
     tie_word_embeddings: bool
     qkv_bias: bool
     qk_norm: bool
-    sliding_window: int | None = Field(default=None, gt=0, le=MAX_DIM)
+    sliding_window: int | None = Field(
+        default=None, gt=0, le=MAX_DIM,
+        description="the window of the sliding layers: every layer's when layer_types is None "
+                    "(Mistral), else those of type sliding_attention (Gemma 3)")
+    layer_types: tuple[LayerType, ...] | None = Field(
+        default=None, description="each layer's attention (Gemma 3), as transformers names it; "
+                                  "None: every layer alike")
+    rope_local: RopeSpec | None = Field(
+        default=None, description="the RoPE of the sliding layers when they have their own "
+                                  "(Gemma 3's local base); `rope` is the full layers'")
+    query_pre_attn_scalar: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False,
+        description="attention scores are scaled by its -1/2 power (None: head_dim's)")
+    final_logit_softcapping: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False,
+        description="logits become tanh(x / cap) * cap (None: no soft-cap)")
     source_dtype: str | None = None
     derived_keys: tuple[str, ...] = ()
 
@@ -112,7 +131,32 @@ class ModelSpec(BaseModel):
                 f"num_key_value_heads={self.num_kv_heads}")
         if self.head_dim % 2:
             raise ValueError(f"head_dim={self.head_dim} must be even for rotate-half RoPE")
+        if self.layer_types is not None:
+            if len(self.layer_types) != self.num_layers:
+                raise ValueError(f"layer_types lists {len(self.layer_types)} layers, the model "
+                                 f"has num_hidden_layers={self.num_layers}")
+            if SLIDING in self.layer_types and self.sliding_window is None:
+                raise ValueError("layer_types has sliding_attention layers but no "
+                                 "sliding_window is set")
+        if self.rope_local is not None and self.layer_types is None:
+            raise ValueError("a RoPE of the sliding layers needs layer_types")
         return self
+
+    def layer_type(self, layer: int) -> LayerType:
+        """Whether ``layer`` attends to every earlier position or to a sliding window."""
+        if self.layer_types is not None:
+            return self.layer_types[layer]
+        return SLIDING if self.sliding_window is not None else FULL
+
+    def window(self, layer: int) -> int | None:
+        """The attention window of ``layer`` (None: every earlier position)."""
+        return self.sliding_window if self.layer_type(layer) == SLIDING else None
+
+    def rope_of(self, layer: int) -> RopeSpec:
+        """The RoPE settings of ``layer`` (the sliding layers' own, when the model has them)."""
+        if self.rope_local is not None and self.layer_type(layer) == SLIDING:
+            return self.rope_local
+        return self.rope
 
     def with_context(self, context_length: int | None) -> "ModelSpec":
         """The same model with a user's context override (``--context N``)."""
@@ -256,8 +300,7 @@ def spec_from_config(cfg: dict[str, Any], where: str = "config.json") -> ModelSp
     family = require_family(_require(cfg, "model_type", where), where)
     arch, rules, features = family.name, family.config, family.features
     if rules.text_config is not None:
-        raise ConfigError(f"{where}: architecture {arch!r}: reading the text model of "
-                          f"{rules.text_config!r} is not implemented")
+        cfg = _text_model_config(cfg, arch, rules.text_config, where)
     act = cfg.get(features.activation.key, features.activation.default)
     if not isinstance(act, str) or registry().activations.get(act) != features.activation.op:
         raise ConfigError(f"{where}: {features.activation.key} {act!r} is not supported (only "
@@ -291,14 +334,37 @@ def spec_from_config(cfg: dict[str, Any], where: str = "config.json") -> ModelSp
     if tie is None:
         tie = rules.tie_word_embeddings
         derived.append("tie_word_embeddings")
+    layers = _require_int(cfg, "num_hidden_layers", where)
     window = features.attention.window
     sliding = (_optional_int(cfg, window, where)
                if features.attention.pattern == "sliding" and window else None)
+    layer_types = None
+    if features.attention.pattern == "per_layer":
+        layer_types = _layer_types(cfg, family, layers, where, derived)
+        if SLIDING in layer_types:
+            assert window is not None
+            sliding = _optional_int(cfg, window, where)
+            if sliding is None and window not in cfg:
+                sliding = features.attention.window_default
+                derived.append(window)
+    rope, rope_local = _ropes(cfg, family, where, derived)
+    query_scale = None
+    if features.query_scale is not None:
+        value = cfg.get(features.query_scale)
+        if value is None and features.query_scale_default is not None:
+            value = features.query_scale_default
+            derived.append(features.query_scale)
+        query_scale = _positive_number(_require({features.query_scale: value},
+                                                features.query_scale, where),
+                                       features.query_scale, where)
+    softcap = None
+    if features.logit_softcap is not None and cfg.get(features.logit_softcap) is not None:
+        softcap = _positive_number(cfg[features.logit_softcap], features.logit_softcap, where)
     dtype = cfg.get("dtype", cfg.get("torch_dtype"))
     try:
         return ModelSpec(
             architecture=arch,
-            num_layers=_require_int(cfg, "num_hidden_layers", where),
+            num_layers=layers,
             vocab_size=_require_int(cfg, "vocab_size", where),
             hidden_size=hidden,
             intermediate_size=_require_int(cfg, "intermediate_size", where),
@@ -308,16 +374,108 @@ def spec_from_config(cfg: dict[str, Any], where: str = "config.json") -> ModelSp
             context_length=_require_int(cfg, "max_position_embeddings", where),
             rms_norm_eps=_positive_number(_require(cfg, "rms_norm_eps", where), "rms_norm_eps",
                                           where),
-            rope=_rope_from_config(cfg, where),
+            rope=rope,
             tie_word_embeddings=tie,
             qkv_bias=features.qkv_bias,
             qk_norm=features.qk_norm,
             sliding_window=sliding,
+            layer_types=layer_types,
+            rope_local=rope_local,
+            query_pre_attn_scalar=query_scale,
+            final_logit_softcapping=softcap,
             source_dtype=dtype if isinstance(dtype, str) else None,
             derived_keys=tuple(derived),
         )
     except ValueError as exc:
         raise ConfigError(f"{where}: {first_error(exc)}") from None
+
+
+def _text_model_config(cfg: dict[str, Any], arch: str, key: str,
+                       where: str) -> dict[str, Any]:
+    """A multimodal checkpoint's text model config: the keys of ``cfg[key]`` under the outer
+    model type, with the outer ``tie_word_embeddings`` and dtype (transformers ties the head by
+    the top-level config; a tie flag inside the text config is not what it reads)."""
+    text = cfg.get(key)
+    if text is None:
+        raise ConfigError(f"{where}: required key {key!r} is missing")
+    if not isinstance(text, dict):
+        raise ConfigError(f"{where}: {key!r} must be an object, got {text!r}")
+    out = {k: v for k, v in text.items() if k not in ("tie_word_embeddings", "dtype",
+                                                       "torch_dtype")}
+    out["model_type"] = arch
+    for k in ("tie_word_embeddings", "dtype", "torch_dtype"):
+        if k in cfg:
+            out[k] = cfg[k]
+    return out
+
+
+def _layer_types(cfg: dict[str, Any], family: Family, layers: int, where: str,
+                 derived: list[str]) -> tuple[LayerType, ...]:
+    """Each layer's attention: the config's list, else every ``full_every``-th layer full and
+    the others sliding, as transformers derives it (``(i + 1) % every`` != 0: sliding)."""
+    att = family.features.attention
+    assert att.layer_types is not None or att.full_every is not None
+    listed = cfg.get(att.layer_types) if att.layer_types is not None else None
+    if listed is None:
+        if att.full_every is None:
+            raise ConfigError(f"{where}: required key {att.layer_types!r} is missing")
+        every = cfg.get(att.full_every)
+        if every is None:
+            if att.full_every_default is None:
+                raise ConfigError(f"{where}: required key {att.full_every!r} is missing")
+            every = att.full_every_default
+            derived.append(att.full_every)
+        every = _positive_int(every, att.full_every, where)
+        if att.layer_types is not None:
+            derived.append(att.layer_types)
+        return tuple(SLIDING if (i + 1) % every else FULL for i in range(layers))
+    if not isinstance(listed, list) or any(t not in (FULL, SLIDING) for t in listed):
+        raise ConfigError(f"{where}: {att.layer_types!r} must be a list of {FULL!r} and "
+                          f"{SLIDING!r}, got {listed!r}")
+    if len(listed) != layers:
+        raise ConfigError(f"{where}: {att.layer_types!r} lists {len(listed)} layers, "
+                          f"num_hidden_layers is {layers}")
+    return tuple(listed)
+
+
+def _ropes(cfg: dict[str, Any], family: Family, where: str,
+           derived: list[str]) -> tuple[RopeSpec, RopeSpec | None]:
+    """The full layers' RoPE and, for a family with a RoPE per layer type, the sliding layers'.
+
+    Two layouts: transformers 5 keys ``rope_parameters`` by layer type (``full_attention``,
+    ``sliding_attention``: each block read as a whole rope block); transformers 4 has
+    ``rope_theta`` and ``rope_scaling`` for the full layers (``rope_scaling`` applies to them
+    only) and the local base under its own key (``rope_local_base_freq``), defaulting as
+    transformers does."""
+    local = family.features.rope
+    if local.local_theta is None:
+        return _rope_from_config(cfg, where), None
+    params = _rope_block(cfg, "rope_parameters", where)
+    if params and set(params) & {FULL, SLIDING}:
+        unknown = sorted(set(params) - {FULL, SLIDING})
+        if unknown:
+            raise ConfigError(f"{where}: 'rope_parameters' mixes layer types and {unknown}")
+        if cfg.get("rope_scaling") is not None:
+            raise ConfigError(f"{where}: 'rope_scaling' beside per-layer-type "
+                              "'rope_parameters'; remove one")
+        blocks = {}
+        for kind in (FULL, SLIDING):
+            block = _rope_block(params, kind, f"{where} rope_parameters")
+            if kind == SLIDING and "rope_theta" not in block:
+                block = {**block, "rope_theta": local.local_theta_default}
+                derived.append(f"rope_parameters.{SLIDING}.rope_theta")
+            sub = {"rope_parameters": block,
+                   "partial_rotary_factor": cfg.get("partial_rotary_factor")}
+            blocks[kind] = _rope_from_config(sub, f"{where} (rope_parameters.{kind})")
+        return blocks[FULL], blocks[SLIDING]
+    full = _rope_from_config(cfg, where)
+    theta = cfg.get(local.local_theta)
+    if theta is None:
+        if local.local_theta_default is None:
+            raise ConfigError(f"{where}: required key {local.local_theta!r} is missing")
+        theta = local.local_theta_default
+        derived.append(local.local_theta)
+    return full, RopeSpec(theta=_positive_number(theta, local.local_theta, where))
 
 
 def describe_spec(spec: ModelSpec) -> list[str]:
@@ -331,8 +489,24 @@ def describe_spec(spec: ModelSpec) -> list[str]:
         f"rms_eps {spec.rms_norm_eps!r}, rope theta {rope.theta!r} ({rope.type}{scaling}), "
         f"{'tied' if spec.tie_word_embeddings else 'untied'} embeddings, "
         f"qkv bias {'yes' if spec.qkv_bias else 'no'}, q/k norm {'yes' if spec.qk_norm else 'no'}"
-        + (f", sliding window {spec.sliding_window}" if spec.sliding_window else ""),
+        + (f", sliding window {spec.sliding_window}"
+           if spec.sliding_window and spec.layer_types is None else ""),
     ]
+    if spec.layer_types is not None:
+        sliding = [i for i, t in enumerate(spec.layer_types) if t == SLIDING]
+        local = spec.rope_local
+        lines.append(
+            f"attention per layer: {len(sliding)} sliding (window {spec.sliding_window}), "
+            f"{spec.num_layers - len(sliding)} full (layers "
+            f"{', '.join(str(i) for i, t in enumerate(spec.layer_types) if t == FULL) or 'none'})"
+            + (f"; sliding layers' rope theta {local.theta!r} ({local.type})" if local else ""))
+    extras = []
+    if spec.query_pre_attn_scalar is not None:
+        extras.append(f"query_pre_attn_scalar {spec.query_pre_attn_scalar!r}")
+    if spec.final_logit_softcapping is not None:
+        extras.append(f"final logit soft-cap {spec.final_logit_softcapping!r}")
+    if extras:
+        lines.append(", ".join(extras))
     if spec.derived_keys:
         lines.append("derived as transformers does: " + ", ".join(spec.derived_keys))
     return lines

@@ -39,7 +39,7 @@ class Stage:
     """``output``: the module's output (forward hook); ``input``: its first input (pre-hook);
     ``attention``: recorded by the tapping attention function (see parity.reference)."""
     when: str | None = None
-    """Condition under which the stage exists (q/k norms: Qwen3)."""
+    """Condition under which the stage exists (q/k norms: Qwen3, Gemma 3; post norms: Gemma 3)."""
     position_axis: int = 0
     """The axis indexing query positions."""
 
@@ -65,12 +65,16 @@ STAGES: tuple[Stage, ...] = (
     Stage("probs", "probs", ("H", "n", "n"), "attention", "attention", position_axis=1),
     Stage("attn", "attn", ("n", "H*D"), "wo", "input"),
     Stage("wo", "wo", ("n", "E"), "wo", "output"),
+    Stage("post_attention_norm", "post_attention_norm", ("n", "E"), "post_attention_norm",
+          "output", when="post_norms"),
     Stage("resid1", "resid1", ("n", "E"), "ln2", "input"),
     Stage("ln2", "ln2", ("n", "E"), "ln2", "output"),
     Stage("gate", "gate", ("n", "I"), "w1.gate", "output"),
     Stage("up", "up", ("n", "I"), "w1.up", "output"),
     Stage("swiglu", "swiglu", ("n", "I"), "w2", "input"),
     Stage("down", "down", ("n", "E"), "w2", "output"),
+    Stage("post_ffn_norm", "post_ffn_norm", ("n", "E"), "post_ffn_norm", "output",
+          when="post_norms"),
     Stage("out", "out", ("n", "E"), "layer", "output"),
 )
 

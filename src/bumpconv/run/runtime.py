@@ -25,6 +25,7 @@ from ..format.errors import (BlobError, BumpError, ConfigError, KernelError, Lay
                              RuntimeInputError)
 from ..format.profile import PlacedTensor
 from ..format.packing import matrix_view
+from ..format.registry import require_runnable
 from ..format.spec import ModelSpec
 from ..format.stages import tap_shapes
 from ..native import native
@@ -106,6 +107,7 @@ class BumpModel:
         a caller run a layout the reader does not know). ``fd``: the file already open (what the
         reader validated), else C opens ``path``."""
         path = Path(path)
+        require_runnable(spec.architecture, str(path))
         mod = native()
         ffi, lib = mod.ffi, mod.lib
         if threads is not None and (not isinstance(threads, int) or threads < 1):
