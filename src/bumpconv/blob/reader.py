@@ -168,6 +168,23 @@ def open_blob(path: Path | str, config: Path | None = None) -> BumpFile:
     return bf
 
 
+def is_bump_file(path: Path | str) -> bool:
+    """``path`` is a regular file that starts with a magic some profile reads (BUMPWGT3/4/5):
+    enough to tell a blob from a source when a command's arguments may be swapped."""
+    try:
+        fd = open_regular(Path(path), BlobError, "bump file")
+    except BumpError:
+        return False
+    try:
+        magic = os.pread(fd, 8, 0)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return any(magic == read.magic.encode() for name in PROFILES
+               for read in load_profile(name).reads)
+
+
 def _guard_mapping(mapped: mmap.mmap) -> int:
     """Put a mapping under the C runtime's SIGBUS guard; -1 when the extension is not built
     (reading then works unguarded)."""
