@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..files.checkpoint import resolve_source_dir
+from ..files.extras import install_command
 from ..format.errors import ConfigError, ReferenceSetupError
 from ..format.spec import ModelSpec
 from ..files.checkpoint import load_spec
@@ -202,9 +203,8 @@ def _import_reference_libs() -> tuple[Any, Any]:
         import transformers
     except ImportError as exc:
         raise ReferenceSetupError(
-            f"parity needs the reference extras ({exc.name} is not installed): "
-            "pip install -r requirements-dev.txt, or pip install 'bumpconv[reference]' "
-            "torch==2.13.0 in one command") from None
+            f"parity needs the reference extra ({exc.name} is not installed): "
+            f"{install_command('reference')}") from None
     return torch, transformers
 
 
