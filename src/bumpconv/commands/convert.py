@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from ..conversion.convert import convert_checkpoint
+from ..conversion.gguf_source import requantize_warning
 from ..conversion.plan import F32, KEEP, plan_conversion
 from ..conversion.report import format_plan
 from ..conversion.source import open_source
@@ -57,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
         profile = load_profile(args.profile)
         with open_source(args.src, with_tokenizer=profile.carries_tokenizer) as source:
             plan = plan_conversion(source, args.profile, context=args.context, quant=args.quant)
+            if (requantized := requantize_warning(source, args.quant)) is not None:
+                warnings.warn(requantized, stacklevel=1)
             check_destination(args.out, args.force, source.input_files())
             print(format_plan(plan, source, tensors=not args.quiet))
         return 0

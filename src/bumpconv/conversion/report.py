@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from ..format.dtypes import DType, dtype_named
 from ..format.profile import bits_per_weight
-from ..format.quant_policy import choose_dtype
+from ..format.quant_policy import choose_dtype, load_policies
 from ..format.spec import describe_spec
 from ..format.text import safe, table
 from .manifest import output_size
@@ -61,7 +61,13 @@ def fallback_notes(plan: Plan) -> list[str]:
                               plan.spec.tie_word_embeddings)
         if wanted != t.dtype:
             fell[(wanted.label, t.dtype.label, t.slot.shape[-1])] += 1
+    chain = load_policies().fallback
     return [f"fallback: {n} tensor(s) get {got} instead of {wanted}: their packed rows of "
-            f"{row} values are not whole {wanted} blocks of {dtype_named(wanted).block.elements}"
-            f" (schemas/quant.policy.json 'fallback', as llama.cpp does)"
+            f"{row} values are not whole {_blocks(wanted)}"
+            + (f" nor {_blocks(chain[wanted])}" if chain.get(wanted) not in (None, got) else "")
+            + " (schemas/quant.policy.json 'fallback', as llama.cpp does)"
             for (wanted, got, row), n in sorted(fell.items())]
+
+
+def _blocks(label: str) -> str:
+    return f"{label} blocks of {dtype_named(label).block.elements}"
