@@ -1,7 +1,7 @@
 """The ``bumpconv`` command line: one subcommand per module in :mod:`bumpconv.commands`, listed
 in workflow order so that ``--help`` reads like the workflow.
 
-Errors a user can cause are :class:`~bumpconv.errors.BumpError`; they are printed as one line
+Errors a user can cause are :class:`~bumpconv.format.errors.BumpError`; they are printed as one line
 ``bumpconv: error: ...`` with exit status 1. Ctrl-C exits 130 after the command has cleaned up.
 Anything else is a bug and keeps its traceback.
 """

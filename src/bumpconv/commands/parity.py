@@ -1,6 +1,6 @@
 """``bumpconv parity SRC BLOB``: is the blob the same model as SRC, and if not, where not?
 
-The reference is transformers itself (see bumpconv.reference); the comparison and its
+The reference is transformers itself (see bumpconv.comparison.reference); the comparison and its
 thresholds are in bumpconv.comparison and docs/parity.md. Exit status 0 only when every check
 passes, 1 on a difference (or an error).
 """

@@ -27,7 +27,7 @@ Hidden states come from ``output_hidden_states``. transformers 5.x (``capture_ou
 that layer, so entry ``i`` of :attr:`ReferenceRun.hidden_states` is always "after layer i-1".
 
 Token ids come from the source's tokenizer through ``AutoTokenizer``; the ids the runtime side
-produces (``bumpconv run``'s own loader, :func:`bumpconv.generate.load_tokenizer`: the
+produces (``bumpconv run``'s own loader, :func:`bumpconv.run.tokenizer.load_tokenizer`: the
 ``tokenizers`` library reading tokenizer.json) are recorded beside them, so a tokenizer mismatch
 is reported as such instead of masquerading as a weight bug.
 
