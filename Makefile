@@ -32,7 +32,7 @@ test: install
 # runtime and kernels on numpy-built checkpoints. The llama.cpp oracle tests (peer) stay out: they
 # run only where `make peer` built it, and take half a minute there.
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not model and not fuzz and not peer"
+	$(BIN)/python -m pytest -q -m "not model and not fuzz and not peer and not install"
 
 fixtures: install
 	$(BIN)/python tools/fixtures.py smollm2 --cache $(CACHE)
