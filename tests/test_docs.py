@@ -516,3 +516,13 @@ def test_docstrings_name_real_modules() -> None:
             if not _resolves(dotted) and not _metadata_field(dotted.split(".")):
                 bad.append(f"{path.relative_to(ROOT)}: {dotted}")
     assert not bad, bad
+
+
+def test_flags_named_in_schema_messages_exist() -> None:
+    """The messages the profiles and the quant policy hold (a profile's refusals) name options
+    the CLI has."""
+    every = {s for command in _subparsers() for s in _options(command)}
+    files = [*sorted((ROOT / "schemas").glob("*.profile.json")), ROOT / "schemas" / "quant.policy.json"]
+    named = {flag for path in files
+             for flag in re.findall(r"(?<![\w-])--[a-z][\w-]*", path.read_text(encoding="utf-8"))}
+    assert named and named <= every, sorted(named - every)
