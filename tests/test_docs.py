@@ -61,7 +61,8 @@ FOREIGN_FILES = {"convert_hf_to_gguf.py", "build_ir_v7.py", "convert_hf_to_bump_
 
 #: First components of the paths the docs name that are the repository's (the rest are paths
 #: in an example's workspace or in another project's tree).
-REPO_DIRS = {"bumpconv", "src", "tests", "native", "tools", "bench", "schemas", "docs", "..", "format",
+REPO_DIRS = {"bumpconv", "src", "tests", "native", "tools", "bench", "schemas", "docs", "..",
+             "format",
              "files", "conversion", "blob", "run", "comparison", "evaluate", "commands"}
 
 #: Names before a dot that are not bumpconv's: HF modules, gguf keys, variables in examples.
@@ -522,7 +523,8 @@ def test_flags_named_in_schema_messages_exist() -> None:
     """The messages the profiles and the quant policy hold (a profile's refusals) name options
     the CLI has."""
     every = {s for command in _subparsers() for s in _options(command)}
-    files = [*sorted((ROOT / "schemas").glob("*.profile.json")), ROOT / "schemas" / "quant.policy.json"]
+    files = [*sorted((ROOT / "schemas").glob("*.profile.json")),
+             ROOT / "schemas" / "quant.policy.json"]
     named = {flag for path in files
              for flag in re.findall(r"(?<![\w-])--[a-z][\w-]*", path.read_text(encoding="utf-8"))}
     assert named and named <= every, sorted(named - every)

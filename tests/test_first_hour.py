@@ -58,7 +58,7 @@ def test_threads_above_the_cpus_are_capped_with_a_warning(with_tokenizer: Path, 
     assert r.code == 0 and "warning" not in r.err
 
 
-# -- 2, 5: --quant spelling, --dry-run ---------------------------------------------------------------
+# -- 2, 5: --quant spelling, --dry-run --------------------------------------------------------
 
 def test_quant_accepts_llama_cpp_spelling(synthetic: Callable[..., Path], cli,
                                           tmp_path: Path) -> None:

@@ -5,8 +5,8 @@ The checkout's files (``git ls-files``, as they are in the working tree) are cop
 pip's in-tree build writes nothing into the checkout. Dependencies come from PyPI (the only
 network the tests use) or pip's cache. The reference side is not installed, so ``parity`` and
 ``eval`` must each end in one line naming the command that installs the extra from this copy.
-Slow (36 s here with a warm pip cache, 75 s the first time; nearly all of it pip): marked ``install``, which
-``make test`` runs and ``make test-fast`` leaves out.
+Slow (36 s here with a warm pip cache, 75 s the first time; nearly all of it pip): marked
+``install``, which ``make test`` runs and ``make test-fast`` leaves out.
 """
 
 from __future__ import annotations
@@ -88,7 +88,8 @@ def test_plain_pip_install_runs_every_subcommand(synthetic: Callable[..., Path],
         assert "Traceback" not in r.stderr, (argv[1:], r.stderr)
     hint = (f"pip install '{checkout}[reference]' --extra-index-url "
             "https://download.pytorch.org/whl/cpu")
-    for argv in ([bumpconv, "parity", src, "m.bump"], [bumpconv, "eval", src, "m.bump", "--ctx", "64", "--corpus", "text.txt"]):
+    for argv in ([bumpconv, "parity", src, "m.bump"],
+                 [bumpconv, "eval", src, "m.bump", "--ctx", "64", "--corpus", "text.txt"]):
         r = _run(argv, work, env)
         assert r.returncode == 1 and "Traceback" not in r.stderr, (argv[1:], r.stderr)
         assert r.stderr.count("\n") == 1 and hint in r.stderr, (argv[1:], r.stderr)

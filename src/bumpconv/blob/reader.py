@@ -423,7 +423,8 @@ class _Parser:
         """Expand the schema; when flags or v3 dimensions are unknown, try each candidate and
         keep the one whose tensor count and byte total match the file exactly."""
         presence = sorted({r.when for r in self.profile.rules() if r.when})
-        counts = {self.profile.tensor_count(dims["L"], {**self._no_flags, **dict(zip(presence, fl))})
+        counts = {self.profile.tensor_count(dims["L"],
+                                            {**self._no_flags, **dict(zip(presence, fl))})
                   for fl in itertools.product((False, True), repeat=len(presence))}
         if len(codes) not in counts:  # before anything of the header's size is expanded
             raise BlobError(f"{self.path}: the dtype table has {len(codes):,} entries, but "

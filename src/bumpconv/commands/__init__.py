@@ -39,7 +39,8 @@ class OldName(argparse.Action):
                  const: object = None, **kwargs: object) -> None:
         self.new = new
         kwargs["help"] = argparse.SUPPRESS
-        super().__init__(option_strings, dest, nargs=nargs, const=const, **kwargs)  # type: ignore[arg-type]
+        super().__init__(option_strings, dest, nargs=nargs, const=const,
+                         **kwargs)  # type: ignore[arg-type]
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: object, option_string: str | None = None) -> None:

@@ -60,7 +60,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     check_source_first(args.src, args.blobs[0], "eval")
     options = EvalOptions(corpus=args.corpus, ctx=args.ctx, chunks=args.chunks,
-                          threads=capped_threads(args.threads), gates=args.gates, progress=not args.quiet,
+                          threads=capped_threads(args.threads), gates=args.gates,
+                          progress=not args.quiet,
                           rope_pairing=args.rope_pairing)
     report = run_eval(args.src, list(args.blobs), options)
     if args.plot is not None:
