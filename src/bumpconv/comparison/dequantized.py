@@ -17,7 +17,6 @@ and one tensor in the blob.) For an fp32 blob of SRC the result equals SRC's mod
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,11 +24,10 @@ from typing import Any
 import numpy as np
 
 from ..blob.reader import BumpFile, open_blob
+from ..blob.tensors import packed_fp32
 from ..format.dtypes import DType
 from ..format.errors import ParityError
-from ..format.profile import PlacedTensor
 from ..format.packing import unpack
-from ..native.quant import dequantize
 from .reference import Reference, source_root
 
 
@@ -41,16 +39,6 @@ class DequantizedReference:
     reference: Reference
     identical: bool
     dtypes: frozenset[DType]
-
-
-def packed_fp32(bf: BumpFile, t: PlacedTensor) -> np.ndarray:
-    """A packed tensor as fp32 in its padded shape: viewed when fp32, else dequantized."""
-    if t.dtype == DType.FP32:
-        return bf.array(t.name)
-    raw = bf.tensor_bytes(t.name)
-    rows, cols = math.prod(t.slot.shape[:-1]), t.slot.shape[-1]
-    values = np.asarray(dequantize(raw, t.dtype, rows, cols), dtype=np.float32)
-    return values.reshape(t.slot.shape)
 
 
 def load_blob_weights(model: Any, bf: BumpFile) -> bool:
