@@ -30,9 +30,10 @@ test: install
 # The fast lane: every test that needs neither torch nor transformers (it fails if either is
 # imported): spec, profiles, packing, codec, safetensors parsing, checks, parity metrics, the C
 # runtime and kernels on numpy-built checkpoints. The llama.cpp oracle tests (peer) stay out: they
-# run only where `make peer` built it, and take half a minute there.
+# run only where `make peer` built it, and take half a minute there; so does the fresh-venv
+# pip install of the checkout (tests/test_fresh_install.py), which `make test` runs.
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not model and not fuzz and not peer"
+	$(BIN)/python -m pytest -q -m "not model and not fuzz and not peer and not install"
 
 fixtures: install
 	$(BIN)/python tools/fixtures.py smollm2 --cache $(CACHE)

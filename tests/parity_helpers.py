@@ -4,7 +4,7 @@ Each defect is one the engine shipped or a peer converter's users hit (engine-bu
 section 6). A defective blob is made the way a buggy converter would make it: the defect edits
 the source's arrays or config.json (a copy, saved as an ordinary safetensors checkpoint), and
 the unchanged `bumpconv convert` packs it. Its checksums, manifest and metadata are therefore
-consistent, so it opens and passes ``inspect --verify`` - only its numbers are wrong, which is
+consistent, so it opens and passes ``inspect --check`` - only its numbers are wrong, which is
 what parity must catch. Only public surfaces are used (safetensors, config.json, the CLI), so
 the defects keep applying whatever the writer does internally; test_parity_defects.py checks
 that they do.

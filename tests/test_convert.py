@@ -39,7 +39,7 @@ def test_convert_then_verify_round_trip(name: str, fmt: str, tiny, cli, tmp_path
     v = cli("verify", out, "--against", src)
     assert v.code == 0, v.err
     assert "bit-identical" in v.out
-    i = cli("inspect", out, "--verify", "--json", *(["--config", src / "config.json"] if fmt == "bumpwgt3" else []))
+    i = cli("inspect", out, "--check", "--json", *(["--config", src / "config.json"] if fmt == "bumpwgt3" else []))
     assert i.code == 0, i.err
     info = json.loads(i.out)
     assert info["checksum_status"] == "ok" and info["profile"] == fmt
@@ -166,7 +166,7 @@ def test_convert_path_imports_neither_torch_nor_transformers(tiny, tmp_path: Pat
     code = ("import sys; from bumpconv.cli import main; "
             f"rc = main(['convert', {str(src)!r}, {str(tmp_path / 'o.bump')!r}, '--quiet']); "
             f"rc |= main(['verify', {str(tmp_path / 'o.bump')!r}, '--against', {str(src)!r}]); "
-            f"rc |= main(['inspect', {str(tmp_path / 'o.bump')!r}, '--verify']); "
+            f"rc |= main(['inspect', {str(tmp_path / 'o.bump')!r}, '--check']); "
             "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; "
             "print(bad); sys.exit(rc or bool(bad))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -17,7 +17,8 @@ import pytest
 from bumpconv.blob.reader import open_blob
 from bumpconv.format.dtypes import DType
 from bumpconv.format.errors import ParityError
-from bumpconv.comparison.dequantized import load_blob_weights, load_dequantized, packed_fp32
+from bumpconv.blob.tensors import packed_fp32
+from bumpconv.comparison.dequantized import load_blob_weights, load_dequantized
 from bumpconv.comparison.reference import Reference
 from parity_helpers import Defect, build_defective, convert
 

@@ -11,7 +11,8 @@ import pytest
 
 
 def _write_gguf(path: Path, arch: str, keys: dict[str, object],
-                tensors: dict[str, np.ndarray]) -> Path:
+                tensors: dict[str, np.ndarray], quantized: object = None) -> Path:
+    """``quantized``: the ggml type of the uint8 (block) arrays among ``tensors``."""
     from gguf import GGUFWriter
     w = GGUFWriter(path, arch)
     for key, value in keys.items():
@@ -20,7 +21,7 @@ def _write_gguf(path: Path, arch: str, keys: dict[str, object],
         else:
             w.add_uint32(key, int(value))
     for name, array in tensors.items():
-        w.add_tensor(name, array)
+        w.add_tensor(name, array, raw_dtype=quantized if array.dtype == np.uint8 else None)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -45,7 +46,8 @@ def _tensors() -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("damage, message", [
-    ("truncated", "not a readable GGUF file"),
+    ("truncated", "truncated: tensor 'blk.0.ffn_down.weight' (F32) ends at byte"),
+    ("truncated-header", "not a readable GGUF file"),
     ("magic", "not a GGUF file"),
     ("arch", "GGUF architecture 'falcon' is not supported"),
     ("key", "required GGUF key 'llama.embedding_length' is missing"),
@@ -71,6 +73,8 @@ def test_hostile_gguf_is_refused(tmp_path: Path, cli: Callable[..., object], dam
     if damage == "truncated":
         data = src.read_bytes()
         src.write_bytes(data[:len(data) - 1000])
+    if damage == "truncated-header":  # cut inside the key-value section
+        src.write_bytes(src.read_bytes()[:100])
     if damage == "magic":
         data = src.read_bytes()
         src.write_bytes(b"GGUX" + data[4:])
@@ -99,3 +103,28 @@ def test_inspect_describes_a_gguf(tmp_path: Path, cli: Callable[..., object]) ->
     q = next(line for line in result.out.splitlines() if "blk.0.attn_q.weight" in line)
     v = next(line for line in result.out.splitlines() if "blk.0.attn_v.weight" in line)
     assert q.rstrip().endswith("yes") and not v.rstrip().endswith("yes")
+
+
+def test_requantizing_a_quantized_gguf_says_so(tmp_path: Path, cli: Callable[..., object]) -> None:
+    """--quant TYPE on a GGUF whose tensors are already quantized converts (the user asked),
+    with one warning naming the types and --quant keep; a float GGUF gets no warning."""
+    from gguf import GGMLQuantizationType
+    from gguf.quants import quantize
+    tensors = _tensors()
+    rng = np.random.default_rng(0)
+    for name in ("blk.0.ffn_gate.weight", "blk.0.ffn_up.weight"):
+        tensors[name] = quantize(rng.standard_normal((64, 32)).astype(np.float32),
+                                 GGMLQuantizationType.Q8_0)
+    src = _write_gguf(tmp_path / "q.gguf", "llama", dict(_KEYS), tensors,
+                      GGMLQuantizationType.Q8_0)
+    result = cli("convert", src, tmp_path / "m.bump", "--quant", "q8_0", "--quiet")
+    assert result.code == 0, result.err
+    warnings = [line for line in result.err.splitlines() if "already quantized" in line]
+    assert len(warnings) == 1 and "(Q8_0)" in warnings[0] and "--quant keep" in warnings[0]
+    assert "--allow-requantize" in warnings[0] and str(src) in warnings[0]
+    dry = cli("convert", src, tmp_path / "n.bump", "--quant", "Q4_0", "--dry-run", "--quiet")
+    assert dry.code == 0 and "already quantized" in dry.err
+    float_src = _write_gguf(tmp_path / "f.gguf", "llama", dict(_KEYS), _tensors())
+    (tmp_path / "f").mkdir()  # the engine's sidecars of the first blob are in tmp_path
+    result = cli("convert", float_src, tmp_path / "f" / "f.bump", "--quant", "q8_0", "--quiet")
+    assert result.code == 0 and "already quantized" not in result.err

@@ -1,10 +1,11 @@
-"""The engine's tokenizer arrays, the tokenizer record, and the encoder that runs on them.
+"""The engine's tokenizer arrays, the tokenizer record, and the tokenizer ``run`` builds from them.
 
 The ground truth is Hugging Face ``tokenizers`` on the checkpoint's tokenizer.json: over the
-corpus in ``tokenizer_corpus`` our encoder, reading only the arrays (after a bytes round trip)
-and the record, must give the same ids for every text and decode them to the same strings.
-No torch here: SmolLM2's tokenizer comes from the fixture cache (built with torch only when the
-cache is empty), the tiny tokenizers are trained with ``tokenizers`` at test time.
+corpus in ``tokenizer_corpus``, the tokenizer ``bumpconv run`` uses - the document rebuilt from
+the arrays (after a bytes round trip) and the record, run by ``tokenizers`` - must give the same
+ids for every text and decode them to the same strings. No torch here: SmolLM2's tokenizer comes
+from the fixture cache (built with torch only when the cache is empty), the tiny tokenizers are
+trained with ``tokenizers`` at test time.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from tokenizer_corpus import corpus
 from bumpconv.format.engine_tokenizer import engine_template, engine_tokenizer_warnings
 from bumpconv.conversion.tokenizer_section import build_tokenizer_section
 from bumpconv.format.errors import TokenizerError, VocabError
-from bumpconv.format.tokenizer_meta import SUPPORTED, TokenizerMeta, rebuild_tokenizer_json
+from bumpconv.format.tokenizer_meta import TokenizerMeta, rebuild_tokenizer_json
 from bumpconv.format.vocab import BYTE_TO_UNICODE, UNICODE_TO_BYTE, VocabArrays, padding_token
-from bumpconv.run.bpe import IMPLEMENTED, BpeTokenizer
+from bumpconv.run.tokenizer import tokenizer_from_document
 from tools.fixtures import _BASE, tiny_tokenizer
 
 CORPUS = corpus()
@@ -93,12 +94,17 @@ VARIANTS: dict[str, tuple[str, Callable[[dict[str, Any]], None] | None]] = {
 }
 
 
+def carried(arrays: VocabArrays, meta: TokenizerMeta) -> Tokenizer:
+    """What ``bumpconv run`` encodes with (:func:`bumpconv.run.carried.blob_tokenizer`)."""
+    return tokenizer_from_document(rebuild_tokenizer_json(arrays, meta), "test")
+
+
 class Built:
     def __init__(self, source: Path, rows: int | None) -> None:
         self.source = source
         arrays, self.meta = build_tokenizer_section(source, rows)
         self.arrays = VocabArrays.from_bytes(*arrays.to_bytes())
-        self.ours = BpeTokenizer(self.arrays, self.meta)
+        self.ours = carried(self.arrays, self.meta)
         self.hf = Tokenizer.from_file(str(source / "tokenizer.json"))
 
 
@@ -131,7 +137,7 @@ def built(request: pytest.FixtureRequest, tok_dir: Callable[[str], Path],
 def _mismatches(b: Built, add_special_tokens: bool) -> list[str]:
     out = []
     for s in CORPUS:
-        ours = b.ours.encode(s, add_special_tokens=add_special_tokens)
+        ours = b.ours.encode(s, add_special_tokens=add_special_tokens).ids
         ref = b.hf.encode(s, add_special_tokens=add_special_tokens).ids
         if ours != ref:
             out.append(f"{s!r}: {ours[:12]} != {ref[:12]}")
@@ -155,7 +161,8 @@ def test_decode_matches_tokenizers_and_round_trips(built: Built) -> None:
             assert built.ours.decode(ids, skip_special_tokens=skip) == \
                 built.hf.decode(ids, skip_special_tokens=skip), (s, skip)
         if built.hf.decode(ids, skip_special_tokens=False) == s:
-            assert built.ours.decode(built.ours.encode(s, add_special_tokens=False)) == s
+            ours = built.ours.encode(s, add_special_tokens=False).ids
+            assert built.ours.decode(ours, skip_special_tokens=False) == s
         else:
             hf_lossy += 1
     print(f"{built.source.name}: tokenizers' decode does not give back {hf_lossy} of "
@@ -163,10 +170,11 @@ def test_decode_matches_tokenizers_and_round_trips(built: Built) -> None:
 
 
 def test_decode_drops_ids_without_a_token(built: Built) -> None:
-    ids = built.ours.encode("Hello world", add_special_tokens=False)
+    ids = built.ours.encode("Hello world", add_special_tokens=False).ids
     padding = [i for i in range(built.arrays.vocab_size)
                if built.arrays.strings[i] == padding_token(i)]
-    assert built.ours.decode(padding + ids + [built.arrays.vocab_size + 5]) == \
+    assert built.ours.decode(padding + ids + [built.arrays.vocab_size + 5],
+                             skip_special_tokens=False) == \
         built.hf.decode(ids, skip_special_tokens=False)
 
 
@@ -220,8 +228,17 @@ def test_byte_alphabet_is_gpt2s() -> None:
     assert all(UNICODE_TO_BYTE[c] == b for b, c in enumerate(BYTE_TO_UNICODE))
 
 
-def test_encoder_implements_exactly_the_supported_components() -> None:
-    assert IMPLEMENTED == SUPPORTED
+def test_merge_triples_keep_the_engine_contract(built: Built) -> None:
+    """What the engine's C tokenizer reads from the arrays alone: merge k (rank k, in
+    tokenizer.json's order) joins ``strings[left]`` and ``strings[right]`` into token
+    ``merged``, whose string is their concatenation."""
+    doc = json.loads((built.source / "tokenizer.json").read_text(encoding="utf-8"))
+    spelled = [m.split(" ") if isinstance(m, str) else m for m in doc["model"]["merges"]]
+    strings = built.arrays.strings
+    assert len(built.arrays.merges) == len(spelled)
+    for (left, right, merged), (a, b) in zip(built.arrays.merges, spelled):
+        assert (strings[left], strings[right]) == (a, b)
+        assert strings[merged] == a + b and doc["model"]["vocab"][a + b] == merged
 
 
 # --- VocabArrays errors --------------------------------------------------------------------------
@@ -305,7 +322,7 @@ def _write(d: Path, doc: dict[str, Any] | None, **files: Any) -> Path:
 def test_mini_tokenizer_builds_and_encodes(tmp_path: Path) -> None:
     arrays, meta = build_tokenizer_section(_write(tmp_path / "t", _mini()), 8)
     assert arrays.merges == ((0, 1, 3), (3, 2, 4)) and arrays.strings[5] == padding_token(5)
-    assert BpeTokenizer(arrays, meta).encode("abcab") == [4, 3]
+    assert carried(arrays, meta).encode("abcab").ids == [4, 3]
 
 
 def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
@@ -446,10 +463,12 @@ def test_tokenizer_modules_import_no_torch(tmp_path: Path) -> None:
             "from tools.fixtures import tiny_tokenizer; "
             "from bumpconv.conversion.tokenizer_section import build_tokenizer_section; "
             "from bumpconv.format.engine_tokenizer import engine_tokenizer_warnings; "
-            "from bumpconv.run.bpe import BpeTokenizer; "
+            "from bumpconv.format.tokenizer_meta import rebuild_tokenizer_json; "
+            "from bumpconv.run.tokenizer import tokenizer_from_document; "
             f"src = tiny_tokenizer('sentencepiece', Path({str(tmp_path)!r})); "
             "a, m = build_tokenizer_section(src, 517); "
-            "BpeTokenizer(a, m).encode('hi'); engine_tokenizer_warnings(m, 'llama'); "
+            "tokenizer_from_document(rebuild_tokenizer_json(a, m), 'x').encode('hi'); "
+            "engine_tokenizer_warnings(m, 'llama'); "
             "bad = [x for x in ('torch', 'transformers') if x in sys.modules]; "
             "print(bad); sys.exit(bool(bad))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

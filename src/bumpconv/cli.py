@@ -1,7 +1,7 @@
 """The ``bumpconv`` command line: one subcommand per module in :mod:`bumpconv.commands`, listed
 in workflow order so that ``--help`` reads like the workflow.
 
-Errors a user can cause are :class:`~bumpconv.errors.BumpError`; they are printed as one line
+Errors a user can cause are :class:`~bumpconv.format.errors.BumpError`; they are printed as one line
 ``bumpconv: error: ...`` with exit status 1. Ctrl-C exits 130 after the command has cleaned up.
 Anything else is a bug and keeps its traceback.
 """
@@ -44,11 +44,11 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)  # clean up partial output like Ctrl-C does
     with warnings.catch_warnings():
         warnings.simplefilter("always")  # every warning of this command, each time
         warnings.showwarning = _show_warning  # library warnings are one line, like errors
+        args = build_parser().parse_args(argv)  # an old option name warns while parsing
+        signal.signal(signal.SIGTERM, _terminate)  # clean up partial output like Ctrl-C does
         return _run(args)
 
 

@@ -83,7 +83,10 @@ def _tokenizer_summary(bf: BumpFile) -> dict[str, Any] | None:
                 record, engine_template(bf.spec.architecture), tokenizer_type="bpe")}
 
 
-def format_blob(summary: dict[str, Any], tensors: bool = True) -> str:
+def format_blob(summary: dict[str, Any], tensors: bool = True, verbose: bool = False) -> str:
+    """``inspect``'s text: the summary, the tensor table unless ``tensors`` is False, and
+    where the engine's own C tokenizer would differ from HF's - counted, or with ``verbose``
+    listed (the user of ``bumpconv run`` cannot act on it; the engine's user can)."""
     s = summary
     lines = [
         f"file      {safe(s['file'])}",
@@ -127,8 +130,13 @@ def format_blob(summary: dict[str, Any], tensors: bool = True) -> str:
                      f"special {shown}{more}; bos {tok['bos_token_id']}, eos "
                      f"{tok['eos_token_ids']}; chat template "
                      f"{'yes' if tok['chat_template'] else 'no'}")
-        for warning in tok["engine_warnings"]:
-            lines.append(f"warning   {safe(warning)}")
+        differences = tok["engine_warnings"]
+        if verbose:
+            lines += [f"engine    {safe(w)}" for w in differences]
+        elif differences:
+            lines.append(f"engine    the engine's own C tokenizer would encode some text "
+                         f"differently from HF's ({len(differences)} reason(s): inspect "
+                         "--verbose); bumpconv run and parity use HF's")
     for note in s["notes"]:
         lines.append(f"note      {safe(note)}")
     for c in s.get("checks", []):

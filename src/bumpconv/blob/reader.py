@@ -169,6 +169,23 @@ def open_blob(path: Path | str, config: Path | None = None) -> BumpFile:
     return bf
 
 
+def is_bump_file(path: Path | str) -> bool:
+    """``path`` is a regular file that starts with a magic some profile reads (BUMPWGT3/4/5):
+    enough to tell a blob from a source when a command's arguments may be swapped."""
+    try:
+        fd = open_regular(Path(path), BlobError, "bump file")
+    except BumpError:
+        return False
+    try:
+        magic = os.pread(fd, 8, 0)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return any(magic == read.magic.encode() for name in PROFILES
+               for read in load_profile(name).reads)
+
+
 def _guard_mapping(mapped: mmap.mmap) -> int:
     """Put a mapping under the C runtime's SIGBUS guard; -1 when the extension is not built
     (reading then works unguarded)."""
@@ -407,6 +424,13 @@ class _Parser:
         """Expand the schema; when flags or v3 dimensions are unknown, try each candidate and
         keep the one whose tensor count and byte total match the file exactly."""
         presence = sorted({r.when.removeprefix("!") for r in self.profile.rules() if r.when})
+        counts = {self.profile.tensor_count(dims["L"],
+                                            {**self._no_flags, **dict(zip(presence, fl))})
+                  for fl in itertools.product((False, True), repeat=len(presence))}
+        if len(codes) not in counts:  # before anything of the header's size is expanded
+            raise BlobError(f"{self.path}: the dtype table has {len(codes):,} entries, but "
+                            f"num_layers={dims['L']:,} needs "
+                            + " or ".join(f"{c:,}" for c in sorted(counts)))
         if metadata is not None or (spec is not None and self.config is not None):
             assert spec is not None
             tokenizer = metadata is not None and metadata.bumpconv.tokenizer is not None
@@ -462,12 +486,20 @@ class _Parser:
 
     def _ai_candidates(self, dims: dict[str, int], kv: int) -> list[int]:
         """Solve the payload size for the aligned intermediate size, given kv heads: the
-        payload grows linearly with AI, so two placements (AI = 0 and AI = 16) give it."""
+        payload grows linearly with AI and with the layer count, so placements of one and two
+        layers at AI = 0 and AI = 16 give it (never an expansion of the header's layer
+        count, which a damaged header can make huge)."""
         if self.profile.tensor_count(dims["L"], self._no_flags) > self.size:
             return []
-        def payload(ai: int) -> int:
-            return place_tensors(self.profile, {**dims, "KV": kv, "AI": ai, "I": ai},
+        layers = dims["L"]
+
+        def placed(ai: int, n: int) -> int:
+            return place_tensors(self.profile, {**dims, "L": n, "KV": kv, "AI": ai, "I": ai},
                                  self._no_flags, None)[-1].end
+
+        def payload(ai: int) -> int:
+            one = placed(ai, 1)
+            return one + (layers - 1) * (placed(ai, 2) - one)
         fixed = payload(0)
         per_ai = (payload(16) - fixed) // 16
         rest = self.size - fixed
@@ -506,7 +538,13 @@ class _Parser:
 
     def _no_fit_message(self, variant: HeaderVariant, dims: dict[str, int], codes: bytes,
                         payload_limit: int, candidates: list) -> str:
-        d, flags = candidates[0] if candidates else (dims, self._no_flags)
+        if not candidates:  # BUMPWGT3: no kv-head count and intermediate size fit the size
+            shown = ", ".join(f"{f.name}={dims[f.value]:,}" for f in variant.fields
+                              if f.value in ("L", "V", "E", "H") and f.value in dims)
+            return (f"{self.path}: {payload_limit:,} bytes fit no kv-head count and "
+                    f"intermediate size with the header's {shown} (truncated or damaged; or "
+                    "pass the model's config.json)")
+        d, flags = candidates[0]
         try:
             tensors = self._place(variant, d, flags, codes, None)
         except BumpError as exc:

@@ -1,7 +1,7 @@
 """Prove a blob holds exactly a source's weights: unpack every tensor and compare bit for bit.
 
 This is independent of how the blob was written: the expected layout is re-planned from the
-source, every packed tensor is inverted with :func:`bumpconv.packing.unpack` (plain numpy, not
+source, every packed tensor is inverted with :func:`bumpconv.format.packing.unpack` (plain numpy, not
 the streaming writer's row map) and compared with the source as raw fp32 bit patterns, and all
 padding must be zero.
 """

@@ -8,11 +8,14 @@ import warnings
 from pathlib import Path
 
 from ..conversion.convert import convert_checkpoint
+from ..conversion.gguf_source import requantize_warning
 from ..conversion.plan import F32, KEEP, plan_conversion
 from ..conversion.report import format_plan
 from ..conversion.source import open_source
+from ..files.atomic import check_destination
 from ..format.profile import DEFAULT_PROFILE, PROFILES, load_profile
 from ..format.quant_policy import quant_names
+from . import OldName
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,20 +24,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "already in the local HF cache) to a bump blob.")
     p.add_argument("src", help="model directory, cached repo id (org/name) or .gguf file")
     p.add_argument("out", type=Path, help="output .bump file")
-    p.add_argument("--profile", "--format", dest="profile", default=DEFAULT_PROFILE,
-                   choices=PROFILES, help=f"layout profile to write (default: {DEFAULT_PROFILE}; "
-                                          "--format is the old name)")
+    p.add_argument("--profile", default=DEFAULT_PROFILE, choices=PROFILES,
+                   help=f"layout profile to write (default: {DEFAULT_PROFILE})")
+    p.add_argument("--format", dest="profile", choices=PROFILES, action=OldName, new="--profile")
     p.add_argument("--context", type=int, metavar="N",
                    help="context length to record (and pos_emb rows for bumpwgt3)")
-    p.add_argument("--quant", choices=(KEEP, F32, *quant_names()), metavar="NAME",
+    p.add_argument("--quant", type=str.lower, choices=(KEEP, F32, *quant_names()), metavar="NAME",
                    help="quantize the matrices: a single type (" + ", ".join(
                        n for n in quant_names() if not n.endswith("_m")) + ") or a llama.cpp "
                         "mix (" + ", ".join(n for n in quant_names() if n.endswith("_m")) +
-                        "); norms and biases stay fp32 (schemas/quant.policy.json). A GGUF "
-                        "source: 'keep' (its default) passes its quantized blocks through, "
-                        "'f32' dequantizes, a policy name re-quantizes (docs/gguf.md)")
+                        "), in any case (Q4_K_M as llama.cpp spells it); norms and biases "
+                        "stay fp32 (schemas/quant.policy.json). A GGUF source: 'keep' (its "
+                        "default) passes its quantized blocks through, 'f32' dequantizes, a "
+                        "policy name re-quantizes (docs/gguf.md)")
     p.add_argument("--dry-run", action="store_true",
-                   help="print the plan and output size without reading tensor data")
+                   help="print the plan and output size without reading tensor data (with "
+                        "--quiet, without the per-tensor table); the output path is checked "
+                        "as a conversion would")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.add_argument("--allow-nonfinite", action="store_true",
                    help="convert weights that hold NaN or infinity (refused by default)")
@@ -42,6 +48,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="write weights_manifest.json/.map and config.json for the engine's v7 "
                         "build step next to the blob (default: on for engine-v7)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    p.add_argument("--verbose", action="store_true",
+                   help="also print what the engine's own C tokenizer would do differently "
+                        "from Hugging Face's on this tokenizer (bumpconv run is unaffected)")
     p.set_defaults(func=run)
 
 
@@ -50,15 +59,19 @@ def run(args: argparse.Namespace) -> int:
         profile = load_profile(args.profile)
         with open_source(args.src, with_tokenizer=profile.carries_tokenizer) as source:
             plan = plan_conversion(source, args.profile, context=args.context, quant=args.quant)
-            print(format_plan(plan, source))
+            if (requantized := requantize_warning(source, args.quant)) is not None:
+                warnings.warn(requantized, stacklevel=1)
+            check_destination(args.out, args.force, source.input_files())
+            print(format_plan(plan, source, tensors=not args.quiet))
         return 0
     done = convert_checkpoint(args.src, args.out, args.profile, context=args.context,
                               quant=args.quant, force=args.force,
                               engine_sidecars=args.engine_sidecars, progress=not args.quiet,
                               allow_nonfinite=args.allow_nonfinite)
-    if not args.quiet:
+    if args.verbose:
         for note in done.engine_notes:  # for the engine user the sidecars serve
-            warnings.warn(note, stacklevel=1)
+            print(f"bumpconv: note: {note}", file=sys.stderr)
+    if not args.quiet:
         r = done.result
         print(f"wrote {r.path} ({r.size:,} bytes, {len(done.plan.tensors)} tensors, "
               f"{done.plan.profile.magic}, sha256 {r.checksum[:16]}...)"

@@ -15,7 +15,8 @@ from ..evaluate.corpus import load_catalog
 from ..evaluate.lockstep import EvalOptions, run_eval
 from ..evaluate.plot import plot_eval
 from ..evaluate.report import format_report
-from . import positive_int
+from ..api import check_source_first
+from . import capped_threads, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -57,8 +58,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_source_first(args.src, args.blobs[0], "eval")
     options = EvalOptions(corpus=args.corpus, ctx=args.ctx, chunks=args.chunks,
-                          threads=args.threads, gates=args.gates, progress=not args.quiet,
+                          threads=capped_threads(args.threads), gates=args.gates,
+                          progress=not args.quiet,
                           rope_pairing=args.rope_pairing)
     report = run_eval(args.src, list(args.blobs), options)
     if args.plot is not None:

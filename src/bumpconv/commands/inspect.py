@@ -11,6 +11,7 @@ from ..blob.describe import blob_summary, format_blob
 from ..blob.reader import open_blob
 from ..conversion.gguf_report import format_gguf, gguf_summary
 from ..conversion.gguf_source import is_gguf, open_gguf
+from . import OldName
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,11 +19,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Identify a bump blob (bumpconv- or engine-written "
                                    "BUMPWGT3/4/5), list its tensors, and optionally verify it.")
     p.add_argument("file", type=Path, help=".bump file, or a .gguf source to describe")
-    p.add_argument("--check", "--verify", dest="check", action="store_true",
-                   help="recompute every checksum and hash, check padding; exit 1 on failure "
-                        "(--verify is the old name)")
+    p.add_argument("--check", action="store_true",
+                   help="recompute every checksum and hash, check padding; exit 1 on failure")
+    p.add_argument("--verify", dest="check", nargs=0, const=True, action=OldName, new="--check")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--summary", action="store_true", help="omit the per-tensor table")
+    p.add_argument("--verbose", action="store_true",
+                   help="list each way the engine's own C tokenizer would encode text "
+                        "differently from Hugging Face's (a count otherwise)")
     p.add_argument("--config", type=Path, metavar="CONFIG_JSON",
                    help="config.json for files that do not record every setting (BUMPWGT3/4)")
     p.set_defaults(func=run)
@@ -41,5 +45,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(format_blob(summary, tensors=not args.summary))
+        print(format_blob(summary, tensors=not args.summary, verbose=args.verbose))
     return 0 if report is None or report.ok else 1

@@ -1,6 +1,6 @@
 """``bumpconv parity SRC BLOB``: is the blob the same model as SRC, and if not, where not?
 
-The reference is transformers itself (see bumpconv.reference); the comparison and its
+The reference is transformers itself (see bumpconv.comparison.reference); the comparison and its
 thresholds are in bumpconv.comparison and docs/parity.md. Exit status 0 only when every check
 passes, 1 on a difference (or an error).
 """
@@ -11,12 +11,13 @@ import argparse
 import json
 from pathlib import Path
 
+from ..api import check_source_first
 from ..format.errors import ParityError
 from ..comparison.check import ParityOptions, run_parity, write_dump
 from ..comparison.metrics import Thresholds
 from ..comparison.plot import plot_parity
 from ..comparison.report import format_report
-from . import positive_float, positive_int
+from . import capped_threads, positive_float, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -54,6 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_source_first(args.src, args.blob, "parity")
     if args.dump is not None and args.layer is None:
         raise ParityError("--dump needs --layer N (the layer whose stages to save)")
     if args.dump is not None and args.dump.exists() and not args.force:  # before the slow part
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     options = ParityOptions(
         prompts=tuple(args.prompt) if args.prompt else None, layer=args.layer,
         context_sweep=args.context_sweep, thresholds=Thresholds(rtol=args.tol),
-        threads=args.threads, rope_pairing=args.rope_pairing)
+        threads=capped_threads(args.threads), rope_pairing=args.rope_pairing)
     report = run_parity(args.src, args.blob, options)
     if args.dump is not None:
         write_dump(args.dump, report, args.layer, force=args.force)

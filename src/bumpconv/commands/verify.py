@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..blob.check import check_blob
-from ..blob.reader import open_blob
-from ..blob.verify import verify_against
-from ..conversion.source import open_source
+from ..api import verify
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,10 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with open_blob(args.file) as bf, \
-            open_source(args.against, with_tokenizer=bf.profile.carries_tokenizer) as source:
-        check_blob(bf, padding=False).raise_on_failure()
-        result = verify_against(bf, source)
+    result = verify(args.file, args.against)
     print(f"OK: {args.file} matches {args.against}: {result.tensors} packed tensors, "
           f"{result.source_tensors} source tensors, {result.elements:,} values bit-identical "
           "(quantized ones block for block: the source quantized again, or a GGUF's "

@@ -13,13 +13,13 @@ parameters of the same name. Every HF parameter must be replaced exactly once: a
 blob does not hold would silently keep SRC's value, and a blob tensor HF has no parameter for
 would be silently ignored; both are refused by name. (Tied embeddings are one parameter in HF
 and one tensor in the blob.) For an fp32 blob of SRC the result equals SRC's model bit for bit;
-a norm stored with Gemma's offset baked in (engine-v7: b = fl(1 + w)) becomes the parameter
-fl(b - 1), whose (1 + w) in HF is b again whenever b >= 0.5 (Sterbenz; then b - 1 is exact).
+a norm stored with Gemma's offset baked in is given back as
+:func:`~bumpconv.format.packing.source_values` says. Parameters are matched by their module
+names (a multimodal checkpoint saves them under others: the registry's ``saved_as``).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +27,10 @@ from typing import Any
 import numpy as np
 
 from ..blob.reader import BumpFile, open_blob
+from ..blob.tensors import packed_fp32
 from ..format.dtypes import DType
 from ..format.errors import ParityError
-from ..format.profile import PlacedTensor
-from ..format.packing import unpack
-from ..native.quant import dequantize
+from ..format.packing import source_values
 from .reference import Reference, source_root
 
 
@@ -43,16 +42,6 @@ class DequantizedReference:
     reference: Reference
     identical: bool
     dtypes: frozenset[DType]
-
-
-def packed_fp32(bf: BumpFile, t: PlacedTensor) -> np.ndarray:
-    """A packed tensor as fp32 in its padded shape: viewed when fp32, else dequantized."""
-    if t.dtype == DType.FP32:
-        return bf.array(t.name)
-    raw = bf.tensor_bytes(t.name)
-    rows, cols = math.prod(t.slot.shape[:-1]), t.slot.shape[-1]
-    values = np.asarray(dequantize(raw, t.dtype, rows, cols), dtype=np.float32)
-    return values.reshape(t.slot.shape)
 
 
 def load_blob_weights(model: Any, bf: BumpFile) -> bool:
@@ -71,9 +60,7 @@ def load_blob_weights(model: Any, bf: BumpFile) -> bool:
         for t in bf.tensors:
             if t.slot.content != "weights" or t.slot.zeros:
                 continue  # the tokenizer's arrays, or a zero-filled slot: no HF tensor behind it
-            values = unpack(t.slot, packed_fp32(bf, t))
-            if t.slot.offset:  # a baked (offset + w): HF's parameter is w
-                values = [v - np.float32(t.slot.offset) for v in values]
+            values = source_values(t.slot, packed_fp32(bf, t))
             for role, value in zip(t.slot.source_roles, values):
                 name = family.module_name(role, t.slot.layer)  # checkpoints may say otherwise
                 param = params.get(name)

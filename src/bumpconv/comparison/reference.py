@@ -31,7 +31,7 @@ Hidden states come from ``output_hidden_states``. transformers 5.x (``capture_ou
 that layer, so entry ``i`` of :attr:`ReferenceRun.hidden_states` is always "after layer i-1".
 
 Token ids come from the source's tokenizer through ``AutoTokenizer``; the ids the runtime side
-produces (``bumpconv run``'s own loader, :func:`bumpconv.generate.load_tokenizer`: the
+produces (``bumpconv run``'s own loader, :func:`bumpconv.run.tokenizer.load_tokenizer`: the
 ``tokenizers`` library reading tokenizer.json) are recorded beside them, so a tokenizer mismatch
 is reported as such instead of masquerading as a weight bug.
 
@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..files.checkpoint import resolve_source_dir
+from ..files.extras import install_command
 from ..format.errors import ConfigError, ReferenceSetupError
 from ..format.spec import ModelSpec
 from ..files.checkpoint import load_spec
@@ -206,9 +207,8 @@ def _import_reference_libs() -> tuple[Any, Any]:
         import transformers
     except ImportError as exc:
         raise ReferenceSetupError(
-            f"parity needs the reference extras ({exc.name} is not installed): "
-            "pip install -r requirements-dev.txt, or pip install 'bumpconv[reference]' "
-            "torch==2.13.0 in one command") from None
+            f"parity needs the reference extra ({exc.name} is not installed): "
+            f"{install_command('reference')}") from None
     return torch, transformers
 
 

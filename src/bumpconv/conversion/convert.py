@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..format.errors import LayoutError
 from ..format.profile import load_profile
+from .gguf_source import requantize_warning
 from .plan import Plan, plan_conversion
 from .sidecars import (check_sidecar_paths, engine_refusal, engine_sidecars, engine_warnings,
                        write_sidecars)
@@ -38,6 +39,8 @@ def convert_checkpoint(src: str, out: Path, profile: str, *, context: int | None
     directory = out.parent if str(out.parent) else Path(".")
     with open_source(src, with_tokenizer=chosen.carries_tokenizer) as source:
         plan = plan_conversion(source, profile, context=context, quant=quant)
+        if (requantized := requantize_warning(source, quant)) is not None:
+            warnings.warn(requantized, stacklevel=2)
         inputs = source.input_files()
         wanted = chosen.sidecars == "engine-v7" if engine_sidecars is None else engine_sidecars
         files = _sidecar_files(plan, out, wanted, explicit=bool(engine_sidecars))

@@ -35,6 +35,7 @@ from ..format.dtypes import DType
 from ..format.errors import ConfigError, LayoutError, SourceError
 from ..format.packing import row_map
 from ..format.profile import TensorSlot
+from ..format.quant_policy import quant_names
 from ..format.registry import Family, registry, require_family
 from ..format.spec import ModelSpec, spec_from_config
 from ..format.tokenizer_meta import TokenizerMeta
@@ -336,6 +337,20 @@ class GGUFSource:
 _SUGGEST = "convert with --quant f32 (dequantize) or --quant TYPE (dequantize, re-quantize)"
 
 
+def requantize_warning(source: object, quant: str | None) -> str | None:
+    """What to tell a user who re-quantizes an already quantized GGUF (``--quant TYPE``): its
+    blocks are dequantized and rounded a second time (llama.cpp's quantize refuses this
+    without ``--allow-requantize``); None for anything else."""
+    if not isinstance(source, GGUFSource) or quant not in quant_names():
+        return None
+    kinds = sorted({t.ggml_type for t in source.gguf_tensors.values()} - set(FLOAT_TYPES))
+    if not kinds:
+        return None
+    return (f"{source.path}: its tensors are already quantized ({', '.join(kinds)}); --quant "
+            f"{quant} dequantizes them and rounds them again, so the blob carries both errors "
+            "(llama.cpp asks for --allow-requantize); --quant keep keeps its own blocks")
+
+
 def _unkeepable(slot: TensorSlot, dtype: DType, source_shape: tuple[int, ...]) -> str | None:
     """Why ``slot``'s packed rows are not whole blocks of its source rows, or None."""
     rm = row_map(slot)
@@ -397,11 +412,43 @@ def _open_reader(path: Path) -> Any:
         from gguf import GGUFReader
     except ImportError:  # pragma: no cover - gguf is a dependency
         raise SourceError(f"{path}: reading GGUF needs the 'gguf' package") from None
+
+    class Reader(GGUFReader):
+        def _build_tensors(self, start_offs: int, fields: list[Any]) -> None:
+            """GGUFReader's, with a tensor that runs past the end of the file named (its own
+            error is numpy's reshape of a short slice)."""
+            try:
+                super()._build_tensors(start_offs, fields)
+            except ValueError:
+                _raise_if_truncated(path, start_offs, fields, len(self.data))
+                raise
+
     try:
-        return GGUFReader(path, "r")
+        return Reader(path, "r")
+    except SourceError:
+        raise
     except Exception as exc:  # the reader raises ValueError, IndexError, struct errors...
         raise SourceError(f"{path}: not a readable GGUF file "
                           f"({type(exc).__name__}: {exc})") from None
+
+
+def _raise_if_truncated(path: Path, start: int, fields: list[Any], size: int) -> None:
+    """A SourceError naming the first tensor whose data (by its tensor info) ends past the
+    file's ``size`` bytes: a truncated download or copy."""
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+    for f in fields:
+        _, name, _, dims, raw_type, offset = f.parts
+        try:
+            qtype = GGMLQuantizationType(int(raw_type[0]))
+        except ValueError:
+            return
+        elements, nbytes = GGML_QUANT_SIZES[qtype]
+        end = start + int(offset[0]) + math.prod(int(d) for d in dims) * nbytes // elements
+        if end > size:
+            raise SourceError(
+                f"{path}: truncated: tensor {bytes(name).decode('utf-8', 'replace')!r} "
+                f"({qtype.name}) ends at byte {end:,} but the file has {size:,} bytes "
+                "(an incomplete download or copy?)") from None
 
 
 def open_gguf(src: str, with_tokenizer: bool = False) -> GGUFSource:

@@ -60,12 +60,22 @@ def atomic_output(dest: Path, force: bool, size: int | None = None,
             _unlink(named)
 
 
+def check_destination(dest: Path, force: bool, inputs: Sequence[Path] = ()) -> None:
+    """What :func:`atomic_output` refuses about ``dest`` before writing (``convert --dry-run``
+    asks it without writing)."""
+    _check_destination(dest, dest.parent if str(dest.parent) else Path("."), force, inputs)
+
+
 def _check_destination(dest: Path, parent: Path, force: bool, inputs: Sequence[Path]) -> None:
     if not parent.is_dir():
         raise OutputError(f"{dest}: directory {parent} does not exist")
     try:
         mode = os.stat(dest).st_mode
     except FileNotFoundError:
+        if os.path.islink(dest) and not force:  # a dangling link: linking a name over it fails
+            raise OutputError(f"{dest}: is a symbolic link to {os.readlink(dest)}, which does "
+                              "not exist; write to the target's path, or --force to replace "
+                              "the link with the file") from None
         return
     except OSError as exc:
         raise OutputError(f"{dest}: cannot check the output path ({exc.strerror})") from None

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..format.errors import PlotError
 from .atomic import atomic_output, write_all
+from .extras import install_command
 
 #: Pixels per inch of every saved figure.
 DPI = 100
@@ -24,8 +25,7 @@ def new_figure(width_in: float, height_in: float) -> Any:
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        raise PlotError("--plot needs matplotlib: pip install 'bumpconv[plot]' "
-                        "(or pip install -r requirements-dev.txt)") from None
+        raise PlotError(f"--plot needs matplotlib: {install_command('plot')}") from None
     return Figure(figsize=(width_in, height_in), dpi=DPI)
 
 

@@ -66,6 +66,17 @@ def with_offset(slot: TensorSlot, values: np.ndarray) -> np.ndarray:
     return np.asarray(values, dtype=np.float32) + np.float32(slot.offset)
 
 
+def source_values(slot: TensorSlot, packed: np.ndarray) -> list[np.ndarray]:
+    """The source tensors a packed tensor stands for: :func:`unpack`, with a baked offset taken
+    off again in fp32. For Gemma's (1 + w) stored as b = fl(1 + w) this is fl(b - 1), which
+    transformers turns back into exactly b whenever b >= 0.5 (then b - 1 is exact: Sterbenz),
+    so a model given these values multiplies by the blob's own factors."""
+    values = unpack(slot, packed)
+    if not slot.offset:
+        return values
+    return [np.asarray(v, dtype=np.float32) - np.float32(slot.offset) for v in values]
+
+
 def unpack(slot: TensorSlot, packed: np.ndarray) -> list[np.ndarray]:
     """The source tensors recovered from a packed tensor (inverse of :func:`pack`; a baked
     offset stays in: compare them with :func:`with_offset` of the sources)."""

@@ -5,7 +5,7 @@ the file ``schemas/NAME.profile.json`` (an instance of :class:`Profile`), ``bump
 in a blob's metadata, and its hash, which the metadata carries under the engine's key name
 ``template_hash``. The converter,
 the reader, ``verify`` and the runtime all expand the same profile against a
-:class:`~bumpconv.spec.ModelSpec` (:func:`expand_tensors`), so there is exactly one description
+:class:`~bumpconv.format.spec.ModelSpec` (:func:`expand_tensors`), so there is exactly one description
 of where each tensor lives and how it is packed.
 
 A tensor rule names its sources by role (``wq``, ``w1.gate``: the roles of the architecture

@@ -11,8 +11,9 @@ exactly.
 
 Which pipeline components bumpconv can carry is decided here (:func:`check_supported`): the BPE
 families of Llama-family checkpoints, byte-level (GPT-2, Llama 3, Qwen2/3, SmolLM2) and
-SentencePiece-style with byte fallback (Llama 2, Mistral). ``bumpconv.run.bpe`` implements
-exactly these components.
+SentencePiece-style with byte fallback (Llama 2, Mistral), with the pipeline components the
+tests carry through a blob and back (``bumpconv run`` hands the rebuilt document to
+``tokenizers``, so the ids are transformers'; tests/test_vocab.py checks them on every variant).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ FORMAT = "bumpconv-tokenizer-1"
 #: SentencePiece's word-boundary mark.
 SPM_SPACE = "\u2581"
 
-#: Component types bumpconv carries and ``bumpconv.run.bpe`` implements, per section.
+#: Component types bumpconv carries, per section (those the tests carry and check).
 SUPPORTED: dict[str, frozenset[str]] = {
     "normalizer": frozenset({"Sequence", "Prepend", "Replace", "NFC", "NFD", "NFKC", "NFKD"}),
     "pre_tokenizer": frozenset({"Sequence", "ByteLevel", "Split", "Digits", "Metaspace"}),

@@ -1,17 +1,24 @@
 """The tokenizer a blob carries (engine-v7): its arrays read back from the blob and its record
-from the metadata, as a :class:`~bumpconv.run.bpe.BpeTokenizer` (no tokenizer.json needed)."""
+from the metadata rebuild the source's tokenizer.json exactly
+(:func:`~bumpconv.format.tokenizer_meta.rebuild_tokenizer_json`, which ``verify`` checks), and
+``tokenizers`` runs that document: the ids are transformers' by construction."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..blob.reader import BumpFile
 from ..format.errors import BumpError, TokenizerError
-from ..format.tokenizer_meta import TokenizerMeta
+from ..format.tokenizer_meta import TokenizerMeta, rebuild_tokenizer_json
 from ..format.vocab import ARRAY_NAMES, VocabArrays
-from .bpe import BpeTokenizer
+from .tokenizer import tokenizer_from_document
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 
-def blob_tokenizer(bf: BumpFile) -> tuple[BpeTokenizer, TokenizerMeta] | None:
-    """The tokenizer a blob carries (its arrays and record), or None."""
+def blob_tokenizer(bf: BumpFile) -> tuple[Tokenizer, TokenizerMeta] | None:
+    """The tokenizer a blob carries (a ``tokenizers.Tokenizer`` and its record), or None."""
     section = bf.metadata.bumpconv.tokenizer if bf.metadata is not None else None
     if section is None:
         return None
@@ -19,4 +26,6 @@ def blob_tokenizer(bf: BumpFile) -> tuple[BpeTokenizer, TokenizerMeta] | None:
         arrays = VocabArrays.from_bytes(*(bf.tensor_bytes(n) for n in ARRAY_NAMES))
     except BumpError as exc:
         raise TokenizerError(f"{bf.path}: its tokenizer arrays are unusable ({exc})") from None
-    return BpeTokenizer(arrays, section.record), section.record
+    document = rebuild_tokenizer_json(arrays, section.record)
+    return tokenizer_from_document(document, f"{bf.path}: the tokenizer it carries"), \
+        section.record

@@ -8,9 +8,28 @@ compares the result with transformers' own on SmolLM2's template.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..format.errors import TokenizerError
+from ..format.tokenizer_meta import TokenizerMeta
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+
+def chat_prompt(record: TokenizerMeta | None, tokenizer: Tokenizer, message: str) -> str:
+    """The prompt text for ``message`` from the user under the template of ``record`` (the
+    tokenizer record a blob carries, or one built from the checkpoint's files), its
+    ``bos_token``/``eos_token`` strings looked up in ``tokenizer``."""
+    if record is None or record.chat_template is None:
+        raise TokenizerError("--chat: the tokenizer has no chat template")
+
+    def content(token_id: int | None) -> str | None:
+        return None if token_id is None else tokenizer.id_to_token(token_id)
+
+    eos = record.eos_token_ids[0] if record.eos_token_ids else None
+    return render_chat(record.chat_template, message,
+                       {"bos_token": content(record.bos_token_id), "eos_token": content(eos)})
 
 
 def render_chat(template: str | list[dict[str, str]] | None, message: str,

@@ -1,9 +1,10 @@
 """Greedy text generation with the C runtime: the decoding loop of ``bumpconv run``, its
 stop tokens and streaming detokenisation.
 
-Tokenization is the Hugging Face tokenizer of the source checkpoint (:mod:`.tokenizer`).
-``encode`` adds special tokens exactly as the tokenizer's own post-processor says, which is what
-transformers' AutoTokenizer does (SmolLM2 adds no BOS; a Llama tokenizer adds ``<s>``).
+Tokenization is Hugging Face ``tokenizers`` on the tokenizer.json the blob carries or the
+source's (:mod:`.tokenizer`, :mod:`.carried`): special tokens are added exactly as the
+tokenizer's own post-processor says, which is what transformers' AutoTokenizer does (SmolLM2
+adds no BOS; a Llama tokenizer adds ``<s>``).
 """
 
 from __future__ import annotations
@@ -80,7 +81,11 @@ def greedy(model: BumpModel, prompt: Sequence[int], max_new: int,
            clock: Callable[[], float] = time.perf_counter) -> Iterator[int]:
     """Yield up to ``max_new`` greedy tokens after ``prompt`` (stopping after an EOS id or at
     the context length). The first token comes from the prefill; each next one from one
-    decode step with the KV cache. Decode time excludes the first token (it is prefill's)."""
+    decode step with the KV cache. Decode time excludes the first token (it is prefill's).
+    ``max_new`` must be a positive integer, as ``run -n`` requires (a negative count would
+    otherwise be an empty result that looks like an immediate EOS)."""
+    if isinstance(max_new, bool) or not isinstance(max_new, (int, np.integer)) or max_new < 1:
+        raise RuntimeInputError(f"max_new_tokens must be a positive integer, got {max_new!r}")
     if not prompt:
         raise RuntimeInputError("the prompt is empty (it encodes to no tokens)")
     stats = stats if stats is not None else GenerationStats()
