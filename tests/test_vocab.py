@@ -91,6 +91,7 @@ VARIANTS: dict[str, tuple[str, Callable[[dict[str, Any]], None] | None]] = {
     "sentencepiece-metaspace-first": ("sentencepiece", _metaspace_first),
     "sentencepiece-metaspace-split": ("sentencepiece", _metaspace_split),
     "sentencepiece-flags": ("sentencepiece", _flags),
+    "gemma": ("gemma", None),
 }
 
 
@@ -215,7 +216,12 @@ def test_tiny_tokenizers_fit_the_tiny_models_and_train_deterministically(
     sp, sp_meta = build_tokenizer_section(tok_dir("sentencepiece"), ROWS)
     assert sp.strings[:4] == ("<unk>", "<s>", "</s>", "<0x00>") and sp.vocab_size == ROWS
     assert sp_meta.kind == "sentencepiece_bpe" and "[INST]" in sp_meta.chat_template
-    for kind in ("byte-level", "sentencepiece"):
+    gm, gm_meta = build_tokenizer_section(tok_dir("gemma"), ROWS)
+    assert gm.strings[:8] == ("<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_turn>",
+                              "<end_of_turn>", "<0x00>") and gm.vocab_size == ROWS
+    assert gm_meta.kind == "sentencepiece_bpe" and "<start_of_turn>" in gm_meta.chat_template
+    assert gm_meta.bos_token_id == 2 and gm_meta.eos_token_ids == [1, 6]
+    for kind in ("byte-level", "sentencepiece", "gemma"):
         again = tiny_tokenizer(kind, tmp_path)
         for f in tok_dir(kind).iterdir():
             assert (again / f.name).read_bytes() == f.read_bytes(), (kind, f.name)

@@ -86,6 +86,27 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
                                                                "rope_theta": 1000000.0},
                                             "sliding_attention": {"rope_type": "default",
                                                                   "rope_theta": 50000.0}}),
+    # for GGUF: what llama.cpp's converter keeps (one window, every 6th layer full, local base
+    # 10000) and head_dim = query_pre_attn_scalar = 256 (a GGUF records neither: transformers'
+    # loader takes 256, llama.cpp head_dim; they must agree)
+    "gemma3-gguf": dict(model_type="gemma3_text", tie_word_embeddings=True, hidden_size=64,
+                        intermediate_size=96, num_hidden_layers=7, num_attention_heads=2,
+                        num_key_value_heads=1, head_dim=256, sliding_window=24,
+                        query_pre_attn_scalar=256, rms_norm_eps=1e-6,
+                        rope_parameters={"full_attention": {"rope_type": "default",
+                                                            "rope_theta": 1000000.0},
+                                         "sliding_attention": {"rope_type": "default",
+                                                               "rope_theta": 10000.0}}),
+    # rows that are whole K-quant blocks (256) except q/k/v's inputs per head: for quantization
+    "gemma3-quant": dict(model_type="gemma3_text", tie_word_embeddings=True, hidden_size=256,
+                         intermediate_size=512, num_hidden_layers=3, num_attention_heads=4,
+                         num_key_value_heads=1, head_dim=64, sliding_window=12,
+                         layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                         query_pre_attn_scalar=64,
+                         rope_parameters={"full_attention": {"rope_type": "default",
+                                                             "rope_theta": 1000000.0},
+                                          "sliding_attention": {"rope_type": "default",
+                                                                "rope_theta": 10000.0}}),
     # the text model of a multimodal Gemma 3 checkpoint (a tiny SigLIP tower beside it)
     "gemma3-mm": dict(model_type="gemma3", tie_word_embeddings=True, num_hidden_layers=2,
                       sliding_window=24, sliding_window_pattern=2, query_pre_attn_scalar=36,
@@ -199,7 +220,8 @@ def tiny_model(name: str, cache: Path, dtype: str = "float32", config_layout: st
 def _rewrite_config_v4(path: Path) -> None:
     """Rewrite a transformers 5.x config.json in the 4.x layout (a RoPE per layer type: the
     full layers' as rope_theta/rope_scaling, the sliding layers' base as rope_local_base_freq)."""
-    cfg = json.loads(path.read_text())
+    outer = json.loads(path.read_text())
+    cfg = outer.get("text_config", outer)  # a multimodal config nests the text model's
     params = cfg.pop("rope_parameters")
     if "full_attention" in params:
         cfg["rope_local_base_freq"] = params["sliding_attention"]["rope_theta"]
@@ -207,9 +229,10 @@ def _rewrite_config_v4(path: Path) -> None:
     cfg["rope_theta"] = params.pop("rope_theta")
     if params.get("rope_type", "default") != "default":
         cfg["rope_scaling"] = params
-    if "dtype" in cfg:
-        cfg["torch_dtype"] = cfg.pop("dtype")
-    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    for c in (outer, cfg):
+        if "dtype" in c:
+            c["torch_dtype"] = c.pop("dtype")
+    path.write_text(json.dumps(outer, indent=2, sort_keys=True) + "\n")
 
 
 def synthetic_model(name: str, cache: Path, seed: int = 0) -> Path:
@@ -293,7 +316,7 @@ def smollm2(cache: Path, variant: str = "fp32") -> Path:
 #: Llama 3's pre-tokenizer regex (digits in groups of up to three, case-insensitive contractions).
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
                 r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-TINY_TOKENIZERS = ("byte-level", "sentencepiece")
+TINY_TOKENIZERS = ("byte-level", "sentencepiece", "gemma")
 _LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
                     "<|end_header_id|>", "<|eot_id|>"]
 _LLAMA3_CHAT = (
@@ -344,12 +367,17 @@ def tiny_tokenizer(kind: str, cache: Path) -> Path:
     the special tokens added after the BPE vocabulary, BOS by the post-processor; 510 tokens.
     ``sentencepiece``: Llama 2's (``▁`` by normalizer, byte fallback to ``<0xNN>`` pieces,
     ``<unk>``/``<s>``/``</s>`` first); exactly the tiny models' vocab_size tokens.
+    ``gemma``: Gemma 3's (GemmaTokenizer: ``▁`` by normalizer, a split on spaces merged with
+    the previous piece, byte fallback; ``<pad>``, ``<eos>``, ``<bos>``, ``<unk>``, ``<mask>``,
+    ``<start_of_turn>``, ``<end_of_turn>`` first, tokens of two to four spaces, a Gemma-style
+    chat template); exactly the tiny models' vocab_size tokens.
     """
     if kind not in TINY_TOKENIZERS:
         raise KeyError(f"unknown tiny tokenizer {kind!r}; known: {', '.join(TINY_TOKENIZERS)}")
 
     def build(out: Path) -> None:
-        build_doc = _byte_level_tokenizer if kind == "byte-level" else _sentencepiece_tokenizer
+        build_doc = {"byte-level": _byte_level_tokenizer, "sentencepiece": _sentencepiece_tokenizer,
+                     "gemma": _gemma_tokenizer}[kind]
         doc, config, generation = build_doc(_BASE["vocab_size"])
         from tokenizers import Tokenizer
         Tokenizer.from_str(json.dumps(doc)).save(str(out / "tokenizer.json"))
@@ -442,6 +470,62 @@ def _sentencepiece_tokenizer(rows: int) -> tuple[dict[str, Any], dict[str, Any],
               "legacy": True, "clean_up_tokenization_spaces": False,
               "model_max_length": _BASE["max_position_embeddings"], "chat_template": _LLAMA2_CHAT}
     generation = {"bos_token_id": 1, "eos_token_id": 2}
+    return doc, config, generation
+
+
+#: Gemma's special tokens in its id order (pad, eos, bos, unk, mask), then its turn markers.
+GEMMA_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_turn>",
+                  "<end_of_turn>"]
+_GEMMA_CHAT = (
+    "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'assistant' %}"
+    "{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}"
+    "{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}")
+
+
+def _gemma_tokenizer(rows: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    spaces = ["\u2581" * n for n in (2, 3, 4)]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()  # training only: merges stay within words
+    trainer = trainers.BpeTrainer(vocab_size=rows - 256 - len(spaces),
+                                  special_tokens=GEMMA_SPECIALS, limit_alphabet=80,
+                                  show_progress=False)
+    tok.train_from_iterator(_tokenizer_training_text(), trainer)
+    trained = json.loads(tok.to_str())["model"]
+    pieces = sorted((i, s) for s, i in trained["vocab"].items() if s not in GEMMA_SPECIALS)
+    vocab = [*GEMMA_SPECIALS, *(f"<0x{b:02X}>" for b in range(256)), *spaces,
+             *(s for _, s in pieces if s not in spaces)]
+    merges = [*trained["merges"], ["\u2581", "\u2581"], ["\u2581\u2581", "\u2581"],
+              ["\u2581\u2581", "\u2581\u2581"]]
+    doc = {
+        "version": "1.0", "truncation": None, "padding": None,
+        "added_tokens": [_added(s, i) for i, s in enumerate(GEMMA_SPECIALS)],
+        "normalizer": {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"},
+        "pre_tokenizer": {"type": "Split", "pattern": {"String": " "},
+                          "behavior": "MergedWithPrevious", "invert": False},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<bos>", "type_id": 0}},
+                       {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": "<bos>", "type_id": 0}},
+                     {"Sequence": {"id": "A", "type_id": 0}},
+                     {"SpecialToken": {"id": "<bos>", "type_id": 1}},
+                     {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"<bos>": {"id": "<bos>", "ids": [2], "tokens": ["<bos>"]}}},
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+            {"type": "ByteFallback"}, {"type": "Fuse"}]},
+        "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>",
+                  "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                  "fuse_unk": True, "byte_fallback": True, "ignore_merges": False,
+                  "vocab": {s: i for i, s in enumerate(vocab)}, "merges": merges}}
+    config = {"tokenizer_class": "GemmaTokenizer", "bos_token": "<bos>", "eos_token": "<eos>",
+              "unk_token": "<unk>", "pad_token": "<pad>", "add_bos_token": True,
+              "add_eos_token": False, "clean_up_tokenization_spaces": False,
+              "model_max_length": _BASE["max_position_embeddings"], "chat_template": _GEMMA_CHAT}
+    generation = {"bos_token_id": 2, "eos_token_id": [1, GEMMA_SPECIALS.index("<end_of_turn>")],
+                  "pad_token_id": 0}
     return doc, config, generation
 
 

@@ -156,6 +156,68 @@ def requantize(f32_gguf: Path, out: Path, qtype: str) -> Path:
     return out
 
 
+def with_gemma_vocabulary(gguf: Path, hf_dir: Path, tokenizer: Path, out: Path) -> Path:
+    """``gguf`` (llama.cpp's converter's file of a tiny Gemma 3, made with a byte-level
+    vocabulary because the converter's SentencePiece path needs a tokenizer.model) with the
+    tiny Gemma tokenizer in llama.cpp's SentencePiece keys instead, as its Gemma writer stores
+    them: ``tokenizer.ggml.model`` "llama", no merges, pieces of spaces as real spaces (user-
+    defined, type 4), specials control (3), ``<0xNN>`` byte (6), scores, BOS added; and
+    ``token_embd`` back to the checkpoint's rows (the converter cut it to the byte-level
+    vocabulary's size; the rows it kept are unchanged)."""
+    if out.exists():
+        return out
+    import numpy as np
+    from gguf import GGUFReader, GGUFValueType, GGUFWriter
+    from safetensors.numpy import load_file
+    doc = json.loads((tokenizer / "tokenizer.json").read_text(encoding="utf-8"))
+    config = json.loads((tokenizer / "tokenizer_config.json").read_text(encoding="utf-8"))
+    by_id = {i: t for t, i in doc["model"]["vocab"].items()}
+    special = {t["id"] for t in doc["added_tokens"] if t["special"]}
+    tokens, types, scores = [], [], []
+    for i in range(len(by_id)):
+        t = by_id[i]
+        spaces = set(t) == {"\u2581"} and len(t) > 1
+        tokens.append(" " * len(t) if spaces else t)
+        kind = 3 if i in special else 6 if t.startswith("<0x") else 4 if spaces else 1
+        types.append(kind)
+        scores.append(-1000.0 if kind in (3, 4) else 0.0 if kind == 6 else -float(i))
+    ids = {t: i for i, t in by_id.items()}
+    embedding = load_file(str(hf_dir / "model.safetensors"))["model.embed_tokens.weight"]
+    reader = GGUFReader(gguf)
+    tmp = out.with_suffix(".part")
+    writer = GGUFWriter(tmp, reader.fields["general.architecture"].contents())
+    for field in reader.fields.values():
+        if field.name.startswith(("GGUF.", "tokenizer.")) or field.name == "general.architecture":
+            continue
+        vtype = field.types[0]
+        sub = field.types[-1] if vtype == GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), vtype, sub_type=sub)
+    writer.add_tokenizer_model("llama")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_bos_token_id(ids[config["bos_token"]])
+    writer.add_eos_token_id(ids[config["eos_token"]])
+    writer.add_unk_token_id(ids[config["unk_token"]])
+    writer.add_pad_token_id(ids[config["pad_token"]])
+    writer.add_add_bos_token(True)
+    writer.add_add_eos_token(False)
+    writer.add_add_space_prefix(False)
+    writer.add_chat_template(config["chat_template"])
+    for t in reader.tensors:
+        data = np.asarray(t.data)
+        if t.name == "token_embd.weight":
+            data = np.ascontiguousarray(embedding, dtype=np.float32)
+        writer.add_tensor(t.name, data, raw_dtype=t.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    tmp.replace(out)
+    return out
+
+
 def llama_quantize(f16_gguf: Path, out: Path, qtype: str, cache: Path) -> Path | None:
     """``llama-quantize F16 OUT TYPE`` from a peer build (None when there is none)."""
     info = cache / "peer" / "build-info.json"

@@ -20,6 +20,7 @@ names (a multimodal checkpoint saves them under others: the registry's ``saved_a
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,9 @@ def load_blob_weights(model: Any, bf: BumpFile) -> bool:
                 identical = identical and bool(torch.equal(param, new))
                 param.copy_(new)
                 replaced.add(name)
-    missing = sorted(set(params) - replaced)
+    ignored = [re.compile(p) for p in family.ignored]  # another tower: not the model's text
+    missing = sorted(n for n in set(params) - replaced
+                     if not any(r.match(family.saved(n)) for r in ignored))
     if missing or unused:
         parts = []
         if missing:

@@ -12,9 +12,9 @@ top-level ``rope_theta`` (transformers 5 nests it, and the engine then silently 
 ``rope_layout: split`` (its llama template defaults to the interleaved RoPE kernel, right for
 llama.cpp-permuted GGUF weights and wrong for HF weights) and ``rotary_dim``.
 
-The engine's v7 runtime has no bias operations and no RoPE scaling: for a model that needs
-either, it would compute a different model, so no sidecars are made for it
-(:func:`engine_refusal`).
+The engine's v7 runtime has no bias operations and no RoPE scaling, and its gemma3 template
+one window and one RoPE base for every layer: for a model that needs what it lacks, it would
+compute a different model, so no sidecars are made for it (:func:`engine_refusal`).
 """
 
 from __future__ import annotations
@@ -50,6 +50,33 @@ def engine_refusal(spec: ModelSpec) -> str | None:
                 "refuses manifest entries no operation reads)")
     if spec.rope.type != "default":
         return f"the engine's v7 runtime has no RoPE scaling (the model uses {spec.rope.type!r})"
+    return _gemma3_refusal(spec)
+
+
+def _gemma3_refusal(spec: ModelSpec) -> str | None:
+    """Where the engine's gemma3 template computes another model than transformers' Gemma 3
+    (build_ir_v7/v8, codegen_v7 and its kernels at commit 991d0874): one sliding_window for
+    every attn_sliding op, one rope_theta for every layer, attention scaled by 1/sqrt(head_dim)
+    (hardcoded in its attention kernels), no logit soft-cap."""
+    windows = {min(spec.window(i) or spec.context_length, spec.context_length)
+               for i in range(spec.num_layers)}
+    if len(windows) > 1:
+        full = [i for i in range(spec.num_layers) if spec.window(i) is None]
+        return (f"the engine's runtime applies one sliding_window to every layer, and this "
+                f"model's full-attention layers ({', '.join(map(str, full))}) attend to every "
+                f"position while the others slide over {spec.sliding_window}")
+    thetas = {spec.rope_of(i) for i in range(spec.num_layers)}
+    if len(thetas) > 1:
+        return (f"the engine's runtime uses one rope_theta for every layer, and this model's "
+                f"sliding layers use {spec.rope_local.theta:g} and its full layers "  # type: ignore[union-attr]
+                f"{spec.rope.theta:g}")
+    scalar = spec.query_pre_attn_scalar
+    if scalar is not None and scalar != spec.head_dim:
+        return (f"the engine's runtime scales attention by 1/sqrt(head_dim={spec.head_dim}), "
+                f"and this model by 1/sqrt(query_pre_attn_scalar={scalar:g})")
+    if spec.final_logit_softcapping is not None:
+        return (f"the engine's runtime has no logit soft-cap, and this model caps its logits at "
+                f"{spec.final_logit_softcapping:g}")
     return None
 
 

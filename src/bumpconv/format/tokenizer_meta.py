@@ -11,7 +11,7 @@ exactly.
 
 Which pipeline components bumpconv can carry is decided here (:func:`check_supported`): the BPE
 families of Llama-family checkpoints, byte-level (GPT-2, Llama 3, Qwen2/3, SmolLM2) and
-SentencePiece-style with byte fallback (Llama 2, Mistral), with the pipeline components the
+SentencePiece-style with byte fallback (Llama 2, Mistral, Gemma 3), with the pipeline components the
 tests carry through a blob and back (``bumpconv run`` hands the rebuilt document to
 ``tokenizers``, so the ids are transformers'; tests/test_vocab.py checks them on every variant).
 """
@@ -38,6 +38,10 @@ SUPPORTED: dict[str, frozenset[str]] = {
     "decoder": frozenset({"Sequence", "ByteLevel", "Metaspace", "Replace", "ByteFallback",
                           "Fuse", "Strip"}),
 }
+
+#: Split behaviours carried: Llama 3's and Qwen's regex splits (Isolated); Gemma's split on
+#: spaces, each kept with the piece before it (MergedWithPrevious).
+SPLIT_BEHAVIORS = ("Isolated", "MergedWithPrevious")
 
 Kind = Literal["byte_level_bpe", "sentencepiece_bpe"]
 
@@ -148,9 +152,10 @@ def _components(comp: Any, path: str) -> list[tuple[str, dict[str, Any]]]:
 def _check_component(comp: dict[str, Any], path: str, where: str) -> None:
     ctype = comp["type"]
     if ctype == "Split":
-        if comp.get("behavior") != "Isolated" or comp.get("invert"):
+        if comp.get("behavior") not in SPLIT_BEHAVIORS or comp.get("invert"):
             raise TokenizerError(f"{where} {path}: Split with behavior {comp.get('behavior')!r}"
-                                 f" invert={comp.get('invert')} is not supported (only Isolated)")
+                                 f" invert={comp.get('invert')} is not supported (only "
+                                 f"{', '.join(SPLIT_BEHAVIORS)})")
     if ctype in ("Split", "Replace"):
         pattern = comp.get("pattern")
         if not (isinstance(pattern, dict) and len(pattern) == 1

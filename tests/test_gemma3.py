@@ -1,0 +1,347 @@
+"""Gemma 3 in the converter: tiny random checkpoints built at test time (padded sizes, H != KV,
+windows shorter than the prompts, local and global RoPE bases that differ, soft-capping on and
+off, a multimodal checkpoint's text model), their GGUFs made by llama.cpp's own converter, and
+transformers as the reference for names, hooks, the +1 llama.cpp adds to norms, and the
+tokenizer.
+
+Fast lane (numpy checkpoints): every profile, every --quant, the engine profile's baked
+(1 + w), the metadata, the engine refusals. Model lane: transformers' own parameters, stages
+and tokenizers.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bumpconv.blob.reader import open_blob
+from bumpconv.format.packing import source_values, unpack
+from bumpconv.format.profile import profile_hash
+from bumpconv.format.quant_policy import quant_names
+from bumpconv.format.registry import registry
+from bumpconv.format.spec import SLIDING
+from tools.fixtures import tiny_config
+
+GEMMAS = ("gemma3-pad", "gemma3-softcap", "gemma3-mm")
+NORMS = {role for role, info in registry().roles.items() if info.kind == "norm"}
+
+
+def _blob(cli: Callable[..., Any], src: Path, out: Path, *args: str) -> Path:
+    r = cli("convert", src, out, "--quiet", "--no-engine-sidecars", *args)
+    assert r.code == 0, r.err
+    assert cli("verify", out, "--against", src).code == 0
+    return out
+
+
+# -- fast lane: numpy checkpoints ----------------------------------------------------------------
+
+@pytest.mark.parametrize("name", GEMMAS)
+def test_profiles_hold_gemma_and_the_engine_profile_bakes_one_plus_w(
+        synthetic: Callable[[str], Path], tmp_path: Path, cli: Callable[..., Any],
+        name: str) -> None:
+    """engine-v7 and bumpwgt5 blobs verify bit for bit; their matrices are the same bytes, and
+    every norm is w in bumpwgt5 and fl(1 + w) in engine-v7 (what transformers multiplies by);
+    the metadata gives the spec back; bumpwgt3 refuses the model by name."""
+    src = synthetic(name)
+    v5 = _blob(cli, src, tmp_path / "v5.bump", "--profile", "bumpwgt5")
+    v7 = _blob(cli, src, tmp_path / "v7.bump")
+    with open_blob(v5) as a, open_blob(v7) as b:
+        assert a.spec == b.spec and a.spec is not None
+        want = json.loads((src / "config.json").read_text())
+        from bumpconv.format.spec import spec_from_config
+        assert a.spec == spec_from_config(want).model_copy(update={"derived_keys": ()})
+        ta = {t.name: t for t in a.tensors}
+        baked = 0
+        for t in b.tensors:
+            if t.slot.content != "weights":
+                continue
+            other = ta[t.name]
+            if t.slot.source_roles and t.slot.source_roles[0] in NORMS:
+                w = unpack(other.slot, a.array(t.name))[0]
+                got = unpack(t.slot, b.array(t.name))[0]
+                assert t.slot.offset == 1.0 and other.slot.offset == 0.0
+                np.testing.assert_array_equal(got, np.float32(1.0) + w)
+                np.testing.assert_array_equal(source_values(t.slot, b.array(t.name))[0],
+                                              got - np.float32(1.0))
+                baked += 1
+            elif t.slot.role == "wo":  # engine-v7 stores wo row-major, bumpwgt5 per head
+                np.testing.assert_array_equal(unpack(t.slot, b.array(t.name))[0],
+                                              unpack(other.slot, a.array(t.name))[0])
+            else:
+                assert b.tensor_bytes(t.name) == a.tensor_bytes(t.name), t.name
+        spec = b.spec
+        assert baked == 6 * spec.num_layers + 1  # ln1, q/k norms, post norms, ln2; final
+        meta = b.metadata
+        assert meta is not None
+        assert meta.template_hash == profile_hash("engine-v7", spec.flags(tokenizer=False))
+        assert meta.template_hash != profile_hash("engine-v7")
+    r = cli("convert", src, tmp_path / "v3.bump", "--profile", "bumpwgt3", "--quiet")
+    assert r.code != 0 and "BUMPWGT3 has no" in r.err
+    assert not (tmp_path / "v3.bump").exists()
+
+
+def test_the_spec_reads_both_config_layouts_and_derives_as_transformers(
+        synthetic: Callable[[str], Path]) -> None:
+    """gemma3-softcap: layer types from the pattern key, linear scaling on the full layers
+    only, its own local base, the soft-cap; the same model in transformers 4's layout (top-level
+    rope_theta, rope_scaling, rope_local_base_freq) is the same spec."""
+    from bumpconv.format.spec import spec_from_config
+    cfg = tiny_config("gemma3-softcap")
+    spec = spec_from_config(cfg)
+    assert spec.layer_types == ("sliding_attention", "full_attention") * 2
+    assert [spec.window(i) for i in range(4)] == [16, None, 16, None]
+    assert spec.rope.type == "linear" and spec.rope.factor == 2.0
+    assert spec.rope_of(0).theta == 50000.0 and spec.rope_of(0).type == "default"
+    assert spec.rope_of(1) == spec.rope
+    assert spec.final_logit_softcapping == 3.0 and spec.query_pre_attn_scalar == 40.0
+    params = cfg.pop("rope_parameters")
+    v4 = {**cfg, "rope_theta": 1000000.0, "rope_scaling": {"rope_type": "linear", "factor": 2.0},
+          "rope_local_base_freq": params["sliding_attention"]["rope_theta"]}
+    assert spec_from_config(v4) == spec
+    bare = {k: v for k, v in v4.items() if k not in ("rope_local_base_freq",
+                                                      "query_pre_attn_scalar",
+                                                      "sliding_window_pattern")}
+    derived = spec_from_config(bare)
+    assert derived.rope_local.theta == 10000.0 and derived.query_pre_attn_scalar == 256.0
+    assert derived.layer_types[5] == "full_attention" if derived.num_layers > 5 else True
+    assert set(derived.derived_keys) >= {"rope_local_base_freq", "query_pre_attn_scalar",
+                                         "sliding_window_pattern", "layer_types"}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"layer_types": ["sliding_attention"]}, "'layer_types' lists 1 layers"),
+    ({"layer_types": ["sliding", "full"]}, "must be a list of 'full_attention'"),
+    ({"attn_logit_softcapping": 50.0}, "attention logit soft-capping is not implemented"),
+    ({"use_bidirectional_attention": True}, "bidirectional attention"),
+    ({"hidden_activation": "gelu"}, "hidden_activation 'gelu' is not supported"),
+    ({"final_logit_softcapping": -1.0}, "'final_logit_softcapping' must be a finite positive"),
+    ({"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e6},
+                          "global": {}}}, "mixes layer types and ['global']"),
+])
+def test_bad_gemma_configs_are_refused_by_key(change: dict[str, Any], message: str) -> None:
+    from bumpconv.format.errors import ConfigError
+    from bumpconv.format.spec import spec_from_config
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        spec_from_config({**tiny_config("gemma3-pad"), **change})
+
+
+@pytest.mark.parametrize("quant", quant_names())
+def test_every_quant_policy(synthetic: Callable[[str], Path], tmp_path: Path,
+                            cli: Callable[..., Any], quant: str) -> None:
+    """Every --quant on Gemma (tied: the embeddings are the output head) verifies block for
+    block; norms stay fp32 (baked in engine-v7); the tied head follows llama.cpp's output rule
+    (q6_k in the K-mixes, q8_0 for q8_0, else the policy's type)."""
+    from bumpconv.format.dtypes import DType
+    blob = _blob(cli, synthetic("gemma3-quant"), tmp_path / "q.bump", "--quant", quant)
+    mix = quant.endswith("_m")  # llama.cpp's mixes: q6_k head, matrices in the base K-quant
+    base = DType[quant.upper().removesuffix("_M")]
+    output = DType.Q6_K if mix else base
+    with open_blob(blob) as bf:
+        for t in bf.tensors:
+            if t.slot.source_roles and t.slot.source_roles[0] in NORMS:
+                assert t.dtype == DType.FP32
+        assert bf.by_name["token_emb"].dtype == output
+        assert bf.by_name["layer.1.w1"].dtype == base
+
+
+def _with_config(src: Path, tmp_path: Path, **change: Any) -> Path:
+    out = tmp_path / "src"
+    shutil.copytree(src, out)
+    cfg = json.loads((out / "config.json").read_text())
+    cfg.update(change)
+    (out / "config.json").write_text(json.dumps(cfg))
+    return out
+
+
+def test_engine_sidecars_only_for_a_gemma_the_engine_computes(
+        synthetic: Callable[[str], Path], tmp_path: Path, cli: Callable[..., Any]) -> None:
+    """The engine's gemma3 template has one window, one RoPE base, 1/sqrt(head_dim) and no
+    soft-cap: each difference is named and no sidecars are written; a Gemma within those limits
+    gets them."""
+    src = synthetic("gemma3-pad")
+    cases = [
+        ({}, "full-attention layers (1) attend to every position"),
+        ({"sliding_window": 256}, "one rope_theta for every layer"),
+        ({"layer_types": [SLIDING] * 3, "rope_parameters": {
+            "full_attention": {"rope_type": "default", "rope_theta": 10000.0},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}},
+         "1/sqrt(query_pre_attn_scalar=30)"),
+    ]
+    for k, (change, message) in enumerate(cases):
+        d = _with_config(src, tmp_path / str(k), **change)
+        out = tmp_path / str(k) / "out"
+        out.mkdir()
+        r = cli("convert", d, out / "m.bump", "--engine-sidecars")
+        assert r.code != 0 and message in r.err, (change, r.err)
+        assert not list(out.iterdir())
+    d = _with_config(src, tmp_path / "ok", layer_types=[SLIDING] * 3, query_pre_attn_scalar=36,
+                     rope_parameters={"full_attention": {"rope_type": "default",
+                                                         "rope_theta": 10000.0},
+                                      "sliding_attention": {"rope_type": "default",
+                                                            "rope_theta": 10000.0}})
+    out = tmp_path / "ok" / "out"
+    out.mkdir()
+    assert cli("convert", d, out / "m.bump", "--quiet").code == 0
+    engine = json.loads((out / "config.json").read_text())
+    assert engine["sliding_window"] == 24 and engine["model_type"] == "gemma3_text"
+    manifest = json.loads((out / "weights_manifest.json").read_text())
+    assert manifest["template"] == {"name": "gemma3"}
+    names = {e["name"] for e in manifest["entries"]}
+    assert {"layer.0.post_attention_norm", "layer.0.post_ffn_norm"} <= names
+
+
+# -- model lane: transformers ------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", GEMMAS)
+def test_checkpoints_convert_and_verify(tiny: Callable[..., Path], tmp_path: Path,
+                                        cli: Callable[..., Any], name: str) -> None:
+    """transformers' own checkpoints (the multimodal one under its saved names, vision tower
+    ignored) convert and verify in both profiles and both config layouts."""
+    for layout in ("v5", "v4"):
+        src = tiny(name, config_layout=layout)
+        for profile in ("engine-v7", "bumpwgt5"):
+            _blob(cli, src, tmp_path / f"{layout}-{profile}.bump", "--profile", profile)
+    with open_blob(tmp_path / "v5-bumpwgt5.bump") as a, open_blob(tmp_path / "v4-bumpwgt5.bump") as b:
+        assert a.spec == b.spec
+
+
+def test_reference_stages_are_gemmas_modules(tiny: Callable[..., Path],
+                                            hf: Callable[[Path], Any]) -> None:
+    """The stage table hooks Gemma's own modules: post_attention_norm is its
+    post_attention_layernorm's output and resid1 the layer input plus it (the input of
+    pre_feedforward_layernorm, which ln2 is), out is resid1 plus post_ffn_norm; a sliding
+    layer's scores are -inf beyond its window, a full layer's only above the diagonal."""
+    ref = hf(tiny("gemma3-pad"))
+    ids = list(np.random.default_rng(0).integers(0, 517, 60))
+    run = ref.run(ids, [0, 1])
+    spec = ref.spec
+    for layer in (0, 1):
+        s = run.stages[layer]
+        x = run.hidden_states[layer]
+        np.testing.assert_array_equal(s["resid1"], x + s["post_attention_norm"])
+        np.testing.assert_array_equal(s["out"], s["resid1"] + s["post_ffn_norm"])
+        assert not np.array_equal(s["post_attention_norm"], s["wo"])
+        window = spec.window(layer)
+        q, k = np.indices((len(ids), len(ids)))
+        masked = k > q if window is None else (k > q) | (k <= q - window)
+        assert np.array_equal(np.isneginf(s["scores"][0]), masked), layer
+    assert spec.window(0) == 24 and spec.window(1) is None
+
+
+def test_gguf_weights_are_transformers_own(tiny: Callable[..., Path], cache_dir: Path,
+                                          tmp_path: Path, cli: Callable[..., Any]) -> None:
+    """A tiny Gemma 3 through llama.cpp's converter (which stores 1 + w for every norm): the
+    GGUF source's tensors are transformers' GGUF loader's parameters bit for bit (w - 1 in
+    fp32, as it undoes it), the blob verifies against the GGUF, and the engine profile's norms
+    are fl(1 + that)."""
+    import torch
+    import transformers
+    from bumpconv.conversion.gguf_source import open_gguf
+    g = _gemma_gguf(tiny, cache_dir)
+    model = transformers.AutoModelForCausalLM.from_pretrained(g.parent, gguf_file=g.name,
+                                                              dtype=torch.float32)
+    params = {n: p.detach().numpy() for n, p in model.named_parameters()}
+    with open_gguf(str(g)) as source:
+        assert list(source.spec.layer_types) == model.config.layer_types
+        assert source.spec.sliding_window == model.config.sliding_window
+        shifted = 0
+        for name in source.tensors:
+            np.testing.assert_array_equal(source.read_all(name).view(np.uint32),
+                                          params[name].view(np.uint32), err_msg=name)
+            shifted += source.gguf_tensors[name].shift == 1.0
+        assert shifted == 6 * source.spec.num_layers + 1
+    blob = _blob(cli, g, tmp_path / "g.bump", "--profile", "engine-v7")
+    with open_blob(blob) as bf:
+        t = bf.by_name["layer.3.post_ffn_norm"]
+        w = params["model.layers.3.post_feedforward_layernorm.weight"]
+        np.testing.assert_array_equal(unpack(t.slot, bf.array(t.name))[0], np.float32(1) + w)
+
+
+def _gemma_gguf(tiny: Callable[..., Path], cache_dir: Path) -> Path:
+    """The tiny Gemma through llama.cpp's converter, with Gemma's SentencePiece vocabulary
+    (:func:`tools.gguf_fixtures.with_gemma_vocabulary`: the converter's own needs a
+    tokenizer.model)."""
+    from tools import gguf_fixtures
+    from tools.fixtures import tiny_tokenizer
+    out_dir = cache_dir / "gguf-tests"
+    hf_dir = tiny("gemma3-gguf")
+    g = gguf_fixtures.hf_to_gguf(hf_dir, out_dir / "gemma3-gguf-f32.gguf", "f32", cache_dir,
+                                 tokenizer=tiny_tokenizer("byte-level", cache_dir),
+                                 pre="llama-bpe")
+    return gguf_fixtures.with_gemma_vocabulary(g, hf_dir, tiny_tokenizer("gemma", cache_dir),
+                                               out_dir / "gemma3-gguf-spm-f32.gguf")
+
+
+def _corpus_mismatches(ours: Any, theirs: Any) -> list[str]:
+    from tokenizer_corpus import corpus
+    bad = []
+    for text in corpus():
+        a = ours.encode(text).ids
+        b = theirs(text)["input_ids"]
+        if a != b:
+            bad.append(f"{text!r}: {a[:10]} != {b[:10]}")
+    return bad
+
+
+def test_tokenizers_give_transformers_ids(tiny: Callable[..., Path], cache_dir: Path,
+                                          tmp_path: Path, cli: Callable[..., Any]) -> None:
+    """The tokenizer a blob carries, rebuilt as `run` rebuilds it, gives transformers' own ids
+    on the whole corpus: a tiny HF Gemma tokenizer, and Gemma's SentencePiece keys in a GGUF
+    (no merges in the file: rebuilt from the vocabulary as transformers rebuilds them; the
+    document is transformers' own, byte for byte)."""
+    import transformers
+    from bumpconv.conversion.gguf_source import open_gguf
+    from bumpconv.run.carried import blob_tokenizer
+    from tools.fixtures import tiny_tokenizer
+    tok_dir = tiny_tokenizer("gemma", cache_dir)
+    src = tmp_path / "hf"
+    shutil.copytree(tiny("gemma3-pad"), src)
+    for f in tok_dir.iterdir():
+        shutil.copy(f, src / f.name)
+    g = _gemma_gguf(tiny, cache_dir)
+    theirs_gguf = transformers.AutoTokenizer.from_pretrained(g.parent, gguf_file=g.name)
+    with open_gguf(str(g)) as source:
+        assert source.tokenizer_document() == json.loads(theirs_gguf.backend_tokenizer.to_str())
+    for source, theirs in ((src, transformers.AutoTokenizer.from_pretrained(src)),
+                           (g, theirs_gguf)):
+        blob = _blob(cli, source, tmp_path / f"{source.name}.bump")
+        with open_blob(blob) as bf:
+            carried = blob_tokenizer(bf)
+        assert carried is not None
+        bad = _corpus_mismatches(carried[0], theirs)
+        assert not bad, f"{source.name}: {len(bad)} texts differ, e.g.\n" + "\n".join(bad[:5])
+        assert carried[1].chat_template == theirs.chat_template
+        assert carried[1].bos_token_id == 2 and 1 in carried[1].eos_token_ids
+
+
+def test_dequantized_reference_maps_every_gemma_parameter(tiny: Callable[..., Path],
+                                                          tmp_path: Path,
+                                                          cli: Callable[..., Any]) -> None:
+    """transformers' model carrying a blob's weights: the multimodal checkpoint's parameters
+    by module name, an fp32 bumpwgt5 blob's bit for bit, a baked engine-v7 blob's norms giving
+    the blob's factors back wherever they are >= 0.5, a q8_0 blob's matrices dequantized."""
+    from bumpconv.comparison.dequantized import load_dequantized
+    for name in ("gemma3-mm", "gemma3-pad"):
+        src = tiny(name)
+        v5 = _blob(cli, src, tmp_path / f"{name}.bump", "--profile", "bumpwgt5")
+        assert load_dequantized(str(src), v5).identical
+    src = tiny("gemma3-pad")
+    v7 = _blob(cli, src, tmp_path / "v7.bump")
+    dq = load_dequantized(str(src), v7)
+    norm = dict(dq.reference.model.named_parameters())[
+        "model.layers.0.post_attention_layernorm.weight"].detach().numpy()
+    with open_blob(v7) as bf:
+        t = bf.by_name["layer.0.post_attention_norm"]
+        b = unpack(t.slot, bf.array(t.name))[0]
+    big = b >= 0.5
+    np.testing.assert_array_equal((np.float32(1) + norm)[big], b[big])
+    src = tiny("gemma3-quant")  # rows of whole blocks
+    q8 = _blob(cli, src, tmp_path / "q8.bump", "--quant", "q8_0", "--profile", "bumpwgt5")
+    dq = load_dequantized(str(src), q8)
+    assert not dq.identical and len(dq.dtypes) == 2
