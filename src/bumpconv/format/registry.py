@@ -16,9 +16,12 @@ In the spirit of gguf-py's ``MODEL_TENSORS`` + ``TensorNameMap``, ``schemas/arch
   rows), and the **engine template** that runs it.
 
 Each feature a family has maps to an operation (:data:`OPERATIONS`); a family whose operations
-are all in :data:`IMPLEMENTED` is supported, any other is described but refused by name with
-what is missing. A new family that needs no new operation is therefore one data entry:
-:func:`register` adds one at run time, exactly as an entry in the file would.
+are all in :data:`IMPLEMENTED` is supported (converted, verified, checked against
+transformers), any other is described but refused by name with what is missing; the C runtime
+runs the families whose operations are all in :data:`RUNTIME_IMPLEMENTED`, and refuses the
+others by name (:func:`require_runnable`). A new family that needs no new operation is
+therefore one data entry: :func:`register` adds one at run time, exactly as an entry in the
+file would.
 
 Why JSON validated by Pydantic rather than a Python table: the registry is the same kind of
 fact as the layout profiles and the quantization policy beside it (data the converter is driven
