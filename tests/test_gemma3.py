@@ -345,3 +345,38 @@ def test_dequantized_reference_maps_every_gemma_parameter(tiny: Callable[..., Pa
     q8 = _blob(cli, src, tmp_path / "q8.bump", "--quant", "q8_0", "--profile", "bumpwgt5")
     dq = load_dequantized(str(src), q8)
     assert not dq.identical and len(dq.dtypes) == 2
+
+
+@pytest.mark.peer
+@pytest.mark.parametrize("quant", ["q4_k_m", "q5_k_m", "q8_0", "q6_k"])
+def test_quantized_gemma_is_llama_cpps_byte_for_byte(tiny: Callable[..., Path], cache_dir: Path,
+                                                     tmp_path: Path, cli: Callable[..., Any],
+                                                     quant: str) -> None:
+    """llama-quantize (a `make peer` build; BUMPCONV_PEER_DIR, default .cache/peer) of llama.cpp's
+    f16 GGUF of a tiny Gemma 3, kept block for block, against bumpconv's --quant of the same f16
+    file: every matrix the same type and the same bytes, the tied 256-wide head included
+    (llama.cpp has no Gemma-specific rule in llama_tensor_get_type)."""
+    import os
+    from tools import gguf_fixtures
+    from tools.fixtures import tiny_tokenizer
+    peer = Path(os.environ.get("BUMPCONV_PEER_DIR") or cache_dir / "peer")
+    if not (peer / "build-info.json").exists():
+        pytest.skip(f"no llama.cpp peer build in {peer} (make peer)")
+    out_dir = cache_dir / "gguf-tests"
+    f16 = gguf_fixtures.hf_to_gguf(tiny("gemma3-quant"), out_dir / "gemma3-quant-f16.gguf", "f16",
+                                   cache_dir, tokenizer=tiny_tokenizer("byte-level", cache_dir),
+                                   pre="llama-bpe")
+    theirs = gguf_fixtures.llama_quantize(f16, out_dir / f"gemma3-quant-{quant}.gguf", quant,
+                                          peer.parent)
+    assert theirs is not None
+    kept = tmp_path / "kept.bump"
+    ours = tmp_path / "ours.bump"
+    for src, blob, q in ((theirs, kept, "keep"), (f16, ours, quant)):
+        assert cli("convert", src, blob, "--profile", "bumpwgt5", "--quant", q,
+                   "--quiet").code == 0
+    with open_blob(kept) as a, open_blob(ours) as b:
+        matrices = [t for t in a.tensors if len(t.slot.shape) > 1]
+        assert len(matrices) == 1 + 6 * 3
+        for t in matrices:
+            assert t.dtype == b.by_name[t.name].dtype, t.name
+            assert a.tensor_bytes(t.name) == b.tensor_bytes(t.name), t.name

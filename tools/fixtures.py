@@ -102,12 +102,13 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
                                                             "rope_theta": 1000000.0},
                                          "sliding_attention": {"rope_type": "default",
                                                                "rope_theta": 10000.0}}),
-    # rows that are whole K-quant blocks (256) except q/k/v's inputs per head: for quantization
+    # rows that are whole K-quant blocks (256) everywhere, head_dim = query_pre_attn_scalar =
+    # 256 (so llama.cpp's GGUF of it means what transformers reads): for quantization
     "gemma3-quant": dict(model_type="gemma3_text", tie_word_embeddings=True, hidden_size=256,
-                         intermediate_size=512, num_hidden_layers=3, num_attention_heads=4,
-                         num_key_value_heads=1, head_dim=64, sliding_window=12,
+                         intermediate_size=512, num_hidden_layers=3, num_attention_heads=2,
+                         num_key_value_heads=1, head_dim=256, sliding_window=12,
                          layer_types=["sliding_attention", "full_attention", "sliding_attention"],
-                         query_pre_attn_scalar=64,
+                         query_pre_attn_scalar=256,
                          rope_parameters={"full_attention": {"rope_type": "default",
                                                              "rope_theta": 1000000.0},
                                           "sliding_attention": {"rope_type": "default",
