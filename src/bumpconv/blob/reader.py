@@ -138,6 +138,10 @@ class BumpFile:
         self.close()
 
 
+#: What an engine-written config block can describe: a Llama body, biases and q/k norms.
+_ENGINE_BLOCK_OPS = frozenset({"silu", "qkv_bias", "qk_norm"})
+
+
 def open_blob(path: Path | str, config: Path | None = None) -> BumpFile:
     """Open and structurally validate a blob.
 
@@ -389,8 +393,14 @@ class _Parser:
         return None
 
     def _engine_spec(self, c: dict[str, Any], dims: dict[str, int]) -> ModelSpec | None:
+        family = registry().family(c.get("model")) if isinstance(c.get("model"), str) else None
+        if family is not None and set(family.features.operations()) - _ENGINE_BLOCK_OPS:
+            self.notes.append(f"engine config block of a {family.name} model: it does not record "
+                              "that family's settings (per-layer attention, scales); pass "
+                              "config.json")
+            return None
         try:
-            arch = c.get("model") if c.get("model") in registry().supported() else "llama"
+            arch = family.name if family is not None and family.supported else "llama"
             spec = ModelSpec(
                 architecture=arch,
                 num_layers=c["num_layers"], vocab_size=c["vocab_size"], hidden_size=c["embed_dim"],
