@@ -32,8 +32,8 @@ SOURCES = ("bump.c", "kernels.c", "kernels_portable.c", "kernels_avx2.c", "kerne
            "kernels_avx512.c", "kernels_avx512vnni.c", "quant.c")
 #: The thread pool's source per variant (pool.h's implementation).
 POOL = {"release": "pool.c", "asan": "pool.c", "openmp": "pool_omp.c"}
-HEADERS = ("bump.h", "kernels.h", "kernels_impl.h", "kernels_int8.h", "blocks.h", "pool.h",
-           "quant.h")
+HEADERS = ("bump.h", "kernels.h", "kernels_vec.h", "kernels_dequant.h", "kernels_int8.h",
+           "kernels_impl.h", "blocks.h", "pool.h", "quant.h")
 #: Headers whose declarations between CFFI markers make up the Python-visible API, in order.
 CFFI_HEADERS = ("blocks.h", "bump.h", "quant.h")
 MODULE = "bumpconv._native"

@@ -254,7 +254,8 @@ static int check_tensor(const bump_model *m, const bump_tensor *t, int index, ch
                     r->name, t->layer, c->n_layers);
     int64_t be = bump_block_elems(t->dtype);
     size_t bb = bump_block_bytes(t->dtype);
-    if (be <= 0 || (r->vector ? t->dtype != BUMP_DTYPE_FP32 : !bump_kernel_reads(t->dtype)))
+    if (be <= 0 || (r->vector ? t->dtype != BUMP_DTYPE_FP32
+                              : !bump_kernel_reads(m->s.gs.level, t->dtype)))
         return fail(err, len, BUMP_ERR_BLOB, "tensor %s (layer %d): dtype %d is not one the "
                     "runtime reads for a %s", r->name, t->layer, t->dtype,
                     r->vector ? "vector (fp32 only)" : "matrix");

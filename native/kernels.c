@@ -76,7 +76,17 @@ int32_t bump_int8_products(int32_t dtype, int32_t M)
 {
     char err[160];
     const bump_kernel_level *level = bump_kernels_select(err, sizeof err);
-    return level && level->int8_reads && M >= 1 ? level->int8_reads(dtype, M) : 0;
+    return level && M >= 1 ? bump_kernel_int8_reads(level, dtype, M) : 0;
+}
+
+int bump_kernel_reads(const bump_kernel_level *level, int32_t dtype)
+{
+    return level->reads(dtype);
+}
+
+int bump_kernel_int8_reads(const bump_kernel_level *level, int32_t dtype, int M)
+{
+    return level->int8_reads(dtype, M);
 }
 
 size_t bump_gemm_scratch_floats(const bump_kernel_level *level, int M, int K)
@@ -139,7 +149,7 @@ int bump_matmul_view(int32_t dtype, const void *w, int64_t numel, int64_t ld, in
     const bump_kernel_level *level = bump_kernels_select(err, len);
     if (!level) return BUMP_ERR_INPUT;
     const int64_t be = bump_block_elems(dtype);
-    if (!bump_kernel_reads(dtype) || be <= 0 || N < 1 || K < 1 || M < 1 || n_threads < 1 ||
+    if (!bump_kernel_reads(level, dtype) || be <= 0 || N < 1 || K < 1 || M < 1 || n_threads < 1 ||
         row_seg < 1 || col_seg < 1 || ld < 0 || row_seg_stride < 0 || col_seg_stride < 0 ||
         !w || !in || !out) {
         refuse(err, len, "bump_matmul_view: bad arguments");
@@ -174,16 +184,4 @@ int bump_matmul_view(int32_t dtype, const void *w, int64_t numel, int64_t ld, in
     free(s.pack);
     bump_pool_destroy(s.pool);
     return BUMP_OK;
-}
-
-int bump_kernel_reads(int32_t dtype)
-{
-    switch (dtype) {
-    case BUMP_DTYPE_FP32: case BUMP_DTYPE_Q4_0: case BUMP_DTYPE_Q4_1: case BUMP_DTYPE_Q5_0:
-    case BUMP_DTYPE_Q5_1: case BUMP_DTYPE_Q8_0: case BUMP_DTYPE_Q4_K: case BUMP_DTYPE_Q5_K:
-    case BUMP_DTYPE_Q6_K:
-        return 1;
-    default:
-        return 0;
-    }
 }
