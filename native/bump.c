@@ -21,7 +21,6 @@
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +32,7 @@
 #include "kernels.h"
 #include "pool.h"
 #include "quant.h"
+#include "status.h"
 
 #define MAX_DIM (1 << 24) /* any single dimension */
 #define MAX_THREADS 256
@@ -143,21 +143,7 @@ struct bump_model {
 };
 
 /* ---------------------------------------------------------------------------------------- */
-/* errors and allocation                                                                    */
-
-static int fail(char *err, size_t len, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t len, int code, const char *fmt, ...)
-{
-    if (err && len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, len, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
+/* allocation                                                                               */
 
 /* *acc *= f; nonzero (and *acc unchanged) when the product does not fit a size_t. */
 static int mul_overflows(size_t *acc, size_t f)
@@ -189,41 +175,41 @@ static int check_config(const bump_config *c, char *err, size_t len)
     };
     for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
         if (dims[i].v <= 0 || dims[i].v > MAX_DIM)
-            return fail(err, len, BUMP_ERR_BLOB, "settings: %s=%d is out of range [1, %d]",
+            return bump_fail(err, len, BUMP_ERR_BLOB, "settings: %s=%d is out of range [1, %d]",
                         dims[i].name, dims[i].v, MAX_DIM);
     /* widths of the activation rows, and attention's task count, must fit an int */
     if ((int64_t)c->n_heads * c->head_dim > MAX_DIM || 2 * (int64_t)c->intermediate > MAX_DIM ||
         (int64_t)c->context * c->n_heads > INT32_MAX)
-        return fail(err, len, BUMP_ERR_BLOB,
+        return bump_fail(err, len, BUMP_ERR_BLOB,
                     "settings: n_heads * head_dim, 2 * intermediate or context * n_heads is too "
                     "large");
     if (c->n_heads % c->n_kv_heads)
-        return fail(err, len, BUMP_ERR_BLOB, "settings: n_kv_heads=%d does not divide n_heads=%d",
+        return bump_fail(err, len, BUMP_ERR_BLOB, "settings: n_kv_heads=%d does not divide n_heads=%d",
                     c->n_kv_heads, c->n_heads);
     if (c->head_dim % 2)
-        return fail(err, len, BUMP_ERR_BLOB, "settings: head_dim=%d is odd", c->head_dim);
+        return bump_fail(err, len, BUMP_ERR_BLOB, "settings: head_dim=%d is odd", c->head_dim);
     if (!(c->rms_eps > 0 && isfinite(c->rms_eps)))
-        return fail(err, len, BUMP_ERR_BLOB, "settings: rms_eps=%g must be positive", c->rms_eps);
+        return bump_fail(err, len, BUMP_ERR_BLOB, "settings: rms_eps=%g must be positive", c->rms_eps);
     if (!(c->rope_theta > 0 && isfinite(c->rope_theta)))
-        return fail(err, len, BUMP_ERR_BLOB, "settings: rope_theta=%g must be positive",
+        return bump_fail(err, len, BUMP_ERR_BLOB, "settings: rope_theta=%g must be positive",
                     c->rope_theta);
     if (c->rope_type != BUMP_ROPE_DEFAULT && c->rope_type != BUMP_ROPE_LINEAR &&
         c->rope_type != BUMP_ROPE_LLAMA3)
-        return fail(err, len, BUMP_ERR_BLOB, "settings: unknown rope type %d", c->rope_type);
+        return bump_fail(err, len, BUMP_ERR_BLOB, "settings: unknown rope type %d", c->rope_type);
     if (c->rope_type != BUMP_ROPE_DEFAULT && !(c->rope_factor > 0 && isfinite(c->rope_factor)))
-        return fail(err, len, BUMP_ERR_BLOB, "settings: rope factor %g must be positive",
+        return bump_fail(err, len, BUMP_ERR_BLOB, "settings: rope factor %g must be positive",
                     c->rope_factor);
     if (c->rope_type == BUMP_ROPE_LLAMA3 &&
         !(c->rope_low_freq_factor > 0 && c->rope_high_freq_factor > c->rope_low_freq_factor &&
           isfinite(c->rope_high_freq_factor) && c->rope_original_max_pos > 0))
-        return fail(err, len, BUMP_ERR_BLOB,
+        return bump_fail(err, len, BUMP_ERR_BLOB,
                     "settings: llama3 rope needs 0 < low_freq_factor < high_freq_factor and "
                     "original_max_position_embeddings > 0");
     if (c->sliding_window < 0)
-        return fail(err, len, BUMP_ERR_BLOB, "settings: sliding_window=%d is negative",
+        return bump_fail(err, len, BUMP_ERR_BLOB, "settings: sliding_window=%d is negative",
                     c->sliding_window);
     if (c->n_threads < 0 || c->n_threads > MAX_THREADS)
-        return fail(err, len, BUMP_ERR_BLOB, "settings: n_threads=%d is out of range [0, %d]",
+        return bump_fail(err, len, BUMP_ERR_BLOB, "settings: n_threads=%d is out of range [0, %d]",
                     c->n_threads, MAX_THREADS);
     return BUMP_OK;
 }
@@ -246,53 +232,53 @@ static int check_tensor(const bump_model *m, const bump_tensor *t, int index, ch
 {
     const bump_config *c = &m->c;
     if (t->role < 0 || t->role >= BUMP_N_ROLES)
-        return fail(err, len, BUMP_ERR_BLOB, "tensor table entry %d: unknown role %d", index,
+        return bump_fail(err, len, BUMP_ERR_BLOB, "tensor table entry %d: unknown role %d", index,
                     t->role);
     const struct role *r = &ROLES[t->role];
     if (r->per_layer ? (t->layer < 0 || t->layer >= c->n_layers) : t->layer != -1)
-        return fail(err, len, BUMP_ERR_BLOB, "tensor %s: layer %d is out of range (%d layers)",
+        return bump_fail(err, len, BUMP_ERR_BLOB, "tensor %s: layer %d is out of range (%d layers)",
                     r->name, t->layer, c->n_layers);
     int64_t be = bump_block_elems(t->dtype);
     size_t bb = bump_block_bytes(t->dtype);
     if (be <= 0 || (r->vector ? t->dtype != BUMP_DTYPE_FP32
                               : !bump_kernel_reads(m->s.gs.level, t->dtype)))
-        return fail(err, len, BUMP_ERR_BLOB, "tensor %s (layer %d): dtype %d is not one the "
+        return bump_fail(err, len, BUMP_ERR_BLOB, "tensor %s (layer %d): dtype %d is not one the "
                     "runtime reads for a %s", r->name, t->layer, t->dtype,
                     r->vector ? "vector (fp32 only)" : "matrix");
     if (t->numel <= 0 || t->numel % be ||
         (uint64_t)(t->numel / be) > UINT64_MAX / bb || (uint64_t)(t->numel / be) * bb != t->nbytes)
-        return fail(err, len, BUMP_ERR_BLOB,
+        return bump_fail(err, len, BUMP_ERR_BLOB,
                     "tensor %s (layer %d): %llu bytes do not hold %lld elements of dtype %d",
                     r->name, t->layer, (unsigned long long)t->nbytes, (long long)t->numel,
                     t->dtype);
     if (t->offset > m->map_size || t->nbytes > m->map_size - t->offset)
-        return fail(err, len, BUMP_ERR_BLOB,
+        return bump_fail(err, len, BUMP_ERR_BLOB,
                     "tensor %s (layer %d): bytes [%llu, %llu + %llu) run past the end of the "
                     "file (%llu bytes)", r->name, t->layer, (unsigned long long)t->offset,
                     (unsigned long long)t->offset, (unsigned long long)t->nbytes,
                     (unsigned long long)m->map_size);
     int64_t rows = extent(c, r->rows), cols = extent(c, r->cols);
     if (t->rows != rows || t->cols != cols)
-        return fail(err, len, BUMP_ERR_BLOB,
+        return bump_fail(err, len, BUMP_ERR_BLOB,
                     "tensor %s (layer %d): logical shape [%lld, %lld], the settings need "
                     "[%lld, %lld]", r->name, t->layer, (long long)t->rows, (long long)t->cols,
                     (long long)rows, (long long)cols);
     const int64_t v[] = {t->ld, t->row_seg, t->row_seg_stride, t->col_seg, t->col_seg_stride};
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
         if (v[i] < 0 || v[i] > t->numel)
-            return fail(err, len, BUMP_ERR_BLOB, "tensor %s (layer %d): view stride %lld is out "
+            return bump_fail(err, len, BUMP_ERR_BLOB, "tensor %s (layer %d): view stride %lld is out "
                         "of range", r->name, t->layer, (long long)v[i]);
     if (t->row_seg < 1 || t->col_seg < 1)
-        return fail(err, len, BUMP_ERR_BLOB, "tensor %s (layer %d): empty view segment",
+        return bump_fail(err, len, BUMP_ERR_BLOB, "tensor %s (layer %d): empty view segment",
                     r->name, t->layer);
     int64_t reach = view_reach(rows, t->row_seg, t->row_seg_stride, t->ld) +
                     view_reach(cols, t->col_seg, t->col_seg_stride, 1);
     if (reach >= t->numel)
-        return fail(err, len, BUMP_ERR_BLOB, "tensor %s (layer %d): its view reaches element "
+        return bump_fail(err, len, BUMP_ERR_BLOB, "tensor %s (layer %d): its view reaches element "
                     "%lld of %lld", r->name, t->layer, (long long)reach, (long long)t->numel);
     if (be > 1 && (t->ld % be || t->row_seg_stride % be || t->col_seg_stride % be ||
                    (t->col_seg < cols && t->col_seg % be) || cols % be))
-        return fail(err, len, BUMP_ERR_BLOB, "tensor %s (layer %d): its view does not start "
+        return bump_fail(err, len, BUMP_ERR_BLOB, "tensor %s (layer %d): its view does not start "
                     "every row and segment on a block of %lld", r->name, t->layer, (long long)be);
     return BUMP_OK;
 }
@@ -319,7 +305,7 @@ static int check_complete(const bump_model *m, const bump_tensor *const *slots, 
             int layer = r->per_layer ? l : -1;
             int present = slots[slot_index(role, layer)] != NULL;
             if (present != wanted)
-                return fail(err, len, BUMP_ERR_BLOB, wanted ? "tensor %s (layer %d) is missing"
+                return bump_fail(err, len, BUMP_ERR_BLOB, wanted ? "tensor %s (layer %d) is missing"
                             : "tensor %s (layer %d) is present, but not the rest of its group "
                               "in every layer", r->name, layer);
         }
@@ -639,10 +625,10 @@ int bump_open(const char *path, int fd, const bump_config *cfg, const bump_tenso
     int rc = check_config(cfg, err, len);
     if (rc) return rc;
     if (n_tensors < 0 || (table == NULL && n_tensors > 0))
-        return fail(err, len, BUMP_ERR_BLOB, "tensor table: %d entries", n_tensors);
+        return bump_fail(err, len, BUMP_ERR_BLOB, "tensor table: %d entries", n_tensors);
 
     bump_model *m = calloc(1, sizeof *m);
-    if (!m) return fail(err, len, BUMP_ERR_NOMEM, "out of memory");
+    if (!m) return bump_fail(err, len, BUMP_ERR_NOMEM, "out of memory");
     const bump_tensor **slots = NULL;
     m->c = *cfg;
     m->fd = -1;
@@ -652,7 +638,7 @@ int bump_open(const char *path, int fd, const bump_config *cfg, const bump_tenso
     if (m->n_threads > MAX_THREADS) m->n_threads = MAX_THREADS;
     m->pool = bump_pool_create(m->n_threads);
     if (!m->pool) {
-        rc = fail(err, len, BUMP_ERR_NOMEM, "cannot start %d threads", m->n_threads);
+        rc = bump_fail(err, len, BUMP_ERR_NOMEM, "cannot start %d threads", m->n_threads);
         free(m);
         return rc;
     }
@@ -667,19 +653,19 @@ int bump_open(const char *path, int fd, const bump_config *cfg, const bump_tenso
 
     m->fd = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (m->fd < 0) {
-        rc = fail(err, len, BUMP_ERR_IO, "cannot open: %s", strerror(errno));
+        rc = bump_fail(err, len, BUMP_ERR_IO, "cannot open: %s", strerror(errno));
         goto error;
     }
     if (fstat(m->fd, &m->identity) || !S_ISREG(m->identity.st_mode) ||
         m->identity.st_size <= 0) {
-        rc = fail(err, len, BUMP_ERR_IO, "not a readable non-empty regular file");
+        rc = bump_fail(err, len, BUMP_ERR_IO, "not a readable non-empty regular file");
         goto error;
     }
     m->map_size = (size_t)m->identity.st_size;
     m->map = mmap(NULL, m->map_size, PROT_READ, MAP_PRIVATE, m->fd, 0);
     if (m->map == MAP_FAILED) {
         m->map = NULL;
-        rc = fail(err, len, BUMP_ERR_IO, "mmap failed: %s", strerror(errno));
+        rc = bump_fail(err, len, BUMP_ERR_IO, "mmap failed: %s", strerror(errno));
         goto error;
     }
     m->guard_slot = guard_register(m->map, m->map_size);
@@ -693,7 +679,7 @@ int bump_open(const char *path, int fd, const bump_config *cfg, const bump_tenso
         if ((rc = check_tensor(m, t, i, err, len))) goto error;
         const bump_tensor **p = &slots[slot_index(t->role, t->layer)];
         if (*p) {
-            rc = fail(err, len, BUMP_ERR_BLOB, "tensor %s (layer %d) appears twice in the table",
+            rc = bump_fail(err, len, BUMP_ERR_BLOB, "tensor %s (layer %d) appears twice in the table",
                       ROLES[t->role].name, t->layer);
             goto error;
         }
@@ -709,7 +695,7 @@ int bump_open(const char *path, int fd, const bump_config *cfg, const bump_tenso
     return BUMP_OK;
 
 nomem:
-    rc = fail(err, len, BUMP_ERR_NOMEM, "out of memory");
+    rc = bump_fail(err, len, BUMP_ERR_NOMEM, "out of memory");
 error:
     free(slots);
     bump_close(m);
@@ -985,27 +971,27 @@ int bump_forward(bump_model *m, const int32_t *tokens, int32_t n, int32_t start_
     const bump_config *c = &m->c;
     RunState *s = &m->s;
     const char *changed = file_changed(m);
-    if (changed) return fail(err, len, BUMP_ERR_BLOB, "%s; reopen it", changed);
+    if (changed) return bump_fail(err, len, BUMP_ERR_BLOB, "%s; reopen it", changed);
     if (n <= 0)
-        return fail(err, len, BUMP_ERR_INPUT, "no tokens");
+        return bump_fail(err, len, BUMP_ERR_INPUT, "no tokens");
     if (start_pos != s->n_cached)
-        return fail(err, len, BUMP_ERR_INPUT, "start_pos %d but the cache holds %d positions",
+        return bump_fail(err, len, BUMP_ERR_INPUT, "start_pos %d but the cache holds %d positions",
                     start_pos, s->n_cached);
     if (n > c->context - start_pos)
-        return fail(err, len, BUMP_ERR_INPUT,
+        return bump_fail(err, len, BUMP_ERR_INPUT,
                     "%d tokens from position %d exceed the context length %d", n, start_pos,
                     c->context);
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
-            return fail(err, len, BUMP_ERR_INPUT, "token id %d at index %d is outside [0, %d)",
+            return bump_fail(err, len, BUMP_ERR_INPUT, "token id %d at index %d is outside [0, %d)",
                         tokens[i], i, c->vocab_size);
     if (taps && (taps->scores || taps->probs) && start_pos != 0)
-        return fail(err, len, BUMP_ERR_INPUT, "attention taps need a forward from position 0");
+        return bump_fail(err, len, BUMP_ERR_INPUT, "attention taps need a forward from position 0");
     if (taps && taps->layer >= c->n_layers)
-        return fail(err, len, BUMP_ERR_INPUT, "tap layer %d is out of range (%d layers)",
+        return bump_fail(err, len, BUMP_ERR_INPUT, "tap layer %d is out of range (%d layers)",
                     taps->layer, c->n_layers);
     if (reserve_tokens(m, n) || reserve_positions(m, start_pos + n))
-        return fail(err, len, BUMP_ERR_NOMEM, "out of memory for %d tokens at position %d", n,
+        return bump_fail(err, len, BUMP_ERR_NOMEM, "out of memory for %d tokens at position %d", n,
                     start_pos);
 
     int E = c->hidden;
@@ -1030,7 +1016,7 @@ int bump_forward(bump_model *m, const int32_t *tokens, int32_t n, int32_t start_
         bump_matmul(&head, 1, s->xb + (size_t)row0 * E, E, n - row0, E, &s->gs);
     }
     if ((changed = file_changed(m)))
-        return fail(err, len, BUMP_ERR_BLOB, "%s; its results are void, reopen it", changed);
+        return bump_fail(err, len, BUMP_ERR_BLOB, "%s; its results are void, reopen it", changed);
     s->n_cached = start_pos + n;
     return BUMP_OK;
 }

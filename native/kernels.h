@@ -6,7 +6,8 @@
  * target with #pragma GCC target), and the level is chosen at run time from what the CPU
  * supports (BUMPCONV_KERNELS overrides): a build made on one machine runs at full speed on
  * another. Which weight dtypes a level reads, and with which kernels, is its type-traits table
- * (kernels_impl.h).
+ * (kernels_impl.h). This layer knows matrices, views and levels, never a model or a file:
+ * nothing here includes bump.h.
  */
 #ifndef BUMP_KERNELS_H
 #define BUMP_KERNELS_H
