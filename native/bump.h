@@ -7,7 +7,8 @@
  * bound-checked against the file size and the model dimensions before a single weight is read.
  *
  * Every function returning int returns a code of enum bump_status (status.h) and writes the
- * reason into err. The kernels' entry points for tests and benchmarks are in probe.h.
+ * reason into err. The kernels' entry points for tests and benchmarks are in probe.h, the
+ * SIGBUS guard for any mapping in guard.h.
  *
  * The declarations between the CFFI markers are parsed by cffi (native/build_ffi.py), so they
  * must stay plain C declarations: no macros, no preprocessor lines.
@@ -99,12 +100,6 @@ void bump_close(bump_model *m);
 /* The kernel level this model uses (probe.h: the one a model opened now would use). */
 const char *bump_model_kernels(const bump_model *m);
 int32_t bump_threads(const bump_model *m);
-/* The SIGBUS guard for any read-only file mapping (the runtime guards its own): a read past
- * the end of a file truncated under the mapping then sees zero pages and marks the slot
- * instead of killing the process. Returns the slot, or -1 when all slots are taken. */
-int bump_guard_mapping(const void *start, size_t size);
-int bump_guard_tripped(int slot);
-void bump_guard_release(int slot);
 /* Positions whose RoPE tables and KV cache are allocated (they grow with use, not with the
  * context length). */
 int32_t bump_positions_allocated(const bump_model *m);

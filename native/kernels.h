@@ -27,7 +27,7 @@ typedef float ufloat __attribute__((aligned(1)));
  * of the tensor at `base`, so per-head blocks (wq [H][AD][AE], wo [H][AE][AD]) and the stacked
  * gate/up halves of w1 are read in place, without touching their padding. Strides count
  * elements; for a block type they (and k_seg, unless it spans K) are whole blocks, so every row
- * piece a kernel reads starts on a block (bump.c checks this at open). */
+ * piece a kernel reads starts on a block (validate.h checks this before a view gets here). */
 typedef struct {
     int32_t dtype;
     const void *base;

@@ -5,10 +5,12 @@
 
 #include <stdlib.h>
 
+#include "bump.h"
 #include "kernels.h"
 #include "pool.h"
 #include "quant.h"
 #include "status.h"
+#include "validate.h"
 
 const char *bump_kernel_name(void)
 {
@@ -45,22 +47,18 @@ int bump_matmul_view(int32_t dtype, const void *w, int64_t numel, int64_t ld, in
 {
     const bump_kernel_level *level = bump_kernels_select(err, len);
     if (!level) return BUMP_ERR_INPUT;
-    const int64_t be = bump_block_elems(dtype);
-    if (!bump_kernel_reads(level, dtype) || be <= 0 || N < 1 || K < 1 || M < 1 || n_threads < 1 ||
-        row_seg < 1 || col_seg < 1 || ld < 0 || row_seg_stride < 0 || col_seg_stride < 0 ||
-        !w || !in || !out) {
+    if (!bump_kernel_reads(level, dtype) || N < 1 || K < 1 || M < 1 || n_threads < 1 ||
+        n_threads > BUMP_MAX_THREADS || !w || !in || !out)
         return bump_fail(err, len, BUMP_ERR_INPUT, "bump_matmul_view: bad arguments");
-    }
-    const int64_t reach = (int64_t)(N - 1) / row_seg * row_seg_stride +
-                          (int64_t)((N - 1) % row_seg) * ld + (int64_t)(K - 1) / col_seg *
-                          col_seg_stride + (K - 1) % col_seg;
-    if (reach >= numel || numel % be || K % be || ld % be || row_seg_stride % be ||
-        col_seg_stride % be || (col_seg < K && col_seg % be)) {
-        return bump_fail(err, len, BUMP_ERR_INPUT,
-                         "bump_matmul_view: the view leaves the buffer or splits a block");
-    }
-    if (col_seg > K) col_seg = K; /* one segment spans the row either way */
-    if (row_seg > N) row_seg = N;
+    const int64_t be = bump_block_elems(dtype);
+    if (numel < 1 || numel % be)
+        return bump_fail(err, len, BUMP_ERR_INPUT, "bump_matmul_view: %lld elements are not "
+                         "whole blocks of %lld", (long long)numel, (long long)be);
+    const bump_tensor t = {.dtype = dtype, .numel = numel, .rows = N, .cols = K, .ld = ld,
+                           .row_seg = row_seg, .row_seg_stride = row_seg_stride,
+                           .col_seg = col_seg, .col_seg_stride = col_seg_stride};
+    int rc = bump_check_view(&t, be, BUMP_ERR_INPUT, "bump_matmul_view", err, len);
+    if (rc) return rc;
     bump_gemm_scratch s = {.level = level, .pool = bump_pool_create(n_threads),
                            .int8_activations = int8_activations != 0};
     s.floats_per_thread = bump_gemm_scratch_floats(level, M, K);
@@ -71,10 +69,7 @@ int bump_matmul_view(int32_t dtype, const void *w, int64_t numel, int64_t ld, in
         return bump_fail(err, len, BUMP_ERR_NOMEM, "out of memory");
     }
     s.pack = pack;
-    bump_matmul_job job = {.w = {.dtype = dtype, .base = w, .ld = (size_t)ld,
-                                 .n_seg = (int32_t)row_seg, .n_seg_stride = (size_t)row_seg_stride,
-                                 .k_seg = (int32_t)col_seg, .k_seg_stride = (size_t)col_seg_stride},
-                           .N = N, .out = out, .ldc = (size_t)N};
+    bump_matmul_job job = {.w = bump_view_of(&t, w), .N = N, .out = out, .ldc = (size_t)N};
     bump_matmul(&job, 1, in, (size_t)K, M, K, &s);
     free(s.pack);
     bump_pool_destroy(s.pool);

@@ -20,8 +20,8 @@ int32_t bump_int8_products(int32_t dtype, int32_t M);
 /* One matrix product through the kernels: out[M][N] = in[M][K] W^T with W of `dtype` at w
  * (numel elements) seen through the view of bump_tensor (ld, row_seg, row_seg_stride,
  * col_seg, col_seg_stride, in elements), on n_threads threads, on int8 activations when
- * int8_activations (where bump_int8_products says so). Refuses a view that leaves the buffer
- * or splits a block. */
+ * int8_activations (where bump_int8_products says so). The view is checked as the runtime
+ * checks a tensor's (validate.h): one that leaves the buffer or splits a block is refused. */
 int bump_matmul_view(int32_t dtype, const void *w, int64_t numel, int64_t ld, int64_t row_seg,
                      int64_t row_seg_stride, int64_t col_seg, int64_t col_seg_stride, int32_t N,
                      int32_t K, const float *in, int32_t M, float *out, int32_t n_threads,
