@@ -40,29 +40,42 @@ enum bump_dtype {
 #define QK_K 256
 #define K_SCALE_SIZE 12
 
+/* Every block type has alignment 1: bump files place tensors at any byte offset, so a block
+ * (and its fp16 scale) is read and written wherever it lies, through these types directly. */
+#define BUMP_ANY_OFFSET __attribute__((aligned(1)))
+
 /* x = d * (q - 8), q 4-bit */
-typedef struct { ggml_half d; uint8_t qs[QK4_0 / 2]; } block_q4_0;
+typedef struct { ggml_half d; uint8_t qs[QK4_0 / 2]; } block_q4_0 BUMP_ANY_OFFSET;
 /* x = d * q + m, q 4-bit */
-typedef struct { ggml_half d, m; uint8_t qs[QK4_1 / 2]; } block_q4_1;
+typedef struct { ggml_half d, m; uint8_t qs[QK4_1 / 2]; } block_q4_1 BUMP_ANY_OFFSET;
 /* x = d * (q - 16), q 5-bit: low 4 bits in qs, the fifth in qh */
-typedef struct { ggml_half d; uint8_t qh[4]; uint8_t qs[QK5_0 / 2]; } block_q5_0;
+typedef struct { ggml_half d; uint8_t qh[4]; uint8_t qs[QK5_0 / 2]; } block_q5_0 BUMP_ANY_OFFSET;
 /* x = d * q + m, q 5-bit */
-typedef struct { ggml_half d, m; uint8_t qh[4]; uint8_t qs[QK5_1 / 2]; } block_q5_1;
+typedef struct { ggml_half d, m; uint8_t qh[4]; uint8_t qs[QK5_1 / 2]; } block_q5_1 BUMP_ANY_OFFSET;
 /* x = d * q, q int8 */
-typedef struct { ggml_half d; int8_t qs[QK8_0]; } block_q8_0;
+typedef struct { ggml_half d; int8_t qs[QK8_0]; } block_q8_0 BUMP_ANY_OFFSET;
 /* 8 sub-blocks of 32: x = d * sc * q - dmin * m, 6-bit sc/m packed in scales, q 4-bit */
-typedef struct { ggml_half d, dmin; uint8_t scales[K_SCALE_SIZE]; uint8_t qs[QK_K / 2]; } block_q4_K;
+typedef struct {
+    ggml_half d, dmin;
+    uint8_t scales[K_SCALE_SIZE];
+    uint8_t qs[QK_K / 2];
+} block_q4_K BUMP_ANY_OFFSET;
 /* as q4_K with a fifth bit per value in qh */
 typedef struct {
     ggml_half d, dmin;
     uint8_t scales[K_SCALE_SIZE];
     uint8_t qh[QK_K / 8];
     uint8_t qs[QK_K / 2];
-} block_q5_K;
+} block_q5_K BUMP_ANY_OFFSET;
 /* 16 sub-blocks of 16: x = d * sc * (q - 32), q 6-bit (low 4 bits in ql, high 2 in qh) */
-typedef struct { uint8_t ql[QK_K / 2]; uint8_t qh[QK_K / 4]; int8_t scales[QK_K / 16]; ggml_half d; } block_q6_K;
+typedef struct {
+    uint8_t ql[QK_K / 2];
+    uint8_t qh[QK_K / 4];
+    int8_t scales[QK_K / 16];
+    ggml_half d;
+} block_q6_K BUMP_ANY_OFFSET;
 /* activations for the K-quant dot products: x = d * q, bsums = sums of 16 q's */
-typedef struct { float d; int8_t qs[QK_K]; int16_t bsums[QK_K / 16]; } block_q8_K;
+typedef struct { float d; int8_t qs[QK_K]; int16_t bsums[QK_K / 16]; } block_q8_K BUMP_ANY_OFFSET;
 
 _Static_assert(sizeof(block_q4_0) == 18, "block_q4_0");
 _Static_assert(sizeof(block_q4_1) == 20, "block_q4_1");
@@ -73,6 +86,7 @@ _Static_assert(sizeof(block_q4_K) == 144, "block_q4_K");
 _Static_assert(sizeof(block_q5_K) == 176, "block_q5_K");
 _Static_assert(sizeof(block_q6_K) == 210, "block_q6_K");
 _Static_assert(sizeof(block_q8_K) == 292, "block_q8_K");
+_Static_assert(_Alignof(block_q6_K) == 1 && _Alignof(block_q8_K) == 1, "any offset");
 
 /* The float of an IEEE binary16 (exact; NaNs come out quiet, as from ggml's routine). Every
  * scale of every block type is decoded by this one function. */

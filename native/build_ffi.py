@@ -28,14 +28,16 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ("bump.c", "kernels.c", "kernels_portable.c", "kernels_avx2.c", "kernels_avxvnni.c",
-           "kernels_avx512.c", "kernels_avx512vnni.c", "quant.c")
+SOURCES = ("status.c", "quant.c", "kernels.c", "kernels_portable.c", "kernels_avx2.c",
+           "kernels_avxvnni.c", "kernels_avx512.c", "kernels_avx512vnni.c", "guard.c", "validate.c",
+           "bump.c", "probe.c")
 #: The thread pool's source per variant (pool.h's implementation).
 POOL = {"release": "pool.c", "asan": "pool.c", "openmp": "pool_omp.c"}
-HEADERS = ("bump.h", "kernels.h", "kernels_impl.h", "kernels_int8.h", "blocks.h", "pool.h",
-           "quant.h")
+HEADERS = ("status.h", "blocks.h", "quant.h", "pool.h", "kernels.h", "kernels_vec.h",
+           "kernels_dequant.h", "kernels_int8.h", "kernels_impl.h", "guard.h", "validate.h",
+           "bump.h", "probe.h")
 #: Headers whose declarations between CFFI markers make up the Python-visible API, in order.
-CFFI_HEADERS = ("blocks.h", "bump.h", "quant.h")
+CFFI_HEADERS = ("status.h", "blocks.h", "quant.h", "guard.h", "bump.h", "probe.h")
 MODULE = "bumpconv._native"
 
 STRICT = ["-Wall", "-Wextra", "-Werror"]

@@ -8,10 +8,9 @@
  * through their views (bump_wmat: the packed layout, segments and all); vectors (norms,
  * biases) are copied out once at open. Padding is never read.
  *
- * Sections: the role table; Weights and RunState; validating and binding the table; the file
- * (mapping, and the guard that turns a file changed under us into an error instead of SIGBUS);
- * RoPE and the KV cache (both grow with the positions used, never sized by the context up
- * front); the layer; forward().
+ * Sections: Weights and RunState; binding the table (validate.h has checked it); the file
+ * changed under us (guard.h catches a read past a truncated end); RoPE and the KV cache (both
+ * grow with the positions used, never sized by the context up front); the layer; forward().
  */
 #define _GNU_SOURCE
 #include "bump.h"
@@ -19,70 +18,20 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stdatomic.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "guard.h"
 #include "kernels.h"
 #include "pool.h"
-#include "quant.h"
+#include "status.h"
+#include "validate.h"
 
-#define MAX_DIM (1 << 24) /* any single dimension */
-#define MAX_THREADS 256
 #define PI 3.14159265358979323846 /* math.pi */
 #define POSITION_QUANTUM 256      /* RoPE tables and the KV cache grow in steps of this */
-
-/* ---------------------------------------------------------------------------------------- */
-/* the role table: what each tensor of the table must be                                    */
-
-enum extent { X_ONE, X_V, X_E, X_I, X_2I, X_D, X_HD, X_KVD }; /* dimensions of bump_config */
-enum group { REQUIRED, OPT_HEAD, OPT_QK_NORM, OPT_BIAS };      /* optional: all of a group or none */
-
-static const struct role {
-    const char *name;
-    int per_layer;
-    int vector;            /* copied out as fp32 [rows]; else a matrix read in place */
-    int rows, cols;        /* enum extent */
-    int group;
-} ROLES[BUMP_N_ROLES] = {
-    [BUMP_ROLE_TOKEN_EMB] = {"token_emb", 0, 0, X_V, X_E, REQUIRED},
-    [BUMP_ROLE_FINAL_NORM] = {"final_norm", 0, 1, X_E, X_ONE, REQUIRED},
-    [BUMP_ROLE_LM_HEAD] = {"lm_head", 0, 0, X_V, X_E, OPT_HEAD},
-    [BUMP_ROLE_LN1] = {"ln1", 1, 1, X_E, X_ONE, REQUIRED},
-    [BUMP_ROLE_Q_NORM] = {"q_norm", 1, 1, X_D, X_ONE, OPT_QK_NORM},
-    [BUMP_ROLE_K_NORM] = {"k_norm", 1, 1, X_D, X_ONE, OPT_QK_NORM},
-    [BUMP_ROLE_WQ] = {"wq", 1, 0, X_HD, X_E, REQUIRED},
-    [BUMP_ROLE_BQ] = {"bq", 1, 1, X_HD, X_ONE, OPT_BIAS},
-    [BUMP_ROLE_WK] = {"wk", 1, 0, X_KVD, X_E, REQUIRED},
-    [BUMP_ROLE_BK] = {"bk", 1, 1, X_KVD, X_ONE, OPT_BIAS},
-    [BUMP_ROLE_WV] = {"wv", 1, 0, X_KVD, X_E, REQUIRED},
-    [BUMP_ROLE_BV] = {"bv", 1, 1, X_KVD, X_ONE, OPT_BIAS},
-    [BUMP_ROLE_WO] = {"wo", 1, 0, X_E, X_HD, REQUIRED},
-    [BUMP_ROLE_LN2] = {"ln2", 1, 1, X_E, X_ONE, REQUIRED},
-    [BUMP_ROLE_W1] = {"w1", 1, 0, X_2I, X_E, REQUIRED},
-    [BUMP_ROLE_W2] = {"w2", 1, 0, X_E, X_I, REQUIRED},
-};
-
-static int64_t extent(const bump_config *c, int x)
-{
-    switch (x) {
-    case X_V: return c->vocab_size;
-    case X_E: return c->hidden;
-    case X_I: return c->intermediate;
-    case X_2I: return 2 * (int64_t)c->intermediate;
-    case X_D: return c->head_dim;
-    case X_HD: return (int64_t)c->n_heads * c->head_dim;
-    case X_KVD: return (int64_t)c->n_kv_heads * c->head_dim;
-    default: return 1;
-    }
-}
 
 /* ---------------------------------------------------------------------------------------- */
 /* Weights and RunState                                                                     */
@@ -133,7 +82,7 @@ struct bump_model {
     bump_pool *pool;              /* n_threads threads, the caller's included */
     Weights w;
     RunState s;
-    /* the file: mapped read-only, kept open to notice a change (see the guard below) */
+    /* the file: mapped read-only, kept open to notice a change (file_changed) */
     int fd;
     void *map;
     size_t map_size;
@@ -143,21 +92,7 @@ struct bump_model {
 };
 
 /* ---------------------------------------------------------------------------------------- */
-/* errors and allocation                                                                    */
-
-static int fail(char *err, size_t len, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t len, int code, const char *fmt, ...)
-{
-    if (err && len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, len, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
+/* allocation                                                                               */
 
 /* *acc *= f; nonzero (and *acc unchanged) when the product does not fit a size_t. */
 static int mul_overflows(size_t *acc, size_t f)
@@ -178,163 +113,11 @@ static float *alloc_floats(size_t n)
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* validation: the settings, then every table entry against them and the file size          */
-
-static int check_config(const bump_config *c, char *err, size_t len)
-{
-    const struct { const char *name; int32_t v; } dims[] = {
-        {"n_layers", c->n_layers}, {"vocab_size", c->vocab_size}, {"hidden", c->hidden},
-        {"intermediate", c->intermediate}, {"n_heads", c->n_heads},
-        {"n_kv_heads", c->n_kv_heads}, {"head_dim", c->head_dim}, {"context", c->context},
-    };
-    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
-        if (dims[i].v <= 0 || dims[i].v > MAX_DIM)
-            return fail(err, len, BUMP_ERR_BLOB, "settings: %s=%d is out of range [1, %d]",
-                        dims[i].name, dims[i].v, MAX_DIM);
-    /* widths of the activation rows, and attention's task count, must fit an int */
-    if ((int64_t)c->n_heads * c->head_dim > MAX_DIM || 2 * (int64_t)c->intermediate > MAX_DIM ||
-        (int64_t)c->context * c->n_heads > INT32_MAX)
-        return fail(err, len, BUMP_ERR_BLOB,
-                    "settings: n_heads * head_dim, 2 * intermediate or context * n_heads is too "
-                    "large");
-    if (c->n_heads % c->n_kv_heads)
-        return fail(err, len, BUMP_ERR_BLOB, "settings: n_kv_heads=%d does not divide n_heads=%d",
-                    c->n_kv_heads, c->n_heads);
-    if (c->head_dim % 2)
-        return fail(err, len, BUMP_ERR_BLOB, "settings: head_dim=%d is odd", c->head_dim);
-    if (!(c->rms_eps > 0 && isfinite(c->rms_eps)))
-        return fail(err, len, BUMP_ERR_BLOB, "settings: rms_eps=%g must be positive", c->rms_eps);
-    if (!(c->rope_theta > 0 && isfinite(c->rope_theta)))
-        return fail(err, len, BUMP_ERR_BLOB, "settings: rope_theta=%g must be positive",
-                    c->rope_theta);
-    if (c->rope_type != BUMP_ROPE_DEFAULT && c->rope_type != BUMP_ROPE_LINEAR &&
-        c->rope_type != BUMP_ROPE_LLAMA3)
-        return fail(err, len, BUMP_ERR_BLOB, "settings: unknown rope type %d", c->rope_type);
-    if (c->rope_type != BUMP_ROPE_DEFAULT && !(c->rope_factor > 0 && isfinite(c->rope_factor)))
-        return fail(err, len, BUMP_ERR_BLOB, "settings: rope factor %g must be positive",
-                    c->rope_factor);
-    if (c->rope_type == BUMP_ROPE_LLAMA3 &&
-        !(c->rope_low_freq_factor > 0 && c->rope_high_freq_factor > c->rope_low_freq_factor &&
-          isfinite(c->rope_high_freq_factor) && c->rope_original_max_pos > 0))
-        return fail(err, len, BUMP_ERR_BLOB,
-                    "settings: llama3 rope needs 0 < low_freq_factor < high_freq_factor and "
-                    "original_max_position_embeddings > 0");
-    if (c->sliding_window < 0)
-        return fail(err, len, BUMP_ERR_BLOB, "settings: sliding_window=%d is negative",
-                    c->sliding_window);
-    if (c->n_threads < 0 || c->n_threads > MAX_THREADS)
-        return fail(err, len, BUMP_ERR_BLOB, "settings: n_threads=%d is out of range [0, %d]",
-                    c->n_threads, MAX_THREADS);
-    return BUMP_OK;
-}
-
-/* The largest packed element index a view reaches for indices [0, n) along one axis. */
-static int64_t view_reach(int64_t n, int64_t seg, int64_t seg_stride, int64_t step)
-{
-    int64_t last = n - 1, q = last / seg;
-    int64_t reach = q * seg_stride + (last % seg) * step;
-    if (q > 0) { /* the end of the previous full segment may reach further */
-        int64_t prev = (q - 1) * seg_stride + (seg - 1) * step;
-        if (prev > reach) reach = prev;
-    }
-    return reach;
-}
-
-/* Check one entry completely (bounds first, meaning second); returns its slot index. */
-static int check_tensor(const bump_model *m, const bump_tensor *t, int index, char *err,
-                        size_t len)
-{
-    const bump_config *c = &m->c;
-    if (t->role < 0 || t->role >= BUMP_N_ROLES)
-        return fail(err, len, BUMP_ERR_BLOB, "tensor table entry %d: unknown role %d", index,
-                    t->role);
-    const struct role *r = &ROLES[t->role];
-    if (r->per_layer ? (t->layer < 0 || t->layer >= c->n_layers) : t->layer != -1)
-        return fail(err, len, BUMP_ERR_BLOB, "tensor %s: layer %d is out of range (%d layers)",
-                    r->name, t->layer, c->n_layers);
-    int64_t be = bump_block_elems(t->dtype);
-    size_t bb = bump_block_bytes(t->dtype);
-    if (be <= 0 || (r->vector ? t->dtype != BUMP_DTYPE_FP32 : !bump_kernel_reads(t->dtype)))
-        return fail(err, len, BUMP_ERR_BLOB, "tensor %s (layer %d): dtype %d is not one the "
-                    "runtime reads for a %s", r->name, t->layer, t->dtype,
-                    r->vector ? "vector (fp32 only)" : "matrix");
-    if (t->numel <= 0 || t->numel % be ||
-        (uint64_t)(t->numel / be) > UINT64_MAX / bb || (uint64_t)(t->numel / be) * bb != t->nbytes)
-        return fail(err, len, BUMP_ERR_BLOB,
-                    "tensor %s (layer %d): %llu bytes do not hold %lld elements of dtype %d",
-                    r->name, t->layer, (unsigned long long)t->nbytes, (long long)t->numel,
-                    t->dtype);
-    if (t->offset > m->map_size || t->nbytes > m->map_size - t->offset)
-        return fail(err, len, BUMP_ERR_BLOB,
-                    "tensor %s (layer %d): bytes [%llu, %llu + %llu) run past the end of the "
-                    "file (%llu bytes)", r->name, t->layer, (unsigned long long)t->offset,
-                    (unsigned long long)t->offset, (unsigned long long)t->nbytes,
-                    (unsigned long long)m->map_size);
-    int64_t rows = extent(c, r->rows), cols = extent(c, r->cols);
-    if (t->rows != rows || t->cols != cols)
-        return fail(err, len, BUMP_ERR_BLOB,
-                    "tensor %s (layer %d): logical shape [%lld, %lld], the settings need "
-                    "[%lld, %lld]", r->name, t->layer, (long long)t->rows, (long long)t->cols,
-                    (long long)rows, (long long)cols);
-    const int64_t v[] = {t->ld, t->row_seg, t->row_seg_stride, t->col_seg, t->col_seg_stride};
-    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
-        if (v[i] < 0 || v[i] > t->numel)
-            return fail(err, len, BUMP_ERR_BLOB, "tensor %s (layer %d): view stride %lld is out "
-                        "of range", r->name, t->layer, (long long)v[i]);
-    if (t->row_seg < 1 || t->col_seg < 1)
-        return fail(err, len, BUMP_ERR_BLOB, "tensor %s (layer %d): empty view segment",
-                    r->name, t->layer);
-    int64_t reach = view_reach(rows, t->row_seg, t->row_seg_stride, t->ld) +
-                    view_reach(cols, t->col_seg, t->col_seg_stride, 1);
-    if (reach >= t->numel)
-        return fail(err, len, BUMP_ERR_BLOB, "tensor %s (layer %d): its view reaches element "
-                    "%lld of %lld", r->name, t->layer, (long long)reach, (long long)t->numel);
-    if (be > 1 && (t->ld % be || t->row_seg_stride % be || t->col_seg_stride % be ||
-                   (t->col_seg < cols && t->col_seg % be) || cols % be))
-        return fail(err, len, BUMP_ERR_BLOB, "tensor %s (layer %d): its view does not start "
-                    "every row and segment on a block of %lld", r->name, t->layer, (long long)be);
-    return BUMP_OK;
-}
-
-static int slot_index(int role, int layer)
-{
-    return ROLES[role].per_layer ? BUMP_N_ROLES * (1 + layer) + role : role;
-}
-
-/* Every required role present once per layer (or once); an optional group (the output head,
- * q/k norms, q/k/v biases) is present when any of its tensors is, and then entirely. */
-static int check_complete(const bump_model *m, const bump_tensor *const *slots, char *err,
-                          size_t len)
-{
-    const bump_config *c = &m->c;
-    int group_present[OPT_BIAS + 1] = {1, 0, 0, 0};
-    for (int i = 0; i < BUMP_N_ROLES * (c->n_layers + 1); i++)
-        if (slots[i]) group_present[ROLES[slots[i]->role].group] = 1;
-    for (int role = 0; role < BUMP_N_ROLES; role++) {
-        const struct role *r = &ROLES[role];
-        int layers = r->per_layer ? c->n_layers : 1;
-        int wanted = group_present[r->group];
-        for (int l = 0; l < layers; l++) {
-            int layer = r->per_layer ? l : -1;
-            int present = slots[slot_index(role, layer)] != NULL;
-            if (present != wanted)
-                return fail(err, len, BUMP_ERR_BLOB, wanted ? "tensor %s (layer %d) is missing"
-                            : "tensor %s (layer %d) is present, but not the rest of its group "
-                              "in every layer", r->name, layer);
-        }
-    }
-    return BUMP_OK;
-}
-
-/* ---------------------------------------------------------------------------------------- */
 /* binding: views into the mapping, vectors copied out                                      */
 
 static bump_wmat view_of(const bump_model *m, const bump_tensor *t)
 {
-    return (bump_wmat){.dtype = t->dtype, .base = (const char *)m->map + t->offset,
-                       .ld = (size_t)t->ld, .n_seg = (int32_t)t->row_seg,
-                       .n_seg_stride = (size_t)t->row_seg_stride, .k_seg = (int32_t)t->col_seg,
-                       .k_seg_stride = (size_t)t->col_seg_stride};
+    return bump_view_of(t, (const char *)m->map + t->offset);
 }
 
 /* Copy an fp32 vector tensor (NULL: absent) to *next and advance it; returns the copy. */
@@ -353,14 +136,14 @@ static int bind_weights(bump_model *m, const bump_tensor *const *slots)
 {
     const bump_config *c = &m->c;
     size_t floats = 0;
-    for (int i = 0; i < BUMP_N_ROLES * (c->n_layers + 1); i++)
-        if (slots[i] && ROLES[slots[i]->role].vector) floats += (size_t)slots[i]->rows;
+    for (size_t i = 0; i < bump_slot_count(c); i++)
+        if (slots[i] && bump_role_vector(slots[i]->role)) floats += (size_t)slots[i]->rows;
     Weights *w = &m->w;
     w->layers = calloc((size_t)c->n_layers, sizeof *w->layers);
     w->vectors = alloc_floats(floats);
     if (!w->layers || !w->vectors) return BUMP_ERR_NOMEM;
     float *next = w->vectors;
-#define SLOT(role, layer) slots[slot_index(role, layer)]
+#define SLOT(role, layer) slots[bump_slot(role, layer)]
     w->token_emb = view_of(m, SLOT(BUMP_ROLE_TOKEN_EMB, -1));
     w->final_norm = vector_of(m, SLOT(BUMP_ROLE_FINAL_NORM, -1), &next);
     w->lm_head = SLOT(BUMP_ROLE_LM_HEAD, -1) ? view_of(m, SLOT(BUMP_ROLE_LM_HEAD, -1))
@@ -386,110 +169,21 @@ static int bind_weights(bump_model *m, const bump_tensor *const *slots)
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* the file guard: a blob truncated or rewritten while mapped must not kill the process     */
-/*
- * A read of a mapped page past a truncated file's end raises SIGBUS. The handler maps
- * anonymous zero pages over the rest of the mapping (so the faulting load, retried, reads 0
- * and the forward pass runs to its end) and marks the model; bump_forward then reports the
- * change as an error and the model refuses further use. Content rewritten in place without a
- * truncation raises no signal: fstat identity (size, mtime, inode) is compared before
- * and after every forward for that. A file replaced by rename is harmless: the mapping keeps
- * the old inode.
- */
+/* the file changed under us                                                                */
 
-#define GUARD_SLOTS 64
-static struct {
-    _Atomic(uintptr_t) start;
-    _Atomic(size_t) size;
-    atomic_int tripped;
-} guards[GUARD_SLOTS];
-static pthread_mutex_t guard_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct sigaction previous_bus;
-static int guard_installed;
-static uintptr_t page_mask; /* read in the handler, where sysconf is not async-signal-safe */
-
-static void on_sigbus(int sig, siginfo_t *info, void *uctx)
-{
-    uintptr_t addr = (uintptr_t)info->si_addr;
-    for (int i = 0; i < GUARD_SLOTS; i++) {
-        uintptr_t start = atomic_load(&guards[i].start);
-        size_t size = atomic_load(&guards[i].size);
-        if (start && addr >= start && addr < start + size) {
-            uintptr_t page = addr & page_mask;
-            mmap((void *)page, start + size - page, PROT_READ,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-            atomic_store(&guards[i].tripped, 1);
-            return;
-        }
-    }
-    /* not ours: whatever was there before us */
-    if (previous_bus.sa_flags & SA_SIGINFO) {
-        previous_bus.sa_sigaction(sig, info, uctx);
-    } else if (previous_bus.sa_handler != SIG_IGN && previous_bus.sa_handler != SIG_DFL) {
-        previous_bus.sa_handler(sig);
-    } else {
-        signal(sig, SIG_DFL);
-        raise(sig);
-    }
-}
-
-static int guard_register(void *map, size_t size)
-{
-    int slot = -1;
-    pthread_mutex_lock(&guard_lock);
-    if (!guard_installed) {
-        page_mask = ~((uintptr_t)sysconf(_SC_PAGESIZE) - 1);
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_sigaction = on_sigbus;
-        sa.sa_flags = SA_SIGINFO | SA_NODEFER;
-        sigemptyset(&sa.sa_mask);
-        if (sigaction(SIGBUS, &sa, &previous_bus) == 0) guard_installed = 1;
-    }
-    for (int i = 0; i < GUARD_SLOTS && slot < 0; i++) {
-        if (!atomic_load(&guards[i].start)) {
-            atomic_store(&guards[i].tripped, 0);
-            atomic_store(&guards[i].size, size);
-            atomic_store(&guards[i].start, (uintptr_t)map);
-            slot = i;
-        }
-    }
-    pthread_mutex_unlock(&guard_lock);
-    return slot;
-}
-
-static void guard_release(int slot)
-{
-    if (slot < 0) return;
-    pthread_mutex_lock(&guard_lock);
-    atomic_store(&guards[slot].start, 0);
-    atomic_store(&guards[slot].size, 0);
-    pthread_mutex_unlock(&guard_lock);
-}
-
-int bump_guard_mapping(const void *start, size_t size)
-{
-    return guard_register((void *)start, size);
-}
-
-int bump_guard_tripped(int slot)
-{
-    return slot >= 0 && slot < GUARD_SLOTS && atomic_load(&guards[slot].tripped);
-}
-
-void bump_guard_release(int slot)
-{
-    if (slot >= 0 && slot < GUARD_SLOTS) guard_release(slot);
-}
-
-/* NULL while the file is as it was at open; else why it is not. (Not ctime: unlinking the file,
- * as a rename over it does, changes the ctime of the inode we still map, harmlessly.) */
+/* NULL while the file is as it was at open; else why it is not, and the model refuses further
+ * use. A read past the end of a file truncated under the mapping trips the guard (guard.h: it
+ * reads zeros, the forward runs to its end and its results are void); content rewritten in
+ * place raises no signal, so the fstat identity (size, mtime, inode) is compared before and
+ * after every forward. A file replaced by rename is harmless: the mapping keeps the old inode.
+ * (Not ctime: unlinking the file, as a rename over it does, changes the ctime of the inode we
+ * still map, harmlessly.) */
 static const char *file_changed(bump_model *m)
 {
     if (m->changed) return m->changed;
     struct stat st;
     int stat_ok = fstat(m->fd, &st) == 0;
-    if ((m->guard_slot >= 0 && atomic_load(&guards[m->guard_slot].tripped)) ||
+    if (bump_guard_tripped(m->guard_slot) ||
         (stat_ok && st.st_size < m->identity.st_size))
         m->changed = "the file was truncated while in use";
     else if (!stat_ok || st.st_size != m->identity.st_size || st.st_ino != m->identity.st_ino ||
@@ -635,23 +329,23 @@ int bump_open(const char *path, int fd, const bump_config *cfg, const bump_tenso
               int32_t n_tensors, bump_model **out, char *err, size_t len)
 {
     *out = NULL;
-    int rc = check_config(cfg, err, len);
+    int rc = bump_check_config(cfg, err, len);
     if (rc) return rc;
     if (n_tensors < 0 || (table == NULL && n_tensors > 0))
-        return fail(err, len, BUMP_ERR_BLOB, "tensor table: %d entries", n_tensors);
+        return bump_fail(err, len, BUMP_ERR_BLOB, "tensor table: %d entries", n_tensors);
 
     bump_model *m = calloc(1, sizeof *m);
-    if (!m) return fail(err, len, BUMP_ERR_NOMEM, "out of memory");
+    if (!m) return bump_fail(err, len, BUMP_ERR_NOMEM, "out of memory");
     const bump_tensor **slots = NULL;
     m->c = *cfg;
     m->fd = -1;
     m->guard_slot = -1;
     long online = sysconf(_SC_NPROCESSORS_ONLN);
     m->n_threads = cfg->n_threads > 0 ? cfg->n_threads : online > 0 ? (int)online : 1;
-    if (m->n_threads > MAX_THREADS) m->n_threads = MAX_THREADS;
+    if (m->n_threads > BUMP_MAX_THREADS) m->n_threads = BUMP_MAX_THREADS;
     m->pool = bump_pool_create(m->n_threads);
     if (!m->pool) {
-        rc = fail(err, len, BUMP_ERR_NOMEM, "cannot start %d threads", m->n_threads);
+        rc = bump_fail(err, len, BUMP_ERR_NOMEM, "cannot start %d threads", m->n_threads);
         free(m);
         return rc;
     }
@@ -666,39 +360,28 @@ int bump_open(const char *path, int fd, const bump_config *cfg, const bump_tenso
 
     m->fd = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (m->fd < 0) {
-        rc = fail(err, len, BUMP_ERR_IO, "cannot open: %s", strerror(errno));
+        rc = bump_fail(err, len, BUMP_ERR_IO, "cannot open: %s", strerror(errno));
         goto error;
     }
     if (fstat(m->fd, &m->identity) || !S_ISREG(m->identity.st_mode) ||
         m->identity.st_size <= 0) {
-        rc = fail(err, len, BUMP_ERR_IO, "not a readable non-empty regular file");
+        rc = bump_fail(err, len, BUMP_ERR_IO, "not a readable non-empty regular file");
         goto error;
     }
     m->map_size = (size_t)m->identity.st_size;
     m->map = mmap(NULL, m->map_size, PROT_READ, MAP_PRIVATE, m->fd, 0);
     if (m->map == MAP_FAILED) {
         m->map = NULL;
-        rc = fail(err, len, BUMP_ERR_IO, "mmap failed: %s", strerror(errno));
+        rc = bump_fail(err, len, BUMP_ERR_IO, "mmap failed: %s", strerror(errno));
         goto error;
     }
-    m->guard_slot = guard_register(m->map, m->map_size);
+    m->guard_slot = bump_guard_mapping(m->map, m->map_size);
 
     const bump_config *c = &m->c;
-    size_t n_slots = (size_t)BUMP_N_ROLES * ((size_t)c->n_layers + 1);
-    slots = calloc(n_slots, sizeof *slots);
+    slots = calloc(bump_slot_count(c), sizeof *slots);
     if (!slots) goto nomem;
-    for (int i = 0; i < n_tensors; i++) {
-        const bump_tensor *t = &table[i];
-        if ((rc = check_tensor(m, t, i, err, len))) goto error;
-        const bump_tensor **p = &slots[slot_index(t->role, t->layer)];
-        if (*p) {
-            rc = fail(err, len, BUMP_ERR_BLOB, "tensor %s (layer %d) appears twice in the table",
-                      ROLES[t->role].name, t->layer);
-            goto error;
-        }
-        *p = t;
-    }
-    if ((rc = check_complete(m, slots, err, len))) goto error;
+    rc = bump_check_table(c, m->map_size, m->s.gs.level, table, n_tensors, slots, err, len);
+    if (rc) goto error;
     if (bind_weights(m, slots)) goto nomem;
     m->s.inv_freq = alloc_floats((size_t)c->head_dim / 2);
     if (!m->s.inv_freq) goto nomem;
@@ -708,7 +391,7 @@ int bump_open(const char *path, int fd, const bump_config *cfg, const bump_tenso
     return BUMP_OK;
 
 nomem:
-    rc = fail(err, len, BUMP_ERR_NOMEM, "out of memory");
+    rc = bump_fail(err, len, BUMP_ERR_NOMEM, "out of memory");
 error:
     free(slots);
     bump_close(m);
@@ -723,7 +406,7 @@ void bump_close(bump_model *m)
     free(s->scores), free(s->key_cache), free(s->value_cache);
     free(s->rope_cos), free(s->rope_sin), free(s->inv_freq);
     free(m->w.layers), free(m->w.vectors);
-    guard_release(m->guard_slot);
+    bump_guard_release(m->guard_slot);
     if (m->map) munmap(m->map, m->map_size);
     if (m->fd >= 0) close(m->fd);
     bump_pool_destroy(m->pool);
@@ -984,28 +667,29 @@ int bump_forward(bump_model *m, const int32_t *tokens, int32_t n, int32_t start_
     const bump_config *c = &m->c;
     RunState *s = &m->s;
     const char *changed = file_changed(m);
-    if (changed) return fail(err, len, BUMP_ERR_BLOB, "%s; reopen it", changed);
+    if (changed) return bump_fail(err, len, BUMP_ERR_BLOB, "%s; reopen it", changed);
     if (n <= 0)
-        return fail(err, len, BUMP_ERR_INPUT, "no tokens");
+        return bump_fail(err, len, BUMP_ERR_INPUT, "no tokens");
     if (start_pos != s->n_cached)
-        return fail(err, len, BUMP_ERR_INPUT, "start_pos %d but the cache holds %d positions",
-                    start_pos, s->n_cached);
+        return bump_fail(err, len, BUMP_ERR_INPUT, "start_pos %d but the cache holds %d "
+                         "positions", start_pos, s->n_cached);
     if (n > c->context - start_pos)
-        return fail(err, len, BUMP_ERR_INPUT,
-                    "%d tokens from position %d exceed the context length %d", n, start_pos,
-                    c->context);
+        return bump_fail(err, len, BUMP_ERR_INPUT,
+                         "%d tokens from position %d exceed the context length %d", n,
+                         start_pos, c->context);
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
-            return fail(err, len, BUMP_ERR_INPUT, "token id %d at index %d is outside [0, %d)",
-                        tokens[i], i, c->vocab_size);
+            return bump_fail(err, len, BUMP_ERR_INPUT, "token id %d at index %d is outside "
+                             "[0, %d)", tokens[i], i, c->vocab_size);
     if (taps && (taps->scores || taps->probs) && start_pos != 0)
-        return fail(err, len, BUMP_ERR_INPUT, "attention taps need a forward from position 0");
+        return bump_fail(err, len, BUMP_ERR_INPUT,
+                         "attention taps need a forward from position 0");
     if (taps && taps->layer >= c->n_layers)
-        return fail(err, len, BUMP_ERR_INPUT, "tap layer %d is out of range (%d layers)",
-                    taps->layer, c->n_layers);
+        return bump_fail(err, len, BUMP_ERR_INPUT, "tap layer %d is out of range (%d layers)",
+                         taps->layer, c->n_layers);
     if (reserve_tokens(m, n) || reserve_positions(m, start_pos + n))
-        return fail(err, len, BUMP_ERR_NOMEM, "out of memory for %d tokens at position %d", n,
-                    start_pos);
+        return bump_fail(err, len, BUMP_ERR_NOMEM, "out of memory for %d tokens at position %d",
+                         n, start_pos);
 
     int E = c->hidden;
     for (int i = 0; i < n; i++) bump_wmat_row(s->gs.level, &m->w.token_emb, tokens[i], E, s->x + (size_t)i * E);
@@ -1029,7 +713,7 @@ int bump_forward(bump_model *m, const int32_t *tokens, int32_t n, int32_t start_
         bump_matmul(&head, 1, s->xb + (size_t)row0 * E, E, n - row0, E, &s->gs);
     }
     if ((changed = file_changed(m)))
-        return fail(err, len, BUMP_ERR_BLOB, "%s; its results are void, reopen it", changed);
+        return bump_fail(err, len, BUMP_ERR_BLOB, "%s; its results are void, reopen it", changed);
     s->n_cached = start_pos + n;
     return BUMP_OK;
 }

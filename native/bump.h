@@ -6,6 +6,10 @@
  * The C side knows what a tensor is for, never a file layout; everything in the table is
  * bound-checked against the file size and the model dimensions before a single weight is read.
  *
+ * Every function returning int returns a code of enum bump_status (status.h) and writes the
+ * reason into err. The kernels' entry points for tests and benchmarks are in probe.h, the
+ * SIGBUS guard for any mapping in guard.h.
+ *
  * The declarations between the CFFI markers are parsed by cffi (native/build_ffi.py), so they
  * must stay plain C declarations: no macros, no preprocessor lines.
  */
@@ -16,6 +20,7 @@
 #include <stdint.h>
 
 #include "blocks.h"
+#include "status.h"
 
 /* CFFI-BEGIN */
 /* What a tensor is for. Layer roles repeat once per layer; the others appear once (layer -1).
@@ -29,16 +34,6 @@ enum bump_role {
 };
 
 enum bump_rope_type { BUMP_ROPE_DEFAULT = 0, BUMP_ROPE_LINEAR = 1, BUMP_ROPE_LLAMA3 = 2 };
-
-/* Return codes; the message goes to the caller's err buffer. */
-enum bump_status {
-    BUMP_OK = 0,
-    BUMP_ERR_BLOB = 1,   /* the file or the tensor table is unusable, or the file changed */
-    BUMP_ERR_INPUT = 2,  /* a token id out of range, a sequence past the context, a bad start_pos;
-                            at open: BUMPCONV_KERNELS names no usable kernel level */
-    BUMP_ERR_NOMEM = 3,
-    BUMP_ERR_IO = 4      /* open/fstat/mmap failed */
-};
 
 /* Model settings (HF config names in comments). Which optional tensors exist (lm_head, q/k/v
  * biases, q/k norms) is not a setting: the table says it. */
@@ -102,38 +97,9 @@ int bump_forward(bump_model *m, const int32_t *tokens, int32_t n, int32_t start_
 int32_t bump_cached(const bump_model *m);
 void bump_reset(bump_model *m);
 void bump_close(bump_model *m);
-/* The kernel level a model opened now would use (BUMPCONV_KERNELS, else the CPU's best), and
- * the one this model uses. */
-const char *bump_kernel_name(void);
+/* The kernel level this model uses (probe.h: the one a model opened now would use). */
 const char *bump_model_kernels(const bump_model *m);
-/* Whether, at that level, a product of M activation rows over weights of `dtype` runs on int8
- * activations when a model is opened with them (the GEMV for every quantized type; the GEMM
- * only where the level has an int8 one, for the types it reads). */
-int32_t bump_int8_products(int32_t dtype, int32_t M);
 int32_t bump_threads(const bump_model *m);
-/* The SIGBUS guard for any read-only file mapping (the runtime guards its own): a read past
- * the end of a file truncated under the mapping then sees zero pages and marks the slot
- * instead of killing the process. Returns the slot, or -1 when all slots are taken. */
-int bump_guard_mapping(const void *start, size_t size);
-int bump_guard_tripped(int slot);
-void bump_guard_release(int slot);
-/* One matrix product through the kernels, for tests and benchmarks: out[M][N] = in[M][K] W^T
- * with W of `dtype` at w (numel elements) seen through the view of bump_tensor (ld, row_seg,
- * row_seg_stride, col_seg, col_seg_stride, in elements), on n_threads threads with the kernel
- * level bump_kernel_name() reports, on int8 activations when int8_activations (where
- * bump_int8_products says so).
- * Refuses a view that leaves the buffer or splits a block. */
-int bump_matmul_view(int32_t dtype, const void *w, int64_t numel, int64_t ld, int64_t row_seg,
-                     int64_t row_seg_stride, int64_t col_seg, int64_t col_seg_stride, int32_t N,
-                     int32_t K, const float *in, int32_t M, float *out, int32_t n_threads,
-                     int32_t int8_activations, char *err, size_t err_len);
-/* o[j] = silu(g[j]) * u[j] for j < n through the SwiGLU kernel of the level bump_kernel_name()
- * reports, for tests. */
-int bump_swiglu_rows(const float *g, const float *u, int32_t n, float *o, char *err,
-                     size_t err_len);
-/* s[t] = exp(s[t] - mx) for t < n through the softmax kernel of that level, returning their
- * sum (-1 when BUMPCONV_KERNELS names no usable level), for tests. */
-float bump_exp_sum_rows(float *s, int32_t n, float mx, char *err, size_t err_len);
 /* Positions whose RoPE tables and KV cache are allocated (they grow with use, not with the
  * context length). */
 int32_t bump_positions_allocated(const bump_model *m);

@@ -5,7 +5,9 @@
  * kernels_avx2.c, kernels_avxvnni.c, kernels_avx512.c, kernels_avx512vnni.c: each sets its
  * target with #pragma GCC target), and the level is chosen at run time from what the CPU
  * supports (BUMPCONV_KERNELS overrides): a build made on one machine runs at full speed on
- * another.
+ * another. Which weight dtypes a level reads, and with which kernels, is its type-traits table
+ * (kernels_impl.h). This layer knows matrices, views and levels, never a model or a file:
+ * nothing here includes bump.h.
  */
 #ifndef BUMP_KERNELS_H
 #define BUMP_KERNELS_H
@@ -25,7 +27,7 @@ typedef float ufloat __attribute__((aligned(1)));
  * of the tensor at `base`, so per-head blocks (wq [H][AD][AE], wo [H][AE][AD]) and the stacked
  * gate/up halves of w1 are read in place, without touching their padding. Strides count
  * elements; for a block type they (and k_seg, unless it spans K) are whole blocks, so every row
- * piece a kernel reads starts on a block (bump.c checks this at open). */
+ * piece a kernel reads starts on a block (validate.h checks this before a view gets here). */
 typedef struct {
     int32_t dtype;
     const void *base;
@@ -90,8 +92,11 @@ void bump_swiglu(const bump_kernel_level *level, const float *g, const float *u,
 /* s[t] = exp(s[t] - mx) for t < n, returning their sum (the softmax's numerators). */
 float bump_exp_sum(const bump_kernel_level *level, float *s, int n, float mx);
 
-/* Whether bump_matmul reads weights of this dtype (enum bump_dtype). */
-int bump_kernel_reads(int32_t dtype);
+/* Whether bump_matmul at this level reads weights of `dtype` (enum bump_dtype), and whether a
+ * product of M activation rows over them runs on int8 activations when the scratch asks for
+ * them (the level's type-traits table answers both). */
+int bump_kernel_reads(const bump_kernel_level *level, int32_t dtype);
+int bump_kernel_int8_reads(const bump_kernel_level *level, int32_t dtype, int M);
 
 /* ---- the per-level implementations (kernels_impl.h), for kernels.c only ------------------- */
 struct bump_kernel_level {
@@ -99,6 +104,7 @@ struct bump_kernel_level {
     const char *detail;      /* vector width, micro-kernel */
     int (*supported)(void);
     size_t (*scratch_floats)(int M, int K);
+    int (*reads)(int32_t dtype);
     int (*int8_reads)(int32_t dtype, int M);
     void (*swiglu)(const float *g, const float *u, int n, float *o);
     float (*exp_sum)(float *s, int n, float mx);

@@ -5,6 +5,12 @@
  * width then follows the target (GCC vector extensions): 16 floats with AVX-512, 8 with AVX2,
  * 4 otherwise. Everything here is static: the levels never see each other's symbols.
  *
+ * The headers, each included once, in one direction: kernels_vec.h (vector helpers, weight
+ * addressing, parallel chunks) <- kernels_dequant.h (the fp32-activation dequantizers) and
+ * kernels_int8.h (the int8-activation kernels) <- this file: the type-traits table (which
+ * kernels read which dtype at this level), the GEMV and GEMM drivers that dispatch through it,
+ * attention, the elementwise exp, and the level's bump_kernel_level.
+ *
  * GEMM (prefill, M tokens > 1), in the BLIS structure, the NR-wide weight panels cut into one
  * contiguous run per thread, each run claimed by whichever thread is free (pool.h):
  *   for each KC slice of K:
@@ -22,37 +28,21 @@
  * registers block by block and each vector multiply-added with x as it is decoded (fp32
  * activations), or multiplied in integers against int8 activations (kernels_int8.h).
  *
- * Dequantization computes every value exactly as ggml's dequantize_row_<type> does (the same
- * operations in the same order, no contraction: the file is compiled with -ffp-contract=off and
- * multiply-adds are fused only where written), so a product over quantized weights equals the
- * product over gguf.quants.dequantize's fp32 matrix up to the order of the fp32 sums.
- *
  * Attention (scores, weighted_sum) keeps a block of results in registers while it walks the
  * cache, so no horizontal sums are needed.
  */
-#include "kernels.h"
+#include "kernels_dequant.h"
+#include "kernels_int8.h"
+#include "kernels_vec.h"
 
-#include <stdlib.h>
-#include <string.h>
-
-#include "blocks.h"
-#include "pool.h"
-#include "quant.h"
-
-#if defined(__SSE2__)
-#include <immintrin.h>
-#endif
-
-#if defined(__AVX512F__)
-#define VW 16
+/* The fp32 GEMM's register tile: MR activation rows x NR = 2 vectors of weight columns. */
+#if VW == 16
 #define MR 14
 #define DETAIL "16-wide, 14x32 micro-kernel"
-#elif defined(__AVX2__) && defined(__FMA__)
-#define VW 8
+#elif VW == 8
 #define MR 6
 #define DETAIL "8-wide, 6x16 micro-kernel"
 #else
-#define VW 4
 #define MR 6
 #define DETAIL "4-wide, 6x8 micro-kernel"
 #endif
@@ -60,383 +50,63 @@
 #define KC 288
 #define PREFETCH_ROWS 4
 
-typedef float vfloat __attribute__((vector_size(VW * sizeof(float))));
-typedef float vfloat_u __attribute__((vector_size(VW * sizeof(float)), aligned(1)));
-typedef int32_t vint __attribute__((vector_size(VW * sizeof(int32_t))));
-typedef uint32_t vuint __attribute__((vector_size(VW * sizeof(uint32_t))));
-typedef uint8_t vu8 __attribute__((vector_size(VW)));
-typedef int8_t vi8 __attribute__((vector_size(VW)));
-
-static inline vfloat load_u(const void *p) { return *(const vfloat_u *)p; }
-static inline void store_u(void *p, vfloat v) { *(vfloat_u *)p = v; }
-
-/* Broadcasts through the intrinsic: GCC builds a vector from an element loop one masked
- * broadcast per lane. */
-static inline vfloat splat(float s)
-{
-#if defined(__AVX512F__) && VW == 16
-    return (vfloat)_mm512_set1_ps(s);
-#elif defined(__AVX__) && VW == 8
-    return (vfloat)_mm256_set1_ps(s);
-#elif defined(__SSE2__) && VW == 4
-    return (vfloat)_mm_set1_ps(s);
-#else
-    vfloat v;
-    for (int i = 0; i < VW; i++) v[i] = s;
-    return v;
-#endif
-}
-
-static inline vuint splat_u(uint32_t s)
-{
-#if defined(__AVX512F__) && VW == 16
-    return (vuint)_mm512_set1_epi32((int)s);
-#elif defined(__AVX__) && VW == 8
-    return (vuint)_mm256_set1_epi32((int)s);
-#elif defined(__SSE2__) && VW == 4
-    return (vuint)_mm_set1_epi32((int)s);
-#else
-    vuint v;
-    for (int i = 0; i < VW; i++) v[i] = s;
-    return v;
-#endif
-}
-
-static inline vu8 load_bytes(const uint8_t *p)
-{
-    vu8 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-/* Lane indices first .. first + VW - 1. */
-static inline vuint lanes(uint32_t first)
-{
-    vuint v;
-    for (int i = 0; i < VW; i++) v[i] = (uint32_t)i;
-    return v + splat_u(first);
-}
-
-/* a * b + c, fused when the target has FMA (the only contraction in this file). */
-static inline vfloat fma_v(vfloat a, vfloat b, vfloat c)
-{
-#if defined(__AVX512F__) && VW == 16
-    return _mm512_fmadd_ps(a, b, c);
-#elif defined(__FMA__) && VW == 8
-    return _mm256_fmadd_ps(a, b, c);
-#elif defined(__FMA__) && VW == 4
-    return _mm_fmadd_ps(a, b, c);
-#else
-    return a * b + c;
-#endif
-}
-
-static inline float hsum(vfloat v)
-{
-    float s = 0.0f;
-    for (int i = 0; i < VW; i++) s += v[i];
-    return s;
-}
-
-static inline int min_int(int a, int b) { return a < b ? a : b; }
-
-/* The block types at any byte offset (bump files do not align tensors; a block's fp16 scale
- * would otherwise be a misaligned 2-byte access). */
-typedef block_q4_0 ublock_q4_0 __attribute__((aligned(1)));
-typedef block_q4_1 ublock_q4_1 __attribute__((aligned(1)));
-typedef block_q5_0 ublock_q5_0 __attribute__((aligned(1)));
-typedef block_q5_1 ublock_q5_1 __attribute__((aligned(1)));
-typedef block_q8_0 ublock_q8_0 __attribute__((aligned(1)));
-typedef block_q4_K ublock_q4_K __attribute__((aligned(1)));
-typedef block_q5_K ublock_q5_K __attribute__((aligned(1)));
-typedef block_q6_K ublock_q6_K __attribute__((aligned(1)));
-
 /* ---------------------------------------------------------------------------------------- */
-/* dequantization: nb blocks at src -> nb * block-elements floats at y (ggml's order of ops)  */
+/* the type-traits table (ggml's type_traits_cpu)                                            */
 
-#define TO_F(v) __builtin_convertvector((v), vfloat)
-#define TO_I(v) _Generic((v), vu8: widen_u8, vi8: widen_i8)(v)
-
-/* VW bytes widened to int32 lanes. GCC lowers __builtin_convertvector from bytes to int32
- * element by element (20x slower than the dequantization around it), so the targets with a
- * widening instruction use it. */
-static inline vint widen_u8(vu8 b)
-{
-#if defined(__AVX512F__) && VW == 16
-    __m128i x;
-    memcpy(&x, &b, sizeof x);
-    return (vint)_mm512_cvtepu8_epi32(x);
-#elif defined(__AVX2__) && VW == 8
-    long long x;
-    memcpy(&x, &b, sizeof x);
-    return (vint)_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(x));
-#else
-    return __builtin_convertvector(b, vint);
-#endif
-}
-
-static inline vint widen_i8(vi8 b)
-{
-#if defined(__AVX512F__) && VW == 16
-    __m128i x;
-    memcpy(&x, &b, sizeof x);
-    return (vint)_mm512_cvtepi8_epi32(x);
-#elif defined(__AVX2__) && VW == 8
-    long long x;
-    memcpy(&x, &b, sizeof x);
-    return (vint)_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(x));
-#else
-    return __builtin_convertvector(b, vint);
-#endif
-}
-
-/* Value vector v of element offset `off`: stored at y + off, or (y NULL) multiply-added with
- * x + off into *acc. Inlined into always-inline dequantizers, the branch folds away. */
-static inline __attribute__((always_inline)) void emit(float *y, const float *x, vfloat *acc,
-                                                       size_t off, vfloat v)
-{
-    if (y)
-        store_u(y + off, v);
-    else
-        *acc = fma_v(v, load_u(x + off), *acc);
-}
-
-static inline __attribute__((always_inline)) void deq_q4_0_(const uint8_t *src, int nb, float *y,
-                                                            const float *xs, vfloat *acc)
-{
-    size_t o = 0;
-    const ublock_q4_0 *x = (const ublock_q4_0 *)src;
-    for (int i = 0; i < nb; i++, o += QK4_0) {
-        const vfloat d = splat(bump_fp16_to_fp32(x[i].d));
-        for (int j = 0; j < QK4_0 / 2; j += VW) {
-            const vu8 b = load_bytes(x[i].qs + j);
-            emit(y, xs, acc, o + j, TO_F(TO_I(b & 0x0f) - 8) * d);
-            emit(y, xs, acc, o + j + QK4_0 / 2, TO_F(TO_I(b >> 4) - 8) * d);
-        }
-    }
-}
-
-static inline __attribute__((always_inline)) void deq_q4_1_(const uint8_t *src, int nb, float *y,
-                                                            const float *xs, vfloat *acc)
-{
-    size_t o = 0;
-    const ublock_q4_1 *x = (const ublock_q4_1 *)src;
-    for (int i = 0; i < nb; i++, o += QK4_1) {
-        const vfloat d = splat(bump_fp16_to_fp32(x[i].d)), m = splat(bump_fp16_to_fp32(x[i].m));
-        for (int j = 0; j < QK4_1 / 2; j += VW) {
-            const vu8 b = load_bytes(x[i].qs + j);
-            emit(y, xs, acc, o + j, TO_F(TO_I(b & 0x0f)) * d + m);
-            emit(y, xs, acc, o + j + QK4_1 / 2, TO_F(TO_I(b >> 4)) * d + m);
-        }
-    }
-}
-
-/* The fifth bits of q5_0/q5_1 elements j.. and j + 16.., as 0 or 16. */
-static inline void high_bits(const uint8_t qh_bytes[4], int j, vint *h0, vint *h1)
-{
-    uint32_t qh;
-    memcpy(&qh, qh_bytes, sizeof qh);
-    const vuint q = splat_u(qh), idx = lanes((uint32_t)j);
-    *h0 = (vint)(((q >> idx) << 4) & 0x10);
-    *h1 = (vint)((q >> (idx + 12)) & 0x10);
-}
-
-static inline __attribute__((always_inline)) void deq_q5_0_(const uint8_t *src, int nb, float *y,
-                                                            const float *xs, vfloat *acc)
-{
-    size_t o = 0;
-    const ublock_q5_0 *x = (const ublock_q5_0 *)src;
-    for (int i = 0; i < nb; i++, o += QK5_0) {
-        const vfloat d = splat(bump_fp16_to_fp32(x[i].d));
-        for (int j = 0; j < QK5_0 / 2; j += VW) {
-            vint h0, h1;
-            high_bits(x[i].qh, j, &h0, &h1);
-            const vu8 b = load_bytes(x[i].qs + j);
-            emit(y, xs, acc, o + j, TO_F((TO_I(b & 0x0f) | h0) - 16) * d);
-            emit(y, xs, acc, o + j + QK5_0 / 2, TO_F((TO_I(b >> 4) | h1) - 16) * d);
-        }
-    }
-}
-
-static inline __attribute__((always_inline)) void deq_q5_1_(const uint8_t *src, int nb, float *y,
-                                                            const float *xs, vfloat *acc)
-{
-    size_t o = 0;
-    const ublock_q5_1 *x = (const ublock_q5_1 *)src;
-    for (int i = 0; i < nb; i++, o += QK5_1) {
-        const vfloat d = splat(bump_fp16_to_fp32(x[i].d)), m = splat(bump_fp16_to_fp32(x[i].m));
-        for (int j = 0; j < QK5_1 / 2; j += VW) {
-            vint h0, h1;
-            high_bits(x[i].qh, j, &h0, &h1);
-            const vu8 b = load_bytes(x[i].qs + j);
-            emit(y, xs, acc, o + j, TO_F(TO_I(b & 0x0f) | h0) * d + m);
-            emit(y, xs, acc, o + j + QK5_1 / 2, TO_F(TO_I(b >> 4) | h1) * d + m);
-        }
-    }
-}
-
-static inline __attribute__((always_inline)) void deq_q8_0_(const uint8_t *src, int nb, float *y,
-                                                            const float *xs, vfloat *acc)
-{
-    size_t o = 0;
-    const ublock_q8_0 *x = (const ublock_q8_0 *)src;
-    for (int i = 0; i < nb; i++, o += QK8_0) {
-        const vfloat d = splat(bump_fp16_to_fp32(x[i].d));
-        for (int j = 0; j < QK8_0; j += VW) {
-            vi8 q;
-            memcpy(&q, x[i].qs + j, sizeof q);
-            emit(y, xs, acc, o + j, TO_F(TO_I(q)) * d);
-        }
-    }
-}
-
-static inline __attribute__((always_inline)) void deq_q4_K_(const uint8_t *src, int nb, float *y,
-                                                            const float *xs, vfloat *acc)
-{
-    size_t o = 0;
-    const ublock_q4_K *x = (const ublock_q4_K *)src;
-    for (int i = 0; i < nb; i++) {
-        const uint8_t *q = x[i].qs;
-        const float d = bump_fp16_to_fp32(x[i].d), min = bump_fp16_to_fp32(x[i].dmin);
-        for (int j = 0, is = 0; j < QK_K; j += 64, q += 32, is += 2, o += 64) {
-            uint8_t sc, m;
-            bump_scale_min_k4(is, x[i].scales, &sc, &m);
-            const vfloat d1 = splat(d * sc), m1 = splat(min * m);
-            bump_scale_min_k4(is + 1, x[i].scales, &sc, &m);
-            const vfloat d2 = splat(d * sc), m2 = splat(min * m);
-            for (int l = 0; l < 32; l += VW) {
-                const vu8 b = load_bytes(q + l);
-                emit(y, xs, acc, o + l, d1 * TO_F(TO_I(b & 0x0f)) - m1);
-                emit(y, xs, acc, o + l + 32, d2 * TO_F(TO_I(b >> 4)) - m2);
-            }
-        }
-    }
-}
-
-static inline __attribute__((always_inline)) void deq_q5_K_(const uint8_t *src, int nb, float *y,
-                                                            const float *xs, vfloat *acc)
-{
-    size_t o = 0;
-    const ublock_q5_K *x = (const ublock_q5_K *)src;
-    for (int i = 0; i < nb; i++) {
-        const uint8_t *ql = x[i].qs, *qh = x[i].qh;
-        const float d = bump_fp16_to_fp32(x[i].d), min = bump_fp16_to_fp32(x[i].dmin);
-        uint8_t u1 = 1, u2 = 2;
-        for (int j = 0, is = 0; j < QK_K; j += 64, ql += 32, is += 2, o += 64) {
-            uint8_t sc, m;
-            bump_scale_min_k4(is, x[i].scales, &sc, &m);
-            const vfloat d1 = splat(d * sc), m1 = splat(min * m);
-            bump_scale_min_k4(is + 1, x[i].scales, &sc, &m);
-            const vfloat d2 = splat(d * sc), m2 = splat(min * m);
-            for (int l = 0; l < 32; l += VW) {
-                const vu8 b = load_bytes(ql + l), h = load_bytes(qh + l);
-                const vu8 add1 = (vu8)((h & u1) != 0) & 16, add2 = (vu8)((h & u2) != 0) & 16;
-                emit(y, xs, acc, o + l, d1 * TO_F(TO_I((vu8)((b & 0x0f) + add1))) - m1);
-                emit(y, xs, acc, o + l + 32, d2 * TO_F(TO_I((vu8)((b >> 4) + add2))) - m2);
-            }
-            u1 = (uint8_t)(u1 << 2);
-            u2 = (uint8_t)(u2 << 2);
-        }
-    }
-}
-
-static inline __attribute__((always_inline)) void deq_q6_K_(const uint8_t *src, int nb, float *y,
-                                                            const float *xs, vfloat *acc)
-{
-    size_t o = 0;
-    const ublock_q6_K *x = (const ublock_q6_K *)src;
-    for (int i = 0; i < nb; i++) {
-        const float d = bump_fp16_to_fp32(x[i].d);
-        const uint8_t *ql = x[i].ql, *qh = x[i].qh;
-        const int8_t *sc = x[i].scales;
-        for (int n = 0; n < QK_K; n += 128, o += 128, ql += 64, qh += 32, sc += 8) {
-            for (int l = 0; l < 32; l += VW) {
-                const int is = l / 16; /* VW <= 16: one sub-block scale per vector */
-                const vint a = TO_I(load_bytes(ql + l)), b = TO_I(load_bytes(ql + l + 32));
-                const vint h = TO_I(load_bytes(qh + l));
-                const vint q1 = ((a & 0x0f) | (((h >> 0) & 3) << 4)) - 32;
-                const vint q2 = ((b & 0x0f) | (((h >> 2) & 3) << 4)) - 32;
-                const vint q3 = ((a >> 4) | (((h >> 4) & 3) << 4)) - 32;
-                const vint q4 = ((b >> 4) | (((h >> 6) & 3) << 4)) - 32;
-                emit(y, xs, acc, o + l, splat(d * sc[is]) * TO_F(q1));
-                emit(y, xs, acc, o + l + 32, splat(d * sc[is + 2]) * TO_F(q2));
-                emit(y, xs, acc, o + l + 64, splat(d * sc[is + 4]) * TO_F(q3));
-                emit(y, xs, acc, o + l + 96, splat(d * sc[is + 6]) * TO_F(q4));
-            }
-        }
-    }
-}
-
-
-/* Each dequantizer is written once and used two ways: storing the values (GEMM panels,
- * embedding rows) or multiply-adding them straight into a GEMV accumulator, in registers. */
-#define DEQ_PAIR(T)                                                                           \
-    static void deq_##T(const uint8_t *src, int nb, float *y)                                 \
-    {                                                                                         \
-        deq_##T##_(src, nb, y, NULL, NULL);                                                   \
-    }                                                                                         \
-    static void dot_##T(const uint8_t *src, int nb, const float *x, vfloat *acc)              \
-    {                                                                                         \
-        deq_##T##_(src, nb, NULL, x, acc);                                                    \
-    }
-DEQ_PAIR(q4_0)
-DEQ_PAIR(q4_1)
-DEQ_PAIR(q5_0)
-DEQ_PAIR(q5_1)
-DEQ_PAIR(q8_0)
-DEQ_PAIR(q4_K)
-DEQ_PAIR(q5_K)
-DEQ_PAIR(q6_K)
-
-typedef void (*deq_fn)(const uint8_t *src, int nb, float *y);
-typedef void (*dot_fn)(const uint8_t *src, int nb, const float *x, vfloat *acc);
-
-/* How a weight dtype is read: NULL for fp32 (read in place). */
+/* What this level does with weights of one dtype. */
 typedef struct {
-    deq_fn deq;
-    dot_fn dot;
-    int be;    /* elements per block */
-    size_t bb; /* bytes per block */
-} reader;
+    int reads;               /* the products read weights of this dtype */
+    deq_fn deq;              /* blocks -> floats (GEMM panels, embedding rows); NULL: fp32 */
+    dot_fn dot;              /* a GEMV row on fp32 activations */
+    qrows_fn qrows;          /* GEMV rows on int8 activations; NULL: none at this level */
+    qgemm_kernels qgemm;     /* the GEMM on int8 activations; {NULL}: none at this level */
+} type_traits;
+
+/* Every per-dtype choice a product makes at this level, one row per dtype the level reads (a
+ * dtype without a row is one it does not read, and the runtime refuses a blob that has it).
+ * Written once and compiled per level, as ggml compiles its type_traits_cpu per CPU variant:
+ * a kernel that differs between levels (qrows_q4_0 is the 512-bit one where the level has
+ * 512-bit VNNI; QGEMM_OF is empty where it has no int8 GEMM) is chosen where it is defined.
+ * Block sizes are not here: they are quant.h's (checked against format/dtypes.py). */
+static const type_traits TRAITS[] = {
+    [BUMP_DTYPE_FP32] = {.reads = 1},
+    [BUMP_DTYPE_Q8_0] = {1, deq_q8_0, dot_q8_0, qrows_q8_0, QGEMM_OF(q8_0, qgemm_tile)},
+    [BUMP_DTYPE_Q4_0] = {1, deq_q4_0, dot_q4_0, qrows_q4_0, QGEMM_OF(q4_0, qgemm_tile)},
+    [BUMP_DTYPE_Q4_1] = {1, deq_q4_1, dot_q4_1, qrows_q4_1, QGEMM_OF(q4_1, qgemm_tile_min)},
+    [BUMP_DTYPE_Q5_0] = {1, deq_q5_0, dot_q5_0, qrows_q5_0, QGEMM_OF(q5_0, qgemm_tile)},
+    [BUMP_DTYPE_Q5_1] = {1, deq_q5_1, dot_q5_1, qrows_q5_1, QGEMM_OF(q5_1, qgemm_tile_min)},
+    [BUMP_DTYPE_Q4_K] = {1, deq_q4_K, dot_q4_K, qrows_q4_K, QGEMM_OF(q4_K, qgemm_tile_min)},
+    [BUMP_DTYPE_Q5_K] = {1, deq_q5_K, dot_q5_K, qrows_q5_K, QGEMM_OF(q5_K, qgemm_tile_min)},
+    [BUMP_DTYPE_Q6_K] = {1, deq_q6_K, dot_q6_K, qrows_q6_K, QGEMM_NONE}, /* a scale per 16 */
+};
+
+/* The row of dtype; an all-empty row for a dtype the level does not read. */
+static const type_traits *traits_of(int32_t dtype)
+{
+    static const type_traits none;
+    return dtype >= 0 && (size_t)dtype < sizeof TRAITS / sizeof TRAITS[0] ? &TRAITS[dtype]
+                                                                          : &none;
+}
 
 static reader reader_of(int32_t dtype)
 {
-    deq_fn f = NULL;
-    dot_fn g = NULL;
-    switch (dtype) {
-    case BUMP_DTYPE_Q4_0: f = deq_q4_0, g = dot_q4_0; break;
-    case BUMP_DTYPE_Q4_1: f = deq_q4_1, g = dot_q4_1; break;
-    case BUMP_DTYPE_Q5_0: f = deq_q5_0, g = dot_q5_0; break;
-    case BUMP_DTYPE_Q5_1: f = deq_q5_1, g = dot_q5_1; break;
-    case BUMP_DTYPE_Q8_0: f = deq_q8_0, g = dot_q8_0; break;
-    case BUMP_DTYPE_Q4_K: f = deq_q4_K, g = dot_q4_K; break;
-    case BUMP_DTYPE_Q5_K: f = deq_q5_K, g = dot_q5_K; break;
-    case BUMP_DTYPE_Q6_K: f = deq_q6_K, g = dot_q6_K; break;
-    default: break;
-    }
-    return (reader){f, g, bump_block_elems(dtype), bump_block_bytes(dtype)};
+    const type_traits *t = traits_of(dtype);
+    return (reader){t->deq, t->dot, bump_block_elems(dtype), bump_block_bytes(dtype)};
+}
+
+/* Whether the products read weights of dtype (validate.h refuses a blob with any other). */
+static int reads(int32_t dtype) { return traits_of(dtype)->reads; }
+
+/* Whether a product of M activation rows over dtype weights runs on int8 activations when they
+ * are asked for: the GEMV where the row has qrows, the GEMM where it has an int8 GEMM. */
+static int int8_reads(int32_t dtype, int M)
+{
+    const type_traits *t = traits_of(dtype);
+    return M == 1 ? t->qrows != NULL : t->qgemm.pack != NULL;
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* addressing                                                                                */
-
-/* Element offset of row n of W, at column 0. */
-static inline size_t row_elem(const bump_wmat *w, int n)
-{
-    return (size_t)(n / w->n_seg) * w->n_seg_stride + (size_t)(n % w->n_seg) * w->ld;
-}
-
-/* Element offset of column k (the start of a piece within one column segment) in a row. */
-static inline size_t col_elem(const bump_wmat *w, int k)
-{
-    return (size_t)(k / w->k_seg) * w->k_seg_stride + (size_t)(k % w->k_seg);
-}
-
-/* The bytes of element e of a block-type matrix (e is on a block boundary). */
-static inline const uint8_t *block_at(const bump_wmat *w, const reader *r, size_t e)
-{
-    return (const uint8_t *)w->base + e / (size_t)r->be * r->bb;
-}
+/* embedding rows                                                                            */
 
 /* Columns [k, k + n) of row `re` (a row's element offset) as floats, within one column
  * segment: dequantized (whole blocks) or copied. */
@@ -493,31 +163,6 @@ static float dot_row_q(const bump_wmat *w, const reader *r, size_t re, const flo
     return hsum(acc);
 }
 
-/* The job and the local index of global row (or panel) index i over the jobs' extents. */
-static inline int locate(const int *extent, int njobs, int *i)
-{
-    int j = 0;
-    while (j < njobs - 1 && *i >= extent[j]) *i -= extent[j++];
-    return j;
-}
-
-/* fn over items [0, total) on the scratch's thread pool, in chunks of `chunk` items. */
-static void run_parallel(const bump_gemm_scratch *s, bump_pool_fn fn, void *ctx, long total,
-                         long chunk)
-{
-    bump_pool_run(s->pool, fn, ctx, total, chunk);
-}
-
-/* Chunks for items of equal cost: about `per_thread` chunks per thread (so a thread that is
- * late, or preempted, leaves its work to the others), at least `min_items` items each. */
-static long chunk_of(const bump_gemm_scratch *s, long total, long per_thread, long min_items)
-{
-    const long c = total / (per_thread * bump_pool_threads(s->pool));
-    return c > min_items ? c : min_items;
-}
-
-#include "kernels_int8.h"
-
 /* One GEMV call: rows of all jobs numbered together, cut into contiguous chunks (a row is
  * computed by one thread, whichever, so the result does not depend on the thread count). */
 typedef struct {
@@ -561,12 +206,12 @@ static void gemv(const bump_matmul_job *jobs, int njobs, const float *x, int K,
     for (int j = 0; j < njobs; j++) {
         c.total += c.rows[j] = jobs[j].N;
         c.rd[j] = reader_of(jobs[j].w.dtype);
-        c.qd[j] = s->int8_activations ? qrows_of(jobs[j].w.dtype) : NULL;
+        c.qd[j] = s->int8_activations ? traits_of(jobs[j].w.dtype)->qrows : NULL;
         quantized |= c.qd[j] != NULL;
     }
     unsigned char stack[XQ_STACK * (sizeof(xq8) + XB + 2 * XB)] __attribute__((aligned(64)));
     unsigned char *heap = NULL;
-    if (quantized) { /* K is whole blocks: bump.c checks it at open */
+    if (quantized) { /* K is whole blocks: validate.h checks it */
         const int nb = K / XB;
         heap = nb > XQ_STACK ? malloc(xacts_bytes(nb)) : NULL;
         if (nb > XQ_STACK && !heap) { /* no memory for the int8 copy: the fp32 path */
@@ -808,17 +453,36 @@ static void gemm(const bump_matmul_job *jobs, int njobs, const float *in, size_t
     run_parallel(s, gemm_work, &c, c.npanels, chunk_of(s, c.npanels, 1, 1));
 }
 
+#if QGEMM
+/* The int8 GEMM when this call takes it (int8 activations asked for, and every job's dtype
+ * has an int8 GEMM at this level); 0 when it does not. */
+static int qgemm_if_int8(const bump_matmul_job *jobs, int njobs, const float *in, size_t lda,
+                         int M, int K, const bump_gemm_scratch *s)
+{
+    if (!s->int8_activations) return 0;
+    reader rd[BUMP_MAX_JOBS];
+    qgemm_kernels k[BUMP_MAX_JOBS];
+    for (int j = 0; j < njobs; j++) {
+        k[j] = traits_of(jobs[j].w.dtype)->qgemm;
+        if (!k[j].pack) return 0;
+        rd[j] = reader_of(jobs[j].w.dtype);
+    }
+    qgemm(jobs, njobs, in, lda, M, K, s, rd, k);
+    return 1;
+}
+#endif
+
 static void matmul(const bump_matmul_job *jobs, int njobs, const float *in, size_t lda, int M,
                    int K, const bump_gemm_scratch *s)
 {
-    if (M == 1)
+    if (M == 1) {
         gemv(jobs, njobs, in, K, s);
+        return;
+    }
 #if QGEMM
-    else if (qgemm_applies(jobs, njobs, s))
-        qgemm(jobs, njobs, in, lda, M, K, s);
+    if (qgemm_if_int8(jobs, njobs, in, lda, M, K, s)) return;
 #endif
-    else
-        gemm(jobs, njobs, in, lda, M, K, s);
+    gemm(jobs, njobs, in, lda, M, K, s);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -969,24 +633,12 @@ static float exp_sum(float *s, int n, float mx)
     return sum;
 }
 
-/* Whether a product of M activation rows over `dtype` weights runs on int8 activations when
- * they are asked for: the GEMV for every quantized type, the GEMM where the level has one. */
-static int int8_reads(int32_t dtype, int M)
-{
-    if (M == 1) return qrows_of(dtype) != NULL;
-#if QGEMM
-    return qgemm_reads(dtype);
-#else
-    (void)dtype;
-    return 0;
-#endif
-}
-
 const bump_kernel_level LEVEL_TABLE = {
     .name = LEVEL_NAME,
     .detail = DETAIL,
     .supported = LEVEL_SUPPORTED,
     .scratch_floats = scratch_floats,
+    .reads = reads,
     .int8_reads = int8_reads,
     .swiglu = swiglu,
     .exp_sum = exp_sum,
@@ -995,3 +647,4 @@ const bump_kernel_level LEVEL_TABLE = {
     .scores = scores,
     .weighted_sum = weighted_sum,
 };
+

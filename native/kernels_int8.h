@@ -1,5 +1,7 @@
-/* kernels_int8.h - products on int8 activations (llama.cpp's approach), part of kernels_impl.h:
- * the GEMV on every level, and the GEMM for prefill where the level has 512-bit VNNI.
+/* kernels_int8.h - the kernels of products on int8 activations (llama.cpp's approach): GEMV
+ * rows on every level, and the GEMM for prefill where the level has 512-bit VNNI. Which of them
+ * a product runs is the level's type-traits table (kernels_impl.h, which includes this file:
+ * this file sees only kernels_vec.h).
  *
  * The activation row is quantized once per call to int8 in blocks of 32 (d = max|x| / 127,
  * q = round-to-even(x / d), d kept as fp32, not fp16), and each weight row piece is unpacked
@@ -10,11 +12,15 @@
  * The result equals the fp32-activation product with x replaced by its int8 round trip (q * d)
  * up to fp32 summation order; fp32 weights keep the fp32 path.
  */
+#ifndef BUMP_KERNELS_INT8_H
+#define BUMP_KERNELS_INT8_H
+
+#include "kernels_vec.h"
 
 #define XB 32
 
 /* The level has 512-bit VNNI: q4_0, q5_0 and q4_K rows take 64 values per instruction
- * (qrows512_*), the activations are quantized 16 at a time, and prefill has an int8 GEMM
+ * (QROWS512), the activations are quantized 16 at a time, and prefill has an int8 GEMM
  * (qgemm). */
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__) && VW == 16
 #define INT8_512 1
@@ -185,7 +191,7 @@ static inline __attribute__((always_inline)) void qdot_q8_0(const uint8_t *src, 
                                                             const xq8 *x, qsum *s)
 {
     v8f acc = s->acc;
-    const ublock_q8_0 *w = (const ublock_q8_0 *)src;
+    const block_q8_0 *w = (const block_q8_0 *)src;
     for (int i = 0; i < nb; i++)
         acc = acc8(acc, dot32((v32i8)load32((const uint8_t *)w[i].qs), x[i].qs),
                       bump_fp16_to_fp32(w[i].d) * x[i].d);    s->acc = acc;
@@ -195,7 +201,7 @@ static inline __attribute__((always_inline)) void qdot_q4_0(const uint8_t *src, 
                                                             const xq8 *x, qsum *s)
 {
     v8f acc = s->acc;
-    const ublock_q4_0 *w = (const ublock_q4_0 *)src;
+    const block_q4_0 *w = (const block_q4_0 *)src;
     for (int i = 0; i < nb; i++) {
         const v32i8 t = (v32i8)nibbles32(w[i].qs) - 8;
         acc = acc8(acc, dot32(t, x[i].qs), bump_fp16_to_fp32(w[i].d) * x[i].d);
@@ -208,7 +214,7 @@ static inline __attribute__((always_inline)) void qdot_q4_1(const uint8_t *src, 
 {
     v8f acc = s->acc;
     float mins = s->mins;
-    const ublock_q4_1 *w = (const ublock_q4_1 *)src;
+    const block_q4_1 *w = (const block_q4_1 *)src;
     for (int i = 0; i < nb; i++) {
         const v32i8 t = (v32i8)nibbles32(w[i].qs);
         acc = acc8(acc, dot32(t, x[i].qs), bump_fp16_to_fp32(w[i].d) * x[i].d);
@@ -228,7 +234,7 @@ static inline __attribute__((always_inline)) void qdot_q5_0(const uint8_t *src, 
                                                             const xq8 *x, qsum *s)
 {
     v8f acc = s->acc;
-    const ublock_q5_0 *w = (const ublock_q5_0 *)src;
+    const block_q5_0 *w = (const block_q5_0 *)src;
     for (int i = 0; i < nb; i++) {
         const v32i8 t = unpack_q5(w[i].qs, w[i].qh) - 16;
         acc = acc8(acc, dot32(t, x[i].qs), bump_fp16_to_fp32(w[i].d) * x[i].d);
@@ -241,7 +247,7 @@ static inline __attribute__((always_inline)) void qdot_q5_1(const uint8_t *src, 
 {
     v8f acc = s->acc;
     float mins = s->mins;
-    const ublock_q5_1 *w = (const ublock_q5_1 *)src;
+    const block_q5_1 *w = (const block_q5_1 *)src;
     for (int i = 0; i < nb; i++) {
         const v32i8 t = unpack_q5(w[i].qs, w[i].qh);
         acc = acc8(acc, dot32(t, x[i].qs), bump_fp16_to_fp32(w[i].d) * x[i].d);
@@ -274,7 +280,7 @@ static inline void qdot_k45(const uint8_t *scales, const uint8_t *qs, const uint
 static inline __attribute__((always_inline)) void qdot_q4_K(const uint8_t *src, int nb,
                                                             const xq8 *x, qsum *s)
 {
-    const ublock_q4_K *w = (const ublock_q4_K *)src;
+    const block_q4_K *w = (const block_q4_K *)src;
     for (int i = 0; i < nb; i++, x += QK_K / XB)
         qdot_k45(w[i].scales, w[i].qs, NULL, bump_fp16_to_fp32(w[i].d),
                  bump_fp16_to_fp32(w[i].dmin), x, s);
@@ -283,7 +289,7 @@ static inline __attribute__((always_inline)) void qdot_q4_K(const uint8_t *src, 
 static inline __attribute__((always_inline)) void qdot_q5_K(const uint8_t *src, int nb,
                                                             const xq8 *x, qsum *s)
 {
-    const ublock_q5_K *w = (const ublock_q5_K *)src;
+    const block_q5_K *w = (const block_q5_K *)src;
     for (int i = 0; i < nb; i++, x += QK_K / XB)
         qdot_k45(w[i].scales, w[i].qs, w[i].qh, bump_fp16_to_fp32(w[i].d),
                  bump_fp16_to_fp32(w[i].dmin), x, s);
@@ -295,7 +301,7 @@ static inline __attribute__((always_inline)) void qdot_q6_K(const uint8_t *src, 
                                                             const xq8 *x, qsum *s)
 {
     v8f acc = s->acc;
-    const ublock_q6_K *w = (const ublock_q6_K *)src;
+    const block_q6_K *w = (const block_q6_K *)src;
     for (int i = 0; i < nb; i++) {
         const float d = bump_fp16_to_fp32(w[i].d);
         for (int c = 0; c < QK_K / 32; c++, x++) {
@@ -328,7 +334,7 @@ static inline float hsum8(v8f v)
 /* The activations of one GEMV on int8: per block (quantize_x), and for the 512-bit rows also
  * the values contiguous with, per lane of 4 values, its block's scale and -8 x the lane's sum
  * (the q4_0 offset's share, which the lane's integer sum starts from). */
-typedef struct {
+typedef struct xacts {
     const xq8 *b;
 #if INT8_512
     const int8_t *qs;
@@ -387,20 +393,18 @@ typedef void (*qrows_fn)(const bump_wmat *w, const reader *r, const xacts *x, in
             out[n] = hsum8(s.acc) + s.mins;                                                   \
         }                                                                                     \
     }
+/* qrows_<type>: the level's int8 decode rows of each type (the type-traits table's entry);
+ * q4_0, q5_0 and q4_K take the 512-bit rows below where the level has them. */
 QROWS(q8_0)
-#if !INT8_512
-QROWS(q4_0)
-#endif
 QROWS(q4_1)
-#if !INT8_512
-QROWS(q5_0)
-#endif
 QROWS(q5_1)
-#if !INT8_512
-QROWS(q4_K)
-#endif
 QROWS(q5_K)
 QROWS(q6_K)
+#if !INT8_512
+QROWS(q4_0)
+QROWS(q5_0)
+QROWS(q4_K)
+#endif
 
 #if INT8_512
 /* Two consecutive blocks of a 4-bit type (`bytes` each, fp16 scale first, nibbles at `qs_at`)
@@ -462,8 +466,8 @@ static inline __attribute__((always_inline)) __m512 qdot2_q5_0(const uint8_t *sr
 /* Rows [n0, n1) of a q4_0 or q5_0 matrix, two blocks per step (qdot2_*), a segment's odd last
  * block through the 256-bit qdot_*. */
 #define QROWS512(T)                                                                           \
-    static void qrows512_##T(const bump_wmat *w, const reader *r, const xacts *x, int K,     \
-                             int n0, int n1, float *out)                                      \
+    static void qrows_##T(const bump_wmat *w, const reader *r, const xacts *x, int K, int n0, \
+                          int n1, float *out)                                                 \
     {                                                                                         \
         for (int n = n0; n < n1; n++) {                                                       \
             __m512 acc = _mm512_setzero_ps();                                                 \
@@ -487,7 +491,7 @@ QROWS512(q5_0)
 /* One q4_K block against the activations from 32-block blk: its sub-blocks two at a time (the
  * low and high nibbles of 32 bytes are sub-blocks 2j and 2j + 1, one 512-bit vector of unsigned
  * values, so no sign trick), scales d * sc per half of the vector; the min terms in `mins`. */
-static inline __attribute__((always_inline)) __m512 qdot512_q4_K(const ublock_q4_K *w,
+static inline __attribute__((always_inline)) __m512 qdot512_q4_K(const block_q4_K *w,
                                                                  const xacts *x, int blk,
                                                                  __m512 acc, float *mins)
 {
@@ -513,15 +517,15 @@ static inline __attribute__((always_inline)) __m512 qdot512_q4_K(const ublock_q4
     return acc;
 }
 
-static void qrows512_q4_K(const bump_wmat *w, const reader *r, const xacts *x, int K, int n0,
-                          int n1, float *out)
+static void qrows_q4_K(const bump_wmat *w, const reader *r, const xacts *x, int K, int n0,
+                       int n1, float *out)
 {
     for (int n = n0; n < n1; n++) {
         __m512 acc = _mm512_setzero_ps();
         float mins = 0.0f;
         const size_t re = row_elem(w, n);
         for (int k0 = 0; k0 < K; k0 += w->k_seg) {
-            const ublock_q4_K *src = (const ublock_q4_K *)block_at(w, r, re + col_elem(w, k0));
+            const block_q4_K *src = (const block_q4_K *)block_at(w, r, re + col_elem(w, k0));
             const int nb = min_int(w->k_seg, K - k0) / QK_K;
             for (int i = 0; i < nb; i++)
                 acc = qdot512_q4_K(src + i, x, k0 / XB + i * (QK_K / XB), acc, &mins);
@@ -531,35 +535,23 @@ static void qrows512_q4_K(const bump_wmat *w, const reader *r, const xacts *x, i
 }
 #endif
 
-static qrows_fn qrows_of(int32_t dtype)
-{
-    switch (dtype) {
-#if INT8_512
-    case BUMP_DTYPE_Q4_0: return qrows512_q4_0;
-#else
-    case BUMP_DTYPE_Q4_0: return qrows_q4_0;
-#endif
-    case BUMP_DTYPE_Q4_1: return qrows_q4_1;
-#if INT8_512
-    case BUMP_DTYPE_Q5_0: return qrows512_q5_0;
-#else
-    case BUMP_DTYPE_Q5_0: return qrows_q5_0;
-#endif
-    case BUMP_DTYPE_Q5_1: return qrows_q5_1;
-    case BUMP_DTYPE_Q8_0: return qrows_q8_0;
-#if INT8_512
-    case BUMP_DTYPE_Q4_K: return qrows512_q4_K;
-#else
-    case BUMP_DTYPE_Q4_K: return qrows_q4_K;
-#endif
-    case BUMP_DTYPE_Q5_K: return qrows_q5_K;
-    case BUMP_DTYPE_Q6_K: return qrows_q6_K;
-    default: return NULL;
-    }
-}
-
 /* ---------------------------------------------------------------------------------------- */
 /* int8 GEMM (prefill on int8 activations), where the level has 512-bit VNNI                 */
+
+/* The int8 GEMM's kernels for one weight type, the type-traits table's entry: the panel
+ * packer (weight rows unpacked to int8 with their scales) and the tile (activation rows times
+ * one panel, with the min terms for the types that have a min). {NULL, NULL} where the level
+ * has no int8 GEMM for the type. */
+typedef struct qpanel_blk qpanel_blk;
+typedef void (*qpack_fn)(const bump_wmat *w, const reader *r, int n0, int nv, int K,
+                         qpanel_blk *out);
+typedef void (*qtile_fn)(const qpanel_blk *wp, int nb, const uint8_t *xq, const float *dx,
+                         const float *dxs, int mpad, int m0, int mv, int nv, float *out,
+                         size_t ldc);
+typedef struct {
+    qpack_fn pack;
+    qtile_fn tile;
+} qgemm_kernels;
 
 #if INT8_512
 /* llama.cpp's repacked-weights approach, written for this runtime's views: each thread owns a
@@ -577,29 +569,12 @@ static qrows_fn qrows_of(int32_t dtype)
 #define QNR 16
 #define QMR 12
 
-typedef struct {
+struct qpanel_blk {
     int8_t qs[XB / 4][QNR][4]; /* column group g, row j: columns 4g..4g+3 */
     int32_t corr[QNR];         /* -128 * sum of the row's 32 values */
     float d[QNR];              /* value = d * q + m */
     float m[QNR];
-} qpanel_blk;
-
-static int qgemm_reads(int32_t dtype)
-{
-    switch (dtype) {
-    case BUMP_DTYPE_Q4_0: case BUMP_DTYPE_Q4_1: case BUMP_DTYPE_Q5_0: case BUMP_DTYPE_Q5_1:
-    case BUMP_DTYPE_Q8_0: case BUMP_DTYPE_Q4_K: case BUMP_DTYPE_Q5_K:
-        return 1;
-    default:
-        return 0;
-    }
-}
-
-static int qgemm_has_min(int32_t dtype)
-{
-    return dtype == BUMP_DTYPE_Q4_1 || dtype == BUMP_DTYPE_Q5_1 || dtype == BUMP_DTYPE_Q4_K ||
-           dtype == BUMP_DTYPE_Q5_K;
-}
+};
 
 /* Bytes of one thread's int8 GEMM scratch: the quantized activations (Mpad rows) and one
  * weight panel over the whole of K. */
@@ -609,64 +584,87 @@ static size_t qgemm_scratch_bytes(int M, int K)
     return nb * sizeof(qpanel_blk) + mpad * (size_t)K + 2 * mpad * nb * sizeof(float);
 }
 
-/* The 32 values of 32-block t of a row piece at src as signed bytes, with their scale and min
- * coefficient (value = d * q + m, as ggml's dequantizer computes it up to fp32 rounding). */
-static inline v32i8 unpack32(int32_t dtype, const uint8_t *src, int t, float *d, float *m)
+/* unpack_<type>: the 32 values of 32-block t of a row piece at src as signed bytes, with their
+ * scale and min coefficient (value = d * q + m, as ggml's dequantizer computes it up to fp32
+ * rounding). */
+static inline __attribute__((always_inline)) v32i8 unpack_q8_0(const uint8_t *src, int t,
+                                                               float *d, float *m)
 {
+    const block_q8_0 *w = (const block_q8_0 *)src + t;
+    *d = bump_fp16_to_fp32(w->d);
     *m = 0.0f;
-    switch (dtype) {
-    case BUMP_DTYPE_Q8_0: {
-        const ublock_q8_0 *w = (const ublock_q8_0 *)src + t;
-        *d = bump_fp16_to_fp32(w->d);
-        return (v32i8)load32((const uint8_t *)w->qs);
-    }
-    case BUMP_DTYPE_Q4_0: {
-        const ublock_q4_0 *w = (const ublock_q4_0 *)src + t;
-        *d = bump_fp16_to_fp32(w->d);
-        return (v32i8)nibbles32(w->qs) - 8;
-    }
-    case BUMP_DTYPE_Q4_1: {
-        const ublock_q4_1 *w = (const ublock_q4_1 *)src + t;
-        *d = bump_fp16_to_fp32(w->d);
-        *m = bump_fp16_to_fp32(w->m);
-        return (v32i8)nibbles32(w->qs);
-    }
-    case BUMP_DTYPE_Q5_0: {
-        const ublock_q5_0 *w = (const ublock_q5_0 *)src + t;
-        *d = bump_fp16_to_fp32(w->d);
-        return unpack_q5(w->qs, w->qh) - 16;
-    }
-    case BUMP_DTYPE_Q5_1: {
-        const ublock_q5_1 *w = (const ublock_q5_1 *)src + t;
-        *d = bump_fp16_to_fp32(w->d);
-        *m = bump_fp16_to_fp32(w->m);
-        return unpack_q5(w->qs, w->qh);
-    }
-    default: { /* q4_K, q5_K: sub-block c of block t / 8 (as qdot_k45 reads it) */
-        const int c = t % (QK_K / XB);
-        const uint8_t *scales, *qs, *qh = NULL;
-        ggml_half hd, hmin;
-        if (dtype == BUMP_DTYPE_Q4_K) {
-            const ublock_q4_K *w = (const ublock_q4_K *)src + t / (QK_K / XB);
-            scales = w->scales, qs = w->qs, hd = w->d, hmin = w->dmin;
-        } else {
-            const ublock_q5_K *w = (const ublock_q5_K *)src + t / (QK_K / XB);
-            scales = w->scales, qs = w->qs, qh = w->qh, hd = w->d, hmin = w->dmin;
-        }
-        uint8_t sc, mn;
-        bump_scale_min_k4(c, scales, &sc, &mn);
-        *d = bump_fp16_to_fp32(hd) * sc;
-        *m = -(bump_fp16_to_fp32(hmin) * mn);
-        const v32u8 q = load32(qs + 32 * (c / 2));
-        const v32u8 high = qh ? ((load32(qh) >> c) & 1) << 4 : (v32u8){0};
-        return (v32i8)((c % 2 ? q >> 4 : q & 0x0f) | high);
-    }
-    }
+    return (v32i8)load32((const uint8_t *)w->qs);
 }
 
-/* Rows n0.. (nv of them; the rest of the panel zero) of one job over all of K, unpacked. */
-static void qpack_panel(const bump_wmat *w, const reader *r, int n0, int nv, int K,
-                        qpanel_blk *out)
+static inline __attribute__((always_inline)) v32i8 unpack_q4_0(const uint8_t *src, int t,
+                                                               float *d, float *m)
+{
+    const block_q4_0 *w = (const block_q4_0 *)src + t;
+    *d = bump_fp16_to_fp32(w->d);
+    *m = 0.0f;
+    return (v32i8)nibbles32(w->qs) - 8;
+}
+
+static inline __attribute__((always_inline)) v32i8 unpack_q4_1(const uint8_t *src, int t,
+                                                               float *d, float *m)
+{
+    const block_q4_1 *w = (const block_q4_1 *)src + t;
+    *d = bump_fp16_to_fp32(w->d);
+    *m = bump_fp16_to_fp32(w->m);
+    return (v32i8)nibbles32(w->qs);
+}
+
+static inline __attribute__((always_inline)) v32i8 unpack_q5_0(const uint8_t *src, int t,
+                                                               float *d, float *m)
+{
+    const block_q5_0 *w = (const block_q5_0 *)src + t;
+    *d = bump_fp16_to_fp32(w->d);
+    *m = 0.0f;
+    return unpack_q5(w->qs, w->qh) - 16;
+}
+
+static inline __attribute__((always_inline)) v32i8 unpack_q5_1(const uint8_t *src, int t,
+                                                               float *d, float *m)
+{
+    const block_q5_1 *w = (const block_q5_1 *)src + t;
+    *d = bump_fp16_to_fp32(w->d);
+    *m = bump_fp16_to_fp32(w->m);
+    return unpack_q5(w->qs, w->qh);
+}
+
+/* q4_K, q5_K (qh NULL for q4_K): sub-block c of a block, as qdot_k45 reads it. */
+static inline __attribute__((always_inline)) v32i8
+unpack_k45(const uint8_t *scales, const uint8_t *qs, const uint8_t *qh, ggml_half hd,
+           ggml_half hmin, int c, float *d, float *m)
+{
+    uint8_t sc, mn;
+    bump_scale_min_k4(c, scales, &sc, &mn);
+    *d = bump_fp16_to_fp32(hd) * sc;
+    *m = -(bump_fp16_to_fp32(hmin) * mn);
+    const v32u8 q = load32(qs + 32 * (c / 2));
+    const v32u8 high = qh ? ((load32(qh) >> c) & 1) << 4 : (v32u8){0};
+    return (v32i8)((c % 2 ? q >> 4 : q & 0x0f) | high);
+}
+
+static inline __attribute__((always_inline)) v32i8 unpack_q4_K(const uint8_t *src, int t,
+                                                               float *d, float *m)
+{
+    const block_q4_K *w = (const block_q4_K *)src + t / (QK_K / XB);
+    return unpack_k45(w->scales, w->qs, NULL, w->d, w->dmin, t % (QK_K / XB), d, m);
+}
+
+static inline __attribute__((always_inline)) v32i8 unpack_q5_K(const uint8_t *src, int t,
+                                                               float *d, float *m)
+{
+    const block_q5_K *w = (const block_q5_K *)src + t / (QK_K / XB);
+    return unpack_k45(w->scales, w->qs, w->qh, w->d, w->dmin, t % (QK_K / XB), d, m);
+}
+
+/* Rows n0.. (nv of them; the rest of the panel zero) of one job over all of K, unpacked:
+ * written once, instantiated per type with its unpack_<type> inlined (QPACK). */
+static inline __attribute__((always_inline)) void
+qpack_panel_(const bump_wmat *w, const reader *r, int n0, int nv, int K, qpanel_blk *out,
+             v32i8 (*unpack)(const uint8_t *src, int t, float *d, float *m))
 {
     const int nb = K / XB;
     for (int j = 0; j < QNR; j++) {
@@ -690,7 +688,7 @@ static void qpack_panel(const bump_wmat *w, const reader *r, int n0, int nv, int
             const uint8_t *src = block_at(w, r, re + col_elem(w, k0));
             for (int t = 0; t < len / XB; t++, b++) {
                 float d, m;
-                const v32i8 q = unpack32(w->dtype, src, t, &d, &m);
+                const v32i8 q = unpack(src, t, &d, &m);
                 const __m256i v = (__m256i)q;
                 int32_t words[XB / 4];
                 memcpy(words, &q, sizeof words);
@@ -709,6 +707,20 @@ static void qpack_panel(const bump_wmat *w, const reader *r, int n0, int nv, int
         }
     }
 }
+
+#define QPACK(T)                                                                              \
+    static void qpack_##T(const bump_wmat *w, const reader *r, int n0, int nv, int K,         \
+                          qpanel_blk *out)                                                    \
+    {                                                                                         \
+        qpack_panel_(w, r, n0, nv, K, out, unpack_##T);                                       \
+    }
+QPACK(q8_0)
+QPACK(q4_0)
+QPACK(q4_1)
+QPACK(q5_0)
+QPACK(q5_1)
+QPACK(q4_K)
+QPACK(q5_K)
 
 /* Rows of in[M][K] quantized per block of 32 (quantize_block512) into
  * xq [nb][mpad][32] as q + 128, with dx [nb][mpad] = d and dxs = d * sum(q); rows M..mpad are
@@ -801,6 +813,7 @@ typedef struct {
     int njobs, M, K, npanels;
     int panels[BUMP_MAX_JOBS];
     reader rd[BUMP_MAX_JOBS];
+    qgemm_kernels k[BUMP_MAX_JOBS];
     const bump_gemm_scratch *s;
 } qgemm_ctx;
 
@@ -820,36 +833,35 @@ static void qgemm_work(void *arg, long q0, long q1, int tid)
         int local = (int)q, j = locate(c->panels, c->njobs, &local);
         const bump_matmul_job *job = &c->jobs[j];
         const int n0 = local * QNR, nv = min_int(QNR, job->N - n0);
-        qpack_panel(&job->w, &c->rd[j], n0, nv, K, wp);
-        const int has_min = qgemm_has_min(job->w.dtype);
+        c->k[j].pack(&job->w, &c->rd[j], n0, nv, K, wp);
         for (int m0 = 0; m0 < M; m0 += QMR)
-            (has_min ? qgemm_tile_min : qgemm_tile)(wp, nb, xq, dx, dxs, mpad, m0,
-                                                    min_int(QMR, M - m0), nv,
-                                                    job->out + (size_t)m0 * job->ldc + n0,
-                                                    job->ldc);
+            c->k[j].tile(wp, nb, xq, dx, dxs, mpad, m0, min_int(QMR, M - m0), nv,
+                         job->out + (size_t)m0 * job->ldc + n0, job->ldc);
     }
 }
 
-/* Whether this call takes the int8 GEMM: int8 activations asked for, every job's weights of a
- * type it reads. */
-static int qgemm_applies(const bump_matmul_job *jobs, int njobs, const bump_gemm_scratch *s)
-{
-    if (!s->int8_activations) return 0;
-    for (int j = 0; j < njobs; j++)
-        if (!qgemm_reads(jobs[j].w.dtype)) return 0;
-    return 1;
-}
-
+/* One int8 GEMM call over the jobs, job j's weights read through rd[j] with the kernels k[j]
+ * of their type (the caller has checked that the level has them). */
 static void qgemm(const bump_matmul_job *jobs, int njobs, const float *in, size_t lda, int M,
-                  int K, const bump_gemm_scratch *s)
+                  int K, const bump_gemm_scratch *s, const reader *rd, const qgemm_kernels *k)
 {
     qgemm_ctx c = {.jobs = jobs, .in = in, .lda = lda, .njobs = njobs, .M = M, .K = K, .s = s};
     for (int j = 0; j < njobs; j++) {
         c.npanels += c.panels[j] = (jobs[j].N + QNR - 1) / QNR;
-        c.rd[j] = reader_of(jobs[j].w.dtype);
+        c.rd[j] = rd[j];
+        c.k[j] = k[j];
     }
     run_parallel(s, qgemm_work, &c, c.npanels, chunk_of(s, c.npanels, 1, 1));
 }
+
+#define QGEMM_OF(T, tile) {qpack_##T, tile}
 #else
 #define QGEMM 0
+#define QGEMM_OF(T, tile) QGEMM_NONE
+#endif
+/* The type-traits table's int8 GEMM entry: QGEMM_OF(type, tile) names the type's panel packer
+ * and its tile (qgemm_tile_min for a type with a min), and is empty where the level has no
+ * int8 GEMM; QGEMM_NONE for a type the int8 GEMM reads at no level. */
+#define QGEMM_NONE {NULL, NULL}
+
 #endif

@@ -45,8 +45,6 @@
 #include <float.h>
 #include <inttypes.h>
 #include <math.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "blocks.h"
@@ -864,44 +862,31 @@ int32_t bump_block_elems(int32_t dtype)
     return c ? c->elems : 0;
 }
 
-static int fail(char *err, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static int fail(char *err, size_t len, const char *fmt, ...)
-{
-    if (err && len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, len, fmt, ap);
-        va_end(ap);
-    }
-    return BUMP_ERR_INPUT;
-}
-
 /* The codec for a call, or NULL with the reason in err. */
 static const struct codec *checked(const char *what, int32_t dtype, int64_t rows, int64_t cols,
                                    const void *src, const void *dst, char *err, size_t len)
 {
     const struct codec *c = codec_of(dtype);
     if (!c) {
-        fail(err, len, "%s: unknown dtype code %" PRId32, what, dtype);
+        bump_fail(err, len, BUMP_ERR_INPUT, "%s: unknown dtype code %" PRId32, what, dtype);
         return NULL;
     }
     if (!c->quantize) {
-        fail(err, len, "%s: %s is not a quantized type", what, c->name);
+        bump_fail(err, len, BUMP_ERR_INPUT, "%s: %s is not a quantized type", what, c->name);
         return NULL;
     }
     if (rows < 0 || cols < 0) {
-        fail(err, len, "%s %s: negative shape [%" PRId64 ", %" PRId64 "]", what, c->name, rows,
-             cols);
+        bump_fail(err, len, BUMP_ERR_INPUT, "%s %s: negative shape [%" PRId64 ", %" PRId64 "]",
+                  what, c->name, rows, cols);
         return NULL;
     }
     if (cols % c->elems) {
-        fail(err, len, "%s %s: a row of %" PRId64 " values is not a whole number of %" PRId32
-             "-value blocks", what, c->name, cols, c->elems);
+        bump_fail(err, len, BUMP_ERR_INPUT, "%s %s: a row of %" PRId64 " values is not a whole "
+                  "number of %" PRId32 "-value blocks", what, c->name, cols, c->elems);
         return NULL;
     }
     if ((rows && cols) && (!src || !dst)) {
-        fail(err, len, "%s %s: NULL buffer", what, c->name);
+        bump_fail(err, len, BUMP_ERR_INPUT, "%s %s: NULL buffer", what, c->name);
         return NULL;
     }
     return c;
@@ -918,8 +903,9 @@ int bump_quantize(int32_t dtype, const float *src, int64_t rows, int64_t cols, v
         const float *x = src + r * cols;
         const int64_t bad = first_non_finite(x, cols);
         if (bad >= 0)
-            return fail(err, err_len, "quantize %s: row %" PRId64 ", column %" PRId64 " is %g; "
-                        "only finite values can be quantized", c->name, r, bad, (double)x[bad]);
+            return bump_fail(err, err_len, BUMP_ERR_INPUT, "quantize %s: row %" PRId64
+                             ", column %" PRId64 " is %g; only finite values can be quantized",
+                             c->name, r, bad, (double)x[bad]);
         c->quantize(x, (char *)dst + (size_t)r * row_bytes, nb);
     }
     return BUMP_OK;

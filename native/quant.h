@@ -18,7 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "bump.h"
+#include "blocks.h"
+#include "status.h"
 
 /* CFFI-BEGIN */
 /* Bytes of one block and values per block of a dtype code (enum bump_dtype); 0 for a code

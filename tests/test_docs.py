@@ -57,7 +57,7 @@ FOREIGN_FILES = {"convert_hf_to_gguf.py", "build_ir_v7.py", "convert_hf_to_bump_
                  "tensor_mapping.py", "run.c", "ggml.h", "ggml-quants.c", "CHANGELOG.md",
                  "build-info.json", "ckernel_engine.h", "model.safetensors.index.json",
                  "ggml.c",
-                 "transformer.h"}  # not a file: GPT-2's HF module path in format.md's family example
+                 "transformer.h", "llama2.c"}  # not a file: GPT-2's HF module path in format.md's family example
 
 #: First components of the paths the docs name that are the repository's (the rest are paths
 #: in an example's workspace or in another project's tree).

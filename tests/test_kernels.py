@@ -56,6 +56,13 @@ def int8_round_trip(x: np.ndarray) -> np.ndarray:
     return (q.astype(np.float64) * d).reshape(x.shape)
 
 
+def view_index(view: View, N: int, K: int) -> np.ndarray:
+    """[N, K]: the packed element index of every (n, k) of the view, enumerated (View's rule)."""
+    n, k = np.arange(N)[:, None], np.arange(K)[None, :]
+    return (n // view.row_seg * view.row_seg_stride + n % view.row_seg * view.ld
+            + k // view.col_seg * view.col_seg_stride + k % view.col_seg)
+
+
 def layout(name: str, N: int, K: int, be: int) -> tuple[View, int, int]:
     """(view, row length in elements, rows in the buffer) of a layout the runtime uses, with
     padding: row-major with a padded row; per-head rows (wq [H][D][K]: rows in segments of D with
@@ -97,10 +104,7 @@ def test_products_equal_numpy_on_the_dequantized_weights(level: str, dtype: DTyp
     data, values = packed(dtype, buf_values)
     # the logical matrix: element (n, k) read through the view, from the dequantized buffer
     flat = values.reshape(-1)
-    n, k = np.arange(N)[:, None], np.arange(K)[None, :]
-    index = (n // view.row_seg * view.row_seg_stride + n % view.row_seg * view.ld
-             + k // view.col_seg * view.col_seg_stride + k % view.col_seg)
-    W = flat[index].astype(np.float64)
+    W = flat[view_index(view, N, K)].astype(np.float64)
     for M in (1, 5, 20):
         x = rng.standard_normal((M, K)).astype(np.float32)
         got = matmul(dtype, misaligned(data), flat.size, view, N, K, x, threads=2,
@@ -136,6 +140,73 @@ def test_a_view_that_splits_a_block_or_leaves_the_buffer_is_refused() -> None:
         matmul(DType.Q8_0, data, 256, View(48, 4, 192, 64, 64), 4, 64, x)
     with pytest.raises(KernelError, match="leaves the buffer"):
         matmul(DType.Q8_0, data, 256, View(64, 5, 320, 64, 64), 5, 64, x)
+
+
+@pytest.mark.parametrize("dtype, view, N, K, numel, reach", [
+    # issue 21's case: rows in segments of 4 at one base, a fifth row alone in the second
+    # segment; the last row sits at element 0, row 3 at 30-34 of a 10-float buffer
+    (DType.FP32, View(ld=10, row_seg=4, row_seg_stride=0, col_seg=5, col_seg_stride=5), 5, 5,
+     10, 34),
+    # the same with columns: K = 5 in segments of 4 at one base, column 3 reaches furthest
+    (DType.FP32, View(ld=4, row_seg=2, row_seg_stride=0, col_seg=4, col_seg_stride=0), 2, 5,
+     6, 7),
+    # both axes at once, and a second row segment that starts below the first one's end
+    (DType.FP32, View(ld=7, row_seg=3, row_seg_stride=2, col_seg=3, col_seg_stride=1), 4, 4,
+     16, 16),
+    # blocks: q8_0 rows of one block in segments of 4 at one base, row 3 is block 3 of 2
+    (DType.Q8_0, View(ld=32, row_seg=4, row_seg_stride=0, col_seg=32, col_seg_stride=32), 5,
+     32, 64, 127),
+], ids=["rows", "columns", "both", "q8_0 rows"])
+def test_a_view_whose_short_last_segment_hides_its_reach_is_refused(
+        dtype: DType, view: View, N: int, K: int, numel: int, reach: int) -> None:
+    """Issue 21: a view's furthest element is not always that of the last row and column: when
+    the last segment is short, the end of the one before it reaches further. bump_matmul_view
+    checks the view with the runtime's own table check (validate.h), which the runtime never
+    let through; it used to take the last element's offset and read past the buffer."""
+    assert view_index(view, N, K).max() == reach >= numel  # the oracle agrees it leaves
+    data, _ = packed(dtype, np.ones((numel // dtype.block.elements, dtype.block.elements),
+                                    np.float32))
+    with pytest.raises(KernelError, match=fr"view reaches element {reach} of {numel} \(it "
+                                          "leaves the buffer"):
+        matmul(dtype, data.reshape(-1), numel, view, N, K, np.ones((1, K), np.float32))
+
+
+@pytest.mark.parametrize("dtype", [DType.FP32, DType.Q8_0], ids=lambda d: d.label)
+def test_random_segmented_views_are_refused_exactly_when_they_leave_the_buffer(
+        dtype: DType) -> None:
+    """Small random views (segments short and long, strides that overlap, gaps, zero) against
+    the enumerated oracle: refused when an element lies at or past numel or a stride or
+    segment length exceeds it (the runtime's rule for its tables: none points outside the
+    tensor, used or not), else computed right, read through the view from a buffer of
+    garbage."""
+    rng = np.random.default_rng(21)
+    be = dtype.block.elements
+    refused = accepted = 0
+    for _ in range(150):
+        N, K = int(rng.integers(1, 7)), be * int(rng.integers(1, 4 if be > 1 else 7))
+        view = View(ld=be * int(rng.integers(0, 9)), row_seg=int(rng.integers(1, 8)),
+                    row_seg_stride=be * int(rng.integers(0, 30)),
+                    col_seg=be * int(rng.integers(1, 5)) if be > 1 else int(rng.integers(1, 8)),
+                    col_seg_stride=be * int(rng.integers(0, 6)))
+        reach = int(view_index(view, N, K).max())
+        blocks = (reach + 1 + be - 1) // be + int(rng.integers(-1, 2))  # around the reach
+        numel = max(blocks, 1) * be
+        ok = reach < numel and max(view.ld, view.row_seg, view.row_seg_stride, view.col_seg,
+                                   view.col_seg_stride) <= numel
+        values = rng.standard_normal((numel // be, be)).astype(np.float32) * 100
+        data, deq = packed(dtype, values)
+        x = rng.standard_normal((2, K)).astype(np.float32)
+        if not ok:
+            refused += 1
+            with pytest.raises(KernelError, match="leaves the buffer"):
+                matmul(dtype, data.reshape(-1), numel, view, N, K, x)
+            continue
+        accepted += 1
+        W = deq.reshape(-1)[view_index(view, N, K)].astype(np.float64)
+        got = matmul(dtype, misaligned(data), numel, view, N, K, x)
+        want = x.astype(np.float64) @ W.T
+        assert np.all(np.abs(got - want) <= 1e-5 * (np.abs(x) @ np.abs(W).T) + 1e-30), view
+    assert refused > 20 and accepted > 20  # both sides of the rule were exercised
 
 
 def test_a_buffer_shorter_than_numel_or_activations_of_another_width_are_refused() -> None:

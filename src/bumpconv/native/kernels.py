@@ -1,6 +1,6 @@
 """The runtime's matrix kernels called directly from numpy, for tests and benchmarks.
 
-``bump_matmul_view`` (native/kernels.c) runs one product through the same code path the runtime
+``bump_matmul_view`` (native/probe.c) runs one product through the same code path the runtime
 uses for every weight of a forward pass, with the kernel level :func:`bumpconv.native.kernel_name`
 reports (``BUMPCONV_KERNELS`` forces one).
 """
