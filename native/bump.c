@@ -1,10 +1,13 @@
 /* bump.c - Llama-family inference over a memory-mapped bump blob, in the spirit of llama2.c:
  * Config (bump_config, bump.h), Weights, RunState, then forward().
  *
- * Conventions follow transformers' modeling_llama / mistral / qwen2 / qwen3 in fp32, operation
- * by operation, so that a divergence means a bug: RMSNorm over the E real columns, rotate-half
- * RoPE with cos/sin computed in fp32 from transformers' inv_freq, attention scores scaled by
- * head_dim^-0.5, softmax in fp32, SwiGLU, tied or untied logits. Matrices are read in place
+ * Conventions follow transformers' modeling_llama / mistral / qwen2 / qwen3 / gemma3 in fp32,
+ * operation by operation, so that a divergence means a bug: RMSNorm over the E real columns
+ * (Gemma's (1 + w) added to the weights in fp32 at open, as transformers adds it), rotate-half
+ * RoPE with cos/sin computed in fp32 from transformers' inv_freq (Gemma: one table per layer
+ * type), attention scores scaled by head_dim^-0.5 (or query_pre_attn_scalar^-0.5) over the
+ * causal or sliding window of each layer, softmax in fp32, SwiGLU or GeGLU, Gemma's post norms
+ * and embedding scale, tied or untied logits, soft-capped where the model says. Matrices are read in place
  * through their views (bump_wmat: the packed layout, segments and all); vectors (norms,
  * biases) are copied out once at open. Padding is never read.
  *
@@ -38,7 +41,11 @@
 
 typedef struct {                  /* one decoder layer */
     const float *ln1, *ln2;       /* [E] */
-    const float *q_norm, *k_norm; /* [D]; NULL unless the model has q/k norms (Qwen3) */
+    const float *q_norm, *k_norm; /* [D]; NULL unless the model has q/k norms (Qwen3, Gemma) */
+    const float *post_attn_norm, *post_ffn_norm; /* [E]; NULL unless it has post norms (Gemma) */
+    int32_t window;               /* 0: causal over every earlier position; else the last
+                                     `window` positions */
+    int local_rope;               /* uses the sliding layers' own RoPE tables */
     const float *bq, *bk, *bv;    /* [H*D], [KV*D], [KV*D]; NULL unless it has biases (Qwen2) */
     bump_wmat wq, wk, wv;         /* [H*D][E], [KV*D][E], [KV*D][E] */
     bump_wmat wo;                 /* [E][H*D] */
@@ -71,6 +78,7 @@ typedef struct {
                                      the same cache sets */
     float *inv_freq;              /* [D/2] */
     float *rope_cos, *rope_sin;
+    float *inv_freq_local, *rope_cos_local, *rope_sin_local; /* the sliding layers' (or NULL) */
     float *key_cache, *value_cache;
     float *scores;
     int32_t n_cached;             /* positions [0, n_cached) of the cache are filled */
@@ -120,19 +128,34 @@ static bump_wmat view_of(const bump_model *m, const bump_tensor *t)
     return bump_view_of(t, (const char *)m->map + t->offset);
 }
 
-/* Copy an fp32 vector tensor (NULL: absent) to *next and advance it; returns the copy. */
-static const float *vector_of(const bump_model *m, const bump_tensor *t, float **next)
+/* Copy an fp32 vector tensor (NULL: absent) to *next and advance it, plus `offset` (0: the
+ * values as they are); returns the copy. */
+static const float *copied(const bump_model *m, const bump_tensor *t, float **next, float offset)
 {
     if (!t) return NULL;
     const ufloat *src = (const ufloat *)((const char *)m->map + t->offset);
     float *dst = *next;
-    for (int64_t i = 0; i < t->rows; i++)
-        dst[i] = src[(i / t->row_seg) * t->row_seg_stride + (i % t->row_seg) * t->ld];
+    for (int64_t i = 0; i < t->rows; i++) {
+        float v = src[(i / t->row_seg) * t->row_seg_stride + (i % t->row_seg) * t->ld];
+        dst[i] = offset != 0.0f ? offset + v : v; /* Gemma3RMSNorm's 1.0 + weight.float() */
+    }
     *next += t->rows;
     return dst;
 }
 
-static int bind_weights(bump_model *m, const bump_tensor *const *slots)
+static const float *vector_of(const bump_model *m, const bump_tensor *t, float **next)
+{
+    return copied(m, t, next, 0.0f);
+}
+
+/* An RMSNorm's weights as it multiplies by them: (norm_offset + w). */
+static const float *norm_of(const bump_model *m, const bump_tensor *t, float **next)
+{
+    return copied(m, t, next, (float)m->c.norm_offset);
+}
+
+/* `sliding`: the caller's per-layer flags (bump_config.layer_sliding), valid during open. */
+static int bind_weights(bump_model *m, const bump_tensor *const *slots, const uint8_t *sliding)
 {
     const bump_config *c = &m->c;
     size_t floats = 0;
@@ -145,15 +168,20 @@ static int bind_weights(bump_model *m, const bump_tensor *const *slots)
     float *next = w->vectors;
 #define SLOT(role, layer) slots[bump_slot(role, layer)]
     w->token_emb = view_of(m, SLOT(BUMP_ROLE_TOKEN_EMB, -1));
-    w->final_norm = vector_of(m, SLOT(BUMP_ROLE_FINAL_NORM, -1), &next);
+    w->final_norm = norm_of(m, SLOT(BUMP_ROLE_FINAL_NORM, -1), &next);
     w->lm_head = SLOT(BUMP_ROLE_LM_HEAD, -1) ? view_of(m, SLOT(BUMP_ROLE_LM_HEAD, -1))
                                               : w->token_emb;
     for (int l = 0; l < c->n_layers; l++) {
         LayerWeights *lw = &w->layers[l];
-        lw->ln1 = vector_of(m, SLOT(BUMP_ROLE_LN1, l), &next);
-        lw->ln2 = vector_of(m, SLOT(BUMP_ROLE_LN2, l), &next);
-        lw->q_norm = vector_of(m, SLOT(BUMP_ROLE_Q_NORM, l), &next);
-        lw->k_norm = vector_of(m, SLOT(BUMP_ROLE_K_NORM, l), &next);
+        lw->ln1 = norm_of(m, SLOT(BUMP_ROLE_LN1, l), &next);
+        lw->ln2 = norm_of(m, SLOT(BUMP_ROLE_LN2, l), &next);
+        lw->q_norm = norm_of(m, SLOT(BUMP_ROLE_Q_NORM, l), &next);
+        lw->k_norm = norm_of(m, SLOT(BUMP_ROLE_K_NORM, l), &next);
+        lw->post_attn_norm = norm_of(m, SLOT(BUMP_ROLE_POST_ATTENTION_NORM, l), &next);
+        lw->post_ffn_norm = norm_of(m, SLOT(BUMP_ROLE_POST_FFN_NORM, l), &next);
+        int slides = c->sliding_window > 0 && (!sliding || sliding[l]);
+        lw->window = slides ? c->sliding_window : 0;
+        lw->local_rope = slides && c->rope_local.theta > 0;
         lw->bq = vector_of(m, SLOT(BUMP_ROLE_BQ, l), &next);
         lw->bk = vector_of(m, SLOT(BUMP_ROLE_BK, l), &next);
         lw->bv = vector_of(m, SLOT(BUMP_ROLE_BV, l), &next);
@@ -197,26 +225,26 @@ static const char *file_changed(bump_model *m)
 /* RoPE and the KV cache, grown to the positions in use                                     */
 
 /* inv_freq exactly as transformers computes it (all in fp32). */
-static void rope_inv_freq(const bump_config *c, float *inv_freq)
+static void rope_inv_freq(const bump_rope *r, int head_dim, float *inv_freq)
 {
-    int half = c->head_dim / 2;
-    float D = (float)c->head_dim, base = (float)c->rope_theta;
+    int half = head_dim / 2;
+    float D = (float)head_dim, base = (float)r->theta;
     for (int i = 0; i < half; i++) {
         /* inv_freq = 1.0 / base ** (arange(0, D, 2).float() / D), fp32 throughout */
         float inv = 1.0f / (float)pow((double)base, (double)((float)(2 * i) / D));
-        if (c->rope_type == BUMP_ROPE_LINEAR) {
-            inv = inv / (float)c->rope_factor;
-        } else if (c->rope_type == BUMP_ROPE_LLAMA3) {
+        if (r->type == BUMP_ROPE_LINEAR) {
+            inv = inv / (float)r->factor;
+        } else if (r->type == BUMP_ROPE_LLAMA3) {
             /* _compute_llama3_parameters. Python scalars meet fp32 tensors as fp32, and torch
              * computes `scalar / tensor` as reciprocal(tensor) * scalar. */
-            double old_ctx = c->rope_original_max_pos;
-            float factor = (float)c->rope_factor, low = (float)c->rope_low_freq_factor;
-            float low_freq_wavelen = (float)(old_ctx / c->rope_low_freq_factor);
-            float high_freq_wavelen = (float)(old_ctx / c->rope_high_freq_factor);
+            double old_ctx = r->original_max_pos;
+            float factor = (float)r->factor, low = (float)r->low_freq_factor;
+            float low_freq_wavelen = (float)(old_ctx / r->low_freq_factor);
+            float high_freq_wavelen = (float)(old_ctx / r->high_freq_factor);
             float wavelen = (1.0f / inv) * (float)(2.0 * PI);
             float scaled = wavelen > low_freq_wavelen ? inv / factor : inv;
             float smooth = ((1.0f / wavelen) * (float)old_ctx - low) /
-                           (float)(c->rope_high_freq_factor - c->rope_low_freq_factor);
+                           (float)(r->high_freq_factor - r->low_freq_factor);
             float smoothed = (1.0f - smooth) * scaled / factor + smooth * scaled;
             int medium = !(wavelen < high_freq_wavelen) && !(wavelen > low_freq_wavelen);
             inv = medium ? smoothed : scaled;
@@ -236,6 +264,17 @@ static float *values_of(const bump_model *m, int l, int kvh)
            ((size_t)l * m->c.n_kv_heads + kvh) * (size_t)m->s.positions * m->c.head_dim;
 }
 
+/* cos and sin of position * inv_freq, [P][half], in fp32 as transformers computes them. */
+static void rope_tables(const float *inv_freq, size_t P, size_t half, float *cs, float *sn)
+{
+    for (size_t p = 0; p < P; p++)
+        for (size_t i = 0; i < half; i++) {
+            float f = (float)p * inv_freq[i];
+            cs[p * half + i] = cosf(f);
+            sn[p * half + i] = sinf(f);
+        }
+}
+
 /* Make room for positions [0, need): new tables, the filled part of the cache copied over. */
 static int reserve_positions(bump_model *m, int32_t need)
 {
@@ -252,19 +291,17 @@ static int reserve_positions(bump_model *m, int32_t need)
     if (mul_overflows(&heads, (size_t)c->n_kv_heads) || mul_overflows(&heads, D) ||
         mul_overflows(&keys, heads) || mul_overflows(&values, heads))
         return BUMP_ERR_NOMEM;
+    const int local = s->inv_freq_local != NULL;
     float *cs = alloc_floats(P * half), *sn = alloc_floats(P * half);
+    float *lcs = local ? alloc_floats(P * half) : NULL, *lsn = local ? alloc_floats(P * half) : NULL;
     float *kc = alloc_floats(keys), *vc = alloc_floats(values);
     float *sc = alloc_floats((size_t)m->n_threads * P);
-    if (!cs || !sn || !kc || !vc || !sc) {
-        free(cs), free(sn), free(kc), free(vc), free(sc);
+    if (!cs || !sn || !kc || !vc || !sc || (local && (!lcs || !lsn))) {
+        free(cs), free(sn), free(lcs), free(lsn), free(kc), free(vc), free(sc);
         return BUMP_ERR_NOMEM;
     }
-    for (size_t p = 0; p < P; p++)
-        for (size_t i = 0; i < half; i++) {
-            float f = (float)p * s->inv_freq[i];
-            cs[p * half + i] = cosf(f);
-            sn[p * half + i] = sinf(f);
-        }
+    rope_tables(s->inv_freq, P, half, cs, sn);
+    if (local) rope_tables(s->inv_freq_local, P, half, lcs, lsn);
     size_t rows = heads / D, filled = (size_t)s->n_cached;
     for (size_t h = 0; h < rows && filled; h++) {
         for (size_t d = 0; d < D; d++)
@@ -274,8 +311,9 @@ static int reserve_positions(bump_model *m, int32_t need)
                filled * D * sizeof(float));
     }
     free(s->rope_cos), free(s->rope_sin), free(s->key_cache), free(s->value_cache);
-    free(s->scores);
+    free(s->rope_cos_local), free(s->rope_sin_local), free(s->scores);
     s->rope_cos = cs, s->rope_sin = sn, s->key_cache = kc, s->value_cache = vc, s->scores = sc;
+    s->rope_cos_local = lcs, s->rope_sin_local = lsn;
     s->positions = (int32_t)P;
     s->key_stride = stride;
     return BUMP_OK;
@@ -338,6 +376,7 @@ int bump_open(const char *path, int fd, const bump_config *cfg, const bump_tenso
     if (!m) return bump_fail(err, len, BUMP_ERR_NOMEM, "out of memory");
     const bump_tensor **slots = NULL;
     m->c = *cfg;
+    m->c.layer_sliding = NULL; /* the caller's array lives for this call only: bound per layer */
     m->fd = -1;
     m->guard_slot = -1;
     long online = sysconf(_SC_NPROCESSORS_ONLN);
@@ -382,10 +421,15 @@ int bump_open(const char *path, int fd, const bump_config *cfg, const bump_tenso
     if (!slots) goto nomem;
     rc = bump_check_table(c, m->map_size, m->s.gs.level, table, n_tensors, slots, err, len);
     if (rc) goto error;
-    if (bind_weights(m, slots)) goto nomem;
+    if (bind_weights(m, slots, cfg->layer_sliding)) goto nomem;
     m->s.inv_freq = alloc_floats((size_t)c->head_dim / 2);
     if (!m->s.inv_freq) goto nomem;
-    rope_inv_freq(c, m->s.inv_freq);
+    rope_inv_freq(&c->rope, c->head_dim, m->s.inv_freq);
+    if (c->rope_local.theta > 0) {
+        m->s.inv_freq_local = alloc_floats((size_t)c->head_dim / 2);
+        if (!m->s.inv_freq_local) goto nomem;
+        rope_inv_freq(&c->rope_local, c->head_dim, m->s.inv_freq_local);
+    }
     free(slots);
     *out = m;
     return BUMP_OK;
@@ -405,6 +449,7 @@ void bump_close(bump_model *m)
     free_activations(s);
     free(s->scores), free(s->key_cache), free(s->value_cache);
     free(s->rope_cos), free(s->rope_sin), free(s->inv_freq);
+    free(s->rope_cos_local), free(s->rope_sin_local), free(s->inv_freq_local);
     free(m->w.layers), free(m->w.vectors);
     bump_guard_release(m->guard_slot);
     if (m->map) munmap(m->map, m->map_size);
@@ -512,13 +557,15 @@ static void attention_part(void *ctx, long t0, long t1, int tid)
     const bump_config *c = &m->c;
     RunState *s = &m->s;
     int H = c->n_heads, D = c->head_dim, P = s->positions, group = c->n_heads / c->n_kv_heads;
-    float scale = (float)pow((double)D, -0.5);
+    int window = m->w.layers[l].window;
+    /* transformers' `scaling` (head_dim**-0.5, or query_pre_attn_scalar**-0.5), a Python float
+     * meeting fp32 scores as fp32 */
+    float scale = (float)pow(c->query_scale > 0 ? c->query_scale : (double)D, -0.5);
     float *tap_scores = tp ? tp->scores : NULL, *tap_probs = tp ? tp->probs : NULL;
     float *sc = s->scores + (size_t)tid * P;
     for (int task = (int)t0; task < (int)t1; task++) {
         int h = task / n, i = task % n, kvh = h / group, pos = start + i;
-        int lo = c->sliding_window > 0 && pos - c->sliding_window + 1 > 0
-                     ? pos - c->sliding_window + 1 : 0;
+        int lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
         const float *q = s->q + ((size_t)i * H + h) * D;
         int span = pos - lo + 1;
         bump_scores(m->s.gs.level, q, D, keys_of(m, l, kvh) + lo, s->key_stride, span, scale, sc + lo);
@@ -553,6 +600,7 @@ static void attention(bump_model *m, int l, int n, int start, const bump_taps *t
 typedef struct {
     const bump_model *m;
     int n, start;
+    const float *cos, *sin;       /* the layer's tables */
 } Rope;
 
 static void rope_part(void *ctx, long i0, long i1, int tid)
@@ -563,8 +611,8 @@ static void rope_part(void *ctx, long i0, long i1, int tid)
     int H = c->n_heads, KV = c->n_kv_heads, D = c->head_dim, half = D / 2;
     (void)tid;
     for (long i = i0; i < i1; i++) {
-        const float *cs = s->rope_cos + (size_t)(a->start + i) * half;
-        const float *sn = s->rope_sin + (size_t)(a->start + i) * half;
+        const float *cs = a->cos + (size_t)(a->start + i) * half;
+        const float *sn = a->sin + (size_t)(a->start + i) * half;
         for (int h = 0; h < H; h++)
             rope(s->q + ((size_t)i * H + h) * D, cs, sn, D, c->rope_interleaved);
         for (int h = 0; h < KV; h++)
@@ -575,19 +623,22 @@ static void rope_part(void *ctx, long i0, long i1, int tid)
 typedef struct {
     const bump_model *m;
     int n;
-} Swiglu;
+} Glu;
 
-/* hb2 = silu(gate) * up per row of hb = [gate (I) | up (I)]. */
-static void swiglu_part(void *ctx, long i0, long i1, int tid)
+/* hb2 = act(gate) * up per row of hb = [gate (I) | up (I)]: SwiGLU, or Gemma's GeGLU. */
+static void glu_part(void *ctx, long i0, long i1, int tid)
 {
-    const Swiglu *a = ctx;
+    const Glu *a = ctx;
     const RunState *s = &a->m->s;
-    int I = a->m->c.intermediate;
+    int I = a->m->c.intermediate, gelu = a->m->c.activation == BUMP_ACT_GELU_TANH;
     (void)tid;
     for (long i = i0; i < i1; i++) {
         const float *g = s->hb + (size_t)i * 2 * I, *u = g + I;
         float *o = s->hb2 + (size_t)i * I;
-        bump_swiglu(s->gs.level, g, u, I, o);
+        if (gelu)
+            bump_geglu(s->gs.level, g, u, I, o);
+        else
+            bump_swiglu(s->gs.level, g, u, I, o);
     }
 }
 
@@ -622,7 +673,8 @@ static void layer(bump_model *m, int l, int n, int start, const bump_taps *taps)
         TAP(tp, q_norm, s->q, n, QD, QD);
         TAP(tp, k_norm, s->k, n, KD, KD);
     }
-    Rope rp = {m, n, start};
+    Rope rp = {m, n, start, w->local_rope ? s->rope_cos_local : s->rope_cos,
+               w->local_rope ? s->rope_sin_local : s->rope_sin};
     parallel(m, n, per_thread(m, n), rope_part, &rp);
     TAP(tp, q_rope, s->q, n, QD, QD);
     TAP(tp, k_rope, s->k, n, KD, KD);
@@ -639,6 +691,10 @@ static void layer(bump_model *m, int l, int n, int start, const bump_taps *taps)
     bump_matmul_job wo = {w->wo, E, s->proj, E};
     bump_matmul(&wo, 1, s->att, QD, n, QD, &s->gs);
     TAP(tp, wo, s->proj, n, E, E);
+    if (w->post_attn_norm) {
+        rmsnorm_rows(m, s->proj, s->proj, w->post_attn_norm, n, E, eps);
+        TAP(tp, post_attention_norm, s->proj, n, E, E);
+    }
     for (size_t i = 0; i < (size_t)n * E; i++) s->x[i] = s->x[i] + s->proj[i];
     TAP(tp, resid1, s->x, n, E, E);
 
@@ -649,12 +705,16 @@ static void layer(bump_model *m, int l, int n, int start, const bump_taps *taps)
     bump_matmul(&w1, 1, s->xb, E, n, E, &s->gs);
     TAP(tp, gate, s->hb, n, I, 2 * (size_t)I);
     TAP(tp, up, s->hb + I, n, I, 2 * (size_t)I);
-    Swiglu sw = {m, n};
-    parallel(m, n, per_thread(m, n), swiglu_part, &sw);
+    Glu glu = {m, n};
+    parallel(m, n, per_thread(m, n), glu_part, &glu);
     TAP(tp, swiglu, s->hb2, n, I, I);
     bump_matmul_job w2 = {w->w2, E, s->proj, E};
     bump_matmul(&w2, 1, s->hb2, I, n, I, &s->gs);
     TAP(tp, down, s->proj, n, E, E);
+    if (w->post_ffn_norm) {
+        rmsnorm_rows(m, s->proj, s->proj, w->post_ffn_norm, n, E, eps);
+        TAP(tp, post_ffn_norm, s->proj, n, E, E);
+    }
     for (size_t i = 0; i < (size_t)n * E; i++) s->x[i] = s->x[i] + s->proj[i];
     TAP(tp, out, s->x, n, E, E);
 }
@@ -693,6 +753,10 @@ int bump_forward(bump_model *m, const int32_t *tokens, int32_t n, int32_t start_
 
     int E = c->hidden;
     for (int i = 0; i < n; i++) bump_wmat_row(s->gs.level, &m->w.token_emb, tokens[i], E, s->x + (size_t)i * E);
+    if (c->embed_scale > 0) { /* Gemma: embeddings * embed_scale.to(fp32) */
+        const float scale = (float)c->embed_scale;
+        for (size_t i = 0; i < (size_t)n * E; i++) s->x[i] = s->x[i] * scale;
+    }
     float *hidden = taps ? taps->hidden : NULL;
     if (hidden) memcpy(hidden, s->x, (size_t)n * E * sizeof(float));
     for (int l = 0; l < c->n_layers; l++) {
@@ -711,6 +775,9 @@ int bump_forward(bump_model *m, const int32_t *tokens, int32_t n, int32_t start_
         int row0 = all_logits ? 0 : n - 1;
         bump_matmul_job head = {m->w.lm_head, c->vocab_size, logits, (size_t)c->vocab_size};
         bump_matmul(&head, 1, s->xb + (size_t)row0 * E, E, n - row0, E, &s->gs);
+        if (c->logit_softcap > 0)
+            bump_softcap(s->gs.level, logits, (size_t)(n - row0) * c->vocab_size,
+                         (float)c->logit_softcap);
     }
     if ((changed = file_changed(m)))
         return bump_fail(err, len, BUMP_ERR_BLOB, "%s; its results are void, reopen it", changed);

@@ -29,14 +29,28 @@ enum bump_role {
     BUMP_ROLE_TOKEN_EMB, BUMP_ROLE_FINAL_NORM, BUMP_ROLE_LM_HEAD,
     BUMP_ROLE_LN1, BUMP_ROLE_Q_NORM, BUMP_ROLE_K_NORM,
     BUMP_ROLE_WQ, BUMP_ROLE_BQ, BUMP_ROLE_WK, BUMP_ROLE_BK, BUMP_ROLE_WV, BUMP_ROLE_BV,
-    BUMP_ROLE_WO, BUMP_ROLE_LN2, BUMP_ROLE_W1, BUMP_ROLE_W2,
+    BUMP_ROLE_WO, BUMP_ROLE_POST_ATTENTION_NORM, BUMP_ROLE_LN2, BUMP_ROLE_W1, BUMP_ROLE_W2,
+    BUMP_ROLE_POST_FFN_NORM,
     BUMP_N_ROLES
 };
 
 enum bump_rope_type { BUMP_ROPE_DEFAULT = 0, BUMP_ROPE_LINEAR = 1, BUMP_ROPE_LLAMA3 = 2 };
 
+/* The MLP's gate activation: SwiGLU (silu) or Gemma's GeGLU (tanh-approximated GELU). */
+enum bump_activation { BUMP_ACT_SILU = 0, BUMP_ACT_GELU_TANH = 1 };
+
+/* One RoPE: its base and scaling (transformers' rope_parameters). */
+typedef struct {
+    double theta;              /* rope_theta */
+    int32_t type;              /* enum bump_rope_type */
+    double factor;             /* linear, llama3 */
+    double low_freq_factor, high_freq_factor;  /* llama3 */
+    int32_t original_max_pos;                   /* llama3 */
+} bump_rope;
+
 /* Model settings (HF config names in comments). Which optional tensors exist (lm_head, q/k/v
- * biases, q/k norms) is not a setting: the table says it. */
+ * biases, q/k norms, post norms) is not a setting: the table says it. A zero in a field added
+ * for Gemma 3 means the Llama behaviour. */
 typedef struct {
     int32_t n_layers;          /* num_hidden_layers, L */
     int32_t vocab_size;        /* V */
@@ -47,12 +61,21 @@ typedef struct {
     int32_t head_dim;          /* D */
     int32_t context;           /* max_position_embeddings (or the blob's context), T */
     double rms_eps;
-    double rope_theta;
-    int32_t rope_type;         /* enum bump_rope_type */
-    double rope_factor;        /* linear, llama3 */
-    double rope_low_freq_factor, rope_high_freq_factor;  /* llama3 */
-    int32_t rope_original_max_pos;                        /* llama3 */
-    int32_t sliding_window;    /* 0: none (Mistral: attend to the last sliding_window keys) */
+    bump_rope rope;            /* every layer's, or the full-attention layers' */
+    bump_rope rope_local;      /* theta 0: none; else the sliding layers' (Gemma 3's local base) */
+    int32_t sliding_window;    /* 0: none; else the window of the layers that slide: attend to
+                                  the last sliding_window keys */
+    const uint8_t *layer_sliding; /* [n_layers], 1 for a layer that slides (Gemma 3's
+                                     layer_types); NULL: all do (Mistral) */
+    int32_t activation;        /* enum bump_activation (hidden_act / hidden_activation) */
+    double norm_offset;        /* every RMSNorm scales by (norm_offset + w), added in fp32 at
+                                  open (Gemma's 1; 0 when the blob has it baked in) */
+    double embed_scale;        /* 0: none; else embeddings times (float)embed_scale (Gemma:
+                                  sqrt(hidden_size)) */
+    double query_scale;        /* 0: scores scaled by head_dim^-0.5; else by query_scale^-0.5
+                                  (query_pre_attn_scalar) */
+    double logit_softcap;      /* 0: none; else logits = tanh(logits / cap) * cap
+                                  (final_logit_softcapping) */
     int32_t rope_interleaved;  /* fault injection: pair (2i, 2i+1) instead of (i, i + D/2) */
     int32_t n_threads;         /* 0: the number of online CPUs */
     int32_t int8_activations;  /* decode over quantized weights on int8 activations */
@@ -80,7 +103,8 @@ typedef struct {
     int32_t layer;             /* the layer whose stages are recorded; -1 for none */
     float *ln1, *q, *k, *v, *q_norm, *k_norm, *q_rope, *k_rope;
     float *scores, *probs;     /* [H][n][n], start_pos must be 0 */
-    float *attn, *wo, *resid1, *ln2, *gate, *up, *swiglu, *down, *out;
+    float *attn, *wo, *post_attention_norm, *resid1, *ln2, *gate, *up, *swiglu, *down,
+        *post_ffn_norm, *out;
     float *final_norm;         /* [n][E] */
     float *hidden;             /* [L + 1][n][E]: the embeddings, then every layer's output */
 } bump_taps;

@@ -96,6 +96,16 @@ void bump_swiglu(const bump_kernel_level *level, const float *g, const float *u,
     level->swiglu(g, u, n, o);
 }
 
+void bump_geglu(const bump_kernel_level *level, const float *g, const float *u, int n, float *o)
+{
+    level->geglu(g, u, n, o);
+}
+
+void bump_softcap(const bump_kernel_level *level, float *x, size_t n, float cap)
+{
+    level->softcap(x, n, cap);
+}
+
 float bump_exp_sum(const bump_kernel_level *level, float *s, int n, float mx)
 {
     return level->exp_sum(s, n, mx);

@@ -89,6 +89,11 @@ void bump_weighted_sum(const bump_kernel_level *level, const float *p, const flo
 
 /* o[j] = silu(g[j]) * u[j] for j < n (the MLP's SwiGLU), with a vectorized exp. */
 void bump_swiglu(const bump_kernel_level *level, const float *g, const float *u, int n, float *o);
+/* o[j] = gelu_tanh(g[j]) * u[j] for j < n (Gemma's GeGLU: torch's fp32 gelu(approximate="tanh")
+ * operation for operation), with a vectorized tanh. */
+void bump_geglu(const bump_kernel_level *level, const float *g, const float *u, int n, float *o);
+/* x[i] = tanh(x[i] / cap) * cap for i < n (the final logit soft-cap). */
+void bump_softcap(const bump_kernel_level *level, float *x, size_t n, float cap);
 /* s[t] = exp(s[t] - mx) for t < n, returning their sum (the softmax's numerators). */
 float bump_exp_sum(const bump_kernel_level *level, float *s, int n, float mx);
 
@@ -107,6 +112,8 @@ struct bump_kernel_level {
     int (*reads)(int32_t dtype);
     int (*int8_reads)(int32_t dtype, int M);
     void (*swiglu)(const float *g, const float *u, int n, float *o);
+    void (*geglu)(const float *g, const float *u, int n, float *o);
+    void (*softcap)(float *x, size_t n, float cap);
     float (*exp_sum)(float *s, int n, float mx);
     void (*matmul)(const bump_matmul_job *jobs, int njobs, const float *in, size_t lda, int M,
                    int K, const bump_gemm_scratch *s);

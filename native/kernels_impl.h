@@ -566,9 +566,10 @@ typedef float vhalf __attribute__((vector_size(VW * 2)));
 typedef double vdouble __attribute__((vector_size(VW * 4)));
 typedef int64_t vlong __attribute__((vector_size(VW * 4)));
 
-static inline vhalf vexp_half(vhalf xf)
+/* exp(x) per lane in double precision (relative error < 1e-14), x clamped to [-104, 89] (the
+ * float range's ends); NaN for NaN. */
+static inline vdouble vexp_d(vdouble x0)
 {
-    const vdouble x0 = __builtin_convertvector(xf, vdouble);
     const vlong nan = x0 != x0, over = x0 > 89.0, under = x0 < -104.0;
     const vdouble hi = (vdouble){0} + 89.0, lo = (vdouble){0} - 104.0;
     const vdouble x =
@@ -588,7 +589,34 @@ static inline vhalf vexp_half(vhalf xf)
     /* n is in [-150, 129] (0 for NaN lanes): 2^n is a normal double */
     const vdouble scale = (vdouble)(((vlong)t - (vlong)magic + 1023) << 52);
     const vdouble y = p * scale;
-    return __builtin_convertvector((vdouble)(((vlong)y & ~nan) | ((vlong)x0 & nan)), vhalf);
+    return (vdouble)(((vlong)y & ~nan) | ((vlong)x0 & nan));
+}
+
+static inline vhalf vexp_half(vhalf xf)
+{
+    return __builtin_convertvector(vexp_d(__builtin_convertvector(xf, vdouble)), vhalf);
+}
+
+/* tanh(z) per lane, correctly rounded but for ties closer than ~1e-15 relative: computed in
+ * double precision and rounded to float once - an odd Taylor polynomial for |z| < 1/8 (the
+ * first omitted term < 4e-16 relative), 1 - 2 / (exp(2|z|) + 1) above (|z| clamped at 20, where
+ * tanh is 1 in double), the sign of z put back; NaN for NaN. */
+static inline vhalf vtanh_half(vhalf zf)
+{
+    const vdouble z = __builtin_convertvector(zf, vdouble);
+    const vlong sign = (vlong){0} + INT64_MIN, nan = z != z;
+    const vdouble a0 = (vdouble)((vlong)z & ~sign), cap = (vdouble){0} + 20.0;
+    const vlong huge = a0 > cap;
+    const vdouble a = (vdouble)(((vlong)a0 & ~huge) | ((vlong)cap & huge));
+    const vdouble a2 = a * a;
+    const vdouble poly =
+        a * (1.0 + a2 * (-1.0 / 3 + a2 * (2.0 / 15 + a2 * (-17.0 / 315 + a2 * (62.0 / 2835 +
+             a2 * (-1382.0 / 155925 + a2 * (21844.0 / 6081075)))))));
+    const vdouble big = 1.0 - 2.0 / (vexp_d(a + a) + 1.0);
+    const vlong small = a < 0.125;
+    const vdouble r = (vdouble)((((vlong)poly & small) | ((vlong)big & ~small)) |
+                                ((vlong)z & sign));
+    return __builtin_convertvector((vdouble)(((vlong)r & ~nan) | ((vlong)z & nan)), vhalf);
 }
 
 static inline vfloat vexp(vfloat x)
@@ -597,6 +625,16 @@ static inline vfloat vexp(vfloat x)
     memcpy(h, &x, sizeof x);
     h[0] = vexp_half(h[0]);
     h[1] = vexp_half(h[1]);
+    memcpy(&x, h, sizeof x);
+    return x;
+}
+
+static inline vfloat vtanh(vfloat x)
+{
+    vhalf h[2];
+    memcpy(h, &x, sizeof x);
+    h[0] = vtanh_half(h[0]);
+    h[1] = vtanh_half(h[1]);
     memcpy(&x, h, sizeof x);
     return x;
 }
@@ -613,6 +651,35 @@ static void swiglu(const float *g, const float *u, int n, float *o)
         vfloat t = splat(-g[j]);
         o[j] = g[j] / (1.0f + vexp(t)[0]) * u[j];
     }
+}
+
+/* o[j] = gelu_tanh(g[j]) * u[j] (Gemma's GeGLU), torch's fp32 gelu(approximate="tanh") operation
+ * for operation - x^3 as (x * x) * x, inner = beta * (x + kappa * x^3), (0.5 * x) * (1 + tanh(
+ * inner)), beta = sqrt(2/pi) and kappa = 0.044715 rounded to float from double as torch has them
+ * - with tanh correctly rounded where torch's (Sleef's tanhf) is within 1 ulp; then times u. */
+static void geglu(const float *g, const float *u, int n, float *o)
+{
+    const float beta = (float)0.7978845608028654, kappa = 0.044715f;
+    int j = 0;
+    for (; j + VW <= n; j += VW) {
+        const vfloat x = load_u(g + j);
+        const vfloat inner = splat(beta) * (x + splat(kappa) * (x * x * x));
+        store_u(o + j, splat(0.5f) * x * (splat(1.0f) + vtanh(inner)) * load_u(u + j));
+    }
+    for (; j < n; j++) {
+        const float x = g[j], inner = beta * (x + kappa * (x * x * x));
+        o[j] = 0.5f * x * (1.0f + vtanh(splat(inner))[0]) * u[j];
+    }
+}
+
+/* x[i] = tanh(x[i] / cap) * cap for i < n (the final logit soft-cap: a division, tanh and a
+ * product, each rounded to float as transformers computes them). */
+static void softcap(float *x, size_t n, float cap)
+{
+    size_t i = 0;
+    for (; i + VW <= n; i += VW)
+        store_u(x + i, vtanh(load_u(x + i) / splat(cap)) * splat(cap));
+    for (; i < n; i++) x[i] = vtanh(splat(x[i] / cap))[0] * cap;
 }
 
 /* s[t] = exp(s[t] - mx) for t < n; returns their sum (the softmax's numerators). */
@@ -641,6 +708,8 @@ const bump_kernel_level LEVEL_TABLE = {
     .reads = reads,
     .int8_reads = int8_reads,
     .swiglu = swiglu,
+    .geglu = geglu,
+    .softcap = softcap,
     .exp_sum = exp_sum,
     .matmul = matmul,
     .row = wmat_row,

@@ -34,6 +34,23 @@ int bump_swiglu_rows(const float *g, const float *u, int32_t n, float *o, char *
     return BUMP_OK;
 }
 
+int bump_geglu_rows(const float *g, const float *u, int32_t n, float *o, char *err, size_t len)
+{
+    const bump_kernel_level *level = bump_kernels_select(err, len);
+    if (!level) return BUMP_ERR_INPUT;
+    bump_geglu(level, g, u, n, o);
+    return BUMP_OK;
+}
+
+int bump_softcap_rows(float *x, int64_t n, float cap, char *err, size_t len)
+{
+    const bump_kernel_level *level = bump_kernels_select(err, len);
+    if (!level) return BUMP_ERR_INPUT;
+    if (n < 0) return bump_fail(err, len, BUMP_ERR_INPUT, "bump_softcap_rows: n < 0");
+    bump_softcap(level, x, (size_t)n, cap);
+    return BUMP_OK;
+}
+
 float bump_exp_sum_rows(float *s, int32_t n, float mx, char *err, size_t len)
 {
     const bump_kernel_level *level = bump_kernels_select(err, len);

@@ -29,6 +29,11 @@ int bump_matmul_view(int32_t dtype, const void *w, int64_t numel, int64_t ld, in
 /* o[j] = silu(g[j]) * u[j] for j < n through the SwiGLU kernel. */
 int bump_swiglu_rows(const float *g, const float *u, int32_t n, float *o, char *err,
                      size_t err_len);
+/* o[j] = gelu_tanh(g[j]) * u[j] for j < n through the GeGLU kernel. */
+int bump_geglu_rows(const float *g, const float *u, int32_t n, float *o, char *err,
+                    size_t err_len);
+/* x[i] = tanh(x[i] / cap) * cap for i < n through the soft-cap kernel. */
+int bump_softcap_rows(float *x, int64_t n, float cap, char *err, size_t err_len);
 /* s[t] = exp(s[t] - mx) for t < n through the softmax kernel, returning their sum (-1 when
  * BUMPCONV_KERNELS names no usable level). */
 float bump_exp_sum_rows(float *s, int32_t n, float mx, char *err, size_t err_len);

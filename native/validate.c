@@ -13,7 +13,7 @@
 /* the role table: what each tensor of the table must be                                    */
 
 enum extent { X_ONE, X_V, X_E, X_I, X_2I, X_D, X_HD, X_KVD }; /* dimensions of bump_config */
-enum group { REQUIRED, OPT_HEAD, OPT_QK_NORM, OPT_BIAS };      /* optional: all of a group or none */
+enum group { REQUIRED, OPT_HEAD, OPT_QK_NORM, OPT_BIAS, OPT_POST_NORM }; /* optional: all or none */
 
 static const struct role {
     const char *name;
@@ -35,9 +35,11 @@ static const struct role {
     [BUMP_ROLE_WV] = {"wv", 1, 0, X_KVD, X_E, REQUIRED},
     [BUMP_ROLE_BV] = {"bv", 1, 1, X_KVD, X_ONE, OPT_BIAS},
     [BUMP_ROLE_WO] = {"wo", 1, 0, X_E, X_HD, REQUIRED},
+    [BUMP_ROLE_POST_ATTENTION_NORM] = {"post_attention_norm", 1, 1, X_E, X_ONE, OPT_POST_NORM},
     [BUMP_ROLE_LN2] = {"ln2", 1, 1, X_E, X_ONE, REQUIRED},
     [BUMP_ROLE_W1] = {"w1", 1, 0, X_2I, X_E, REQUIRED},
     [BUMP_ROLE_W2] = {"w2", 1, 0, X_E, X_I, REQUIRED},
+    [BUMP_ROLE_POST_FFN_NORM] = {"post_ffn_norm", 1, 1, X_E, X_ONE, OPT_POST_NORM},
 };
 
 static int64_t extent(const bump_config *c, int x)
@@ -69,6 +71,25 @@ int bump_role_vector(int role) { return ROLES[role].vector; }
 /* ---------------------------------------------------------------------------------------- */
 /* the settings                                                                             */
 
+static int check_rope(const bump_rope *r, const char *what, char *err, size_t len)
+{
+    if (!(r->theta > 0 && isfinite(r->theta)))
+        return bump_fail(err, len, BUMP_ERR_BLOB, "settings: %s theta=%g must be positive",
+                         what, r->theta);
+    if (r->type != BUMP_ROPE_DEFAULT && r->type != BUMP_ROPE_LINEAR && r->type != BUMP_ROPE_LLAMA3)
+        return bump_fail(err, len, BUMP_ERR_BLOB, "settings: unknown %s type %d", what, r->type);
+    if (r->type != BUMP_ROPE_DEFAULT && !(r->factor > 0 && isfinite(r->factor)))
+        return bump_fail(err, len, BUMP_ERR_BLOB, "settings: %s factor %g must be positive",
+                         what, r->factor);
+    if (r->type == BUMP_ROPE_LLAMA3 &&
+        !(r->low_freq_factor > 0 && r->high_freq_factor > r->low_freq_factor &&
+          isfinite(r->high_freq_factor) && r->original_max_pos > 0))
+        return bump_fail(err, len, BUMP_ERR_BLOB,
+                         "settings: llama3 %s needs 0 < low_freq_factor < high_freq_factor "
+                         "and original_max_position_embeddings > 0", what);
+    return BUMP_OK;
+}
+
 int bump_check_config(const bump_config *c, char *err, size_t len)
 {
     const struct { const char *name; int32_t v; } dims[] = {
@@ -94,25 +115,29 @@ int bump_check_config(const bump_config *c, char *err, size_t len)
     if (!(c->rms_eps > 0 && isfinite(c->rms_eps)))
         return bump_fail(err, len, BUMP_ERR_BLOB, "settings: rms_eps=%g must be positive",
                          c->rms_eps);
-    if (!(c->rope_theta > 0 && isfinite(c->rope_theta)))
-        return bump_fail(err, len, BUMP_ERR_BLOB, "settings: rope_theta=%g must be positive",
-                         c->rope_theta);
-    if (c->rope_type != BUMP_ROPE_DEFAULT && c->rope_type != BUMP_ROPE_LINEAR &&
-        c->rope_type != BUMP_ROPE_LLAMA3)
-        return bump_fail(err, len, BUMP_ERR_BLOB, "settings: unknown rope type %d",
-                         c->rope_type);
-    if (c->rope_type != BUMP_ROPE_DEFAULT && !(c->rope_factor > 0 && isfinite(c->rope_factor)))
-        return bump_fail(err, len, BUMP_ERR_BLOB, "settings: rope factor %g must be positive",
-                         c->rope_factor);
-    if (c->rope_type == BUMP_ROPE_LLAMA3 &&
-        !(c->rope_low_freq_factor > 0 && c->rope_high_freq_factor > c->rope_low_freq_factor &&
-          isfinite(c->rope_high_freq_factor) && c->rope_original_max_pos > 0))
-        return bump_fail(err, len, BUMP_ERR_BLOB,
-                         "settings: llama3 rope needs 0 < low_freq_factor < high_freq_factor "
-                         "and original_max_position_embeddings > 0");
+    int rc = check_rope(&c->rope, "rope", err, len);
+    if (rc) return rc;
+    if (c->rope_local.theta != 0 && (rc = check_rope(&c->rope_local, "local rope", err, len)))
+        return rc;
     if (c->sliding_window < 0)
         return bump_fail(err, len, BUMP_ERR_BLOB, "settings: sliding_window=%d is negative",
                          c->sliding_window);
+    if (c->layer_sliding)
+        for (int l = 0; l < c->n_layers; l++)
+            if (c->layer_sliding[l] > 1)
+                return bump_fail(err, len, BUMP_ERR_BLOB, "settings: layer_sliding[%d]=%d is "
+                                 "not 0 or 1", l, c->layer_sliding[l]);
+    if (c->activation != BUMP_ACT_SILU && c->activation != BUMP_ACT_GELU_TANH)
+        return bump_fail(err, len, BUMP_ERR_BLOB, "settings: unknown activation %d",
+                         c->activation);
+    const struct { const char *name; double v; } scalars[] = {
+        {"norm_offset", c->norm_offset}, {"embed_scale", c->embed_scale},
+        {"query_scale", c->query_scale}, {"logit_softcap", c->logit_softcap},
+    };
+    for (size_t i = 0; i < sizeof scalars / sizeof scalars[0]; i++)
+        if (!(scalars[i].v >= 0 && isfinite(scalars[i].v)))
+            return bump_fail(err, len, BUMP_ERR_BLOB, "settings: %s=%g must be finite and not "
+                             "negative", scalars[i].name, scalars[i].v);
     if (c->n_threads < 0 || c->n_threads > BUMP_MAX_THREADS)
         return bump_fail(err, len, BUMP_ERR_BLOB, "settings: n_threads=%d is out of range "
                          "[0, %d]", c->n_threads, BUMP_MAX_THREADS);
@@ -236,7 +261,7 @@ static int check_tensor(const bump_config *c, size_t file_size, const bump_kerne
 static int check_complete(const bump_config *c, const bump_tensor *const *slots, char *err,
                           size_t len)
 {
-    int group_present[OPT_BIAS + 1] = {1, 0, 0, 0};
+    int group_present[OPT_POST_NORM + 1] = {1, 0, 0, 0, 0};
     for (size_t i = 0; i < bump_slot_count(c); i++)
         if (slots[i]) group_present[ROLES[slots[i]->role].group] = 1;
     for (int role = 0; role < BUMP_N_ROLES; role++) {

@@ -13,7 +13,7 @@ from bumpconv.cli import main as cli_main
 from bumpconv.comparison.reference import Reference
 
 MODELS = ("llama-tied", "llama-untied", "llama-gqa-pad", "llama3-scaled", "mistral", "qwen2",
-          "qwen3")
+          "qwen3", "gemma3-pad", "gemma3-softcap", "gemma3-mm")
 #: Tiny models bumpwgt3 can hold (tied, no q/k norm, head_dim == hidden / heads).
 V3_MODELS = ("llama-tied", "llama-gqa-pad", "qwen2")
 

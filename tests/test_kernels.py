@@ -268,6 +268,85 @@ def test_swiglu_is_within_three_ulp_of_the_exact_value(level: str, monkeypatch) 
     assert edges[0] == np.inf and np.isnan(edges[1]) and np.isnan(edges[2]) and edges[3] == 0
 
 
+def geglu(g: np.ndarray, u: np.ndarray) -> np.ndarray:
+    from bumpconv.native import native
+    mod = native()
+    ffi = mod.ffi
+    g, u = np.ascontiguousarray(g, np.float32), np.ascontiguousarray(u, np.float32)
+    out = np.empty_like(g)
+    err = ffi.new("char[]", 256)
+    assert mod.lib.bump_geglu_rows(ffi.from_buffer("float[]", g), ffi.from_buffer("float[]", u),
+                                   g.size, ffi.from_buffer("float[]", out), err, 256) == 0
+    return out
+
+
+def softcap(x: np.ndarray, cap: float) -> np.ndarray:
+    from bumpconv.native import native
+    mod = native()
+    ffi = mod.ffi
+    x = np.array(x, np.float32)
+    err = ffi.new("char[]", 256)
+    assert mod.lib.bump_softcap_rows(ffi.from_buffer("float[]", x), x.size, cap, err, 256) == 0
+    return x
+
+
+def _rounded_tanh(x: np.ndarray) -> np.ndarray:
+    """tanh of float32 values, computed in float64 and rounded once (the exact tanh, but for
+    ties closer than float64's precision)."""
+    return np.tanh(x.astype(np.float64)).astype(np.float32)
+
+
+def torch_order_geglu(g: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """torch's fp32 gelu(approximate="tanh") * up, operation for operation in float32 (numpy
+    rounds each to float32 as C does), with a correctly rounded tanh."""
+    x = g.astype(np.float32)
+    beta, kappa, half, one = (np.float32(0.7978845608028654), np.float32(0.044715),
+                              np.float32(0.5), np.float32(1.0))
+    inner = beta * (x + kappa * (x * x * x))
+    return half * x * (one + _rounded_tanh(inner)) * u.astype(np.float32)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_geglu_is_torchs_formula_with_a_correctly_rounded_tanh(level: str, monkeypatch) -> None:
+    """GeGLU: torch's fp32 gelu(approximate="tanh") computed operation for operation, its tanh
+    correctly rounded (in double): bit for bit the float32 emulation with float64's tanh
+    rounded once, on values spanning the tanh's polynomial and exp branches, its saturation
+    and fp32's cube overflow (a scalar tail included); NaN stays NaN."""
+    level_available(level, monkeypatch)
+    rng = np.random.default_rng(5)
+    g = np.concatenate([np.linspace(-12, 12, 200_003), rng.standard_normal(50_001) * 3,
+                        rng.standard_normal(1001) * 1e-3, [1e-30, -1e-38, 0.0, 40.0, -40.0,
+                                                            3e12, -3e12]]).astype(np.float32)
+    u = rng.uniform(-2, 2, g.size).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = torch_order_geglu(g, u)
+    got = geglu(g, u)
+    same = (got == want) | (np.isnan(got) & np.isnan(want))
+    assert same.mean() > 0.99999, np.flatnonzero(~same)[:5]
+    off = ~same
+    ulp = np.spacing(np.abs(want[off]))
+    assert np.all(np.abs(got[off] - want[off]) <= ulp)  # a tie of float64's tanh, at most
+    nan = geglu(np.array([np.nan], np.float32), np.ones(1, np.float32))
+    assert np.isnan(nan[0])
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_softcap_is_division_tanh_product(level: str, monkeypatch) -> None:
+    """The final logit soft-cap: x / cap, tanh, * cap, each rounded to float32, the tanh
+    correctly rounded; bit for bit the float32 emulation, over logits' range and beyond."""
+    level_available(level, monkeypatch)
+    rng = np.random.default_rng(6)
+    x = np.concatenate([rng.standard_normal(100_003) * 20, np.linspace(-200, 200, 4001),
+                        [0.0, -0.0, 1e-30, np.inf, -np.inf]]).astype(np.float32)
+    cap = np.float32(30.0)
+    want = _rounded_tanh(x / cap) * cap
+    got = softcap(x, 30.0)
+    same = got == want
+    assert same.mean() > 0.99999
+    assert np.all(np.abs(got[~same] - want[~same]) <= np.spacing(np.abs(want[~same])))
+    assert got[-2] == 30.0 and got[-1] == -30.0
+
+
 @pytest.mark.parametrize("level", LEVELS)
 def test_softmax_exp_is_correctly_rounded_and_sums_what_it_stores(level: str, monkeypatch) -> None:
     """The softmax numerators exp(s - max) over the range they take (s - max <= 0, down into

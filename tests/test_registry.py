@@ -140,6 +140,8 @@ def test_a_nested_text_config_is_read_as_the_model(tmp_path: Path) -> None:
 
 # -- an operation bumpconv lacks: refused by name ------------------------------------------------
 
+#: What bumpconv implemented before Gemma 3: Llama, Mistral, Qwen2, Qwen3.
+LLAMA_BODY_OPERATIONS = frozenset({"silu", "qkv_bias", "qk_norm", "sliding_window"})
 GEMMA_MISSING = ("GeGLU with tanh-approximated GELU", "post-attention and post-feedforward norms",
                  "RMSNorm weights applied as (1 + w)", "embeddings scaled by sqrt(hidden_size)",
                  "query_pre_attn_scalar", "sliding and full attention layers",
@@ -153,7 +155,7 @@ def test_an_unimplemented_operation_is_refused_on_one_line(
     """The mechanism that refused Gemma 3 before it was implemented: a family needing an
     operation outside IMPLEMENTED is refused on one line naming each, nothing written."""
     import bumpconv.format.registry as reg
-    monkeypatch.setattr(reg, "IMPLEMENTED", RUNTIME_IMPLEMENTED)
+    monkeypatch.setattr(reg, "IMPLEMENTED", LLAMA_BODY_OPERATIONS)
     src = tmp_path / "src"
     src.mkdir()
     (src / "config.json").write_text(json.dumps({"model_type": model_type}))
@@ -170,12 +172,15 @@ def test_an_unimplemented_operation_is_refused_on_one_line(
 
 
 def test_a_family_the_runtime_lacks_converts_and_is_refused_by_run(
-        tmp_path: Path, cli: Callable[..., Any], synthetic: Callable[[str], Path]) -> None:
-    """Until the C runtime computes every operation of a family, its blobs convert, verify and
-    inspect, and `run` refuses them on one line naming what the runtime lacks."""
+        tmp_path: Path, cli: Callable[..., Any], synthetic: Callable[[str], Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the C runtime lacks an operation of a family (as it lacked Gemma 3's before they
+    landed), its blobs convert, verify and inspect, and opening one in the runtime is refused
+    on one line naming what it lacks."""
+    import bumpconv.format.registry as reg
+    monkeypatch.setattr(reg, "RUNTIME_IMPLEMENTED", LLAMA_BODY_OPERATIONS)
     missing = registry().families["gemma3_text"].missing_runtime_operations()
-    if not missing:
-        pytest.skip("the C runtime runs Gemma 3")
+    assert missing
     src = synthetic("gemma3-pad")
     blob = tmp_path / "g.bump"
     assert cli("convert", src, blob, "--quiet", "--no-engine-sidecars").code == 0
@@ -360,6 +365,23 @@ def test_names_and_hooks_are_transformers_own(name: str, tmp_path: Path) -> None
     attention = _submodule(layers[1], stage_module(q_rope, family))
     assert hasattr(attention, "layer_idx")  # what the tapping attention function keys on
     assert isinstance(_submodule(model, stage_module(FINAL_NORM, family)), torch.nn.Module)
+    # head_major: the q/k norm modules see [batch, heads, positions, D] exactly where it says
+    seen: dict[str, tuple[int, ...]] = {}
+
+    def record(role: str) -> Callable[..., None]:
+        def hook(_m: Any, _a: Any, out: Any) -> None:
+            seen[role] = tuple(out.shape)
+        return hook
+    hooks = [_submodule(layers[0], family.module_of(role)).register_forward_hook(record(role))
+             for role in ("q_norm", "k_norm") if family.has(role)]
+    n = 5  # neither head count
+    with torch.no_grad():
+        model(torch.arange(n)[None])
+    for h in hooks:
+        h.remove()
+    for role, shape in seen.items():
+        assert shape[2 if role in family.head_major else 1] == n, (role, shape)
+    assert set(family.head_major) <= set(seen)
 
 
 #: A value per registry-named config key that differs from every family's default.

@@ -125,7 +125,8 @@ def test_forward_in_chunks_appends_to_the_cache(blob) -> None:
     assert_close(parts[2][0], full[-1], "last", DECODE_TOL)
 
 
-@pytest.mark.parametrize("name", ["qwen3", "mistral", "qwen2", "llama-gqa-pad", "llama3-scaled"])
+@pytest.mark.parametrize("name", ["qwen3", "mistral", "qwen2", "llama-gqa-pad", "llama3-scaled",
+                                  "gemma3-pad", "gemma3-softcap"])
 def test_stage_taps_match_transformers(name: str, tiny, blob, hf) -> None:
     ref = hf(tiny(name))
     tokens = prompt_ids(ref.spec.vocab_size, 40, seed=4)
@@ -136,7 +137,9 @@ def test_stage_taps_match_transformers(name: str, tiny, blob, hf) -> None:
     expected = hf_taps(ref, tokens, layer)
     shapes = tap_shapes(spec.dims(), spec.flags(), len(tokens))
     assert set(taps) == set(shapes) | {"logits"}
-    assert ("q_norm" in taps) == (name == "qwen3")
+    gemma = name.startswith("gemma3")
+    assert ("q_norm" in taps) == (name == "qwen3" or gemma)
+    assert ("post_attention_norm" in taps) == ("post_ffn_norm" in taps) == gemma
     for key, shape in shapes.items():
         assert taps[key].shape == shape, key
         assert_close(taps[key], expected[key], key)
@@ -146,10 +149,11 @@ def test_stage_taps_match_transformers(name: str, tiny, blob, hf) -> None:
     assert np.all(probs[np.isneginf(taps["scores"])] == 0)
 
 
-def test_hidden_states_match_transformers(tiny, blob, hf) -> None:
-    ref = hf(tiny("qwen2"))
+@pytest.mark.parametrize("name", ["qwen2", "gemma3-pad"])  # Gemma: embeddings scaled
+def test_hidden_states_match_transformers(name: str, tiny, blob, hf) -> None:
+    ref = hf(tiny(name))
     tokens = prompt_ids(ref.spec.vocab_size, 30, seed=5)
-    with BumpModel.open(blob("qwen2")) as m:
+    with BumpModel.open(blob(name)) as m:
         hidden = m.hidden_states(tokens)
     assert hidden.shape == (ref.spec.num_layers + 1, 30, ref.spec.hidden_size)
     assert_close(hidden, ref.run(tokens).hidden_states, "hidden")

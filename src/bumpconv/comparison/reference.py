@@ -306,7 +306,9 @@ class Reference:
         """Drop the batch axis and give every stage its shape from the stage table (e.g.
         projections viewed per head)."""
         dims = self.spec.dims()
-        return {s.key: _array(rec[s.key][0]).reshape(s.dims(dims, n))
+        head_major = set(self.spec.family.head_major)  # [H, n, D] in HF: to [n, H, D]
+        return {s.key: (_array(rec[s.key][0]).swapaxes(0, 1) if s.of in head_major
+                        else _array(rec[s.key][0])).reshape(s.dims(dims, n))
                 for s in STAGES if s.key in rec}
 
     @contextmanager

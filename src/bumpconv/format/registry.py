@@ -68,8 +68,7 @@ IMPLEMENTED: frozenset[str] = frozenset(OPERATIONS)
 
 #: The operations bumpconv's C runtime (native/) computes: ``run``, ``parity`` and ``eval``
 #: refuse, by name, a blob whose family needs another one (it still converts and verifies).
-RUNTIME_IMPLEMENTED: frozenset[str] = frozenset({"silu", "qkv_bias", "qk_norm",
-                                                 "sliding_window"})
+RUNTIME_IMPLEMENTED: frozenset[str] = frozenset(OPERATIONS)
 
 #: The conditions a family's features set (profile and stage ``when`` keys).
 Condition = Literal["qkv_bias", "qk_norm", "post_norms", "norm_offset"]
@@ -267,6 +266,11 @@ class Family(BaseModel):
                     "modules have: each module-name prefix -> the prefix its tensors are saved "
                     "under (transformers' checkpoint conversion mapping, reversed: what it "
                     "saves and what Hub checkpoints hold)")
+    head_major: tuple[str, ...] = Field(
+        default=(), description="roles whose module sees its input heads first, [batch, heads, "
+                                "positions, head_dim] (Gemma 3 norms q and k after moving the "
+                                "heads forward, Qwen3 before): parity's stage taps of them are "
+                                "read transposed")
     ignored: tuple[str, ...] = Field(
         default=(), description="regular expressions of checkpoint tensors that are not this "
                                 "family's weights (derived buffers; a multimodal checkpoint's "

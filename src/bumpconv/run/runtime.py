@@ -9,6 +9,7 @@ wrong table is an error even when it did not come from the reader.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -25,8 +26,8 @@ from ..format.errors import (BlobError, BumpError, ConfigError, KernelError, Lay
                              RuntimeInputError)
 from ..format.profile import PlacedTensor
 from ..format.packing import matrix_view
-from ..format.registry import require_runnable
-from ..format.spec import ModelSpec
+from ..format.registry import registry, require_runnable
+from ..format.spec import ModelSpec, RopeSpec
 from ..format.stages import tap_shapes
 from ..native import native
 from ..native.kernels import ACTIVATIONS
@@ -34,6 +35,8 @@ from ..native.kernels import ACTIVATIONS
 RopePairing = Literal["rotate_half", "interleaved"]
 _ROPE_TYPES = {"default": "BUMP_ROPE_DEFAULT", "linear": "BUMP_ROPE_LINEAR",
                "llama3": "BUMP_ROPE_LLAMA3"}
+#: The registry's activation operations -> the C runtime's enum bump_activation.
+_ACTIVATIONS = {"silu": "BUMP_ACT_SILU", "gelu_tanh": "BUMP_ACT_GELU_TANH"}
 _ERR_LEN = 512
 _U64 = 1 << 64
 
@@ -118,7 +121,9 @@ class BumpModel:
         if activations not in ACTIVATIONS:
             raise ValueError(f"activations must be one of {', '.join(ACTIVATIONS)}, "
                              f"got {activations!r}")
-        cfg = _native_config(ffi, lib, spec, threads or 0, rope_pairing == "interleaved")
+        # _sliding: the per-layer array cfg points to, alive until bump_open has copied it
+        cfg, _sliding = _native_config(ffi, lib, spec, threads or 0, rope_pairing == "interleaved",
+                                       _baked_norm_offset(spec, table, path))
         cfg.int8_activations = int(activations == "int8")
         entries = ffi.new("bump_tensor[]", max(len(table), 1))
         for i, t in enumerate(table):
@@ -296,32 +301,68 @@ class BumpModel:
         return out
 
 
-def _native_config(ffi: Any, lib: Any, spec: ModelSpec, threads: int,
-                   interleaved: bool) -> Any:
-    """The C settings struct. Values that do not fit their C type are refused here (C checks
-    the ranges that matter)."""
-    rope = spec.rope
-    if rope.type not in _ROPE_TYPES:
-        raise ConfigError(f"rope type {rope.type!r} is not supported by the runtime "
-                          f"(supported: {', '.join(_ROPE_TYPES)})")
+def _native_config(ffi: Any, lib: Any, spec: ModelSpec, threads: int, interleaved: bool,
+                   baked_norm_offset: float = 0.0) -> tuple[Any, Any]:
+    """The C settings struct, and the per-layer array it points to (keep both alive until
+    bump_open returns). ``baked_norm_offset``: the norm weight offset the blob's norm tensors
+    already carry (the engine profile's bake), which the runtime must then not add again.
+    Values that do not fit their C type are refused here (C checks the ranges that matter)."""
+    family = spec.family
+    features = family.features
     ints = dict(n_layers=spec.num_layers, vocab_size=spec.vocab_size, hidden=spec.hidden_size,
                 intermediate=spec.intermediate_size, n_heads=spec.num_heads,
                 n_kv_heads=spec.num_kv_heads, head_dim=spec.head_dim,
-                context=spec.context_length, rope_type=getattr(lib, _ROPE_TYPES[rope.type]),
-                rope_original_max_pos=rope.original_max_position_embeddings or 0,
-                sliding_window=spec.sliding_window or 0, rope_interleaved=int(interleaved),
-                n_threads=threads)
+                context=spec.context_length, sliding_window=spec.sliding_window or 0,
+                rope_interleaved=int(interleaved), n_threads=threads,
+                activation=getattr(lib, _ACTIVATIONS[features.activation.op]))
     cfg = ffi.new("bump_config *")
     for key, value in ints.items():
         if not -2**31 <= value < 2**31:
             raise BlobError(f"setting {key}={value} does not fit the runtime (int32)")
         setattr(cfg, key, value)
     cfg.rms_eps = spec.rms_norm_eps
-    cfg.rope_theta = rope.theta
-    cfg.rope_factor = rope.factor or 0.0
-    cfg.rope_low_freq_factor = rope.low_freq_factor or 0.0
-    cfg.rope_high_freq_factor = rope.high_freq_factor or 0.0
-    return cfg
+    _fill_rope(lib, cfg.rope, spec.rope)
+    if spec.rope_local is not None:
+        _fill_rope(lib, cfg.rope_local, spec.rope_local)
+    sliding = ffi.NULL
+    if spec.layer_types is not None:
+        sliding = ffi.new("uint8_t[]", [int(spec.window(i) is not None)
+                                         for i in range(spec.num_layers)])
+        cfg.layer_sliding = sliding
+    cfg.norm_offset = features.norm_weight_offset - baked_norm_offset
+    cfg.embed_scale = (math.sqrt(spec.hidden_size)  # transformers: hidden_size**0.5
+                       if features.embedding_scale == "sqrt_hidden" else 0.0)
+    cfg.query_scale = spec.query_pre_attn_scalar or 0.0
+    cfg.logit_softcap = spec.final_logit_softcapping or 0.0
+    return cfg, sliding
+
+
+def _fill_rope(lib: Any, out: Any, rope: RopeSpec) -> None:
+    if rope.type not in _ROPE_TYPES:
+        raise ConfigError(f"rope type {rope.type!r} is not supported by the runtime "
+                          f"(supported: {', '.join(_ROPE_TYPES)})")
+    out.theta = rope.theta
+    out.type = getattr(lib, _ROPE_TYPES[rope.type])
+    out.factor = rope.factor or 0.0
+    out.low_freq_factor = rope.low_freq_factor or 0.0
+    out.high_freq_factor = rope.high_freq_factor or 0.0
+    out.original_max_pos = rope.original_max_position_embeddings or 0
+
+
+def _baked_norm_offset(spec: ModelSpec, table: Sequence[PlacedTensor], path: Path) -> float:
+    """The norm weight offset the table's norm tensors carry (the profile's bake): one value
+    for all of them, else the blob is refused (the runtime applies one offset to every norm)."""
+    kinds = registry().roles
+    offsets = {t.slot.offset for t in table if t.slot.source_roles
+               and kinds[t.slot.source_roles[0]].kind == "norm"}
+    if len(offsets) > 1:
+        raise BlobError(f"{path}: its norm tensors carry different offsets "
+                        f"({', '.join(map(str, sorted(offsets)))})")
+    offset = offsets.pop() if offsets else 0.0
+    if offset and offset != spec.family.features.norm_weight_offset:
+        raise BlobError(f"{path}: its norm tensors carry an offset of {offset}, and a "
+                        f"{spec.architecture} norm has {spec.family.features.norm_weight_offset}")
+    return offset
 
 
 def _fill_entry(lib: Any, entry: Any, index: int, t: PlacedTensor) -> None:
