@@ -418,3 +418,50 @@ def test_geglu_is_as_close_to_torch_as_swiglu_is(capsys: pytest.CaptureFixture[s
               f"{(swiglu == silu).mean():.2%} identical")
     assert geglu_ulp.max() <= max(swiglu_ulp.max(), 1.0)
     assert (geglu == gelu).mean() >= (swiglu == silu).mean()
+
+
+@pytest.mark.parametrize("quant, profile", [("q8_0", "engine-v7"), ("q4_k_m", "engine-v7"),
+                                            ("q4_k_m", "bumpwgt5")])
+def test_quantized_gemma_passes_parity_against_its_dequantized_weights(
+        tiny: Callable[..., Path], tmp_path: Path, cli: Callable[..., Any], quant: str,
+        profile: str) -> None:
+    """A quantized Gemma (the engine profile's norms baked too) in the C runtime against
+    transformers carrying the blob's dequantized weights: the fp32 thresholds, every layer."""
+    src = tiny("gemma3-quant")
+    blob = _blob(cli, src, tmp_path / "q.bump", "--quant", quant, "--profile", profile)
+    r = cli("parity", src, blob, "--json")
+    report = json.loads(r.out)
+    assert r.code == 0 and report["passed"], report["verdict"]
+    assert any("dequantized weights" in n for n in report["notes"])
+
+
+def _scaled_norm(module: str, layer: int) -> Any:
+    """A defect: the Gemma norm ``module`` of ``layer`` scaled (a wrong offset handling, a
+    swapped tensor: the layer computes with a wrong post norm)."""
+    from parity_helpers import Defect
+
+    def edit(tensors: dict[str, np.ndarray], config: dict[str, Any], spec: Any) -> None:
+        name = f"model.layers.{layer}.{module}.weight"
+        tensors[name] = (tensors[name] * np.float32(1.5) + np.float32(0.25)).astype(np.float32)
+    stage = {"post_attention_layernorm": "post_attention_norm",
+             "post_feedforward_layernorm": "post_ffn_norm",
+             "pre_feedforward_layernorm": "ln2"}[module]
+    return Defect(f"{module} of layer {layer}", stage, layer, edit)
+
+
+@pytest.mark.parametrize("module", ["post_attention_layernorm", "post_feedforward_layernorm",
+                                    "pre_feedforward_layernorm"])
+def test_a_defect_in_a_gemma_norm_is_reported_at_its_stage(
+        tiny: Callable[..., Path], hf: Callable[[Path], Any], tmp_path: Path,
+        module: str) -> None:
+    """The stage table names Gemma's stages truthfully: a planted defect in its
+    post-attention norm is found at stage post_attention_norm (not ln2, which is Gemma's
+    pre-feedforward norm), in its post-feedforward norm at post_ffn_norm, in layer 1."""
+    from bumpconv.comparison.check import ParityOptions, run_parity
+    from parity_helpers import build_defective
+    src = tiny("gemma3-pad")
+    defect = _scaled_norm(module, 1)
+    blob = build_defective(src, tmp_path / "bad.bump", defect)
+    report = run_parity(str(src), blob, ParityOptions(), reference=hf(src))
+    d = report.divergence
+    assert d is not None and (d.layer, d.stage) == (1, defect.stage), d
