@@ -577,8 +577,10 @@ static AI void q256_q5_1(const uint8_t *src, const xacts *x, size_t b, __m256 *a
  * from its 12 bytes as bump_scale_min_k4 does one at a time. */
 static AI __m128i k4_scales_mins(const uint8_t *q)
 {
-    uint32_t u[3];
-    memcpy(u, q, sizeof u);
+    uint32_t u[3]; /* three loads, not a copy through the stack */
+    memcpy(&u[0], q, 4);
+    memcpy(&u[1], q + 4, 4);
+    memcpy(&u[2], q + 8, 4);
     const uint32_t sc_lo = u[0] & 0x3f3f3f3f, m_lo = u[1] & 0x3f3f3f3f;
     const uint32_t sc_hi = (u[2] & 0x0f0f0f0f) | ((u[0] >> 6) & 0x03030303) << 4;
     const uint32_t m_hi = ((u[2] >> 4) & 0x0f0f0f0f) | ((u[1] >> 6) & 0x03030303) << 4;
@@ -678,38 +680,70 @@ static AI void q256_q6_K(const uint8_t *src, const xacts *x, size_t b, __m256 *a
     *acc = _mm256_fmadd_ps(half8(&w->d), _mm256_add_ps(a0, a1), *acc);
 }
 
-/* Rows [n0, n1): blocks alternate between two accumulators (and two min sums). */
-#define QROWS256(T, BE)                                                                       \
+/* Rows [n0, n1) of a type with 32-value blocks, two at a time: the pair shares the activation
+ * loads and the loop, and each row keeps one accumulator (two independent chains), so a row's
+ * sum is the same whether it is paired or the last one alone: results do not depend on where a
+ * thread's rows start. */
+#define QROWS256(T, MINS)                                                                     \
+    static inline __attribute__((always_inline)) void qrow2_##T(                             \
+        const uint8_t *r0, const uint8_t *r1, int two, size_t k_stride, int k_seg,            \
+        const xacts *x, int K, float *out)                                                    \
+    {                                                                                         \
+        const size_t bb = sizeof(block_##T);                                                  \
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, m0 = a0, m1 = a0;                           \
+        for (int k0 = 0; k0 < K; k0 += k_seg, r0 += k_stride, r1 += k_stride) {              \
+            const size_t bytes = (size_t)(min_int(k_seg, K - k0) / XB) * bb;                  \
+            size_t b = (size_t)(k0 / XB);                                                     \
+            for (size_t o = 0; o < bytes; o += bb, b++) {                                     \
+                q256_##T(r0 + o, x, b, &a0, &m0);                                             \
+                if (two) q256_##T(r1 + o, x, b, &a1, &m1);                                    \
+            }                                                                                 \
+        }                                                                                     \
+        out[0] = hsum8((v8f)a0) + (MINS ? hsum8((v8f)m0) : 0.0f);                             \
+        if (two) out[1] = hsum8((v8f)a1) + (MINS ? hsum8((v8f)m1) : 0.0f);                    \
+    }                                                                                         \
     static void qrows_##T(const bump_wmat *w, const reader *r, const xacts *x, int K, int n0, \
                           int n1, float *out)                                                 \
     {                                                                                         \
-        const size_t bb = sizeof(block_##T);                                                  \
+        row_walk it = row_walk_at(w, r, n0);                                                  \
+        int n = n0;                                                                           \
+        for (; n + 2 <= n1; n += 2) {                                                         \
+            const uint8_t *r0 = it.row;                                                       \
+            row_walk_next(&it);                                                               \
+            qrow2_##T(r0, it.row, 1, it.k_stride, w->k_seg, x, K, out + n);                   \
+            row_walk_next(&it);                                                               \
+        }                                                                                     \
+        if (n < n1) qrow2_##T(it.row, it.row, 0, it.k_stride, w->k_seg, x, K, out + n);       \
+    }
+
+/* Rows [n0, n1) of a K-quant, one at a time (a block of 256 has independent chains of its own,
+ * and two rows in flight spill registers). */
+#define QROWS256_K(T)                                                                         \
+    static void qrows_##T(const bump_wmat *w, const reader *r, const xacts *x, int K, int n0, \
+                          int n1, float *out)                                                 \
+    {                                                                                         \
         row_walk it = row_walk_at(w, r, n0);                                                  \
         for (int n = n0; n < n1; n++, row_walk_next(&it)) {                                   \
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, m0 = a0, m1 = a0;                       \
+            __m256 acc = _mm256_setzero_ps(), mins = acc;                                     \
             const uint8_t *seg = it.row;                                                      \
             for (int k0 = 0; k0 < K; k0 += w->k_seg, seg += it.k_stride) {                    \
-                const uint8_t *src = seg, *end = src + min_int(w->k_seg, K - k0) / (BE) * bb; \
-                size_t b = (size_t)(k0 / XB);                                                 \
-                for (; src + 2 * bb <= end; src += 2 * bb, b += 2 * ((BE) / XB)) {            \
-                    q256_##T(src, x, b, &a0, &m0);                                            \
-                    q256_##T(src + bb, x, b + (BE) / XB, &a1, &m1);                           \
-                }                                                                             \
-                if (src < end) q256_##T(src, x, b, &a0, &m0);                                 \
+                const int nb = min_int(w->k_seg, K - k0) / QK_K;                              \
+                for (int i = 0; i < nb; i++)                                                  \
+                    q256_##T(seg + (size_t)i * sizeof(block_##T), x,                          \
+                             (size_t)(k0 / XB + i * (QK_K / XB)), &acc, &mins);               \
             }                                                                                 \
-            out[n] = hsum8((v8f)_mm256_add_ps(a0, a1)) + hsum8((v8f)_mm256_add_ps(m0, m1));   \
+            out[n] = hsum8((v8f)acc) + hsum8((v8f)mins);                                      \
         }                                                                                     \
-        (void)r;                                                                              \
     }
-QROWS256(q8_0, QK8_0)
-QROWS256(q4_1, QK4_1)
-QROWS256(q5_1, QK5_1)
-QROWS256(q5_K, QK_K)
-QROWS256(q6_K, QK_K)
+QROWS256(q8_0, 0)
+QROWS256(q4_1, 1)
+QROWS256(q5_1, 1)
+QROWS256_K(q5_K)
+QROWS256_K(q6_K)
 #if !INT8_512
-QROWS256(q4_0, QK4_0)
-QROWS256(q5_0, QK5_0)
-QROWS256(q4_K, QK_K)
+QROWS256(q4_0, 0)
+QROWS256(q5_0, 0)
+QROWS256_K(q4_K)
 #endif
 #endif
 
