@@ -481,6 +481,20 @@ QROWS(q6_K)
  * block's throughput. */
 #define AI inline __attribute__((always_inline))
 
+/* The column segments of a row, counted once per call: n segments of `blocks` blocks of `be`
+ * values (the last one `last`), `stride` bytes apart. */
+typedef struct {
+    int n, blocks, last;
+    size_t stride;
+} seg_walk;
+
+static inline seg_walk seg_walk_of(const bump_wmat *w, const row_walk *it, int K, int be)
+{
+    const int n = (K + w->k_seg - 1) / w->k_seg;
+    return (seg_walk){.n = n, .blocks = min_int(w->k_seg, K) / be,
+                      .last = (K - (n - 1) * w->k_seg) / be, .stride = it->k_stride};
+}
+
 /* The fp16 scale at p in 8 lanes. */
 static AI __m256 half8(const void *p)
 {
@@ -686,17 +700,17 @@ static AI void q256_q6_K(const uint8_t *src, const xacts *x, size_t b, __m256 *a
  * thread's rows start. */
 #define QROWS256(T, MINS)                                                                     \
     static inline __attribute__((always_inline)) void qrow2_##T(                             \
-        const uint8_t *r0, const uint8_t *r1, int two, size_t k_stride, int k_seg,            \
-        const xacts *x, int K, float *out)                                                    \
+        const uint8_t *r0, const uint8_t *r1, int two, const seg_walk *sw, const xacts *x,    \
+        float *out)                                                                           \
     {                                                                                         \
         const size_t bb = sizeof(block_##T);                                                  \
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, m0 = a0, m1 = a0;                           \
-        for (int k0 = 0; k0 < K; k0 += k_seg, r0 += k_stride, r1 += k_stride) {              \
-            const size_t bytes = (size_t)(min_int(k_seg, K - k0) / XB) * bb;                  \
-            size_t b = (size_t)(k0 / XB);                                                     \
-            for (size_t o = 0; o < bytes; o += bb, b++) {                                     \
-                q256_##T(r0 + o, x, b, &a0, &m0);                                             \
-                if (two) q256_##T(r1 + o, x, b, &a1, &m1);                                    \
+        size_t b = 0;                                                                         \
+        for (int s = 0; s < sw->n; s++, r0 += sw->stride, r1 += sw->stride) {                 \
+            const int nb = s + 1 < sw->n ? sw->blocks : sw->last;                             \
+            for (int j = 0; j < nb; j++, b++) {                                               \
+                q256_##T(r0 + (size_t)j * bb, x, b, &a0, &m0);                                \
+                if (two) q256_##T(r1 + (size_t)j * bb, x, b, &a1, &m1);                       \
             }                                                                                 \
         }                                                                                     \
         out[0] = hsum8((v8f)a0) + (MINS ? hsum8((v8f)m0) : 0.0f);                             \
@@ -706,14 +720,16 @@ static AI void q256_q6_K(const uint8_t *src, const xacts *x, size_t b, __m256 *a
                           int n1, float *out)                                                 \
     {                                                                                         \
         row_walk it = row_walk_at(w, r, n0);                                                  \
+        const seg_walk sw = seg_walk_of(w, &it, K, XB);                                       \
+        const xacts xl = *x; /* a local copy: its pointers stay in registers */               \
         int n = n0;                                                                           \
         for (; n + 2 <= n1; n += 2) {                                                         \
             const uint8_t *r0 = it.row;                                                       \
             row_walk_next(&it);                                                               \
-            qrow2_##T(r0, it.row, 1, it.k_stride, w->k_seg, x, K, out + n);                   \
+            qrow2_##T(r0, it.row, 1, &sw, &xl, out + n);                                      \
             row_walk_next(&it);                                                               \
         }                                                                                     \
-        if (n < n1) qrow2_##T(it.row, it.row, 0, it.k_stride, w->k_seg, x, K, out + n);       \
+        if (n < n1) qrow2_##T(it.row, it.row, 0, &sw, &xl, out + n);                          \
     }
 
 /* Rows [n0, n1) of a K-quant, one at a time (a block of 256 has independent chains of its own,
