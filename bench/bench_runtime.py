@@ -23,8 +23,12 @@ weights a decode step reads (every matrix once; the embedding table only as the 
 ``weights/token x tok/s`` is the memory traffic a decode step achieves, to compare with the
 machine's bandwidth.
 
+``--level L`` compares like with like below this machine's best instruction set: the runtime
+runs the kernels of level L (``BUMPCONV_KERNELS=L``) and llama.cpp is the build of
+``python bench/peer_build.py --level L`` (``<cache>/peer-L``: AVX2 without AVX-512 for avx2).
+
 Usage: python bench/bench_runtime.py [--cache .cache] [--threads 2] [--types fp32 q8_0 q4_k_m]
-       [--activations fp32 int8] [--attn eager sdpa] [--rounds 3] [--no-peer]
+       [--activations fp32 int8] [--attn eager sdpa] [--rounds 3] [--no-peer] [--level avx2]
 """
 
 from __future__ import annotations
@@ -137,32 +141,35 @@ def weights_per_token(blob: Path) -> int:
         return sum(t.nbytes for t in weights if tied or t.slot.role != "token_emb")
 
 
-def peer_ggufs(src: Path, types: list[str], threads: int, cache: Path) -> dict[str, Path]:
+def peer_ggufs(src: Path, types: list[str], threads: int, cache: Path,
+               level: str = "native") -> dict[str, Path]:
     """llama.cpp's GGUF per type, made by its own tools when missing (empty: not built)."""
     import peer
     try:
-        peer.locate(cache)
+        found = peer.locate(cache, level)
     except (FileNotFoundError, OSError, KeyError) as exc:
-        print(f"llama.cpp not measured ({exc}); `make peer` builds it")
+        print(f"llama.cpp not measured ({exc})")
         return {}
-    out_dir = cache / "peer" / "gguf"
+    out_dir = found.root / "gguf"
     names = {t: ("f32" if t == "fp32" else t) for t in types}
     missing = [n for n in names.values() if not (out_dir / f"{src.name}-{n}.gguf").exists()]
     if missing:
         quantized = tuple(n for n in missing if n not in ("f32", "f16"))
-        peer.make_ggufs(src, out_dir, quantized, cache=cache, threads=threads)
+        peer.make_ggufs(src, out_dir, quantized, cache=cache, threads=threads, level=level)
     return {t: out_dir / f"{src.name}-{n}.gguf" for t, n in names.items()}
 
 
 def measure_peer(gguf: Path, threads: int, prompt: int, steps: int, repeats: int,
-                 cache: Path) -> dict[str, Any]:
+                 cache: Path, level: str = "native") -> dict[str, Any]:
     """llama-bench's prefill of ``prompt`` tokens and decode after a ``prompt``-token context."""
     import peer
-    pp = peer.bench(gguf, threads, n_prompt=prompt, n_gen=steps, reps=repeats, cache=cache)
+    pp = peer.bench(gguf, threads, n_prompt=prompt, n_gen=steps, reps=repeats, cache=cache,
+                    level=level)
     tg = peer.bench(gguf, threads, n_prompt=prompt, n_gen=steps, reps=repeats,
-                    depth=prompt, cache=cache)
-    return {"engine": "llama.cpp", "detail": f"{gguf.name}, {peer.locate(cache).commit}",
-            "open": float("nan"), "prefill": pp.prefill_ms_best / 1e3,
+                    depth=prompt, cache=cache, level=level)
+    built = "" if level == "native" else f", built for {level}"
+    return {"engine": "llama.cpp", "detail": f"{gguf.name}, {peer.locate(cache, level).commit}"
+            f"{built}", "open": float("nan"), "prefill": pp.prefill_ms_best / 1e3,
             "decode": tg.decode_tps_best, "file": gguf.stat().st_size}
 
 
@@ -204,18 +211,26 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3,
                     help="rounds of every measurement; ratios are taken within a round")
     ap.add_argument("--no-peer", action="store_true", help="skip llama.cpp")
+    here = Path(__file__).resolve()
+    sys.path[:0] = [str(here.parents[1]), str(here.parent)]  # the repo's tools/, bench/peer.py
+    from peer_build import LEVEL_FLAGS
+    ap.add_argument("--level", choices=sorted(set(LEVEL_FLAGS) - {"native"}),
+                    help="the runtime's kernels at this level (BUMPCONV_KERNELS) against "
+                         "llama.cpp built for it (peer_build.py --level); default: both at "
+                         "this machine's best")
     args = ap.parse_args()
     if args.rounds < 1 or args.repeats < 1:
         ap.error("--rounds and --repeats must be at least 1")
+    level = args.level or "native"
+    if args.level:  # inherited by every child process that runs the runtime
+        os.environ["BUMPCONV_KERNELS"] = args.level
 
     from bumpconv.cli import main as cli_main
-    here = Path(__file__).resolve()
-    sys.path[:0] = [str(here.parents[1]), str(here.parent)]  # the repo's tools/, bench/peer.py
     from tools.fixtures import smollm2
     src = smollm2(args.cache, "fp32")
     load_before = os.getloadavg()[0]
     prompt = np.random.default_rng(0).integers(0, 49152, args.prompt).tolist()
-    ggufs = {} if args.no_peer else peer_ggufs(src, args.types, args.threads, args.cache)
+    ggufs = {} if args.no_peer else peer_ggufs(src, args.types, args.threads, args.cache, level)
     # (type, engine) -> one result per round; file size and weights/token per type
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     sizes: dict[str, tuple[int, int]] = {}
@@ -232,7 +247,7 @@ def main() -> int:
             for t in args.types:
                 if t in ggufs:
                     r = measure_peer(ggufs[t], args.threads, args.prompt, args.steps,
-                                     args.repeats, args.cache)
+                                     args.repeats, args.cache, level)
                     results.setdefault((t, r["engine"]), []).append(r)
                 for act in (["fp32"] if t == "fp32" else args.activations):
                     r = _in_child(measure_runtime, str(blobs[t]), args.threads, prompt,

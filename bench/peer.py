@@ -47,6 +47,11 @@ from pathlib import Path
 
 import numpy as np
 
+if __package__:  # imported as bench.peer (the tests)
+    from .peer_build import peer_dir
+else:  # run from bench/, or imported with bench/ on sys.path
+    from peer_build import peer_dir
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = REPO / ".cache"
 # llama-quantize type names (no imatrix needed for any of these).
@@ -72,18 +77,21 @@ class Peer:
         return self.tools[name]
 
 
-def locate(cache: Path = DEFAULT_CACHE) -> Peer:
-    """Paths of the built llama.cpp; a clear error if ``make peer`` has not been run."""
-    info_path = cache / "peer" / "build-info.json"
+def locate(cache: Path = DEFAULT_CACHE, level: str = "native") -> Peer:
+    """Paths of the built llama.cpp (``level``: this machine's SIMD, or the build of
+    ``peer_build.py --level``); a clear error if it has not been built."""
+    root = peer_dir(cache, level)
+    info_path = root / "build-info.json"
     if not info_path.exists():
-        raise FileNotFoundError(f"{info_path} not found: run `make peer` (bench/peer_build.py) first")
+        how = "`make peer`" if level == "native" else f"`python bench/peer_build.py --level {level}`"
+        raise FileNotFoundError(f"{info_path} not found: run {how} (bench/peer_build.py) first")
     info = json.loads(info_path.read_text())
     tools = {k: Path(v) for k, v in info["tools"].items()}
     libs = {k: Path(v) for k, v in info["libs"].items()}
     missing = [str(p) for p in [*tools.values(), *libs.values()] if not p.exists()]
     if missing:
         raise FileNotFoundError(f"peer build incomplete ({missing}): run `make peer` again")
-    return Peer(tools, libs, Path(info["source"]), info["llama_cpp_commit"], cache / "peer")
+    return Peer(tools, libs, Path(info["source"]), info["llama_cpp_commit"], root)
 
 
 # ----------------------------------------------------------------------------- timing
@@ -137,14 +145,14 @@ def converter_env(peer: Peer, python: str = sys.executable) -> dict[str, str]:
 
 def make_ggufs(hf_dir: Path, out_dir: Path, types: tuple[str, ...] = QUANT_TYPES,
                cache: Path = DEFAULT_CACHE, python: str = sys.executable,
-               threads: int = 2) -> dict[str, Step]:
+               threads: int = 2, level: str = "native") -> dict[str, Step]:
     """HF dir -> ``<name>-f32.gguf``, ``-f16.gguf`` and one file per llama-quantize type.
 
     Every file is rebuilt (the point is the timings). Quantized files come from the f16 GGUF,
     as in llama.cpp's README flow; K-quant types fall back to q5_0/q8_0-style types for
     tensors whose row length is not a multiple of 256 (llama-quantize prints which).
     """
-    peer = locate(cache)
+    peer = locate(cache, level)
     env = converter_env(peer, python)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = hf_dir.resolve().name
@@ -177,13 +185,13 @@ class BenchResult:
 
 
 def bench(gguf: Path, threads: int = 2, n_prompt: int = 128, n_gen: int = 64, reps: int = 3,
-          depth: int = 0, cache: Path = DEFAULT_CACHE) -> BenchResult:
+          depth: int = 0, cache: Path = DEFAULT_CACHE, level: str = "native") -> BenchResult:
     """``llama-bench -m FILE -t T -p P -n N -r R -d D -o json``.
 
     ``-d D`` fills the KV cache with D tokens before each test; decode after a 128-token prompt
     (what bench_runtime.py measures) is ``depth=128``. Best = min time / max rate over reps.
     """
-    cmd = [str(locate(cache).tool("llama-bench")), "-m", str(gguf), "-t", str(threads),
+    cmd = [str(locate(cache, level).tool("llama-bench")), "-m", str(gguf), "-t", str(threads),
            "-p", str(n_prompt), "-n", str(n_gen), "-r", str(reps), "-d", str(depth), "-o", "json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     rows = json.loads(proc.stdout)

@@ -10,7 +10,12 @@ git-ignored.  Nothing here is used by CI.
 Idempotent: each step (download, unpack, configure + build) is skipped when its result exists;
 ``build-info.json`` records what was built and is what ``bench/peer.py`` reads.
 
-    python bench/peer_build.py [--cache .cache] [--jobs 2] [--force]
+``--level`` builds a second peer for one of the runtime's kernel levels (``BUMPCONV_KERNELS``)
+below this machine's, to compare like with like: ``--level avx2`` is llama.cpp with AVX2, FMA and
+F16C and no AVX-512 (``GGML_NATIVE=OFF``), in ``<cache>/peer-avx2``, from the same unpacked
+source as ``<cache>/peer``. ``bench/bench_runtime.py --level avx2`` measures against it.
+
+    python bench/peer_build.py [--cache .cache] [--jobs 2] [--force] [--level avx2]
 """
 from __future__ import annotations
 
@@ -44,11 +49,28 @@ CMAKE_FLAGS = (
     "-DLLAMA_USE_PREBUILT_UI=OFF",  # would fetch the web UI from the network
 )
 LIB_NAMES = ("libggml-base.so", "libggml-cpu.so", "libggml.so", "libllama.so")
+# The instruction sets of a peer built for one of the runtime's kernel levels: ggml's options
+# with GGML_NATIVE=OFF (which turns SSE4.2, AVX, AVX2, BMI2, FMA and F16C on and AVX-512 off by
+# default; they are spelled out so the build says what it is). "native" is -march=native.
+LEVEL_FLAGS = {
+    "native": ("-DGGML_NATIVE=ON",),
+    "avx2": ("-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON",
+             "-DGGML_F16C=ON", "-DGGML_BMI2=ON", "-DGGML_AVX_VNNI=OFF", "-DGGML_AVX512=OFF",
+             "-DGGML_AVX512_VNNI=OFF", "-DGGML_AVX512_VBMI=OFF", "-DGGML_AVX512_BF16=OFF",
+             "-DGGML_AMX_TILE=OFF", "-DGGML_AMX_INT8=OFF", "-DGGML_AMX_BF16=OFF"),
+}
+LEVEL_FLAGS["avx2-vnni"] = tuple(f.replace("GGML_AVX_VNNI=OFF", "GGML_AVX_VNNI=ON")
+                                 for f in LEVEL_FLAGS["avx2"])
 
 
-def peer_dir(cache: Path) -> Path:
-    """Where everything of the peer lives: ``<cache>/peer``."""
-    return cache / "peer"
+def peer_dir(cache: Path, level: str = "native") -> Path:
+    """Where a peer lives: ``<cache>/peer`` (this machine's SIMD), ``<cache>/peer-<level>``."""
+    return cache / ("peer" if level == "native" else f"peer-{level}")
+
+
+def cmake_flags(level: str) -> tuple[str, ...]:
+    """The configure flags of the peer for ``level``."""
+    return tuple(f for f in CMAKE_FLAGS if not f.startswith("-DGGML_NATIVE=")) + LEVEL_FLAGS[level]
 
 
 def source_dir(cache: Path) -> Path:
@@ -93,12 +115,12 @@ def llama_commit(src: Path) -> str:
     return m.group(1) if m else "unknown"
 
 
-def build(src: Path, build_dir: Path, jobs: int, commit: str) -> float:
+def build(src: Path, build_dir: Path, jobs: int, commit: str, flags: tuple[str, ...]) -> float:
     """Configure and build the tools and shared libraries; returns wall seconds."""
     t0 = time.perf_counter()
     llama = src / "vendor" / "llama.cpp"
     gen = ["-G", "Ninja"] if shutil.which("ninja") else []
-    run(["cmake", "-S", str(llama), "-B", str(build_dir), *gen, *CMAKE_FLAGS,
+    run(["cmake", "-S", str(llama), "-B", str(build_dir), *gen, *flags,
          f"-DLLAMA_BUILD_COMMIT={commit}", "-DLLAMA_BUILD_NUMBER=0"])
     run(["cmake", "--build", str(build_dir), "-j", str(jobs), "--target", *TARGETS])
     return time.perf_counter() - t0
@@ -120,9 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=Path(__file__).resolve().parent.parent / ".cache")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--force", action="store_true", help="rebuild even if build-info.json exists")
+    ap.add_argument("--level", choices=sorted(LEVEL_FLAGS), default="native",
+                    help="instruction sets: this machine's (native), or a runtime kernel level's "
+                         "(into <cache>/peer-<level>)")
     args = ap.parse_args(argv)
 
-    pdir = peer_dir(args.cache.resolve())
+    pdir = peer_dir(args.cache.resolve(), args.level)
     info_path = pdir / "build-info.json"
     if info_path.exists() and not args.force:
         info = json.loads(info_path.read_text())
@@ -132,23 +157,26 @@ def main(argv: list[str] | None = None) -> int:
             return 0
 
     t0 = time.perf_counter()
-    sdist = download(pdir)
+    sdist = download(peer_dir(args.cache.resolve()))  # one source for every level
     t_download = time.perf_counter() - t0
     src = source_dir(args.cache.resolve())
     unpack(sdist, src)
     commit = llama_commit(src)
     build_dir = pdir / "build"
-    t_build = build(src, build_dir, args.jobs, commit)
+    flags = cmake_flags(args.level)
+    t_build = build(src, build_dir, args.jobs, commit, flags)
     info = {
         "package": f"{PACKAGE}=={VERSION}",
         "llama_cpp_commit": commit,
         "source": str(src / "vendor" / "llama.cpp"),
         "build": str(build_dir),
-        "cmake_flags": list(CMAKE_FLAGS),
+        "level": args.level,
+        "cmake_flags": list(flags),
         "download_s": round(t_download, 1),
         "build_s": round(t_build, 1),
         **find_outputs(build_dir),
     }
+    pdir.mkdir(parents=True, exist_ok=True)
     info_path.write_text(json.dumps(info, indent=2) + "\n")
     print(json.dumps(info, indent=2))
     return 0

@@ -70,13 +70,13 @@ typedef struct {
  * Block sizes are not here: they are quant.h's (checked against format/dtypes.py). */
 static const type_traits TRAITS[] = {
     [BUMP_DTYPE_FP32] = {.reads = 1},
-    [BUMP_DTYPE_Q8_0] = {1, deq_q8_0, dot_q8_0, qrows_q8_0, QGEMM_OF(q8_0, qgemm_tile)},
-    [BUMP_DTYPE_Q4_0] = {1, deq_q4_0, dot_q4_0, qrows_q4_0, QGEMM_OF(q4_0, qgemm_tile)},
-    [BUMP_DTYPE_Q4_1] = {1, deq_q4_1, dot_q4_1, qrows_q4_1, QGEMM_OF(q4_1, qgemm_tile_min)},
-    [BUMP_DTYPE_Q5_0] = {1, deq_q5_0, dot_q5_0, qrows_q5_0, QGEMM_OF(q5_0, qgemm_tile)},
-    [BUMP_DTYPE_Q5_1] = {1, deq_q5_1, dot_q5_1, qrows_q5_1, QGEMM_OF(q5_1, qgemm_tile_min)},
-    [BUMP_DTYPE_Q4_K] = {1, deq_q4_K, dot_q4_K, qrows_q4_K, QGEMM_OF(q4_K, qgemm_tile_min)},
-    [BUMP_DTYPE_Q5_K] = {1, deq_q5_K, dot_q5_K, qrows_q5_K, QGEMM_OF(q5_K, qgemm_tile_min)},
+    [BUMP_DTYPE_Q8_0] = {1, deq_q8_0, dot_q8_0, qrows_q8_0, QGEMM_OF(q8_0)},
+    [BUMP_DTYPE_Q4_0] = {1, deq_q4_0, dot_q4_0, qrows_q4_0, QGEMM_OF(q4_0)},
+    [BUMP_DTYPE_Q4_1] = {1, deq_q4_1, dot_q4_1, qrows_q4_1, QGEMM_OF(q4_1)},
+    [BUMP_DTYPE_Q5_0] = {1, deq_q5_0, dot_q5_0, qrows_q5_0, QGEMM_OF(q5_0)},
+    [BUMP_DTYPE_Q5_1] = {1, deq_q5_1, dot_q5_1, qrows_q5_1, QGEMM_OF(q5_1)},
+    [BUMP_DTYPE_Q4_K] = {1, deq_q4_K, dot_q4_K, qrows_q4_K, QGEMM_OF(q4_K)},
+    [BUMP_DTYPE_Q5_K] = {1, deq_q5_K, dot_q5_K, qrows_q5_K, QGEMM_OF(q5_K)},
     [BUMP_DTYPE_Q6_K] = {1, deq_q6_K, dot_q6_K, qrows_q6_K, QGEMM_NONE}, /* a scale per 16 */
 };
 
@@ -196,7 +196,7 @@ static void gemv_work(void *arg, long r0, long r1, int tid)
     }
 }
 
-#define XQ_STACK 512 /* activation blocks kept on the stack: K up to 16384 */
+#define XQ_STACK 256 /* activation blocks kept on the stack: K up to 8192 */
 
 static void gemv(const bump_matmul_job *jobs, int njobs, const float *x, int K,
                  const bump_gemm_scratch *s)
@@ -209,11 +209,12 @@ static void gemv(const bump_matmul_job *jobs, int njobs, const float *x, int K,
         c.qd[j] = s->int8_activations ? traits_of(jobs[j].w.dtype)->qrows : NULL;
         quantized |= c.qd[j] != NULL;
     }
-    unsigned char stack[XQ_STACK * (sizeof(xq8) + XB + 2 * XB)] __attribute__((aligned(64)));
+    unsigned char stack[XQ_STACK * XACTS_BLOCK_BYTES] __attribute__((aligned(64)));
     unsigned char *heap = NULL;
     if (quantized) { /* K is whole blocks: validate.h checks it */
         const int nb = K / XB;
-        heap = nb > XQ_STACK ? malloc(xacts_bytes(nb)) : NULL;
+        const size_t bytes = ((size_t)nb * XACTS_BLOCK_BYTES + 63) / 64 * 64;
+        heap = nb > XQ_STACK ? aligned_alloc(64, bytes) : NULL;
         if (nb > XQ_STACK && !heap) { /* no memory for the int8 copy: the fp32 path */
             for (int j = 0; j < njobs; j++) c.qd[j] = NULL;
         } else {

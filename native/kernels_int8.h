@@ -1,7 +1,7 @@
 /* kernels_int8.h - the kernels of products on int8 activations (llama.cpp's approach): GEMV
- * rows on every level, and the GEMM for prefill where the level has 512-bit VNNI. Which of them
- * a product runs is the level's type-traits table (kernels_impl.h, which includes this file:
- * this file sees only kernels_vec.h).
+ * rows on every level, and the GEMM for prefill on every x86 level (512-bit with 512-bit VNNI,
+ * 256-bit below it). Which of them a product runs is the level's type-traits table
+ * (kernels_impl.h, which includes this file: this file sees only kernels_vec.h).
  *
  * The activation row is quantized once per call to int8 in blocks of 32 (d = max|x| / 127,
  * q = round-to-even(x / d), d kept as fp32, not fp16), and each weight row piece is unpacked
@@ -26,6 +26,15 @@
 #define INT8_512 1
 #else
 #define INT8_512 0
+#endif
+/* The level has AVX2 (every x86 level): the decode rows of the types INT8_512 does not take
+ * are the 256-bit ones below (unsigned weight bytes against the signed activations, offsets and
+ * scales in integers where they are integers), and without 512-bit VNNI prefill has the
+ * 256-bit int8 GEMM. The portable level keeps the generic rows (qdot_*). */
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define INT8_256 1
+#else
+#define INT8_256 0
 #endif
 
 /* One block of quantized activations: sum = sum of qs (for the min terms of q4_1/q5_1/K). */
@@ -57,8 +66,9 @@ static inline v32u8 load32(const uint8_t *p)
 static inline v32u8 nibbles32(const uint8_t *p)
 {
 #if defined(__AVX2__)
-    const __m128i b = _mm_loadu_si128((const __m128i *)p);
-    return (v32u8)_mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(b, 4), b),
+    /* the 16 bytes in both halves (a load), the upper half shifted by 4 bits per dword */
+    const __m256i b = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
+    return (v32u8)_mm256_and_si256(_mm256_srlv_epi32(b, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)),
                                    _mm256_set1_epi8(0x0f));
 #else
     v32u8 v;
@@ -112,6 +122,37 @@ static inline __attribute__((always_inline)) void quantize_block512(const float 
 }
 #endif
 
+#if INT8_256
+/* The same in 256-bit registers: q holds the 32 values in element order. */
+static inline __attribute__((always_inline)) void quantize_block256(const float *x, __m256i *q,
+                                                                    float *d, int32_t *sum)
+{
+    const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 v[4];
+    for (int k = 0; k < 4; k++) v[k] = _mm256_loadu_ps(x + 8 * k);
+    const __m256 m8 = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v[0], sign), _mm256_and_ps(v[1], sign)),
+                                    _mm256_max_ps(_mm256_and_ps(v[2], sign), _mm256_and_ps(v[3], sign)));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m8), _mm256_extractf128_ps(m8, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    *d = _mm_cvtss_f32(m4) / 127.0f;
+    const __m256 vid = _mm256_set1_ps(*d != 0.0f ? 1.0f / *d : 0.0f);
+    __m256i qi[4];
+    for (int k = 0; k < 4; k++)
+        qi[k] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[k], vid),
+                                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    const __m256i s = _mm256_add_epi32(_mm256_add_epi32(qi[0], qi[1]), _mm256_add_epi32(qi[2], qi[3]));
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+    *sum = _mm_cvtsi128_si32(s4);
+    /* packs work per 128-bit half: the words come out as 0-3 8-11 16-19 24-27 4-7 12-15 ... */
+    const __m256i w = _mm256_packs_epi16(_mm256_packs_epi32(qi[0], qi[1]),
+                                         _mm256_packs_epi32(qi[2], qi[3]));
+    *q = _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+#endif
+
 static void quantize_x(const float *x, int K, xq8 *out)
 {
 #if INT8_512
@@ -120,6 +161,12 @@ static void quantize_x(const float *x, int K, xq8 *out)
         quantize_block512(x, q, &out[b].d, &out[b].sum);
         _mm_storeu_si128((__m128i *)out[b].qs, q[0]);
         _mm_storeu_si128((__m128i *)(out[b].qs + 16), q[1]);
+    }
+#elif INT8_256
+    for (int b = 0; b < K / XB; b++, x += XB) {
+        __m256i q;
+        quantize_block256(x, &q, &out[b].d, &out[b].sum);
+        _mm256_storeu_si256((__m256i *)out[b].qs, q);
     }
 #else
     for (int b = 0; b < K / XB; b++, x += XB) {
@@ -331,45 +378,61 @@ static inline float hsum8(v8f v)
 #endif
 }
 
-/* The activations of one GEMV on int8: per block (quantize_x), and for the 512-bit rows also
- * the values contiguous with, per lane of 4 values, its block's scale and -8 x the lane's sum
- * (the q4_0 offset's share, which the lane's integer sum starts from). */
+/* The activations of one GEMV on int8: per block (quantize_x), and for the vector rows also
+ * the values contiguous and aligned, and per block the integer and float sums the rows start
+ * from or add: its scale in 8 lanes (d), per lane of 4 values -8 x their sum (off4: the q4_0
+ * offset's share, which the lane's integer sum starts from; q5_0's is twice it) and d x their
+ * sum (s4: the min terms of q4_1/q5_1, lane by lane), per pair of values -32 x their sum
+ * (off2, int16: q6_K's offset), and d x the block's sum (ds: the K-quants' min terms, eight
+ * sub-blocks a vector). */
 typedef struct xacts {
     const xq8 *b;
-#if INT8_512
+#if INT8_256
     const int8_t *qs;
     const float *d;
     const int32_t *off4;
+    const float *s4;
+    const int16_t *off2;
+    const float *ds;
 #endif
 } xacts;
 
-/* Bytes of xacts for nb blocks, and xacts built in `mem` (64-byte aligned) from x. */
-static size_t xacts_bytes(int nb)
-{
-    return (size_t)nb * (sizeof(xq8) + (INT8_512 ? XB + 2 * (XB / 4) * 4 : 0));
-}
+/* Bytes of xacts per block, and xacts built in `mem` (64-byte aligned) from x. */
+#define XACTS_BLOCK_BYTES (sizeof(xq8) + (INT8_256 ? 5 * XB + sizeof(float) : 0))
 
 static xacts xacts_build(const float *x, int K, unsigned char *mem)
 {
-    xq8 *b = (xq8 *)mem;
-    quantize_x(x, K, b);
-    xacts a = {.b = b};
-#if INT8_512
     const int nb = K / XB;
-    int8_t *qs = (int8_t *)(b + nb);
+#if INT8_256
+    /* the 32-byte arrays first (aligned), then ds, then the blocks */
+    int8_t *qs = (int8_t *)mem;
     float *d = (float *)(qs + (size_t)nb * XB);
-    int32_t *off4 = (int32_t *)(d + (size_t)nb * (XB / 4));
+    int32_t *off4 = (int32_t *)(d + (size_t)nb * 8);
+    float *s4 = (float *)(off4 + (size_t)nb * 8);
+    int16_t *off2 = (int16_t *)(s4 + (size_t)nb * 8);
+    float *ds = (float *)(off2 + (size_t)nb * 16);
+    xq8 *b = (xq8 *)(ds + nb);
+    quantize_x(x, K, b);
+    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
     for (int i = 0; i < nb; i++) {
         const __m256i q = _mm256_loadu_si256((const __m256i *)b[i].qs);
-        _mm256_storeu_si256((__m256i *)(qs + (size_t)i * XB), q);
-        _mm256_storeu_ps(d + i * (XB / 4), _mm256_set1_ps(b[i].d));
-        const __m256i sum4 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), q);
-        _mm256_storeu_si256((__m256i *)(off4 + i * (XB / 4)), _mm256_slli_epi32(
-                                _mm256_sub_epi32(_mm256_setzero_si256(), sum4), 3));
+        _mm256_store_si256((__m256i *)(qs + (size_t)i * XB), q);
+        _mm256_store_ps(d + i * 8, _mm256_set1_ps(b[i].d));
+        const __m256i sum2 = _mm256_maddubs_epi16(ones8, q), sum4 = _mm256_madd_epi16(sum2, ones16);
+        _mm256_store_si256((__m256i *)(off4 + i * 8),
+                           _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sum4, 3)));
+        _mm256_store_ps(s4 + i * 8, _mm256_mul_ps(_mm256_cvtepi32_ps(sum4), _mm256_set1_ps(b[i].d)));
+        _mm256_store_si256((__m256i *)(off2 + i * 16),
+                           _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sum2, 5)));
+        ds[i] = b[i].d * (float)b[i].sum;
     }
-    a.qs = qs, a.d = d, a.off4 = off4;
+    return (xacts){.b = b, .qs = qs, .d = d, .off4 = off4, .s4 = s4, .off2 = off2, .ds = ds};
+#else
+    xq8 *b = (xq8 *)mem;
+    quantize_x(x, K, b);
+    (void)nb;
+    return (xacts){.b = b};
 #endif
-    return a;
 }
 
 typedef void (*qrows_fn)(const bump_wmat *w, const reader *r, const xacts *x, int K, int n0,
@@ -382,28 +445,322 @@ typedef void (*qrows_fn)(const bump_wmat *w, const reader *r, const xacts *x, in
     static void qrows_##T(const bump_wmat *w, const reader *r, const xacts *x, int K, int n0, \
                           int n1, float *out)                                                 \
     {                                                                                         \
-        for (int n = n0; n < n1; n++) {                                                       \
+        row_walk it = row_walk_at(w, r, n0);                                                  \
+        for (int n = n0; n < n1; n++, row_walk_next(&it)) {                                   \
             qsum s = {{0}, 0.0f};                                                             \
-            const size_t re = row_elem(w, n);                                                 \
-            for (int k0 = 0; k0 < K; k0 += w->k_seg) {                                        \
+            const uint8_t *src = it.row;                                                      \
+            for (int k0 = 0; k0 < K; k0 += w->k_seg, src += it.k_stride) {                    \
                 const int len = min_int(w->k_seg, K - k0);                                    \
-                qdot_##T(block_at(w, r, re + col_elem(w, k0)), len / r->be, x->b + k0 / XB,   \
-                         &s);                                                                 \
+                qdot_##T(src, len / r->be, x->b + k0 / XB, &s);                               \
             }                                                                                 \
             out[n] = hsum8(s.acc) + s.mins;                                                   \
         }                                                                                     \
     }
-/* qrows_<type>: the level's int8 decode rows of each type (the type-traits table's entry);
- * q4_0, q5_0 and q4_K take the 512-bit rows below where the level has them. */
+/* qrows_<type>: the level's int8 decode rows of each type (the type-traits table's entry):
+ * these generic ones on the portable level, the 256-bit ones below on x86, and for q4_0, q5_0
+ * and q4_K the 512-bit ones where the level has 512-bit VNNI. */
+#if !INT8_256
 QROWS(q8_0)
+QROWS(q4_0)
 QROWS(q4_1)
+QROWS(q5_0)
 QROWS(q5_1)
+QROWS(q4_K)
 QROWS(q5_K)
 QROWS(q6_K)
+#else
+/* The 256-bit rows. The weights are unpacked to *unsigned* bytes (q4_0's nibbles 0..15, not
+ * -8..7; q5's 0..31; q6_K's 0..63) and multiplied with the signed activations as they are
+ * (maddubs, or VNNI's dpbusd): no sign instructions, and no saturation (a pair of products is
+ * at most 2 x 63 x 127). What the offset (-8, -16, -32) takes back out is an integer the
+ * activations bring along (xacts: off4, off2), which the integer sum starts from; the K-quants'
+ * 6-bit and q6_K's 8-bit scales multiply in integers too (madd with the scale instead of 1),
+ * so a 32-value chunk costs one fp32 multiply-add with its activation scale and the block's
+ * fp16 scale applies once per block. Only q8_0 (signed bytes, up to 128) keeps the sign trick.
+ * Each row alternates two accumulators, so the multiply-add chain does not bound a short
+ * block's throughput. */
+#define AI inline __attribute__((always_inline))
+
+/* The column segments of a row, counted once per call: n segments of `blocks` blocks of `be`
+ * values (the last one `last`), `stride` bytes apart. */
+typedef struct {
+    int n, blocks, last;
+    size_t stride;
+} seg_walk;
+
+static inline seg_walk seg_walk_of(const bump_wmat *w, const row_walk *it, int K, int be)
+{
+    const int n = (K + w->k_seg - 1) / w->k_seg;
+    return (seg_walk){.n = n, .blocks = min_int(w->k_seg, K) / be,
+                      .last = (K - (n - 1) * w->k_seg) / be, .stride = it->k_stride};
+}
+
+/* The fp16 scale at p in 8 lanes. */
+static AI __m256 half8(const void *p)
+{
+    uint16_t h;
+    memcpy(&h, p, sizeof h);
+    return _mm256_cvtph_ps(_mm_set1_epi16((short)h));
+}
+
+/* init + (per lane of 4) sum of u * x: u unsigned bytes up to 63, x the activations. */
+static AI __m256i udot(__m256i init, __m256i u, __m256i x)
+{
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return _mm256_dpbusd_epi32(init, u, x);
+#elif defined(__AVXVNNI__)
+    return _mm256_dpbusd_avx_epi32(init, u, x);
+#else
+    return _mm256_add_epi32(init, _mm256_madd_epi16(_mm256_maddubs_epi16(u, x),
+                                                    _mm256_set1_epi16(1)));
+#endif
+}
+
+/* The activation values, scale and offsets of 32-block b. */
+static AI __m256i xqs(const xacts *x, size_t b)
+{
+    return _mm256_load_si256((const __m256i *)(x->qs + b * XB));
+}
+static AI __m256 xd(const xacts *x, size_t b) { return _mm256_load_ps(x->d + b * 8); }
+static AI __m256i xoff4(const xacts *x, size_t b)
+{
+    return _mm256_load_si256((const __m256i *)(x->off4 + b * 8));
+}
+
+/* acc + isum x (weight scale x activation scale of block b) */
+static AI __m256 scale_add(__m256i isum, const void *half_d, const xacts *x, size_t b, __m256 acc)
+{
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(half8(half_d), xd(x, b)), acc);
+}
+
+/* One weight block of each type against the activations from 32-block b: added to *acc, and
+ * its min terms to *mins. */
+static AI void q256_q8_0(const uint8_t *src, const xacts *x, size_t b, __m256 *acc, __m256 *mins)
+{
+    (void)mins;
+    const block_q8_0 *w = (const block_q8_0 *)src;
+    const __m256i q = _mm256_loadu_si256((const __m256i *)w->qs), y = xqs(x, b);
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    const __m256i isum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(q),
+                                             _mm256_sign_epi8(y, q));
+#elif defined(__AVXVNNI__)
+    const __m256i isum = _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(q),
+                                                 _mm256_sign_epi8(y, q));
+#else
+    const __m256i isum = _mm256_madd_epi16(
+        _mm256_maddubs_epi16(_mm256_abs_epi8(q), _mm256_sign_epi8(y, q)), _mm256_set1_epi16(1));
+#endif
+    *acc = scale_add(isum, &w->d, x, b, *acc);
+}
+
+static AI void q256_q4_0(const uint8_t *src, const xacts *x, size_t b, __m256 *acc, __m256 *mins)
+{
+    (void)mins;
+    const block_q4_0 *w = (const block_q4_0 *)src;
+    const __m256i isum = udot(xoff4(x, b), (__m256i)nibbles32(w->qs), xqs(x, b));
+    *acc = scale_add(isum, &w->d, x, b, *acc);
+}
+
+static AI void q256_q4_1(const uint8_t *src, const xacts *x, size_t b, __m256 *acc, __m256 *mins)
+{
+    const block_q4_1 *w = (const block_q4_1 *)src;
+    const __m256i isum = udot(_mm256_setzero_si256(), (__m256i)nibbles32(w->qs), xqs(x, b));
+    *acc = scale_add(isum, &w->d, x, b, *acc);
+    *mins = _mm256_fmadd_ps(half8(&w->m), _mm256_load_ps(x->s4 + b * 8), *mins);
+}
+
+static AI void q256_q5_0(const uint8_t *src, const xacts *x, size_t b, __m256 *acc, __m256 *mins)
+{
+    (void)mins;
+    const block_q5_0 *w = (const block_q5_0 *)src;
+    const __m256i isum = udot(_mm256_slli_epi32(xoff4(x, b), 1),
+                              (__m256i)(nibbles32(w->qs) | bits32(w->qh)), xqs(x, b));
+    *acc = scale_add(isum, &w->d, x, b, *acc);
+}
+
+static AI void q256_q5_1(const uint8_t *src, const xacts *x, size_t b, __m256 *acc, __m256 *mins)
+{
+    const block_q5_1 *w = (const block_q5_1 *)src;
+    const __m256i isum = udot(_mm256_setzero_si256(),
+                              (__m256i)(nibbles32(w->qs) | bits32(w->qh)), xqs(x, b));
+    *acc = scale_add(isum, &w->d, x, b, *acc);
+    *mins = _mm256_fmadd_ps(half8(&w->m), _mm256_load_ps(x->s4 + b * 8), *mins);
+}
+
+/* The 8 scales (bytes 0-7) and 8 mins (bytes 8-15) of a q4_K/q5_K block, 6 bits each, unpacked
+ * from its 12 bytes as bump_scale_min_k4 does one at a time. */
+static AI __m128i k4_scales_mins(const uint8_t *q)
+{
+    uint32_t u[3]; /* three loads, not a copy through the stack */
+    memcpy(&u[0], q, 4);
+    memcpy(&u[1], q + 4, 4);
+    memcpy(&u[2], q + 8, 4);
+    const uint32_t sc_lo = u[0] & 0x3f3f3f3f, m_lo = u[1] & 0x3f3f3f3f;
+    const uint32_t sc_hi = (u[2] & 0x0f0f0f0f) | ((u[0] >> 6) & 0x03030303) << 4;
+    const uint32_t m_hi = ((u[2] >> 4) & 0x0f0f0f0f) | ((u[1] >> 6) & 0x03030303) << 4;
+    return _mm_set_epi32((int)m_hi, (int)m_lo, (int)sc_hi, (int)sc_lo);
+}
+
+/* Bytes selecting 16-bit word w (of each 128-bit half) into every word. */
+static AI __m256i word_of(int w)
+{
+    return _mm256_set1_epi16((short)((2 * w) | (2 * w + 1) << 8));
+}
+
+/* q4_K and q5_K (qh NULL for q4_K): sub-block c = the low (c even) or high nibbles of
+ * qs[32 * (c / 2)..] (| bit c of qh[l] as 16), times its 6-bit scale in the integer sum; the
+ * min terms of the eight sub-blocks in one vector (activation block sums x their mins). */
+static AI void q256_k45(const uint8_t *scales, const uint8_t *qs, const uint8_t *qh,
+                        const ggml_half *d, const ggml_half *dmin, const xacts *x, size_t b,
+                        __m256 *acc, __m256 *mins)
+{
+    const __m128i sm = k4_scales_mins(scales);
+    const __m256i sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
+    const __m256 mf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8)));
+    *mins = _mm256_fnmadd_ps(_mm256_mul_ps(half8(dmin), mf), _mm256_loadu_ps(x->ds + b), *mins);
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const __m256i high = qh ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+#pragma GCC unroll 4
+    for (int j = 0; j < QK_K / 64; j++) {
+        const __m256i y = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
+        __m256i lo = _mm256_and_si256(y, m4), hi = _mm256_and_si256(_mm256_srli_epi16(y, 4), m4);
+        if (qh) { /* bits 2j and 2j + 1 of each byte to bit 4 */
+            const __m256i h = _mm256_srli_epi16(high, 2 * j);
+            lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(h, 4), _mm256_set1_epi8(16)));
+            hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16(h, 3), _mm256_set1_epi8(16)));
+        }
+        const __m256i s0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, xqs(x, b + 2 * j)),
+                                             _mm256_shuffle_epi8(sc, word_of(2 * j)));
+        const __m256i s1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, xqs(x, b + 2 * j + 1)),
+                                             _mm256_shuffle_epi8(sc, word_of(2 * j + 1)));
+        a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), xd(x, b + 2 * j), a0);
+        a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), xd(x, b + 2 * j + 1), a1);
+    }
+    *acc = _mm256_fmadd_ps(half8(d), _mm256_add_ps(a0, a1), *acc);
+}
+
+static AI void q256_q4_K(const uint8_t *src, const xacts *x, size_t b, __m256 *acc, __m256 *mins)
+{
+    const block_q4_K *w = (const block_q4_K *)src;
+    q256_k45(w->scales, w->qs, NULL, &w->d, &w->dmin, x, b, acc, mins);
+}
+
+static AI void q256_q5_K(const uint8_t *src, const xacts *x, size_t b, __m256 *acc, __m256 *mins)
+{
+    const block_q5_K *w = (const block_q5_K *)src;
+    q256_k45(w->scales, w->qs, w->qh, &w->d, &w->dmin, x, b, acc, mins);
+}
+
+/* q6_K: chunk c = 4h + p reads ql[64h + 32(p & 1) + l] (low nibble for p < 2), bits 2p of
+ * qh[32h + l] as bits 4-5, values 0..63; the offset -32 enters the pair sums (off2), whose
+ * halves then multiply by their 8-bit scales sc[8h + 2p] (values 0-15) and sc[8h + 2p + 1]. */
+static AI void q256_q6_K(const uint8_t *src, const xacts *x, size_t b, __m256 *acc, __m256 *mins)
+{
+    (void)mins;
+    const block_q6_K *w = (const block_q6_K *)src;
+    const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w->scales));
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m2 = _mm256_set1_epi8(0x30);
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        const __m256i sch = _mm256_permute2x128_si256(s16, s16, h ? 0x11 : 0x00);
+        const __m256i l0 = _mm256_loadu_si256((const __m256i *)(w->ql + 64 * h));
+        const __m256i l1 = _mm256_loadu_si256((const __m256i *)(w->ql + 64 * h + 32));
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)(w->qh + 32 * h));
+        const __m256i u[4] = {
+            _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2)),
+            _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(qh, m2)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                            _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2)),
+        };
+#pragma GCC unroll 4
+        for (int p = 0; p < 4; p++) {
+            const size_t c = b + 4 * h + p;
+            const __m256i pairs = _mm256_add_epi16(
+                _mm256_maddubs_epi16(u[p], xqs(x, c)),
+                _mm256_load_si256((const __m256i *)(x->off2 + c * 16)));
+            /* words 0-7 (values 0-15) take scale 2p of the half, words 8-15 scale 2p + 1 */
+            const __m256i sel = _mm256_set_m128i(_mm_set1_epi16((short)((4 * p + 2) | (4 * p + 3) << 8)),
+                                                 _mm_set1_epi16((short)((4 * p) | (4 * p + 1) << 8)));
+            const __m256i isum = _mm256_madd_epi16(pairs, _mm256_shuffle_epi8(sch, sel));
+            if (p % 2)
+                a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), xd(x, c), a1);
+            else
+                a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), xd(x, c), a0);
+        }
+    }
+    *acc = _mm256_fmadd_ps(half8(&w->d), _mm256_add_ps(a0, a1), *acc);
+}
+
+/* Rows [n0, n1) of a type with 32-value blocks, two at a time: the pair shares the activation
+ * loads and the loop, and each row keeps one accumulator (two independent chains), so a row's
+ * sum is the same whether it is paired or the last one alone: results do not depend on where a
+ * thread's rows start. */
+#define QROWS256(T, MINS)                                                                     \
+    static inline __attribute__((always_inline)) void qrow2_##T(                             \
+        const uint8_t *r0, const uint8_t *r1, int two, const seg_walk *sw, const xacts *x,    \
+        float *out)                                                                           \
+    {                                                                                         \
+        const size_t bb = sizeof(block_##T);                                                  \
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, m0 = a0, m1 = a0;                           \
+        size_t b = 0;                                                                         \
+        for (int s = 0; s < sw->n; s++, r0 += sw->stride, r1 += sw->stride) {                 \
+            const int nb = s + 1 < sw->n ? sw->blocks : sw->last;                             \
+            for (int j = 0; j < nb; j++, b++) {                                               \
+                q256_##T(r0 + (size_t)j * bb, x, b, &a0, &m0);                                \
+                if (two) q256_##T(r1 + (size_t)j * bb, x, b, &a1, &m1);                       \
+            }                                                                                 \
+        }                                                                                     \
+        out[0] = hsum8((v8f)a0) + (MINS ? hsum8((v8f)m0) : 0.0f);                             \
+        if (two) out[1] = hsum8((v8f)a1) + (MINS ? hsum8((v8f)m1) : 0.0f);                    \
+    }                                                                                         \
+    static void qrows_##T(const bump_wmat *w, const reader *r, const xacts *x, int K, int n0, \
+                          int n1, float *out)                                                 \
+    {                                                                                         \
+        row_walk it = row_walk_at(w, r, n0);                                                  \
+        const seg_walk sw = seg_walk_of(w, &it, K, XB);                                       \
+        const xacts xl = *x; /* a local copy: its pointers stay in registers */               \
+        int n = n0;                                                                           \
+        for (; n + 2 <= n1; n += 2) {                                                         \
+            const uint8_t *r0 = it.row;                                                       \
+            row_walk_next(&it);                                                               \
+            qrow2_##T(r0, it.row, 1, &sw, &xl, out + n);                                      \
+            row_walk_next(&it);                                                               \
+        }                                                                                     \
+        if (n < n1) qrow2_##T(it.row, it.row, 0, &sw, &xl, out + n);                          \
+    }
+
+/* Rows [n0, n1) of a K-quant, one at a time (a block of 256 has independent chains of its own,
+ * and two rows in flight spill registers). */
+#define QROWS256_K(T)                                                                         \
+    static void qrows_##T(const bump_wmat *w, const reader *r, const xacts *x, int K, int n0, \
+                          int n1, float *out)                                                 \
+    {                                                                                         \
+        row_walk it = row_walk_at(w, r, n0);                                                  \
+        for (int n = n0; n < n1; n++, row_walk_next(&it)) {                                   \
+            __m256 acc = _mm256_setzero_ps(), mins = acc;                                     \
+            const uint8_t *seg = it.row;                                                      \
+            for (int k0 = 0; k0 < K; k0 += w->k_seg, seg += it.k_stride) {                    \
+                const int nb = min_int(w->k_seg, K - k0) / QK_K;                              \
+                for (int i = 0; i < nb; i++)                                                  \
+                    q256_##T(seg + (size_t)i * sizeof(block_##T), x,                          \
+                             (size_t)(k0 / XB + i * (QK_K / XB)), &acc, &mins);               \
+            }                                                                                 \
+            out[n] = hsum8((v8f)acc) + hsum8((v8f)mins);                                      \
+        }                                                                                     \
+    }
+QROWS256(q8_0, 0)
+QROWS256(q4_1, 1)
+QROWS256(q5_1, 1)
+QROWS256_K(q5_K)
+QROWS256_K(q6_K)
 #if !INT8_512
-QROWS(q4_0)
-QROWS(q5_0)
-QROWS(q4_K)
+QROWS256(q4_0, 0)
+QROWS256(q5_0, 0)
+QROWS256_K(q4_K)
+#endif
 #endif
 
 #if INT8_512
@@ -469,13 +826,13 @@ static inline __attribute__((always_inline)) __m512 qdot2_q5_0(const uint8_t *sr
     static void qrows_##T(const bump_wmat *w, const reader *r, const xacts *x, int K, int n0, \
                           int n1, float *out)                                                 \
     {                                                                                         \
-        for (int n = n0; n < n1; n++) {                                                       \
+        row_walk it = row_walk_at(w, r, n0);                                                  \
+        for (int n = n0; n < n1; n++, row_walk_next(&it)) {                                   \
             __m512 acc = _mm512_setzero_ps();                                                 \
             qsum s = {{0}, 0.0f};                                                             \
-            const size_t re = row_elem(w, n);                                                 \
-            for (int k0 = 0; k0 < K; k0 += w->k_seg) {                                        \
+            for (int k0 = 0, seg = 0; k0 < K; k0 += w->k_seg, seg++) {                        \
                 const int nb = min_int(w->k_seg, K - k0) / XB, b0 = k0 / XB;                  \
-                const uint8_t *src = block_at(w, r, re + col_elem(w, k0));                    \
+                const uint8_t *src = it.row + (size_t)seg * it.k_stride;                      \
                 int i = 0;                                                                    \
                 for (; i + 2 <= nb; i += 2)                                                   \
                     acc = qdot2_##T(src + (size_t)i * sizeof(block_##T), x, b0 + i, acc);     \
@@ -520,12 +877,12 @@ static inline __attribute__((always_inline)) __m512 qdot512_q4_K(const block_q4_
 static void qrows_q4_K(const bump_wmat *w, const reader *r, const xacts *x, int K, int n0,
                        int n1, float *out)
 {
-    for (int n = n0; n < n1; n++) {
+    row_walk it = row_walk_at(w, r, n0);
+    for (int n = n0; n < n1; n++, row_walk_next(&it)) {
         __m512 acc = _mm512_setzero_ps();
         float mins = 0.0f;
-        const size_t re = row_elem(w, n);
-        for (int k0 = 0; k0 < K; k0 += w->k_seg) {
-            const block_q4_K *src = (const block_q4_K *)block_at(w, r, re + col_elem(w, k0));
+        for (int k0 = 0, seg = 0; k0 < K; k0 += w->k_seg, seg++) {
+            const block_q4_K *src = (const block_q4_K *)(it.row + (size_t)seg * it.k_stride);
             const int nb = min_int(w->k_seg, K - k0) / QK_K;
             for (int i = 0; i < nb; i++)
                 acc = qdot512_q4_K(src + i, x, k0 / XB + i * (QK_K / XB), acc, &mins);
@@ -536,7 +893,7 @@ static void qrows_q4_K(const bump_wmat *w, const reader *r, const xacts *x, int 
 #endif
 
 /* ---------------------------------------------------------------------------------------- */
-/* int8 GEMM (prefill on int8 activations), where the level has 512-bit VNNI                 */
+/* int8 GEMM (prefill on int8 activations), on every x86 level                               */
 
 /* The int8 GEMM's kernels for one weight type, the type-traits table's entry: the panel
  * packer (weight rows unpacked to int8 with their scales) and the tile (activation rows times
@@ -553,7 +910,7 @@ typedef struct {
     qtile_fn tile;
 } qgemm_kernels;
 
-#if INT8_512
+#if INT8_256
 /* llama.cpp's repacked-weights approach, written for this runtime's views: each thread owns a
  * run of QNR-row weight panels; a panel is unpacked once per call to int8 in the order the
  * VNNI instruction wants it (for every 4 columns, 4 bytes of each of the QNR rows: one vector),
@@ -564,10 +921,25 @@ typedef struct {
  * -128 * sum(weights) that each block's integer accumulator starts from. A block's integer
  * sum then becomes fp32 once: acc += float(isum) * dx * dw (+ mw * dx * sum(q)).
  * Weight types with one scale per 32 values (and an optional min) take this path; q6_K (a
- * scale per 16) and fp32 weights take the fp32 GEMM. */
+ * scale per 16) and fp32 weights take the fp32 GEMM.
+ *
+ * The panel, the activations and the driver are the same at both widths; the tile is the
+ * width's: 16 rows per panel and 12 activation rows per tile in 512-bit registers with VNNI;
+ * 8 rows per panel in 256-bit ones below it, 6 activation rows with AVX-VNNI, 4 without (where
+ * maddubs and madd stand in for vpdpbusd: see qtile256_). */
 #define QGEMM 1
+#if INT8_512
 #define QNR 16
 #define QMR 12
+#elif defined(__AVXVNNI__) || (defined(__AVX512VNNI__) && defined(__AVX512VL__))
+#define QVNNI256 1
+#define QNR 8
+#define QMR 6
+#else
+#define QVNNI256 0
+#define QNR 8
+#define QMR 4
+#endif
 
 struct qpanel_blk {
     int8_t qs[XB / 4][QNR][4]; /* column group g, row j: columns 4g..4g+3 */
@@ -722,7 +1094,7 @@ QPACK(q5_1)
 QPACK(q4_K)
 QPACK(q5_K)
 
-/* Rows of in[M][K] quantized per block of 32 (quantize_block512) into
+/* Rows of in[M][K] quantized per block of 32 (quantize_block512/256) into
  * xq [nb][mpad][32] as q + 128, with dx [nb][mpad] = d and dxs = d * sum(q); rows M..mpad are
  * zeros (byte 128, scales 0). */
 static void qpack_acts(const float *in, size_t lda, int M, int mpad, int K, uint8_t *xq,
@@ -739,19 +1111,26 @@ static void qpack_acts(const float *in, size_t lda, int M, int mpad, int K, uint
                 dx[o] = dxs[o] = 0.0f;
                 continue;
             }
-            __m128i q[2];
             float d;
             int32_t sum;
+#if INT8_512
+            __m128i q[2];
             quantize_block512(x + b * XB, q, &d, &sum);
             const __m128i off = _mm_set1_epi8((char)0x80);
             _mm_storeu_si128((__m128i *)dst, _mm_xor_si128(q[0], off));
             _mm_storeu_si128((__m128i *)(dst + 16), _mm_xor_si128(q[1], off));
+#else
+            __m256i q;
+            quantize_block256(x + b * XB, &q, &d, &sum);
+            _mm256_storeu_si256((__m256i *)dst, _mm256_xor_si256(q, _mm256_set1_epi8((char)0x80)));
+#endif
             dx[o] = d;
             dxs[o] = d * (float)sum;
         }
     }
 }
 
+#if INT8_512
 /* out[i][0..nv) for the QMR activation rows from m0 (mv of them real) against one panel. */
 static inline __attribute__((always_inline)) void
 qgemm_tile_(const qpanel_blk *wp, int nb, const uint8_t *xq, const float *dx, const float *dxs,
@@ -792,19 +1171,147 @@ qgemm_tile_(const qpanel_blk *wp, int nb, const uint8_t *xq, const float *dx, co
     for (int i = 0; i < mv; i++) _mm512_mask_storeu_ps(out + (size_t)i * ldc, keep, acc[i]);
 }
 
-static void qgemm_tile(const qpanel_blk *wp, int nb, const uint8_t *xq, const float *dx,
-                       const float *dxs, int mpad, int m0, int mv, int nv, float *out,
-                       size_t ldc)
+/* qtile_<type>: the tile of each type, the min terms where the type has a min. */
+#define QTILE512(T, has_min)                                                                  \
+    static void qtile_##T(const qpanel_blk *wp, int nb, const uint8_t *xq, const float *dx,   \
+                          const float *dxs, int mpad, int m0, int mv, int nv, float *out,     \
+                          size_t ldc)                                                         \
+    {                                                                                         \
+        qgemm_tile_(wp, nb, xq, dx, dxs, mpad, m0, mv, nv, out, ldc, has_min);                \
+    }
+QTILE512(q8_0, 0)
+QTILE512(q4_0, 0)
+QTILE512(q4_1, 1)
+QTILE512(q5_0, 0)
+QTILE512(q5_1, 1)
+QTILE512(q4_K, 1)
+QTILE512(q5_K, 1)
+#else
+/* The same in 256-bit registers: out[i][0..nv) for the QMR activation rows from m0 (mv of
+ * them real) against one panel of QNR = 8 rows. With VNNI, as the 512-bit tile. Without it,
+ * maddubs (unsigned activation x signed weight bytes, pairs summed to int16 with saturation)
+ * and madd (int16 pairs to int32): a pair is at most 2 x 255 x |w|, so the products of
+ * `groups` column groups add up in int16 before one madd widens them (8 groups for q4_0's
+ * |w| <= 8, 4 for |w| <= 16, 2 for the 5-bit types' 31); q8_0's weights reach 128, where a
+ * pair could saturate, so with `sign` the activations go back to signed bytes and the sign
+ * trick (|w| x sign(x, w), at most 2 x 128 x 127) multiplies them, without the correction. */
+/* GCC reassociates a chain of integer vector additions into a tree, computing all of a block's
+ * products before it adds them: 32 live vectors, spilled to the stack (q4_0's tile: 67 stack
+ * accesses per block). An empty asm on the running sum keeps the chain a chain. */
+#define KEEP(v) __asm__("" : "+x"(v))
+
+static inline __attribute__((always_inline)) void
+qtile256_(const qpanel_blk *wp, int nb, const uint8_t *xq, const float *dx, const float *dxs,
+          int mpad, int m0, int mv, int nv, float *out, size_t ldc, int groups, int sign,
+          int has_min)
 {
-    qgemm_tile_(wp, nb, xq, dx, dxs, mpad, m0, mv, nv, out, ldc, 0);
+    __m256 acc[QMR];
+    for (int i = 0; i < QMR; i++) acc[i] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const qpanel_blk *p = wp + b;
+        const uint8_t *xb = xq + ((size_t)b * mpad + m0) * XB;
+        __m256i isum[QMR];
+#if QVNNI256
+        (void)groups, (void)sign;
+        const __m256i corr = _mm256_loadu_si256((const __m256i *)p->corr);
+        for (int i = 0; i < QMR; i++) isum[i] = corr;
+#pragma GCC unroll 8
+        for (int g = 0; g < XB / 4; g++) {
+            const __m256i wv = _mm256_loadu_si256((const __m256i *)p->qs[g]);
+#pragma GCC unroll 8
+            for (int i = 0; i < QMR; i++) {
+                int32_t word;
+                memcpy(&word, xb + i * XB + 4 * g, 4);
+#if defined(__AVXVNNI__)
+                isum[i] = _mm256_dpbusd_avx_epi32(isum[i], _mm256_set1_epi32(word), wv);
+#else
+                isum[i] = _mm256_dpbusd_epi32(isum[i], _mm256_set1_epi32(word), wv);
+#endif
+            }
+        }
+#else
+        const __m256i ones = _mm256_set1_epi16(1);
+        if (sign) {
+            for (int i = 0; i < QMR; i++) isum[i] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+            for (int g = 0; g < XB / 4; g++) {
+                const __m256i wv = _mm256_loadu_si256((const __m256i *)p->qs[g]);
+                const __m256i aw = _mm256_abs_epi8(wv);
+#pragma GCC unroll 8
+                for (int i = 0; i < QMR; i++) {
+                    int32_t word;
+                    memcpy(&word, xb + i * XB + 4 * g, 4);
+                    const __m256i xs = _mm256_xor_si256(_mm256_set1_epi32(word),
+                                                         _mm256_set1_epi8((char)0x80));
+                    isum[i] = _mm256_add_epi32(isum[i], _mm256_madd_epi16(
+                        _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xs, wv)), ones));
+                    KEEP(isum[i]);
+                }
+            }
+        } else {
+            const __m256i corr = _mm256_loadu_si256((const __m256i *)p->corr);
+            for (int i = 0; i < QMR; i++) isum[i] = corr;
+#pragma GCC unroll 8
+            for (int g0 = 0; g0 < XB / 4; g0 += groups) {
+                __m256i s16[QMR];
+#pragma GCC unroll 8
+                for (int g = g0; g < g0 + groups; g++) {
+                    const __m256i wv = _mm256_loadu_si256((const __m256i *)p->qs[g]);
+#pragma GCC unroll 8
+                    for (int i = 0; i < QMR; i++) {
+                        int32_t word;
+                        memcpy(&word, xb + i * XB + 4 * g, 4);
+                        const __m256i t = _mm256_maddubs_epi16(_mm256_set1_epi32(word), wv);
+                        s16[i] = g == g0 ? t : _mm256_add_epi16(s16[i], t);
+                        KEEP(s16[i]);
+                    }
+                }
+                for (int i = 0; i < QMR; i++) {
+                    isum[i] = _mm256_add_epi32(isum[i], _mm256_madd_epi16(s16[i], ones));
+                    KEEP(isum[i]);
+                }
+            }
+        }
+#endif
+        const __m256 d = _mm256_loadu_ps(p->d);
+        const float *sx = dx + (size_t)b * mpad + m0;
+#pragma GCC unroll 8
+        for (int i = 0; i < QMR; i++)
+            acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(isum[i]),
+                                                   _mm256_set1_ps(sx[i])), d, acc[i]);
+        if (has_min) {
+            const __m256 mn = _mm256_loadu_ps(p->m);
+            const float *ss = dxs + (size_t)b * mpad + m0;
+#pragma GCC unroll 8
+            for (int i = 0; i < QMR; i++) acc[i] = _mm256_fmadd_ps(mn, _mm256_set1_ps(ss[i]), acc[i]);
+        }
+    }
+    if (nv == QNR) {
+        for (int i = 0; i < mv; i++) _mm256_storeu_ps(out + (size_t)i * ldc, acc[i]);
+    } else {
+        const __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(nv),
+                                                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        for (int i = 0; i < mv; i++) _mm256_maskstore_ps(out + (size_t)i * ldc, keep, acc[i]);
+    }
 }
 
-static void qgemm_tile_min(const qpanel_blk *wp, int nb, const uint8_t *xq, const float *dx,
-                           const float *dxs, int mpad, int m0, int mv, int nv, float *out,
-                           size_t ldc)
-{
-    qgemm_tile_(wp, nb, xq, dx, dxs, mpad, m0, mv, nv, out, ldc, 1);
-}
+/* qtile_<type>: the tile of each type: its int16 groups, the sign trick for q8_0, the min terms
+ * where the type has a min. */
+#define QTILE256(T, groups, sign, has_min)                                                    \
+    static void qtile_##T(const qpanel_blk *wp, int nb, const uint8_t *xq, const float *dx,   \
+                          const float *dxs, int mpad, int m0, int mv, int nv, float *out,     \
+                          size_t ldc)                                                         \
+    {                                                                                         \
+        qtile256_(wp, nb, xq, dx, dxs, mpad, m0, mv, nv, out, ldc, groups, sign, has_min);    \
+    }
+QTILE256(q8_0, 1, 1, 0)
+QTILE256(q4_0, 8, 0, 0)
+QTILE256(q4_1, 4, 0, 1)
+QTILE256(q5_0, 4, 0, 0)
+QTILE256(q5_1, 2, 0, 1)
+QTILE256(q4_K, 4, 0, 1)
+QTILE256(q5_K, 2, 0, 1)
+#endif
 
 typedef struct {
     const bump_matmul_job *jobs;
@@ -854,14 +1361,14 @@ static void qgemm(const bump_matmul_job *jobs, int njobs, const float *in, size_
     run_parallel(s, qgemm_work, &c, c.npanels, chunk_of(s, c.npanels, 1, 1));
 }
 
-#define QGEMM_OF(T, tile) {qpack_##T, tile}
+#define QGEMM_OF(T) {qpack_##T, qtile_##T}
 #else
 #define QGEMM 0
-#define QGEMM_OF(T, tile) QGEMM_NONE
+#define QGEMM_OF(T) QGEMM_NONE
 #endif
-/* The type-traits table's int8 GEMM entry: QGEMM_OF(type, tile) names the type's panel packer
- * and its tile (qgemm_tile_min for a type with a min), and is empty where the level has no
- * int8 GEMM; QGEMM_NONE for a type the int8 GEMM reads at no level. */
+/* The type-traits table's int8 GEMM entry: QGEMM_OF(type) names the type's panel packer and
+ * its tile at this level, and is empty where the level has no int8 GEMM; QGEMM_NONE for a
+ * type the int8 GEMM reads at no level. */
 #define QGEMM_NONE {NULL, NULL}
 
 #endif

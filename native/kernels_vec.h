@@ -145,6 +145,36 @@ static inline const uint8_t *block_at(const bump_wmat *w, const reader *r, size_
     return (const uint8_t *)w->base + e / (size_t)r->be * r->bb;
 }
 
+/* The rows of a block-type matrix one after another, in bytes, with no division per row (a
+ * decode row is short: SmolLM2's are 18 blocks, and the divisions of row_elem, col_elem and
+ * block_at cost as much as several of them). */
+typedef struct {
+    const uint8_t *seg; /* the first block of the current row segment's first row */
+    const uint8_t *row; /* the first block of the current row */
+    size_t ld, seg_stride, k_stride; /* bytes: next row, next row segment, next column segment */
+    int in, n_seg;      /* the current row within its segment */
+} row_walk;
+
+static inline row_walk row_walk_at(const bump_wmat *w, const reader *r, int n0)
+{
+    row_walk it = {.ld = w->ld / (size_t)r->be * r->bb,
+                   .seg_stride = w->n_seg_stride / (size_t)r->be * r->bb,
+                   .k_stride = w->k_seg_stride / (size_t)r->be * r->bb,
+                   .in = n0 % w->n_seg, .n_seg = w->n_seg};
+    it.seg = (const uint8_t *)w->base + (size_t)(n0 / w->n_seg) * it.seg_stride;
+    it.row = it.seg + (size_t)it.in * it.ld;
+    return it;
+}
+
+static inline void row_walk_next(row_walk *it)
+{
+    if (++it->in == it->n_seg) {
+        it->in = 0;
+        it->seg += it->seg_stride;
+    }
+    it->row = it->seg + (size_t)it->in * it->ld;
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* parallel calls                                                                            */
 

@@ -399,3 +399,36 @@ def test_fp32_products_with_ragged_shapes(level: str, monkeypatch) -> None:
         want = x.astype(np.float64) @ W.T
         scale = np.abs(x.astype(np.float64)) @ np.abs(W).T
         assert np.all(np.abs(got - want) <= 1e-5 * scale), (level, M)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("dtype", TYPES[1:], ids=lambda d: d.label)
+def test_int8_products_at_the_extremes_of_the_integer_sums(level: str, dtype: DType,
+                                                           monkeypatch) -> None:
+    """The int8 kernels keep partial sums in 16-bit lanes where they can (the GEMM adds up to 8
+    column groups' products before widening them; the rows multiply q6_K's and the K-quants'
+    scales into 16-bit pair sums): weights whose quantized values all sit at one end of their
+    range (one small value per block, the rest large, or the reverse) against activations that
+    all quantize to +127 or -127 make those sums as large as they can be, so a wrong bound
+    wraps or saturates and fails at fp32 tolerance. Exact up to summation order, as above."""
+    level_available(level, monkeypatch)
+    be = dtype.block.elements
+    K = 1024 if be == 256 else 256
+    rows = []
+    for low, high in ((-1.0, 1.0), (1.0, -1.0), (-0.25, 1.0), (0.0, 1.0)):
+        r = np.full(K, high, np.float32)
+        r[::32] = low  # one value per 32 at the other end
+        rows += [r, -r]
+    W_in = np.array(rows * 3, np.float32)  # 24 rows: three QNR-row panels, pairs of rows
+    data, values = packed(dtype, W_in)
+    N = W_in.shape[0]
+    W = values.astype(np.float64)
+    for M in (1, 13):
+        for x in (np.ones((M, K), np.float32), -np.ones((M, K), np.float32),
+                  np.where(np.arange(K) % 2, 1.0, -1.0).astype(np.float32)[None].repeat(M, 0)):
+            got = matmul(dtype, misaligned(data), N * K, View.row_major(N, K), N, K, x,
+                         threads=2, activations="int8")
+            xr = int8_round_trip(x) if int8_products(dtype, M) else x.astype(np.float64)
+            want = xr @ W.T
+            scale = np.abs(xr) @ np.abs(W).T
+            assert np.all(np.abs(got - want) <= 1e-5 * scale + 1e-30), (level, dtype, M)

@@ -76,7 +76,8 @@ def matmul(dtype: DType, weights: np.ndarray, numel: int, view: View, N: int, K:
 def int8_products(dtype: DType, M: int) -> bool:
     """Whether a product of ``M`` activation rows over ``dtype`` weights runs on int8 activations
     when they are asked for, at the level :func:`bumpconv.native.kernel_name` reports: the GEMV
-    (M == 1) for every quantized type, the GEMM only where the level has an int8 one (512-bit
-    VNNI) for the types it reads (one scale per 32 values: not q6_K). The C side decides; this
-    asks it, so tests and benchmarks never hold a copy of the rule."""
+    (M == 1) for every quantized type, the GEMM where the level has an int8 one (every x86
+    level: 512-bit with 512-bit VNNI, 256-bit below it; not portable) for the types it reads
+    (one scale per 32 values: not q6_K). The C side decides; this asks it, so tests and
+    benchmarks never hold a copy of the rule."""
     return bool(native().lib.bump_int8_products(int(dtype), M))
