@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import pytest
 
 from bumpconv.cli import main as cli_main
+from kernel_levels import LEVELS, skip_reason
 
 if TYPE_CHECKING:
     from bumpconv.comparison.reference import Reference
@@ -33,6 +34,39 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.model)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A level forced with ``BUMPCONV_KERNELS`` that this CPU cannot run stops the session with
+    the reason, instead of failing every test that opens a model."""
+    forced = os.environ.get("BUMPCONV_KERNELS")
+    if forced:
+        if forced not in LEVELS:
+            pytest.exit(f"BUMPCONV_KERNELS={forced}: not a kernel level (one of "
+                        f"{', '.join(LEVELS)})", returncode=4)
+        reason = skip_reason(forced)
+        if reason is not None:
+            pytest.exit(reason, returncode=4)
+
+
+def _levels() -> list[str]:
+    """The levels ``kernel_level`` runs: every one, or the one ``BUMPCONV_KERNELS`` forces."""
+    forced = os.environ.get("BUMPCONV_KERNELS")
+    return [forced] if forced else list(LEVELS)
+
+
+@pytest.fixture(params=_levels())
+def kernel_level(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs the test once per kernel level (tests/kernel_levels.py), with ``BUMPCONV_KERNELS``
+    set to it, so one CPU proves every level it can execute; a level it cannot is a skip that
+    names the missing CPU features. Models opened by the test run at that level; what runs on
+    int8 activations there is for the test to ask (``int8_products``), never to assume."""
+    level: str = request.param
+    reason = skip_reason(level)
+    if reason is not None:
+        pytest.skip(reason)
+    monkeypatch.setenv("BUMPCONV_KERNELS", level)
+    return level
 
 
 @pytest.fixture(scope="session", autouse=True)
