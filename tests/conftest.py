@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
@@ -29,11 +30,40 @@ CACHE = Path(os.environ.get("BUMPCONV_TEST_CACHE", ROOT / ".cache"))
 MODEL_FIXTURES = frozenset({"tiny", "tiny_copy", "smol", "smol_blob", "hf"})
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "levels: runs once per kernel level (the kernel_level "
+                                       "fixture); `make test-levels` selects these")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark model tests ``model`` (``make test-fast`` runs ``-m "not model"``)."""
+    """Mark model tests ``model`` (``make test-fast`` runs ``-m "not model"``), and tests run
+    per kernel level ``levels``."""
     for item in items:
-        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if MODEL_FIXTURES & fixtures:
             item.add_marker(pytest.mark.model)
+        if "kernel_level" in fixtures:
+            item.add_marker(pytest.mark.levels)
+
+
+#: Per kernel level, the tests the ``kernel_level`` fixture ran at it / skipped, this session.
+LEVEL_TESTS: Counter[str] = Counter()
+LEVEL_SKIPS: dict[str, tuple[int, str]] = {}
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How many per-level tests ran at each kernel level, and why a level was skipped: printed
+    with the summary (also under -q), so every test log, CI's included, says which levels the
+    runtime tests proved on that CPU."""
+    if not LEVEL_TESTS and not LEVEL_SKIPS:
+        return
+    terminalreporter.write_sep("-", "kernel levels")
+    for level in LEVELS:
+        if level in LEVEL_TESTS:
+            terminalreporter.write_line(f"{level}: {LEVEL_TESTS[level]} tests run")
+        elif level in LEVEL_SKIPS:
+            count, reason = LEVEL_SKIPS[level]
+            terminalreporter.write_line(f"{level}: {count} tests skipped ({reason})")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -64,7 +94,9 @@ def kernel_level(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     level: str = request.param
     reason = skip_reason(level)
     if reason is not None:
+        LEVEL_SKIPS[level] = (LEVEL_SKIPS.get(level, (0, ""))[0] + 1, reason)
         pytest.skip(reason)
+    LEVEL_TESTS[level] += 1
     monkeypatch.setenv("BUMPCONV_KERNELS", level)
     return level
 
