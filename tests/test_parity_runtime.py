@@ -21,8 +21,9 @@ from tools.fixtures import TINY_MODELS, smollm2
 from bumpconv.comparison.check import ParityOptions, run_parity
 from bumpconv.comparison.report import ParityReport
 from bumpconv.comparison.reference import Reference
-from parity_helpers import (TINY_DEFECTS, Defect, build_defective, bump_w2_element, convert,
-                            permute_k_heads, swap_gate_up, wo_row_major, wrong_eps)
+from parity_helpers import (TINY_DEFECTS, Defect, build_defective, bump_w2_element,
+                            bump_wq_element, convert, permute_k_heads, swap_gate_up, wo_row_major,
+                            wrong_eps)
 
 SMOL_LAYERS = 30
 
@@ -45,7 +46,8 @@ def assert_within_targets(report: ParityReport) -> None:
         assert check.max_abs.max() <= 1e-3
         assert check.top1_identical == len(check.max_abs)
     assert max(row.rel for row in report.sweep.rows) <= 1e-5
-    for diff in report.stages:
+    assert [d.layer for d in report.stage_sweep] == list(range(len(report.sweep.rows) - 1))
+    for diff in [*report.stages, *report.stage_sweep]:
         assert max(row.rel for row in diff.rows) <= 1e-5
 
 
@@ -93,6 +95,23 @@ def test_smollm2_defects_are_located(defect: Defect, smol: Path, references,
     blob = build_defective(smol, tmp_path / "bad.bump", defect)
     d = parity(smol, blob, references).divergence
     assert d is not None and (d.layer, d.stage) == (defect.layer, defect.stage), d
+
+
+def test_a_defect_only_the_stage_check_sees_is_caught_and_named(smol: Path, references,
+                                                               tmp_path: Path) -> None:
+    """One element of layer 20's wq off by 3e-3: q is off by ~9e-5 of its own magnitude, but
+    the layer's output moves by ~1e-6 of the ~17,000 the stream carries there, and the logits
+    by less than 1e-3. The layer sweep and the logits pass; the stage sweep names layer 20,
+    stage q (parity without a stage sweep passed this blob)."""
+    defect = bump_wq_element(20, delta=3e-3)
+    report = parity(smol, build_defective(smol, tmp_path / "bad.bump", defect), references)
+    assert report.sweep.first_bad is None and max(r.rel for r in report.sweep.rows) < 1e-5
+    assert all(c.passed for c in report.logits)
+    d = report.divergence
+    assert d is not None and (d.layer, d.stage) == (20, "q"), d
+    q = report.stages_of(20).first_bad
+    assert q.key == "q" and 3e-5 < q.rel < 3e-4, q.rel
+    assert [x.layer for x in report.stage_sweep] == list(range(21))  # stopped at layer 20
 
 
 @pytest.mark.parametrize("model,defect", TINY_DEFECTS, ids=[d.name for _, d in TINY_DEFECTS])
