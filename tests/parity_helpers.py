@@ -147,7 +147,7 @@ def bump_w2_element(layer: int, row: int = 3, col: int = 5, delta: float = 1.0) 
     return Defect(f"w2[{row},{col}] of layer {layer} changed", "down", layer, edit)
 
 
-def bump_wq_element(layer: int, row: int = 5, col: int = 7, delta: float = 1e-3) -> Defect:
+def bump_wq_element(layer: int, row: int = 5, col: int = 7, delta: float = 1e-2) -> Defect:
     """One element of one layer's wq (q_proj) nudged by ``delta``: a small defect. In a model
     whose residual stream is large (SmolLM2: ~17,000 from layer 11 on), its effect on the layer
     output is far below what the layer sweep resolves at that scale; only the stage check,

@@ -15,7 +15,7 @@ import pytest
 from bumpconv.format.errors import ParityError
 from bumpconv.comparison.check import compare_specs
 from bumpconv.format.stages import STAGES
-from bumpconv.comparison.metrics import (ContextSweep, StageDiff, Thresholds, compare_logits,
+from bumpconv.comparison.metrics import (ContextSweep, Thresholds, compare_logits,
                                          difference, first_divergent_layer, layer_sweep,
                                          stage_diff, sweep_scales)
 from bumpconv.comparison.report import ParityReport
@@ -301,3 +301,26 @@ def test_json_report_is_strict_json_even_with_infinite_errors() -> None:
     text = json.dumps(doc, allow_nan=False)
     assert json.loads(text)["layers"]["rows"][1]["rel"] == "inf"
     assert doc["passed"] is False and doc["divergence"]["layer"] == 0
+
+
+def test_the_report_names_a_stage_the_layer_sweep_missed() -> None:
+    """A stage beyond tolerance in layer 0, the layer sweep failing only at layer 1: the
+    divergence is layer 0 at that stage (forward order), and the JSON lists every layer."""
+    ref = np.ones((3, 3, 4), np.float32)
+    run = ref.copy()
+    run[2] *= 2  # layer 1's output
+    fine = _layer(1.0, 1.0, 1.0)
+    bad = {k: v.copy() for k, v in fine.items()}
+    bad["v"][3, 0] += 1.0
+    sweep = [stage_diff(0, bad, fine, TH.stage_rtol, ref),
+             stage_diff(1, fine, fine, TH.stage_rtol, ref)]
+    report = _report(run, ref)
+    report.stage_sweep = sweep
+    d = report.divergence
+    assert (d.position, d.layer, d.stage) == (3, 0, "v") and not report.passed
+    doc = report.to_json()
+    assert [s["first_bad"] for s in doc["stage_sweep"]] == ["v", None]
+    assert doc["thresholds"]["stage_rtol"] == 1e-4
+    clean = _report(ref, ref)
+    clean.stage_sweep = [stage_diff(0, fine, fine, TH.stage_rtol, ref)]
+    assert clean.passed and "their stages within 0.0001" in clean.verdict

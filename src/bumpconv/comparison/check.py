@@ -145,7 +145,7 @@ def check_parity(reference: Reference, model: BumpModel, prompts: list[PromptTok
         if i == sweep_index:
             sweep_ref = ref
     sweep = layer_sweep(np.asarray(model.hidden_states(ids)), sweep_ref.hidden_states, th.rtol)
-    every = stage_sweep(reference, model, ids, sweep_ref.hidden_states, sweep, th.rtol,
+    every = stage_sweep(reference, model, ids, sweep_ref.hidden_states, sweep, th.stage_rtol,
                         options.layer)
     by_layer = {d.layer: d for d in every}
     shown = [by_layer[options.layer]] if options.layer is not None else []
@@ -153,7 +153,8 @@ def check_parity(reference: Reference, model: BumpModel, prompts: list[PromptTok
     if first is not None and first != options.layer:
         shown.append(by_layer[first])  # the first layer that differs: its whole table
     if first is None and not all(c.passed for c in logits):  # every layer and stage matches
-        shown.append(output_diff(model.taps(ids, len(sweep.rows) - 2), sweep_ref, th.rtol))
+        shown.append(output_diff(model.taps(ids, len(sweep.rows) - 2), sweep_ref,
+                                 th.stage_rtol))
     context = None
     if options.context_sweep is not None:
         context = context_sweep(model, prompts[sweep_index], sweep_ref.logits,

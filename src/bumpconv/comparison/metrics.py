@@ -62,8 +62,13 @@ class Thresholds:
 
     ``logit_atol``: max |logit difference| at every position. ``nmse``: per position,
     mean((run - ref)^2) / var(ref) over the vocabulary. ``kl``: per position, KL(ref || run) in
-    nats. ``rtol``: relative error of every hidden state and stage (``--tol``). Top-1 must agree
-    at every position, except that the runtime may pick a token whose reference logit is within
+    nats. ``rtol``: relative error of the hidden state after every layer (``--tol``).
+    ``stage_rtol``: relative error of every stage (``--stage-tol``), ten times ``rtol`` because
+    a stage is held to its own magnitude, where fp32 noise is larger than in the stream: on
+    SmolLM2-135M's blobs HF fp32 itself is up to 3.6e-5 from HF float64 at a stage (q5_k_m,
+    layer 25 probs) and the runtime up to 2.9e-5 from HF fp32, while a layout bug is off by
+    ~1 and the smallest planted defects by 3e-4 (docs/parity.md). Top-1 must agree at every
+    position, except that the runtime may pick a token whose reference logit is within
     ``logit_atol`` of the reference maximum (a tie at fp32 resolution).
     """
 
@@ -71,6 +76,7 @@ class Thresholds:
     nmse: float = 1e-6
     kl: float = 1e-6
     rtol: float = 1e-5
+    stage_rtol: float = 1e-4
 
 
 

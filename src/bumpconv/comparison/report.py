@@ -105,8 +105,9 @@ class ParityReport:
             positions = sum(len(c.max_abs) for c in self.logits)
             return (f"PASS: logits match at all {positions} positions of {len(self.logits)} "
                     f"prompt(s) (max |diff| {worst:.2e}); all {len(self.sweep.rows) - 1} layers "
-                    + ("and their stages " if self.stage_sweep else "")
-                    + f"within rtol {self.thresholds.rtol:g}")
+                    + f"within rtol {self.thresholds.rtol:g}"
+                    + (f", their stages within {self.thresholds.stage_rtol:g}"
+                       if self.stage_sweep else ""))
         where = [f"position {d.position}" if d.position is not None else None,
                  f"layer {d.layer}" if d.layer is not None else None, f"stage {d.stage}"]
         return f"FAIL at {', '.join(w for w in where if w)}: {d.detail}"
@@ -209,7 +210,7 @@ def format_report(r: ParityReport, dumped: Path | None = None) -> str:
         first = r.first_layer
         upto = "" if first is None else ", up to the first layer that differs"
         out.append(f"\nstages of every layer{upto}, prompt {r.sweep_prompt} (the worst stage of "
-                   f"each; rtol {t.rtol:g})")
+                   f"each; rtol {t.stage_rtol:g})")
         out.append(f"  {'':<12} {'worst':<12} {'rel':>10} {'first bad':>12}")
         for diff in r.stage_sweep:
             worst = max(diff.rows, key=lambda row: row.rel)
@@ -218,7 +219,7 @@ def format_report(r: ParityReport, dumped: Path | None = None) -> str:
                        f"{bad:>12}" + ("  <- first" if diff.layer == first else ""))
     for diff in r.stages:
         what = "the output head" if diff.layer is None else f"layer {diff.layer}"
-        out.append(f"\nstages of {what}, prompt {r.sweep_prompt} (rtol {t.rtol:g})")
+        out.append(f"\nstages of {what}, prompt {r.sweep_prompt} (rtol {t.stage_rtol:g})")
         out += _rows(diff.rows, diff.first_bad)
         if diff.first_bad is not None:
             out.append(f"  first stage beyond tolerance: {diff.first_bad.stage}")
