@@ -209,3 +209,19 @@ def test_cli_bad_options_are_one_line_errors(args: list[str], message: str, tiny
 def test_cli_missing_blob_is_a_one_line_error(tiny, cli, tmp_path: Path) -> None:
     r = cli("parity", tiny("llama-untied"), tmp_path / "none.bump")
     assert r.code == 1 and "not found" in r.err and r.err.count("\n") == 1
+
+
+def test_the_stage_sweep_gives_the_same_rows_one_layer_per_reference_pass(
+        tiny, references, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long prompt's taps do not fit one reference pass (STAGE_PASS_BYTES): the sweep then
+    records one layer per pass, with the same result."""
+    import bumpconv.comparison.check as check
+    src = tiny("llama-untied")
+    blob = convert(src, tmp_path / "u.bump")
+    whole = parity(src, blob, references, layer=1)
+    monkeypatch.setattr(check, "STAGE_PASS_BYTES", 1)
+    layered = parity(src, blob, references, layer=1)
+    assert [d.layer for d in layered.stage_sweep] == [d.layer for d in whole.stage_sweep] == [0, 1]
+    for a, b in zip(whole.stage_sweep, layered.stage_sweep):
+        assert [r.rel for r in a.rows] == [r.rel for r in b.rows]
+    assert set(layered.stages_of(1).run) == set(whole.stages_of(1).run) != set()

@@ -8,9 +8,10 @@ The parity run as a whole (:mod:`.check`) is:
    top-1 agreement) - the only check that decides "same model" on its own;
 3. a layer sweep: the hidden state after every layer against HF, naming the first layer beyond
    tolerance;
-4. a stage sweep: every runtime tap of every layer against the HF value, naming the first
-   stage beyond tolerance in forward order (``--layer N`` prints one layer's table); when every
-   layer and stage matches but the logits do not, the final norm and the logits are diffed;
+4. a stage sweep: every runtime tap of every layer against the HF value, in forward order up
+   to the first layer that differs, naming the first stage beyond the stage tolerance
+   (``--layer N`` prints one layer's table); when every layer and stage matches but the logits
+   do not, the final norm and the logits are diffed;
 5. optionally a context sweep (context 1..N through both the prefill and the decode path).
 
 **Relative error** is ``max|run - ref| / scale`` over the whole tensor (fp64 arithmetic;
@@ -37,8 +38,8 @@ layer's output) and ``|x|`` the largest finite magnitude of ``x``:
   relative to the stream's own maximum into the same relative error of the branch, so a branch
   stage is measured against its own maximum widened by how far that stream is below the scale
   its error was accepted at: ``|stage| * S_in / |h[i]|`` (attention), ``|stage| * S_mid /
-  |resid1|`` (MLP). Where the stream does not shrink (every SmolLM2 layer but 9-11 and 29) the
-  factor is 1: a branch stage is then held to its own magnitude, as strictly as before.
+  |resid1|`` (MLP). Where the stream does not shrink the factor is 1 and a branch stage is
+  held to its own magnitude (on SmolLM2 it exceeds 1.1 only in layers 10, 11 and 29).
 * **output head**: ``final_norm`` and ``logits`` read the last layer's output through the
   final norm: their own maximum times ``S / |h[L]|``, ``S`` the last layer's sweep scale.
 
