@@ -10,7 +10,7 @@ TOL    ?= 1e-5
 DUMP   ?= 0
 PROMPT ?= The capital of France is
 
-.PHONY: install test test-fast demo native asan-test fixtures parity layer-diff context-sweep bench peer schemas clean \
+.PHONY: install test test-fast test-levels demo native asan-test fixtures parity layer-diff context-sweep bench peer schemas clean \
         corpus eval demo-gguf demo-gemma
 
 # A fresh clone: create the venv and install the package (which builds the C runtime).
@@ -22,10 +22,17 @@ $(VENV)/.installed: pyproject.toml requirements-dev.txt $(wildcard setup.py nati
 
 install: $(VENV)/.installed
 
-# Everything: the import contract (pyproject.toml), then every test.
+# Everything: the import contract (pyproject.toml), then every test. The kernel and runtime
+# tests (those using the kernel_level fixture, tests/conftest.py) run once per kernel level this
+# CPU can execute; the others are a skip that names the missing CPU features. BUMPCONV_KERNELS=L
+# runs every test at level L only.
 test: install
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
+
+# Only the per-level tests (kernels, runtime), at every level: what a kernel change must pass.
+test-levels: install
+	$(BIN)/python -m pytest -q -m levels
 
 # The fast lane: every test that needs neither torch nor transformers (it fails if either is
 # imported): spec, profiles, packing, codec, safetensors parsing, checks, parity metrics, the C

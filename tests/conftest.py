@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import sys
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 import pytest
 
 from bumpconv.cli import main as cli_main
+from kernel_levels import LEVELS, skip_reason
 
 if TYPE_CHECKING:
     from bumpconv.comparison.reference import Reference
@@ -28,11 +30,75 @@ CACHE = Path(os.environ.get("BUMPCONV_TEST_CACHE", ROOT / ".cache"))
 MODEL_FIXTURES = frozenset({"tiny", "tiny_copy", "smol", "smol_blob", "hf"})
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "levels: runs once per kernel level (the kernel_level "
+                                       "fixture); `make test-levels` selects these")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark model tests ``model`` (``make test-fast`` runs ``-m "not model"``)."""
+    """Mark model tests ``model`` (``make test-fast`` runs ``-m "not model"``), and tests run
+    per kernel level ``levels``."""
     for item in items:
-        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if MODEL_FIXTURES & fixtures:
             item.add_marker(pytest.mark.model)
+        if "kernel_level" in fixtures:
+            item.add_marker(pytest.mark.levels)
+
+
+#: Per kernel level, the tests the ``kernel_level`` fixture ran at it / skipped, this session.
+LEVEL_TESTS: Counter[str] = Counter()
+LEVEL_SKIPS: dict[str, tuple[int, str]] = {}
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How many per-level tests ran at each kernel level, and why a level was skipped: printed
+    with the summary (also under -q), so every test log, CI's included, says which levels the
+    runtime tests proved on that CPU."""
+    if not LEVEL_TESTS and not LEVEL_SKIPS:
+        return
+    terminalreporter.write_sep("-", "kernel levels")
+    for level in LEVELS:
+        if level in LEVEL_TESTS:
+            terminalreporter.write_line(f"{level}: {LEVEL_TESTS[level]} tests run")
+        elif level in LEVEL_SKIPS:
+            count, reason = LEVEL_SKIPS[level]
+            terminalreporter.write_line(f"{level}: {count} tests skipped ({reason})")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A level forced with ``BUMPCONV_KERNELS`` that this CPU cannot run stops the session with
+    the reason, instead of failing every test that opens a model."""
+    forced = os.environ.get("BUMPCONV_KERNELS")
+    if forced:
+        if forced not in LEVELS:
+            pytest.exit(f"BUMPCONV_KERNELS={forced}: not a kernel level (one of "
+                        f"{', '.join(LEVELS)})", returncode=4)
+        reason = skip_reason(forced)
+        if reason is not None:
+            pytest.exit(reason, returncode=4)
+
+
+def _levels() -> list[str]:
+    """The levels ``kernel_level`` runs: every one, or the one ``BUMPCONV_KERNELS`` forces."""
+    forced = os.environ.get("BUMPCONV_KERNELS")
+    return [forced] if forced else list(LEVELS)
+
+
+@pytest.fixture(params=_levels())
+def kernel_level(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs the test once per kernel level (tests/kernel_levels.py), with ``BUMPCONV_KERNELS``
+    set to it, so one CPU proves every level it can execute; a level it cannot is a skip that
+    names the missing CPU features. Models opened by the test run at that level; what runs on
+    int8 activations there is for the test to ask (``int8_products``), never to assume."""
+    level: str = request.param
+    reason = skip_reason(level)
+    if reason is not None:
+        LEVEL_SKIPS[level] = (LEVEL_SKIPS.get(level, (0, ""))[0] + 1, reason)
+        pytest.skip(reason)
+    LEVEL_TESTS[level] += 1
+    monkeypatch.setenv("BUMPCONV_KERNELS", level)
+    return level
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -147,6 +147,18 @@ def bump_w2_element(layer: int, row: int = 3, col: int = 5, delta: float = 1.0) 
     return Defect(f"w2[{row},{col}] of layer {layer} changed", "down", layer, edit)
 
 
+def bump_wq_element(layer: int, row: int = 5, col: int = 7, delta: float = 1e-2) -> Defect:
+    """One element of one layer's wq (q_proj) nudged by ``delta``: a small defect. In a model
+    whose residual stream is large (SmolLM2: ~17,000 from layer 11 on), its effect on the layer
+    output is far below what the layer sweep resolves at that scale; only the stage check,
+    which holds q to q's own magnitude, sees it."""
+    def edit(t: dict[str, np.ndarray], config: dict[str, Any], spec: ModelSpec) -> None:
+        name = _layer(layer, "self_attn.q_proj.weight")
+        t[name] = t[name].copy()
+        t[name][row, col] += delta
+    return Defect(f"wq[{row},{col}] of layer {layer} nudged by {delta:g}", "q", layer, edit)
+
+
 #: Every defect on a tiny model, with the model it is built from. Tiny models have 2 layers;
 #: defects target layer 1 where the layer matters, so "first layer" is not trivially 0.
 TINY_DEFECTS: tuple[tuple[str, Defect], ...] = (

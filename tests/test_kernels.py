@@ -1,5 +1,6 @@
 """The matrix kernels against numpy on gguf's dequantized weights, for every weight type the
-runtime reads, every layout the runtime hands them and every kernel level this CPU has.
+runtime reads, every layout the runtime hands them and every kernel level (the ``kernel_level``
+fixture: each level this CPU has, a skip naming the missing features for the others).
 
 The weights sit in a buffer whose padding (around rows, between head segments) is garbage, so a
 kernel that reads outside its view shows. Quantized products must equal the product with
@@ -15,20 +16,12 @@ from gguf.quants import dequantize as gguf_dequantize
 
 from bumpconv.format.dtypes import DType
 from bumpconv.format.errors import KernelError
-from bumpconv.native import kernel_name
 from bumpconv.native.kernels import View, int8_products, matmul
 from bumpconv.native.quant import quantize
+from kernel_levels import int8_round_trip
 
 TYPES = [DType.FP32, DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.Q4_K,
          DType.Q5_K, DType.Q6_K]
-LEVELS = ["portable", "avx2", "avx2-vnni", "avx512", "avx512-vnni"]
-
-
-def level_available(level: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BUMPCONV_KERNELS", level)
-    if kernel_name().startswith("none"):
-        pytest.skip(f"this CPU has no {level} kernels")
-
 
 def packed(dtype: DType, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows [R, C] as ``dtype`` bytes [R, row_bytes], and the fp32 values those bytes hold."""
@@ -44,16 +37,6 @@ def misaligned(data: np.ndarray) -> np.ndarray:
     buf = np.empty(data.nbytes + 1, np.uint8)
     buf[1:] = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
     return buf[1:]
-
-
-def int8_round_trip(x: np.ndarray) -> np.ndarray:
-    """What the int8-activation path multiplies by: x [M, K] quantized per block of 32 (d =
-    max|x| / 127 in fp32, q = round-half-even(x / d)) and back, as native/kernels_int8.h does."""
-    b = x.reshape(x.shape[0], -1, 32).astype(np.float32)
-    d = (np.abs(b).max(axis=-1, keepdims=True) / np.float32(127)).astype(np.float32)
-    inv = np.where(d != 0, np.float32(1) / np.where(d != 0, d, 1), 0).astype(np.float32)
-    q = np.rint(b * inv)
-    return (q.astype(np.float64) * d).reshape(x.shape)
 
 
 def view_index(view: View, N: int, K: int) -> np.ndarray:
@@ -84,17 +67,15 @@ def layout(name: str, N: int, K: int, be: int) -> tuple[View, int, int]:
 
 
 @pytest.mark.parametrize("activations", ["fp32", "int8"])
-@pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("dtype", TYPES, ids=lambda d: d.label)
 @pytest.mark.parametrize("shape", ["row-major", "per-head rows", "stacked gate/up",
                                    "per-head cols"])
-def test_products_equal_numpy_on_the_dequantized_weights(level: str, dtype: DType, shape: str,
-                                                         activations: str, monkeypatch) -> None:
+def test_products_equal_numpy_on_the_dequantized_weights(kernel_level: str, dtype: DType,
+                                                         shape: str, activations: str) -> None:
     """fp32 activations: the product with the dequantized matrix up to summation order. int8
     activations (where the level has int8 products for the type and M): the same with x
     replaced by its int8 round trip, so a wrong unpacking or scale fails at fp32 tolerance,
     not at int8's."""
-    level_available(level, monkeypatch)
     be = dtype.block.elements
     K = 512 if be == 256 else 192
     N = 54  # two chunks of 27 rows: kernels that take rows four at a time have a remainder
@@ -114,13 +95,14 @@ def test_products_equal_numpy_on_the_dequantized_weights(level: str, dtype: DTyp
             xr = int8_round_trip(x)
         want = xr @ W.T
         scale = np.abs(xr) @ np.abs(W).T  # the size of the sums' terms
-        assert np.all(np.abs(got - want) <= 1e-5 * scale + 1e-30), (level, dtype, shape, M)
+        assert np.all(np.abs(got - want) <= 1e-5 * scale + 1e-30), (kernel_level, dtype, shape, M)
 
 
 @pytest.mark.parametrize("activations", ["fp32", "int8"])
 @pytest.mark.parametrize("dtype", [DType.FP32, DType.Q4_K, DType.Q5_0, DType.Q6_K],
                          ids=lambda d: d.label)
-def test_one_and_two_threads_agree_bit_for_bit(dtype: DType, activations: str) -> None:
+def test_one_and_two_threads_agree_bit_for_bit(kernel_level: str, dtype: DType,
+                                              activations: str) -> None:
     rng = np.random.default_rng(1)
     N, K = 200, 512
     data, values = packed(dtype, rng.standard_normal((N, K)).astype(np.float32))
@@ -222,9 +204,8 @@ def test_a_buffer_shorter_than_numel_or_activations_of_another_width_are_refused
         matmul(DType.Q8_0, data, 256, View.row_major(4, 64), 4, 64, x[:, :32])
 
 
-def test_an_unknown_or_unsupported_level_is_refused_by_name(monkeypatch) -> None:
+def test_an_unknown_level_is_refused_by_name(monkeypatch) -> None:
     monkeypatch.setenv("BUMPCONV_KERNELS", "avx9000")
-    assert kernel_name().startswith("none")
     data, _ = packed(DType.FP32, np.ones((2, 8), np.float32))
     with pytest.raises(KernelError, match="BUMPCONV_KERNELS=avx9000: unknown kernel level"):
         matmul(DType.FP32, data, 16, View.row_major(2, 8), 2, 8, np.ones((1, 8), np.float32))
@@ -242,15 +223,13 @@ def swiglu(g: np.ndarray, u: np.ndarray) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize("level", LEVELS)
-def test_swiglu_is_within_three_ulp_of_the_exact_value(level: str, monkeypatch) -> None:
+def test_swiglu_is_within_three_ulp_of_the_exact_value(kernel_level: str) -> None:
     """The vectorized exp behind SwiGLU (and the softmax): within 3 ulp of silu(g) * u computed
     in float64 (exp correctly rounded, then 1 + exp, the division and the product with u one
     rounding each; measured 2.74 at most) wherever the result is a normal float, 0 where
     fp32's exp(-g) overflows (libm's and torch's answer there), and libm's answer at the edges
     (+inf stays inf, -inf gives NaN as g / (1 + exp(inf)) does). The length is not a multiple of the vector width, so the scalar
     tail is covered too."""
-    level_available(level, monkeypatch)
     rng = np.random.default_rng(3)
     g = np.concatenate([np.linspace(-87, 100, 100_003), rng.standard_normal(50_001) * 4,
                         [-88.5, -88.72, -88.8, -100, -1e30]]).astype(np.float32)
@@ -306,13 +285,11 @@ def torch_order_geglu(g: np.ndarray, u: np.ndarray) -> np.ndarray:
     return half * x * (one + _rounded_tanh(inner)) * u.astype(np.float32)
 
 
-@pytest.mark.parametrize("level", LEVELS)
-def test_geglu_is_torchs_formula_with_a_correctly_rounded_tanh(level: str, monkeypatch) -> None:
+def test_geglu_is_torchs_formula_with_a_correctly_rounded_tanh(kernel_level: str) -> None:
     """GeGLU: torch's fp32 gelu(approximate="tanh") computed operation for operation, its tanh
     correctly rounded (in double): bit for bit the float32 emulation with float64's tanh
     rounded once, on values spanning the tanh's polynomial and exp branches, its saturation
     and fp32's cube overflow (a scalar tail included); NaN stays NaN."""
-    level_available(level, monkeypatch)
     rng = np.random.default_rng(5)
     g = np.concatenate([np.linspace(-12, 12, 200_003), rng.standard_normal(50_001) * 3,
                         rng.standard_normal(1001) * 1e-3, [1e-30, -1e-38, 0.0, 40.0, -40.0,
@@ -330,11 +307,9 @@ def test_geglu_is_torchs_formula_with_a_correctly_rounded_tanh(level: str, monke
     assert np.isnan(nan[0])
 
 
-@pytest.mark.parametrize("level", LEVELS)
-def test_softcap_is_division_tanh_product(level: str, monkeypatch) -> None:
+def test_softcap_is_division_tanh_product(kernel_level: str) -> None:
     """The final logit soft-cap: x / cap, tanh, * cap, each rounded to float32, the tanh
     correctly rounded; bit for bit the float32 emulation, over logits' range and beyond."""
-    level_available(level, monkeypatch)
     rng = np.random.default_rng(6)
     x = np.concatenate([rng.standard_normal(100_003) * 20, np.linspace(-200, 200, 4001),
                         [0.0, -0.0, 1e-30, np.inf, -np.inf]]).astype(np.float32)
@@ -347,14 +322,12 @@ def test_softcap_is_division_tanh_product(level: str, monkeypatch) -> None:
     assert got[-2] == 30.0 and got[-1] == -30.0
 
 
-@pytest.mark.parametrize("level", LEVELS)
-def test_softmax_exp_is_correctly_rounded_and_sums_what_it_stores(level: str, monkeypatch) -> None:
+def test_softmax_exp_is_correctly_rounded_and_sums_what_it_stores(kernel_level: str) -> None:
     """The softmax numerators exp(s - max) over the range they take (s - max <= 0, down into
     fp32's subnormals, and the positive side for completeness): each the float64 exp rounded to
     float32 (vexp computes in double: a float-precision exp's extra ulp failed parity on a real
     model; numpy's float32 exp is off by up to 2.4 ulp), +inf, 0 and NaN at the edges, and the
     returned sum is the sum of the stored values."""
-    level_available(level, monkeypatch)
     from bumpconv.native import native
     mod = native()
     ffi = mod.ffi
@@ -380,12 +353,10 @@ def test_softmax_exp_is_correctly_rounded_and_sums_what_it_stores(level: str, mo
     assert np.allclose(shifted, np.exp(np.array([0.0, -2.0, -5.0])), rtol=2e-7)
 
 
-@pytest.mark.parametrize("level", LEVELS)
-def test_fp32_products_with_ragged_shapes(level: str, monkeypatch) -> None:
+def test_fp32_products_with_ragged_shapes(kernel_level: str) -> None:
     """fp32 weights with K, N and M that are multiples of nothing (K = 53 in two column
     segments of 29 and 24 with a gap): the GEMM's transposed-panel tail, a part-empty panel and
     a part-empty activation panel, and the GEMV's scalar tail."""
-    level_available(level, monkeypatch)
     rng = np.random.default_rng(11)
     N, K, seg = 37, 53, 29
     view = View(ld=60, row_seg=N, row_seg_stride=N * 60, col_seg=seg, col_seg_stride=seg + 2)
@@ -398,20 +369,17 @@ def test_fp32_products_with_ragged_shapes(level: str, monkeypatch) -> None:
         got = matmul(DType.FP32, misaligned(buf), flat.size, view, N, K, x, threads=2)
         want = x.astype(np.float64) @ W.T
         scale = np.abs(x.astype(np.float64)) @ np.abs(W).T
-        assert np.all(np.abs(got - want) <= 1e-5 * scale), (level, M)
+        assert np.all(np.abs(got - want) <= 1e-5 * scale), (kernel_level, M)
 
 
-@pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("dtype", TYPES[1:], ids=lambda d: d.label)
-def test_int8_products_at_the_extremes_of_the_integer_sums(level: str, dtype: DType,
-                                                           monkeypatch) -> None:
+def test_int8_products_at_the_extremes_of_the_integer_sums(kernel_level: str, dtype: DType) -> None:
     """The int8 kernels keep partial sums in 16-bit lanes where they can (the GEMM adds up to 8
     column groups' products before widening them; the rows multiply q6_K's and the K-quants'
     scales into 16-bit pair sums): weights whose quantized values all sit at one end of their
     range (one small value per block, the rest large, or the reverse) against activations that
     all quantize to +127 or -127 make those sums as large as they can be, so a wrong bound
     wraps or saturates and fails at fp32 tolerance. Exact up to summation order, as above."""
-    level_available(level, monkeypatch)
     be = dtype.block.elements
     K = 1024 if be == 256 else 256
     rows = []
@@ -431,4 +399,4 @@ def test_int8_products_at_the_extremes_of_the_integer_sums(level: str, dtype: DT
             xr = int8_round_trip(x) if int8_products(dtype, M) else x.astype(np.float64)
             want = xr @ W.T
             scale = np.abs(xr) @ np.abs(W).T
-            assert np.all(np.abs(got - want) <= 1e-5 * scale + 1e-30), (level, dtype, M)
+            assert np.all(np.abs(got - want) <= 1e-5 * scale + 1e-30), (kernel_level, dtype, M)

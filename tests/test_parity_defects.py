@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pytest
 
 from bumpconv.format.errors import VerifyError
@@ -17,7 +18,9 @@ from bumpconv.blob.check import check_blob
 from bumpconv.blob.reader import open_blob
 from bumpconv.conversion.source import open_source
 from bumpconv.blob.verify import verify_against
-from parity_helpers import TINY_DEFECTS, Defect, build_defective, convert, wo_row_major
+from bumpconv.format.packing import unpack
+from parity_helpers import (TINY_DEFECTS, Defect, build_defective, bump_wq_element, convert,
+                            wo_row_major)
 
 #: What `verify --against` must report for each defect: the first packed tensor that differs.
 DAMAGED = {
@@ -71,3 +74,21 @@ def test_row_major_wo_is_refused_where_padding_makes_it_ambiguous(tiny: Callable
                                                                    tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no padding"):
         build_defective(tiny("llama-gqa-pad"), tmp_path / "x.bump", wo_row_major(0))
+
+
+def test_the_nudged_wq_element_is_the_only_change(tiny: Callable[..., Path],
+                                                  tmp_path: Path) -> None:
+    """bump_wq_element changes one element of one layer's q_proj by delta, nothing else."""
+    src = tiny("llama-untied")
+    out = build_defective(src, tmp_path / "wq.bump", bump_wq_element(1, row=5, col=7, delta=3e-3))
+    with open_blob(out) as bf, open_source(str(src)) as source:
+        assert check_blob(bf).ok
+        with pytest.raises(VerifyError, match="tensor 'layer.1.wq' differs"):
+            verify_against(bf, source)
+        name = "model.layers.1.self_attn.q_proj.weight"
+        original = source.read_all(name)
+        placed = next(t for t in bf.tensors if t.name == "layer.1.wq")
+        packed = dict(zip(placed.slot.sources, unpack(placed.slot, bf.array(placed.name))))[name]
+        changed = np.argwhere(packed != original)
+        assert changed.tolist() == [[5, 7]]
+        assert packed[5, 7] - original[5, 7] == pytest.approx(3e-3, rel=1e-4)

@@ -15,8 +15,9 @@ import pytest
 from bumpconv.format.errors import ParityError
 from bumpconv.comparison.check import compare_specs
 from bumpconv.format.stages import STAGES
-from bumpconv.comparison.metrics import (ContextSweep, Thresholds, compare_logits, difference,
-                                     layer_sweep, stage_diff)
+from bumpconv.comparison.metrics import (ContextSweep, Thresholds, compare_logits,
+                                         difference, first_divergent_layer, layer_sweep,
+                                         stage_diff, sweep_scales)
 from bumpconv.comparison.report import ParityReport
 from bumpconv.comparison.reference import PromptTokens
 from bumpconv.format.spec import ModelSpec, RopeSpec
@@ -29,12 +30,22 @@ def test_relative_error_is_max_abs_difference_over_max_abs_reference() -> None:
     ref = np.array([[1.0, -4.0], [2.0, 0.5]], np.float32)
     run = ref + np.array([[0.0, 0.0], [0.02, 0.0]], np.float32)
     d = difference(run, ref)
-    assert d.ref_max == 4.0
+    assert d.ref_max == 4.0 and d.scale == 4.0
     assert d.max_abs == pytest.approx(0.02, rel=1e-5)
     assert d.rel == pytest.approx(0.005, rel=1e-5)
     assert d.per_position.tolist() == pytest.approx([0.0, 0.02], abs=1e-7)
     assert d.first_position_over(1e-3) == 1
     assert d.first_position_over(1e-2) is None
+
+
+def test_a_scale_widens_or_floors_the_denominator() -> None:
+    ref = np.array([[1.0, -4.0], [2.0, 0.5]], np.float32)
+    run = ref + np.array([[0.0, 0.0], [0.02, 0.0]], np.float32)
+    assert difference(run, ref, widen=2.0).scale == 8.0
+    floored = difference(run, ref, floor=40.0)
+    assert floored.scale == 40.0 and floored.rel == pytest.approx(5e-4, rel=1e-5)
+    assert floored.first_position_over(1e-3) is None and floored.first_position_over(4e-4) == 1
+    assert difference(run, ref, floor=1.0).scale == 4.0  # never below max|ref|
 
 
 def test_masked_scores_compare_equal_only_when_both_sides_mask() -> None:
@@ -111,27 +122,37 @@ def _stages(shape_n: int = 4) -> dict[str, np.ndarray]:
             for key in (s.key for s in STAGES) if key not in ("q_norm", "k_norm")}
 
 
+def _stream(*magnitudes: float, n: int = 4, width: int = 6) -> np.ndarray:
+    """[len, n, width] hidden states whose entry i has largest magnitude ``magnitudes[i]``."""
+    h = np.full((len(magnitudes), n, width), 0.1, np.float32)
+    h[:, 0, 0] = magnitudes
+    return h
+
+
+HIDDEN = _stream(1.0, 1.0, 1.0, 1.0, 1.0)  # a stream that never shrinks: every widening is 1
+
+
 def test_stage_diff_names_the_first_stage_in_forward_order() -> None:
     ref = _stages()
     run = {k: v.copy() for k, v in ref.items()}
     run["gate"][2] += 1.0
     run["k"][1] += 1.0
-    d = stage_diff(3, run, ref, 1e-5)
+    d = stage_diff(3, run, ref, 1e-5, HIDDEN)
     assert [r.key for r in d.rows] == [s.key for s in STAGES if s.key in ref]
     assert d.first_bad is not None and (d.first_bad.stage, d.first_bad.first_position) == ("k", 1)
     run["k"] = ref["k"].copy()
     run["k_rope"][3] += 1e-3
-    assert stage_diff(3, run, ref, 1e-5).first_bad.stage == "rope"
+    assert stage_diff(3, run, ref, 1e-5, HIDDEN).first_bad.stage == "rope"
 
 
 def test_a_tap_the_runtime_lacks_fails_at_that_stage() -> None:
     ref = _stages()
     ref["q_norm"] = ref["q"].copy()
     run = {k: v.copy() for k, v in ref.items() if k != "q_norm"}
-    first = stage_diff(0, run, ref, 1e-5).first_bad
+    first = stage_diff(0, run, ref, 1e-5, HIDDEN).first_bad
     assert first is not None and first.stage == "q_norm" and "missing" in first.problem
     run["q_norm"] = ref["q_norm"][:, :3]
-    assert "shape" in stage_diff(0, run, ref, 1e-5).first_bad.problem
+    assert "shape" in stage_diff(0, run, ref, 1e-5, HIDDEN).first_bad.problem
 
 
 def test_layer_sweep_reports_the_first_layer_beyond_tolerance() -> None:
@@ -145,6 +166,80 @@ def test_layer_sweep_reports_the_first_layer_beyond_tolerance() -> None:
     assert sweep.rows[0].key == "embed" and sweep.rows[0].rel == 0.0
     with pytest.raises(ParityError, match="hidden states"):
         layer_sweep(run[:4], ref, 1e-5)
+
+
+def test_a_layer_is_measured_against_the_stream_entering_or_leaving_it() -> None:
+    """Decision (b): a layer that cancels most of a large value (1000 -> 10) is measured
+    against the 1000 it took in, not the 10 it left: an error fp32 rounding of 1000 leaves
+    (5e-3) passes at 1e-5 there; the same error after a layer that only ever held 10 fails."""
+    ref = _stream(1.0, 1000.0, 10.0, 10.0)
+    assert sweep_scales(ref) == [1.0, 1000.0, 1000.0, 10.0]
+    run = ref.copy()
+    run[2, 1, 3] += 5e-3  # layer 1's output: 1000 in, 10 out
+    sweep = layer_sweep(run, ref, 1e-5)
+    assert sweep.first_bad is None and sweep.rows[2].rel == pytest.approx(5e-6, rel=1e-3)
+    run[3, 2, 3] += 5e-3  # layer 2's output: 10 in, 10 out
+    sweep = layer_sweep(run, ref, 1e-5)
+    assert (sweep.first_bad.key, sweep.first_bad.first_position) == ("layer.2", 2)
+    assert sweep.rows[3].diff.scale == 10.0
+
+
+def _layer(ln: float, resid1: float, out: float, branch: float = 2.0) -> dict[str, np.ndarray]:
+    """One layer's stages: the attention and MLP branches of magnitude ``branch``, the stream
+    stages ``resid1`` and ``out`` of the given magnitudes."""
+    ref = {k: np.full_like(v, 0.5) for k, v in _stages().items()}
+    for key, value in ref.items():
+        value.reshape(-1)[0] = branch
+    ref["resid1"].reshape(-1)[0] = resid1
+    ref["out"].reshape(-1)[0] = out
+    return ref
+
+
+def test_stage_scales_follow_the_stream_into_each_branch() -> None:
+    """Layer 1 of a stream 1000 -> 10 (layer 0 cancelled it) -> resid1 20 -> out 10: the
+    attention branch reads a layer input of 10 accepted at 1000 (x100), the MLP branch a
+    resid1 of 20 accepted at 1000 (x50); resid1 and out are measured at 1000 themselves."""
+    hidden = _stream(1000.0, 10.0, 10.0)
+    ref = _layer(1.0, 20.0, 10.0)
+    d = stage_diff(1, {k: v.copy() for k, v in ref.items()}, ref, 1e-5, hidden)
+    scale = {r.key: r.diff.scale for r in d.rows}
+    assert scale["ln1"] == scale["q"] == scale["wo"] == pytest.approx(200.0)
+    assert scale["ln2"] == scale["down"] == pytest.approx(100.0)
+    assert scale["resid1"] == scale["out"] == 1000.0
+    # a stream that never shrank: every stage is held to its own magnitude
+    d = stage_diff(1, ref, ref, 1e-5, _stream(10.0, 10.0, 10.0))
+    assert {r.key: r.diff.scale for r in d.rows}["q"] == 2.0
+    assert {r.key: r.diff.scale for r in d.rows}["resid1"] == 20.0
+
+
+def test_a_small_branch_error_fails_where_the_layer_output_would_not_see_it() -> None:
+    """A stream of 1000 that does not shrink: q off by 1e-4 of its own size fails the stage
+    check at q, although the layer output (measured at 1000) would pass the same change."""
+    hidden = _stream(1000.0, 1000.0, 1000.0)
+    ref = _layer(1.0, 1000.0, 1000.0)
+    run = {k: v.copy() for k, v in ref.items()}
+    run["q"][2, 1] += 2e-4  # q's magnitude is 2
+    d = stage_diff(1, run, ref, 1e-5, hidden)
+    assert (d.first_bad.key, d.first_bad.first_position) == ("q", 2)
+    assert d.first_bad.rel == pytest.approx(1e-4, rel=1e-3)
+
+
+def test_the_first_divergent_layer_is_a_stage_before_a_later_output() -> None:
+    """A stage failing in layer 0 comes before a layer sweep failure at layer 1, and a layer
+    sweep failure at layer 0 with no stage beyond tolerance is still layer 0."""
+    ref = np.ones((3, 3, 4), np.float32)
+    run = ref.copy()
+    run[2] *= 2  # layer 1's output
+    sweep = layer_sweep(run, ref, 1e-5)
+    fine = _layer(1.0, 1.0, 1.0)
+    bad = {k: v.copy() for k, v in fine.items()}
+    bad["v"][0, 0] += 1.0
+    stages = [stage_diff(0, bad, fine, 1e-5, ref), stage_diff(1, fine, fine, 1e-5, ref)]
+    assert first_divergent_layer(sweep, stages) == 0
+    stages[0] = stage_diff(0, fine, fine, 1e-5, ref)
+    assert first_divergent_layer(sweep, stages) == 1
+    assert first_divergent_layer(sweep, []) == 1  # the layer sweep alone
+    assert first_divergent_layer(layer_sweep(ref, ref, 1e-5), stages) is None
 
 
 def _spec(**changes: object) -> ModelSpec:
@@ -206,3 +301,26 @@ def test_json_report_is_strict_json_even_with_infinite_errors() -> None:
     text = json.dumps(doc, allow_nan=False)
     assert json.loads(text)["layers"]["rows"][1]["rel"] == "inf"
     assert doc["passed"] is False and doc["divergence"]["layer"] == 0
+
+
+def test_the_report_names_a_stage_the_layer_sweep_missed() -> None:
+    """A stage beyond tolerance in layer 0, the layer sweep failing only at layer 1: the
+    divergence is layer 0 at that stage (forward order), and the JSON lists every layer."""
+    ref = np.ones((3, 3, 4), np.float32)
+    run = ref.copy()
+    run[2] *= 2  # layer 1's output
+    fine = _layer(1.0, 1.0, 1.0)
+    bad = {k: v.copy() for k, v in fine.items()}
+    bad["v"][3, 0] += 1.0
+    sweep = [stage_diff(0, bad, fine, TH.stage_rtol, ref),
+             stage_diff(1, fine, fine, TH.stage_rtol, ref)]
+    report = _report(run, ref)
+    report.stage_sweep = sweep
+    d = report.divergence
+    assert (d.position, d.layer, d.stage) == (3, 0, "v") and not report.passed
+    doc = report.to_json()
+    assert [s["first_bad"] for s in doc["stage_sweep"]] == ["v", None]
+    assert doc["thresholds"]["stage_rtol"] == 1e-4
+    clean = _report(ref, ref)
+    clean.stage_sweep = [stage_diff(0, fine, fine, TH.stage_rtol, ref)]
+    assert clean.passed and "their stages within 0.0001" in clean.verdict

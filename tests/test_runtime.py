@@ -19,6 +19,9 @@ from bumpconv.format.stages import tap_shapes
 from bumpconv.run.runtime import BumpModel
 from runtime_helpers import MODELS, V3_MODELS, convert, hf_taps, prompt_ids
 
+#: Every test here runs once per kernel level (conftest.py, kernel_level).
+pytestmark = pytest.mark.usefixtures("kernel_level")
+
 #: fp32 with a different summation order than torch: ~1e-5 is typical on these models.
 LOGIT_TOL = 1e-4
 #: Decode (GEMV) and prefill (blocked GEMM) sum in different orders: fp32 rounding only.

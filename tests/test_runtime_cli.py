@@ -12,6 +12,9 @@ from bumpconv.run.generate import StreamDecoder, greedy
 from bumpconv.run.runtime import BumpModel
 from runtime_helpers import convert
 
+#: Every test here runs once per kernel level (conftest.py, kernel_level).
+pytestmark = pytest.mark.usefixtures("kernel_level")
+
 VOCAB = 517  # the tiny models' vocabulary
 
 

@@ -15,11 +15,16 @@ import pytest
 
 from bumpconv.blob.reader import open_blob
 from bumpconv.cli import main as cli_main
+from bumpconv.comparison.dequantized import packed_fp32
 from bumpconv.format.dtypes import DType
-from bumpconv.format.errors import KernelError
+from bumpconv.format.packing import unpack
+from bumpconv.native.kernels import int8_products
 from bumpconv.native.quant import dequantize
 from bumpconv.format.stages import STAGES
 from bumpconv.run.runtime import BumpModel
+from kernel_levels import int8_round_trip
+
+pytestmark = pytest.mark.usefixtures("kernel_level")
 
 IDS = [3, 17, 5, 60, 2, 9, 41, 33, 8, 21, 14, 50]
 
@@ -89,11 +94,19 @@ def test_a_quantized_blob_runs_as_its_dequantized_fp32_twin(blobs, model: str,
 
 @pytest.mark.parametrize("quant", ["q8_0", "q4_k_m"])
 def test_int8_activations_close_to_fp32_ones(blobs, quant: str) -> None:
-    """Decode (GEMV) and prefill (the int8 GEMM, where the level has one): not exact (the
-    activations are rounded to 8 bits, and this random model grows that rounding over its
-    layers: measured 2-5 % of the largest logit), but a wrong scale or unpacking would be off by
-    the logits' own size. The kernels' exactness is test_kernels.py's job."""
+    """Decode (the GEMV, int8 for every quantized type) and prefill: not exact (the activations
+    are rounded to 8 bits, and this random model grows that rounding over its layers: measured
+    2-5 % of the largest logit), but a wrong scale or unpacking would be off by the logits' own
+    size. The kernels' exactness is test_kernels.py's job.
+
+    Prefill's layers take the int8 GEMM only where the level has one (``int8_products`` at
+    M = 12): where no layer weight has, its hidden states are the fp32 ones bit for bit (the
+    GEMM falls back to fp32, the same code on the same inputs), and the logits still differ,
+    through the output head's GEMV over the last position (M = 1, int8)."""
     qblob, _ = blobs("llama-quant", quant)
+    with open_blob(qblob) as bf:
+        layer_dtypes = {t.dtype for t in bf.tensors if t.slot.content == "weights"
+                        and t.name.startswith("layer.") and t.dtype != DType.FP32}
     with BumpModel.open(qblob, threads=2) as f, \
             BumpModel.open(qblob, threads=2, activations="int8") as i8:
         for t in IDS[:6]:
@@ -103,6 +116,8 @@ def test_int8_activations_close_to_fp32_ones(blobs, quant: str) -> None:
         f.reset()
         a, b = i8.prefill(IDS), f.prefill(IDS)
         assert 0 < np.abs(a - b).max() <= 0.1 * np.abs(b).max()
+        same = np.array_equal(i8.hidden_states(IDS), f.hidden_states(IDS))
+    assert same == (not any(int8_products(d, len(IDS)) for d in layer_dtypes))
 
 
 def test_an_unknown_activation_type_is_refused(blobs) -> None:
@@ -111,35 +126,78 @@ def test_an_unknown_activation_type_is_refused(blobs) -> None:
         BumpModel.open(qblob, activations="int4")
 
 
-def test_an_unusable_kernel_level_fails_open_by_name(blobs, monkeypatch, cli) -> None:
-    qblob, _ = blobs("llama-quant", "q8_0")
-    monkeypatch.setenv("BUMPCONV_KERNELS", "avx9000")
-    with pytest.raises(KernelError, match="BUMPCONV_KERNELS=avx9000: unknown kernel level"):
-        BumpModel.open(qblob)
-    r = cli("run", qblob, "--prompt", "hi", "-n", "1")
-    assert r.code != 0 and "BUMPCONV_KERNELS=avx9000" in r.err, r.err
+#: The products of a decoder layer: stage -> the stage it multiplies (its input tap). The weight
+#: is the HF module STAGES names for the stage.
+PRODUCTS = {"q": "ln1", "k": "ln1", "v": "ln1", "wo": "attn", "gate": "ln2", "up": "ln2",
+            "down": "swiglu"}
+#: The products the runtime runs in one kernel call (native/bump.c): a call of M > 1 rows takes
+#: the int8 GEMM only when every one of its weights has one (kernels_int8.h, qgemm_applies);
+#: ``int8_products`` answers per weight type, so the test combines its answers over the call.
+CALLS = (("q", "k", "v"), ("wo",), ("gate", "up"), ("down",))
 
 
-def test_the_model_reports_the_level_it_runs(blobs, monkeypatch) -> None:
-    qblob, _ = blobs("llama-quant", "q8_0")
-    monkeypatch.setenv("BUMPCONV_KERNELS", "portable")
-    with BumpModel.open(qblob) as m:
-        assert m.kernels.startswith("portable")
+def hf_weights(blob: Path) -> dict[str, tuple[np.ndarray, DType]]:
+    """Every HF weight the blob holds, dequantized and unpacked to HF's shape, with the dtype
+    the runtime multiplies it in."""
+    out: dict[str, tuple[np.ndarray, DType]] = {}
+    with open_blob(blob) as bf:
+        for t in bf.tensors:
+            if t.slot.content == "weights" and not t.slot.zeros:
+                for name, value in zip(t.slot.sources, unpack(t.slot, packed_fp32(bf, t))):
+                    out[name] = (np.array(value, dtype=np.float64), t.dtype)
+    return out
 
 
 @pytest.mark.parametrize("quant", ["q8_0", "q4_k_m"])
-def test_int8_prefill_first_row_equals_int8_decode_stage_by_stage(blobs, quant: str) -> None:
-    """The first position of a prefill (GEMM: Q/K/V in one call, wo, the stacked gate/up, down)
-    against the same token decoded alone (GEMV), every stage of a layer, both on int8
-    activations: the same quantized inputs, so they agree up to fp32 summation order (the int8
-    rounding amplifies differences only across layers)."""
+def test_int8_prefill_and_decode_run_the_path_the_runtime_names(blobs, quant: str,
+                                                                kernel_level: str) -> None:
+    """Prefill (M = 12 rows: the GEMM, with Q/K/V in one call, the stacked gate/up, the per-head
+    wo) and the first token decoded alone (M = 1: the GEMV), both opened on int8 activations,
+    every product of every layer. Which activations a product runs on is the runtime's answer
+    (``int8_products(dtype, M)``): the GEMV runs int8 for every quantized type; the GEMM only
+    where the level has an int8 GEMM for the type, else fp32 (AVX2 and portable today) - for
+    every weight of the call (Q/K/V share one: a q6_K V keeps Q and K on fp32 too).
+
+    1. Each side, each product: the stage equals the product of that side's own input tap with
+       the blob's dequantized weight - the input's int8 round trip where the runtime says int8,
+       the input itself where it says fp32 - up to fp32 summation order (1e-5 of the sum of
+       |terms|, the kernel tests' bound). A product on the other path is off by the 8-bit
+       rounding, ~1/254 of the terms: 400x the bound, so the path is proven, not assumed.
+    2. Across sides, every stage in forward order while every product so far ran the same path
+       on both (the int8 GEMM and the int8 GEMV: the same quantized inputs): the first prefill
+       row equals the decoded token up to fp32 summation order (1e-5 of max|stage|). After the
+       first product where prefill runs fp32 and decode int8, the rows differ by that rounding,
+       grown by every later layer; 1. is then the exact statement.
+    """
     qblob, _ = blobs("llama-quant", quant)
+    weights = hf_weights(qblob)
     with BumpModel.open(qblob, threads=2, activations="int8") as m:
-        many = m.taps(IDS, 0)
-        m.reset()
-        one = m.taps(IDS[:1], 0)
-    checked = [s.key for s in STAGES if s.key in many and s.position_axis == 0]
-    assert len(checked) >= 12
-    for stage in checked:
-        got, want = many[stage][0], one[stage][0]
-        assert np.abs(got - want).max() <= 1e-5 * max(np.abs(want).max(), 1e-30), stage
+        assert m.kernels.split()[0] == kernel_level
+        layers = m.spec.num_layers
+        many = [m.taps(IDS, layer) for layer in range(layers)]
+        one = [m.taps(IDS[:1], layer) for layer in range(layers)]
+    hf_module = {s.key: s.hf for s in STAGES}
+    same_path = True
+    compared = 0
+    for layer in range(layers):
+        for stage in (s.key for s in STAGES if s.key in many[layer] and s.position_axis == 0):
+            if stage in PRODUCTS:
+                w, dtype = weights[f"model.layers.{layer}.{hf_module[stage]}.weight"]
+                call = next(c for c in CALLS if stage in c)
+                dtypes = [weights[f"model.layers.{layer}.{hf_module[s]}.weight"][1] for s in call]
+                int8 = {}
+                for side, taps in (("prefill", many[layer]), ("decode", one[layer])):
+                    x = taps[PRODUCTS[stage]].reshape(len(taps[stage]), -1)
+                    int8[side] = int8_products(dtype, len(x)) and (
+                        len(x) == 1 or all(int8_products(d, len(x)) for d in dtypes))
+                    xr = int8_round_trip(x) if int8[side] else x.astype(np.float64)
+                    got = taps[stage].reshape(len(x), -1)
+                    bound = 1e-5 * (np.abs(xr) @ np.abs(w).T) + 1e-30
+                    assert np.all(np.abs(got - xr @ w.T) <= bound), (layer, stage, side, int8)
+                assert int8["decode"], f"{dtype.label}: the GEMV has no int8 path"
+                same_path = same_path and int8["prefill"]
+            if same_path:
+                got, want = many[layer][stage][0], one[layer][stage][0]
+                assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max(), (layer, stage)
+                compared += 1
+    assert compared >= 1

@@ -92,7 +92,7 @@ def verify(blob: str | Path, src: str | Path) -> VerifyResult:
 
 def parity(src: str | Path, blob: str | Path, **options: Any) -> ParityReport:
     """Compare ``blob``, run by the C runtime, with transformers' own model of ``src``: logits
-    at every position, every layer, and the stages of the first layer that differs. Options are
+    at every position, every layer, and every stage of every layer. Options are
     those of :class:`bumpconv.comparison.check.ParityOptions` (``layer``, ``prompts``, ...).
     Needs the ``[reference]`` extra (torch, transformers)."""
     check_source_first(src, blob, "parity")

@@ -25,15 +25,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "parity", help="compare a blob with its HF checkpoint: logits, layers, stages",
         description="Run the blob in the C runtime and the source in transformers (fp32, eager "
                     "attention) on fixed prompts; compare token ids, logits at every position, "
-                    "the hidden state after every layer, and the stages of one layer.")
+                    "the hidden state after every layer, and every stage of every layer up to "
+                    "the first that differs.")
     p.add_argument("src", help="model directory, cached repo id or .gguf file the blob was "
                                 "made from")
     p.add_argument("blob", type=Path, help=".bump file")
     p.add_argument("--layer", type=int, metavar="N",
-                   help="diff every stage of layer N (default: the first layer that fails)")
+                   help="print every stage of layer N in full (every layer's stages are "
+                        "checked; the first layer that fails is printed in full anyway)")
     p.add_argument("--tol", type=positive_float, default=Thresholds.rtol, metavar="RTOL",
-                   help="relative error tolerance of hidden states and stages "
-                        f"(max|run-ref|/max|ref|; default {Thresholds.rtol:g})")
+                   help="relative error tolerance of the hidden state after every layer "
+                        f"(max|run-ref| / scale, docs/parity.md; default {Thresholds.rtol:g})")
+    p.add_argument("--stage-tol", type=positive_float, default=Thresholds.stage_rtol,
+                   metavar="RTOL", help="relative error tolerance of every stage "
+                                        f"(default {Thresholds.stage_rtol:g})")
     p.add_argument("--force", action="store_true", help="replace an existing --dump file")
     p.add_argument("--dump", type=Path, metavar="FILE.npz",
                    help="save both sides' stage tensors of the --layer to an .npz")
@@ -62,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         raise ParityError(f"{args.dump}: already exists (use --force to overwrite)")
     options = ParityOptions(
         prompts=tuple(args.prompt) if args.prompt else None, layer=args.layer,
-        context_sweep=args.context_sweep, thresholds=Thresholds(rtol=args.tol),
+        context_sweep=args.context_sweep,
+        thresholds=Thresholds(rtol=args.tol, stage_rtol=args.stage_tol),
         threads=capped_threads(args.threads), rope_pairing=args.rope_pairing)
     report = run_parity(args.src, args.blob, options)
     if args.dump is not None:

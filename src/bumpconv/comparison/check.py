@@ -6,18 +6,16 @@ The checks run from coarse to fine, so a failure is located without guessing:
    must equal transformers' (a tokenizer mismatch masquerades as a weight bug otherwise);
 2. logits of the full model at every position of every prompt (max abs difference, NMSE, KL,
    top-1 agreement) - the only check that decides "same model" on its own;
-3. a layer sweep: the hidden state after every layer against HF, naming the first layer beyond
-   tolerance;
-4. a stage diff of one layer (``--layer N``, or automatically the first failing layer): every
-   runtime tap against the HF value, naming the first stage that jumps; when every layer
-   matches but the logits do not, the final norm and the logits themselves are diffed instead;
+3. a layer sweep: the hidden state after every layer against HF;
+4. a stage sweep: every runtime tap of every layer against HF's. The first failure in forward
+   order over 3 and 4 (a stage inside a layer before the layer's output) names the layer and
+   stage; when every layer and stage matches but the logits do not, the final norm and the
+   logits themselves are diffed instead;
 5. optionally a context sweep (context 1..N through both the prefill and the decode path).
 
-Relative error, used for hidden states and stages, is ``max|run - ref| / max|ref|`` over the
-whole tensor (fp64 arithmetic; ``ref`` is HF). Entries that are ``-inf`` on both sides (masked
-attention scores) are equal; a ``-inf`` on one side only is an infinite error. The position of
-a failure is the first position ``p`` whose own ``max|run[p] - ref[p]| / max|ref|`` exceeds the
-tolerance. Thresholds and their reasons are in :class:`Thresholds` and docs/parity.md.
+What "relative error" means for a hidden state and for each stage, and why, is
+:mod:`.metrics`' docstring; thresholds and their reasons are in :class:`.metrics.Thresholds`
+and docs/parity.md.
 """
 
 from __future__ import annotations
@@ -35,11 +33,12 @@ from ..files.atomic import atomic_output
 from ..format.dtypes import DType
 from ..format.errors import ParityError
 from ..format.spec import ModelSpec
+from ..format.stages import tap_shapes
 from ..run.carried import blob_tokenizer
 from ..run.runtime import BumpModel
 from .dequantized import load_blob_weights
-from .metrics import (ContextSweep, LogitsCheck, Thresholds, compare_logits, layer_sweep,
-                      output_diff, stage_diff)
+from .metrics import (ContextSweep, LayerSweep, LogitsCheck, StageDiff, Thresholds,
+                      compare_logits, first_divergent_layer, layer_sweep, output_diff, stage_diff)
 from ..conversion.plan import KEEP
 from .reference import PromptTokens, Reference, source_root, source_spec, tokenize_prompts
 from .report import ParityReport
@@ -95,34 +94,67 @@ def _setting(value: Any) -> str:
     return str(value)
 
 
+#: The HF taps one reference pass may hold (the stage sweep records as many layers per pass as
+#: fit): attention maps grow with the square of the prompt, so a long --prompt takes one pass per
+#: layer or few, while the default prompts take one pass for all of SmolLM2's 30 layers (~130 MB).
+STAGE_PASS_BYTES = 256 << 20
+
+
+def stage_sweep(reference: Reference, model: BumpModel, ids: list[int], hidden: np.ndarray,
+                sweep: LayerSweep, rtol: float, keep: int | None = None) -> list[StageDiff]:
+    """Every stage of every layer on ``ids`` against HF (``hidden``: HF's residual stream on
+    them), in forward order up to the first layer that differs (a stage beyond tolerance, or
+    its output in ``sweep``): what comes after a divergence is not separately meaningful, and
+    each layer costs a runtime pass. Layer ``keep`` (``--layer``) is diffed in any case and is
+    the only one whose tensors are kept (for ``--dump``). HF records the taps of as many layers
+    per forward pass as fit in :data:`STAGE_PASS_BYTES`; the runtime taps one layer per pass."""
+    spec = reference.spec
+    per_layer = 4 * sum(np.prod(shape) for shape in
+                        tap_shapes(spec.dims(), spec.flags(), len(ids)).values())
+    chunk = max(1, int(STAGE_PASS_BYTES // max(per_layer, 1)))
+    diffs: list[StageDiff] = []
+    pending = list(range(spec.num_layers))
+    first: int | None = None
+    while pending:
+        layers, pending = pending[:chunk], pending[chunk:]
+        ref = reference.run(ids, layers)
+        for layer in layers:
+            if first is not None and layer != keep:
+                continue
+            diff = stage_diff(layer, model.taps(ids, layer), ref.stages.pop(layer), rtol, hidden)
+            diffs.append(diff if layer == keep else StageDiff(diff.layer, diff.rows, {}, {}))
+            if first is None and (diff.first_bad is not None or not sweep.rows[layer + 1].ok):
+                first = layer
+        if first is not None:
+            pending = [layer for layer in pending if layer == keep]
+    return diffs
+
+
 def check_parity(reference: Reference, model: BumpModel, prompts: list[PromptTokens],
                  options: ParityOptions, src: str, blob: str, notes: list[str]) -> ParityReport:
     """Run every check of the module docstring with an opened reference and runtime."""
     th = options.thresholds
     sweep_index = max(range(len(prompts)), key=lambda i: len(prompts[i].ids))
     ids = list(prompts[sweep_index].ids)
-    requested = [] if options.layer is None else [options.layer]
     logits: list[LogitsCheck] = []
     for i, prompt in enumerate(prompts):
-        ref = reference.run(prompt.ids, requested if i == sweep_index else ())
+        ref = reference.run(prompt.ids)
         model.reset()
         run = np.asarray(model.forward(list(prompt.ids), start_pos=0, all_logits=True))
         logits.append(compare_logits(prompt, run, ref.logits, th))
         if i == sweep_index:
             sweep_ref = ref
     sweep = layer_sweep(np.asarray(model.hidden_states(ids)), sweep_ref.hidden_states, th.rtol)
-    stages = []
-    if options.layer is not None:
-        stages.append(stage_diff(options.layer, model.taps(ids, options.layer),
-                                 sweep_ref.stages[options.layer], th.rtol))
-    bad = sweep.first_bad
-    if bad is not None and bad.key != "embed":  # drill into the first failing layer
-        layer = sweep.rows.index(bad) - 1
-        if layer != options.layer:
-            stages.append(stage_diff(layer, model.taps(ids, layer),
-                                     reference.run(ids, [layer]).stages[layer], th.rtol))
-    elif bad is None and not all(c.passed for c in logits):  # every layer matches
-        stages.append(output_diff(model.taps(ids, len(sweep.rows) - 2), sweep_ref, th.rtol))
+    every = stage_sweep(reference, model, ids, sweep_ref.hidden_states, sweep, th.stage_rtol,
+                        options.layer)
+    by_layer = {d.layer: d for d in every}
+    shown = [by_layer[options.layer]] if options.layer is not None else []
+    first = first_divergent_layer(sweep, every)
+    if first is not None and first != options.layer:
+        shown.append(by_layer[first])  # the first layer that differs: its whole table
+    if first is None and not all(c.passed for c in logits):  # every layer and stage matches
+        shown.append(output_diff(model.taps(ids, len(sweep.rows) - 2), sweep_ref,
+                                 th.stage_rtol))
     context = None
     if options.context_sweep is not None:
         context = context_sweep(model, prompts[sweep_index], sweep_ref.logits,
@@ -130,7 +162,8 @@ def check_parity(reference: Reference, model: BumpModel, prompts: list[PromptTok
     if any(p.synthetic for p in prompts):
         notes = [*notes, f"the source has no tokenizer: prompts are fixed synthetic ids "
                          f"(lengths {', '.join(str(len(p.ids)) for p in prompts)})"]
-    return ParityReport(src, blob, th, notes, prompts, logits, sweep_index, sweep, stages, context)
+    return ParityReport(src, blob, th, notes, prompts, logits, sweep_index, sweep, shown, context,
+                        every)
 
 
 def blob_spec(blob: Path, root: Path) -> tuple[ModelSpec, Path | None]:

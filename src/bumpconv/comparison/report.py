@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .metrics import ContextSweep, LayerSweep, LogitsCheck, Row, StageDiff, Thresholds
+from .metrics import (ContextSweep, LayerSweep, LogitsCheck, Row, StageDiff, Thresholds,
+                      first_divergent_layer)
 from .reference import PromptTokens
 
 
@@ -34,8 +35,9 @@ class ParityReport:
     logits: list[LogitsCheck]
     sweep_prompt: int
     sweep: LayerSweep
-    stages: list[StageDiff]
+    stages: list[StageDiff]  # the tables shown in full: --layer, the first layer that differs
     context: ContextSweep | None
+    stage_sweep: list[StageDiff] = field(default_factory=list)  # every layer's rows
 
     def stages_of(self, layer: int | None) -> StageDiff | None:
         """The stage diff of ``layer`` (None: the output head), if one was run."""
@@ -47,8 +49,9 @@ class ParityReport:
 
     @property
     def divergence(self) -> Divergence | None:
-        """The first failing check in forward order: tokens, layers (with the stage diff of the
-        failing layer), output head, logits, a requested layer's stages, then the context sweep."""
+        """The first failing check in forward order: tokens, the embeddings, the first layer
+        with a stage or output beyond tolerance (its first such stage, else its output), the
+        output head, the logits, a requested layer's stages, then the context sweep."""
         for i, p in enumerate(self.prompts):
             if p.first_mismatch is not None:
                 return Divergence(p.first_mismatch, None, "tokens",
@@ -56,8 +59,11 @@ class ParityReport:
                                   f"AutoTokenizer give different ids from position "
                                   f"{p.first_mismatch}")
         bad_layer = self.sweep.first_bad
-        if bad_layer is not None:
-            return self._layer_divergence(bad_layer)
+        if bad_layer is not None and bad_layer.key == "embed":
+            return Divergence(bad_layer.first_position, None, "embed", _row_detail(bad_layer))
+        layer = self.first_layer
+        if layer is not None:
+            return self._layer_divergence(layer)
         bad_logits = next((c for c in self.logits if not c.passed), None)
         if bad_logits is not None:
             head = self.stages_of(None)
@@ -77,13 +83,17 @@ class ParityReport:
                               f"context {c}: prefill or decode logits differ from HF's")
         return None
 
-    def _layer_divergence(self, row: Row) -> Divergence:
-        if row.key == "embed":
-            return Divergence(row.first_position, None, "embed", _row_detail(row))
-        layer = self.sweep.rows.index(row) - 1
-        diff = self.stages_of(layer)
+    @property
+    def first_layer(self) -> int | None:
+        """The first layer with a stage or an output beyond tolerance (forward order)."""
+        return first_divergent_layer(self.sweep, self.stage_sweep)
+
+    def _layer_divergence(self, layer: int) -> Divergence:
+        diff = self.stages_of(layer) or next(
+            (d for d in self.stage_sweep if d.layer == layer), None)
         stage = diff.first_bad if diff is not None else None
         if stage is None:
+            row = self.sweep.rows[layer + 1]
             return Divergence(row.first_position, layer, "out", _row_detail(row))
         return Divergence(stage.first_position, layer, stage.stage, _row_detail(stage))
 
@@ -95,7 +105,9 @@ class ParityReport:
             positions = sum(len(c.max_abs) for c in self.logits)
             return (f"PASS: logits match at all {positions} positions of {len(self.logits)} "
                     f"prompt(s) (max |diff| {worst:.2e}); all {len(self.sweep.rows) - 1} layers "
-                    f"within rtol {self.thresholds.rtol:g}")
+                    + f"within rtol {self.thresholds.rtol:g}"
+                    + (f", their stages within {self.thresholds.stage_rtol:g}"
+                       if self.stage_sweep else ""))
         where = [f"position {d.position}" if d.position is not None else None,
                  f"layer {d.layer}" if d.layer is not None else None, f"stage {d.stage}"]
         return f"FAIL at {', '.join(w for w in where if w)}: {d.detail}"
@@ -117,6 +129,10 @@ class ParityReport:
             "stages": [{"layer": diff.layer, "rows": [_row_json(r) for r in diff.rows],
                         "first_bad": diff.first_bad.stage if diff.first_bad else None}
                        for diff in self.stages],
+            "stage_sweep": [{"layer": diff.layer, "worst": worst.key, "worst_rel": worst.rel,
+                             "first_bad": diff.first_bad.key if diff.first_bad else None}
+                            for diff in self.stage_sweep
+                            for worst in [max(diff.rows, key=lambda r: r.rel)]],
             "context": None if self.context is None else {
                 "first_top1_change": self.context.first_top1_change,
                 "first_failure": self.context.first_failure,
@@ -140,6 +156,7 @@ def _row_json(r: Row) -> dict[str, Any]:
     return {"stage": r.stage, "key": r.key, "shape": list(r.shape), "rel": r.rel,
             "max_abs": None if r.diff is None else r.diff.max_abs,
             "ref_max": None if r.diff is None else r.diff.ref_max,
+            "scale": None if r.diff is None else r.diff.scale,
             "first_position": r.first_position, "ok": r.ok, "problem": r.problem}
 
 
@@ -187,11 +204,22 @@ def format_report(r: ParityReport, dumped: Path | None = None) -> str:
         out.append(f"  {i:>6} {len(c.max_abs):>6} {c.max_abs.max():>10.2e} {c.nmse.max():>10.2e} "
                    f"{c.kl.max():>10.2e} {f'{c.top1_identical}/{len(c.max_abs)}':>9} {first:>9}")
     out.append(f"\nhidden state after every layer, prompt {r.sweep_prompt} (relative error "
-               f"max|run-ref|/max|ref|, rtol {t.rtol:g})")
+               f"max|run-ref|/scale, scale max|stream in, out|; rtol {t.rtol:g})")
     out += _rows(r.sweep.rows, r.sweep.first_bad)
+    if r.stage_sweep:
+        first = r.first_layer
+        upto = "" if first is None else ", up to the first layer that differs"
+        out.append(f"\nstages of every layer{upto}, prompt {r.sweep_prompt} (the worst stage of "
+                   f"each; rtol {t.stage_rtol:g})")
+        out.append(f"  {'':<12} {'worst':<12} {'rel':>10} {'first bad':>12}")
+        for diff in r.stage_sweep:
+            worst = max(diff.rows, key=lambda row: row.rel)
+            bad = diff.first_bad.key if diff.first_bad is not None else "-"
+            out.append(f"  {f'layer.{diff.layer}':<12} {worst.key:<12} {worst.rel:>10.2e} "
+                       f"{bad:>12}" + ("  <- first" if diff.layer == first else ""))
     for diff in r.stages:
         what = "the output head" if diff.layer is None else f"layer {diff.layer}"
-        out.append(f"\nstages of {what}, prompt {r.sweep_prompt} (rtol {t.rtol:g})")
+        out.append(f"\nstages of {what}, prompt {r.sweep_prompt} (rtol {t.stage_rtol:g})")
         out += _rows(diff.rows, diff.first_bad)
         if diff.first_bad is not None:
             out.append(f"  first stage beyond tolerance: {diff.first_bad.stage}")
@@ -211,8 +239,8 @@ def format_report(r: ParityReport, dumped: Path | None = None) -> str:
 
 
 def _rows(rows: list[Row], first_bad: Row | None) -> list[str]:
-    out = [f"  {'':<12} {'shape':<16} {'max|diff|':>10} {'max|ref|':>10} {'rel':>10} "
-           f"{'first pos':>9}"]
+    out = [f"  {'':<12} {'shape':<16} {'max|diff|':>10} {'max|ref|':>10} {'scale':>10} "
+           f"{'rel':>10} {'first pos':>9}"]
     for row in rows:
         if row.diff is None:
             out.append(f"  {row.key:<12} {str(list(row.shape)):<16} {row.problem}"
@@ -220,6 +248,7 @@ def _rows(rows: list[Row], first_bad: Row | None) -> list[str]:
             continue
         pos = row.first_position
         out.append(f"  {row.key:<12} {str(list(row.shape)):<16} {row.diff.max_abs:>10.2e} "
-                   f"{row.diff.ref_max:>10.2e} {row.rel:>10.2e} {'-' if pos is None else pos:>9}"
+                   f"{row.diff.ref_max:>10.2e} {row.diff.scale:>10.2e} {row.rel:>10.2e} "
+                   f"{'-' if pos is None else pos:>9}"
                    + ("  <- first" if row is first_bad else ""))
     return out
