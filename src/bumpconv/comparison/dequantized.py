@@ -6,8 +6,8 @@ measures the kernels alone, which must stay at fp32 noise when activations are f
 
 It is built by loading SRC with :meth:`Reference.load` (fp32, eager) and replacing every
 parameter with the blob's value: each packed tensor is dequantized to fp32 when its dtype is not
-fp32 (a packed row-quantized tensor is ``prod(shape[:-1])`` rows of ``shape[-1]`` values, the
-rows its blocks run along), then inverted by the layout's packing rule
+fp32 (a packed row-quantized tensor is rows of :func:`~bumpconv.format.packing.quant_row` values,
+the rows its blocks run along), then inverted by the layout's packing rule
 (:func:`bumpconv.format.packing.unpack`) back to its HF tensors, which are copied into the
 parameters of the same name. Every HF parameter must be replaced exactly once: a parameter the
 blob does not hold would silently keep SRC's value, and a blob tensor HF has no parameter for
@@ -17,7 +17,6 @@ and one tensor in the blob.) For an fp32 blob of SRC the result equals SRC's mod
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from ..blob.reader import BumpFile, open_blob
 from ..format.dtypes import DType
 from ..format.errors import ParityError
 from ..format.profile import PlacedTensor
-from ..format.packing import unpack
+from ..format.packing import quant_row, unpack
 from ..native.quant import dequantize
 from .reference import Reference, source_root
 
@@ -48,7 +47,8 @@ def packed_fp32(bf: BumpFile, t: PlacedTensor) -> np.ndarray:
     if t.dtype == DType.FP32:
         return bf.array(t.name)
     raw = bf.tensor_bytes(t.name)
-    rows, cols = math.prod(t.slot.shape[:-1]), t.slot.shape[-1]
+    cols = quant_row(t.slot)
+    rows = t.slot.numel // cols
     values = np.asarray(dequantize(raw, t.dtype, rows, cols), dtype=np.float32)
     return values.reshape(t.slot.shape)
 

@@ -26,11 +26,13 @@ from typing import Any
 
 from ..files.atomic import atomic_output, write_all
 from ..files.inputs import same_file
+from ..format.engine_policy import load_engine_policy
 from ..format.engine_tokenizer import engine_template, engine_tokenizer_warnings
 from ..format.errors import OutputError
 from ..format.metadata import engine_config
 from ..format.sidecars import (ENGINE_CONFIG, MANIFEST_FORMAT, MANIFEST_JSON, MANIFEST_MAP,
                                MAP_HEADER, SIDECARS)
+from ..format.profile import PlacedTensor
 from ..format.spec import ModelSpec
 from .plan import Plan
 from .source import Source
@@ -39,8 +41,6 @@ from .source import Source
 #: The engine config keys of its manifest (its converter writes exactly these).
 _CONFIG_KEYS = ("model", "num_layers", "embed_dim", "num_heads", "num_kv_heads", "head_dim",
                 "intermediate_size", "context_length", "rope_theta", "vocab_size", "rms_eps")
-#: The weight names of quant_summary, per layer.
-_SUMMARY_WEIGHTS = ("wq", "wk", "wv", "wo", "w1", "w2")
 
 
 def engine_refusal(spec: ModelSpec) -> str | None:
@@ -63,7 +63,7 @@ def engine_sidecars(plan: Plan, blob_name: str, tokenizer_type: str = "bpe") -> 
         "weights_path": blob_name,
         "config": config,
         "template": {"name": engine_template(spec.architecture)},
-        "quant_summary": _quant_summary(plan),
+        "quant_summary": quant_summary(plan.tensors),
         "entries": [{"name": t.name, "dtype": t.dtype.label, "file_offset": t.offset,
                      "size": t.nbytes} for t in plan.tensors],
     }
@@ -95,10 +95,20 @@ def build_config(spec: ModelSpec) -> dict[str, Any]:
     return out
 
 
-def _quant_summary(plan: Plan) -> dict[str, dict[str, str]]:
-    summary: dict[str, dict[str, str]] = {}
-    for t in plan.tensors:
-        if t.slot.layer is not None and t.slot.role in _SUMMARY_WEIGHTS:
+def quant_summary(tensors: Sequence[PlacedTensor]) -> dict[str, Any]:
+    """The dtypes the engine's build step picks kernels by (without this it silently takes fp32
+    kernels): ``token_emb``, ``lm_head`` (the embedding's when tied) and each layer's matrices,
+    the keys named by engine.policy.json."""
+    policy = load_engine_policy()
+    keys = policy.quant_summary
+    by_role = {t.slot.role: t.dtype.label for t in tensors if t.slot.layer is None}
+    summary: dict[str, Any] = {}
+    for role in keys.header:  # a tied head is the embedding
+        label = by_role.get(role, by_role.get(policy.embedding.role))
+        if label is not None:
+            summary[role] = label
+    for t in tensors:
+        if t.slot.layer is not None and t.slot.role in keys.layer:
             summary.setdefault(f"layer.{t.slot.layer}", {})[t.slot.role] = t.dtype.label
     return summary
 
