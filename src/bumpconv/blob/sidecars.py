@@ -13,20 +13,36 @@ from ..files.inputs import read_regular
 from ..files.jsonfile import load_json
 from ..format.errors import BlobError
 from ..format.metadata import engine_config
-from ..format.sidecars import ENGINE_CONFIG, MANIFEST_JSON, MANIFEST_MAP, MAP_HEADER
+from ..format.sidecars import (BLOB_NAME, ENGINE_CONFIG, MANIFEST_JSON, MANIFEST_MAP, MAP_HEADER,
+                               SIDECARS)
 from .reader import BumpFile
 
 
+def described_blob(manifest: dict[str, Any]) -> str:
+    """The file name of the blob a manifest describes: its ``weights_path`` (the engine's own
+    converters write an absolute one, or none: then the drivers' fixed name)."""
+    named = manifest.get("weights_path")
+    return Path(named).name if isinstance(named, str) and named else BLOB_NAME
+
+
 def sidecar_problems(bf: BumpFile) -> tuple[list[str], list[str]] | None:
-    """``(files found, problems)`` for a manifest beside the blob that names it; None when
-    there is none (sidecars are optional)."""
+    """``(files found, problems)`` for the engine sidecars beside the blob; None when there
+    are none (a blob alone is fine). Sidecars that describe another blob are a problem: the
+    engine would build this one from them."""
     directory = bf.path.parent
+    present = [name for name in SIDECARS if (directory / name).is_file()]
+    if not present:
+        return None
     manifest_path = directory / MANIFEST_JSON
     if not manifest_path.is_file():
-        return None
+        return present, [f"{', '.join(present)} beside the blob but no {MANIFEST_JSON}: the "
+                         "engine cannot build it from them"]
     manifest = load_json(manifest_path, BlobError, MANIFEST_JSON)
-    if manifest.get("weights_path") != bf.path.name:
-        return None  # another blob's manifest
+    named = described_blob(manifest)
+    if named != bf.path.name:
+        return present, [f"{MANIFEST_JSON} beside the blob describes {named}, not "
+                         f"{bf.path.name}: sidecars must be their own blob's (one model per "
+                         "directory)"]
     found, problems = [MANIFEST_JSON], []
     want = [(t.name, t.dtype.label, t.offset, t.nbytes) for t in bf.tensors]
     entries = manifest.get("entries")

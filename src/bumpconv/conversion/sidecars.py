@@ -1,5 +1,6 @@
-"""The files the engine's v7 build step reads next to a blob: ``weights_manifest.json``,
-``weights_manifest.map`` and a ``config.json`` (see ../shared/reference/engine-v7.md).
+"""The files the engine's build steps (v7 and v8) read next to a blob in a model directory:
+``weights_manifest.json``, ``weights_manifest.map`` and a ``config.json`` (see
+../shared/reference/engine-v7.md and engine-quant-v8.md).
 
 All three are derived from the plan alone (names, dtypes, offsets and sizes are known before a
 byte of the blob is written), so they are byte-reproducible: the manifest names the blob by its
@@ -25,13 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from ..files.atomic import atomic_output, write_all
-from ..files.inputs import same_file
 from ..format.engine_policy import load_engine_policy
 from ..format.engine_tokenizer import engine_template, engine_tokenizer_warnings
-from ..format.errors import OutputError
 from ..format.metadata import engine_config
 from ..format.sidecars import (ENGINE_CONFIG, MANIFEST_FORMAT, MANIFEST_JSON, MANIFEST_MAP,
-                               MAP_HEADER, SIDECARS)
+                               MAP_HEADER)
 from ..format.profile import PlacedTensor
 from ..format.spec import ModelSpec
 from .plan import Plan
@@ -53,7 +52,7 @@ def engine_refusal(spec: ModelSpec) -> str | None:
     return None
 
 
-def engine_sidecars(plan: Plan, blob_name: str, tokenizer_type: str = "bpe") -> dict[str, bytes]:
+def sidecar_files(plan: Plan, blob_name: str, tokenizer_type: str = "bpe") -> dict[str, bytes]:
     """The three sidecar files for a plan whose blob is named ``blob_name``, by file name."""
     spec = plan.spec
     config = {k: v for k, v in engine_config(spec).model_dump().items() if k in _CONFIG_KEYS}
@@ -117,25 +116,12 @@ def _json(obj: dict[str, Any]) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
 
 
-def check_sidecar_paths(directory: Path, force: bool, inputs: Sequence[Path]) -> None:
-    """Refuse, before anything is converted, sidecars that would replace existing files (or,
-    even with ``force``, an input such as the checkpoint's own config.json)."""
-    for name in SIDECARS:
-        path = directory / name
-        if any(same_file(path, source) for source in inputs):
-            raise OutputError(f"{path}: is an input of this conversion; write the blob into "
-                              "another directory (or --no-engine-sidecars)")
-        if path.exists() and not force:
-            raise OutputError(f"{path}: already exists (use --force to overwrite, or "
-                              "--no-engine-sidecars)")
-
-
-def write_sidecars(files: dict[str, bytes], directory: Path, force: bool,
-                   inputs: Sequence[Path] = ()) -> list[Path]:
-    """Write each sidecar atomically into ``directory``; returns their paths."""
+def write_sidecars(files: dict[str, bytes], directory: Path) -> list[Path]:
+    """Write each sidecar into ``directory`` (a model directory being staged); returns their
+    paths."""
     written = []
     for name, data in files.items():
-        with atomic_output(directory / name, force, size=len(data), inputs=inputs) as fd:
+        with atomic_output(directory / name, False, size=len(data)) as fd:
             write_all(fd, data)
         written.append(directory / name)
     return written

@@ -89,6 +89,7 @@ class EnginePolicy(BaseModel):
     embedding: Embedding
     matrices: dict[str, Matrix]
     config_dims: dict[str, str]
+    config_json_keys: dict[str, str]
     names: Names
     quant_summary: QuantSummary
     qk_norm_templates: tuple[str, ...]

@@ -1,11 +1,17 @@
-"""Facts of the files the engine's v7 build step reads next to a blob (engine-v7.md): their
+"""Facts of the model directory the engine's drivers run as it is (``ck_run_v7.py run DIR``,
+``ck_run_v8.py run DIR``: engine-v7.md, engine-quant-v8.md): the blob's name, the sidecars'
 names, the manifest's format tag and the map's header lines. Written by
 :mod:`bumpconv.conversion.sidecars`, checked against the blob by :mod:`bumpconv.blob.sidecars`."""
+
+#: The blob's name in a model directory (both drivers look for exactly this name).
+BLOB_NAME = "weights.bump"
 
 MANIFEST_JSON = "weights_manifest.json"
 MANIFEST_MAP = "weights_manifest.map"
 ENGINE_CONFIG = "config.json"
 SIDECARS = (MANIFEST_JSON, MANIFEST_MAP, ENGINE_CONFIG)
+#: Everything bumpconv writes into a model directory.
+MODEL_FILES = frozenset({BLOB_NAME, *SIDECARS})
 
 MANIFEST_FORMAT = "ck-bumpwgt5-manifest-v1"
 #: The map's two comment lines; each later line is name|dtype|file_offset|size|runtime_offset
