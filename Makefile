@@ -51,7 +51,8 @@ demo: $(BLOB)
 	$(BIN)/bumpconv parity $(SMOL) $(BLOB)
 
 # GGUF sources (docs/gguf.md). SmolLM2's own Q4_1 file: its blocks kept (inspect, verify block
-# for block), run, and parity against transformers' GGUF loader. Then llama.cpp's converter's
+# for block), run, and parity against transformers' GGUF loader - in bumpwgt5, since the engine
+# has no q4_1 kernel (so engine-v7 refuses to keep them; docs/engine.md). Then llama.cpp's converter's
 # files of the fp32 fixture (GGUF_TYPES; a K-quant only when a `make peer` build has
 # llama-quantize), each kept, verified and passed through parity.
 GGUF_Q41   := $(CACHE)/smollm2-gguf/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -60,10 +61,10 @@ GGUF_TYPES ?= f32 q8_0 q4_k_m
 demo-gguf: install
 	$(BIN)/python tools/fixtures.py smollm2 --cache $(CACHE)
 	mkdir -p $(GGUF_DEMO)
-	$(BIN)/bumpconv convert $(GGUF_Q41) $(GGUF_DEMO)/q4_1-keep.bump --force --quiet
+	$(BIN)/bumpconv convert $(GGUF_Q41) $(GGUF_DEMO)/q4_1-keep.bump --profile bumpwgt5 --force --quiet
 	$(BIN)/bumpconv inspect $(GGUF_DEMO)/q4_1-keep.bump --check --summary
 	$(BIN)/bumpconv verify $(GGUF_DEMO)/q4_1-keep.bump --against $(GGUF_Q41)
-	$(BIN)/bumpconv run $(GGUF_DEMO)/q4_1-keep.bump --prompt "$(PROMPT)" -n 20
+	$(BIN)/bumpconv run $(GGUF_DEMO)/q4_1-keep.bump --tokenizer $(SMOL) --prompt "$(PROMPT)" -n 20
 	$(BIN)/bumpconv parity $(GGUF_Q41) $(GGUF_DEMO)/q4_1-keep.bump
 	for t in $(GGUF_TYPES); do \
 	  g=$$($(BIN)/python tools/gguf_fixtures.py smollm2 --types $$t --cache $(CACHE)); \

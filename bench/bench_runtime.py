@@ -209,6 +209,7 @@ def main() -> int:
         ap.error("--rounds and --repeats must be at least 1")
 
     from bumpconv.cli import main as cli_main
+    from bumpconv.format.engine_policy import refused_quant
     here = Path(__file__).resolve()
     sys.path[:0] = [str(here.parents[1]), str(here.parent)]  # the repo's tools/, bench/peer.py
     from tools.fixtures import smollm2
@@ -224,6 +225,8 @@ def main() -> int:
         for t in args.types:
             blobs[t] = Path(tmp) / f"smollm2-{t}.bump"
             quant = [] if t == "fp32" else ["--quant", t]
+            if t != "fp32" and refused_quant(t):  # no engine kernel (q4_0): bumpconv's layout
+                quant += ["--profile", "bumpwgt5"]
             if cli_main(["convert", str(src), str(blobs[t]), "--quiet", "--no-engine-sidecars",
                          *quant]):
                 return 1

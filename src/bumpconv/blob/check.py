@@ -98,10 +98,10 @@ def check_blob(bf: BumpFile, padding: bool = True) -> CheckReport:
         report.checks.append(_padding_check(bf))
     sidecars = sidecar_problems(bf)
     if sidecars is not None:
-        found, problems = sidecars
+        problems = sidecars.problems
         report.checks.append(Check("engine sidecars", not problems, problems[0] if problems
-                                   else f"{', '.join(found)} describe this blob"))
-        if not problems:  # they are this blob's: the engine builds it from them
+                                   else f"{', '.join(sidecars.found)} describe this blob"))
+        if sidecars.names_blob:  # the engine would build this blob from them, right or wrong
             hf_order = bf.metadata is not None  # bumpconv writes Q/K rows in HF order
             report.checks += engine_checks(check_engine_directory(bf.path.parent, hf_order))
     bf.raise_if_changed()

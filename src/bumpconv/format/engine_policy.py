@@ -10,8 +10,9 @@ otherwise walk into with exit status 0:
 * wq, wk and wv share one quantized input buffer, so they must not mix the q8_0 activation class
   with the q8_K one: the q8_K-class members fall back as llama.cpp falls back (q4_k -> q5_0,
   q6_k -> q8_0);
-* nothing is padded: a quantized matrix's packed row must be its unpadded input dimension
-  (E, H*D or I), whole blocks of its type, else the llama.cpp fallback, else fp32.
+* nothing is padded: a quantized matrix must be unpadded (its packed shape its data), its rows
+  its input dimension (E, H*D or I) in whole blocks of its type; else the llama.cpp fallback,
+  else fp32.
 
 The same data drives the check of any engine directory (:mod:`bumpconv.blob.engine_traps`).
 """
@@ -181,9 +182,8 @@ def _engine_fitting(dtype: DType, slot: TensorSlot, dims: dict[str, int]) -> DTy
     """``dtype`` when the engine can run it for this matrix slot: its blocks run along the
     unpadded input dimension; else llama.cpp's fallback, else fp32."""
     k = engine_input(slot, dims)
-    row = quant_row(slot)
-    if k is None or row != k:
-        return DType.FP32  # padding inside the row: the engine reads unpadded rows
+    if k is None or quant_row(slot) != k or slot.box != slot.shape:
+        return DType.FP32  # padded rows or columns: the engine reads [rows][K] unpadded
     return fitting(dtype.label, k)
 
 
