@@ -11,7 +11,7 @@ DUMP   ?= 0
 PROMPT ?= The capital of France is
 
 .PHONY: install test test-fast demo native asan-test fixtures parity layer-diff context-sweep bench peer schemas clean \
-        corpus eval demo-gguf
+        corpus eval demo-gguf engine-check
 
 # A fresh clone: create the venv and install the package (which builds the C runtime).
 $(VENV)/.installed: pyproject.toml requirements-dev.txt $(wildcard setup.py native/*.c native/*.h native/*.py)
@@ -98,6 +98,17 @@ corpus: install
 # llama.cpp-style KL divergence / perplexity of the blob against SmolLM2 on the default corpus.
 eval: $(BLOB) corpus
 	BUMPCONV_CORPUS_DIR=$(CORPORA) $(BIN)/bumpconv eval $(SMOL) $(BLOB) --plot $(CACHE)/eval.png
+
+# The engine's own compiled runtime against bumpconv's runtime and transformers on one model
+# directory (tools/engine_check.py; never in CI - nothing of the engine is in this project, and
+# this target builds nothing of it). ENGINE_LIB: the libmodel.so you built from DIR with the
+# engine's own driver (docs/engine.md); SRC: the checkpoint DIR was converted from.
+ENGINE_LIB ?=
+DIR        ?=
+SRC        ?= $(SMOL)
+engine-check: install corpus
+	@test -n "$(ENGINE_LIB)" -a -n "$(DIR)" || { echo "usage: make engine-check ENGINE_LIB=DIR/.ck_build/libmodel.so DIR=DIR [SRC=CHECKPOINT] (docs/engine.md)"; exit 2; }
+	BUMPCONV_CORPUS_DIR=$(CORPORA) $(BIN)/python tools/engine_check.py runtime $(DIR) --lib $(ENGINE_LIB) --source $(SRC)
 
 bench: install
 	$(BIN)/python bench/bench_convert.py --cache $(CACHE)
