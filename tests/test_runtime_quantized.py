@@ -5,7 +5,6 @@ models are the numpy-built synthetic fixtures."""
 
 from __future__ import annotations
 
-import math
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -17,6 +16,7 @@ from bumpconv.blob.reader import open_blob
 from bumpconv.cli import main as cli_main
 from bumpconv.format.dtypes import DType
 from bumpconv.format.errors import KernelError
+from bumpconv.format.packing import quant_row
 from bumpconv.native.quant import dequantize
 from bumpconv.format.stages import STAGES
 from bumpconv.run.runtime import BumpModel
@@ -42,8 +42,8 @@ def dequantized_copy(quantized: Path, fp32: Path, out: Path) -> Path:
             if t.dtype == DType.FP32:
                 values = q.array(t.name)
             else:
-                rows, cols = math.prod(t.slot.shape[:-1]), t.slot.shape[-1]
-                values = dequantize(q.tensor_bytes(t.name), t.dtype, rows, cols)
+                cols = quant_row(t.slot)  # engine-v7's wo: rows of H*D
+                values = dequantize(q.tensor_bytes(t.name), t.dtype, t.slot.numel // cols, cols)
             place = places[t.name]
             assert place.dtype == DType.FP32 and place.nbytes == values.nbytes, t.name
             dst.seek(place.offset)
