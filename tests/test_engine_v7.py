@@ -112,7 +112,7 @@ def test_verify_covers_the_tokenizer_arrays(kind: str, with_tokenizer, cli,
 
 def test_two_conversions_are_byte_identical_sidecars_included(with_tokenizer,
                                                               tmp_path: Path) -> None:
-    src = with_tokenizer("llama-untied")
+    src = with_tokenizer("qwen3-engine")
     digests = []
     for run in ("a", "b"):
         engine_v7(src, tmp_path / run / "model")
@@ -125,7 +125,7 @@ def test_two_conversions_are_byte_identical_sidecars_included(with_tokenizer,
 
 def test_sidecars_describe_the_blob_and_a_wrong_one_fails_the_check(with_tokenizer, cli,
                                                                     tmp_path: Path) -> None:
-    src = with_tokenizer("qwen3")
+    src = with_tokenizer("qwen3-engine")
     model = engine_v7(src, tmp_path / "model")
     blob = model / "weights.bump"
     manifest = json.loads((model / "weights_manifest.json").read_text())
@@ -161,7 +161,7 @@ def test_no_model_directory_for_a_model_the_engine_would_run_differently(synthet
 
 
 def test_a_model_directory_never_replaces_the_checkpoint(with_tokenizer, cli) -> None:
-    src = with_tokenizer("llama-tied")
+    src = with_tokenizer("llama-quant")
     before = sorted(p.name for p in src.iterdir())
     r = cli("convert", src, src, "--profile", "engine-v7", "--force")
     assert r.code == 1 and "an input of this command" in r.err
@@ -169,7 +169,7 @@ def test_a_model_directory_never_replaces_the_checkpoint(with_tokenizer, cli) ->
 
 
 def test_engine_v7_is_the_default(with_tokenizer, cli, tmp_path: Path) -> None:
-    assert cli("convert", with_tokenizer("llama-tied"), tmp_path / "m", "--quiet").code == 0
+    assert cli("convert", with_tokenizer("llama-quant"), tmp_path / "m", "--quiet").code == 0
     with open_blob(tmp_path / "m") as bf:
         assert bf.profile.profile == "engine-v7" and bf.path == tmp_path / "m" / "weights.bump"
 

@@ -130,8 +130,6 @@ def _entry_traps(entries: list[_Entry], dims: dict[str, int],
             traps.append(Trap("embedding type", f"{e.name} is {e.dtype}: the engine's embedding "
                               f"lookup reads only {', '.join(policy.embedding.types)}; its build "
                               "step drops the embedding (exit 0) and every token is 0"))
-        if e.dtype == "fp32":
-            continue
         try:
             k, rows = evaluate(matrix.input, dims), evaluate(matrix.rows, dims)
         except LayoutError:
@@ -144,9 +142,9 @@ def _entry_traps(entries: list[_Entry], dims: dict[str, int],
                               f"{matrix.input} = {k} is not whole {block.elements}-value blocks: "
                               "nothing is padded, so the engine's kernels abort or misread it"))
         elif e.size != rows * k // block.elements * block.nbytes:
-            traps.append(Trap("input dim", f"{e.name}: {e.size} bytes, but [{rows}][{k}] "
+            traps.append(Trap("padding", f"{e.name}: {e.size} bytes, but [{rows}][{k}] "
                               f"{e.dtype} is {rows * k // block.elements * block.nbytes}: the "
-                              "engine reads unpadded rows"))
+                              "engine reads unpadded rows (and computes garbage)"))
     return traps
 
 

@@ -13,9 +13,9 @@ top-level ``rope_theta`` (transformers 5 nests it, and the engine then silently 
 ``rope_layout: split`` (its llama template defaults to the interleaved RoPE kernel, right for
 llama.cpp-permuted GGUF weights and wrong for HF weights) and ``rotary_dim``.
 
-The engine's v7 runtime has no bias operations and no RoPE scaling: for a model that needs
-either, it would compute a different model, so no sidecars are made for it
-(:func:`engine_refusal`).
+The engine's v7 runtime has no bias operations and no RoPE scaling, and reads every matrix
+unpadded: for a model that needs either, or whose E, D or I bumpconv's layout pads, it would
+compute a different model, so no sidecars are made for it (:func:`engine_refusal`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from ..format.metadata import engine_config
 from ..format.sidecars import (ENGINE_CONFIG, MANIFEST_FORMAT, MANIFEST_JSON, MANIFEST_MAP,
                                MAP_HEADER)
 from ..format.profile import PlacedTensor
-from ..format.spec import ModelSpec
+from ..format.spec import ALIGNED, ModelSpec
 from .plan import Plan
 from .source import Source
 
@@ -43,12 +43,18 @@ _CONFIG_KEYS = ("model", "num_layers", "embed_dim", "num_heads", "num_kv_heads",
 
 
 def engine_refusal(spec: ModelSpec) -> str | None:
-    """Why the engine's v7 runtime cannot run this model as transformers does, or None."""
+    """Why the engine's runtime cannot run this model as transformers does, or None."""
     if spec.qkv_bias:
         return ("the engine's v7 runtime has no q/k/v bias operations (and its build step "
                 "refuses manifest entries no operation reads)")
     if spec.rope.type != "default":
         return f"the engine's v7 runtime has no RoPE scaling (the model uses {spec.rope.type!r})"
+    dims = spec.dims()
+    padded = [f"{base} = {dims[base]}" for aligned, base in ALIGNED.items()
+              if aligned != "AC" and dims[aligned] != dims[base]]
+    if padded:  # measured: its runtime then computes garbage (top-1 0-0.5 %, tools/engine_check.py)
+        return (f"the engine reads every matrix unpadded, and bumpconv's engine layout pads "
+                f"rows to 64 bytes (not a multiple of 16: {', '.join(padded)})")
     return None
 
 
