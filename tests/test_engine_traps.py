@@ -271,3 +271,28 @@ def test_check_runs_on_a_directory_whose_blob_bumpconv_does_not_read(model, cli,
     r = cli("inspect", theirs, "--check", "--json")
     doc = json.loads(r.out)
     assert doc["blob"].startswith("not read:") and not all(c["ok"] for c in doc["checks"])
+
+
+def test_the_policy_table_of_docs_engine_md_is_what_the_policy_chooses() -> None:
+    """docs/engine.md's table of matrix types per --quant, for both models, row by row."""
+    import re
+    from collections import Counter
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "engine.md").read_text()
+    rows = [line for line in doc.splitlines() if re.match(r"\| q\d_\w+ \|", line)]
+    policy = load_engine_policy()
+    checked = 0
+    for line in rows:
+        quant, *cells = [c.strip() for c in line.strip("|").split("|")]
+        if refused_quant(quant):
+            assert cells[0].startswith("refused: `" + refused_quant(quant)[:40])
+            continue
+        for config, cell in zip((SMOLLM2, QWEN3_ENGINE), cells):
+            spec = spec_from_config(config)
+            roles = {s.name: s.role for s in expand_tensors(load_profile("engine-v7"),
+                                                             spec.dims(), spec.flags())}
+            got = Counter(t for name, t in engine_choice(quant, config).items()
+                          if roles[name] in policy.matrices)
+            assert got == {t: int(n) for t, n in re.findall(r"(q\d_\w+|fp32) x(\d+)", cell)}, \
+                (quant, config["model_type"], cell)
+            checked += 1
+    assert checked == 16
