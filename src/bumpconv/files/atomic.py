@@ -134,12 +134,14 @@ def _check_directory(dest: Path, parent: Path, force: bool, owned: frozenset[str
     names = sorted(os.listdir(dest))
     if not names:
         return False
-    if not force:
-        raise OutputError(f"{dest}: already exists (use --force to replace it)")
     foreign = [n for n in names if n not in owned and n not in REPLACEABLE]
     if foreign:
-        raise OutputError(f"{dest}: holds {foreign[0]!r}, which bumpconv did not write; --force "
-                          "replaces only a model directory (" + ", ".join(sorted(owned)) + ")")
+        raise OutputError(f"{dest}: holds {foreign[0]!r}, which bumpconv did not write; a model "
+                          "directory is written whole (give a new directory, e.g. "
+                          f"{dest / 'model'}), and --force replaces only a model directory ("
+                          + ", ".join(sorted(owned)) + ")")
+    if not force:
+        raise OutputError(f"{dest}: already exists (use --force to replace it)")
     return True
 
 
