@@ -80,7 +80,7 @@ def _merged_config(manifest: dict[str, Any], build_config: dict[str, Any],
                    policy: EnginePolicy) -> dict[str, Any]:
     """The manifest's config, with keys it lacks taken from config.json's HF names, as the
     engine's build step fills them."""
-    config = dict(manifest.get("config") or {}) if isinstance(manifest.get("config"), dict) else {}
+    config = dict(manifest["config"]) if isinstance(manifest.get("config"), dict) else {}
     for key, hf_key in policy.config_json_keys.items():
         if key not in config and hf_key in build_config:
             config[key] = build_config[hf_key]

@@ -187,6 +187,10 @@ def _engine_fitting(dtype: DType, slot: TensorSlot, dims: dict[str, int]) -> DTy
     return fitting(dtype.label, k)
 
 
+_KEEP_ADVICE = ("--quant q8_0 (or another type) re-quantizes it for the engine, --profile "
+                "bumpwgt5 keeps the GGUF's blocks for bumpconv's runtime")
+
+
 def check_kept(slots: Sequence[TensorSlot], dtype_of: Callable[[TensorSlot], DType],
                dims: dict[str, int]) -> None:
     """A GGUF's own blocks kept in an engine profile must be blocks the engine runs as they
@@ -196,9 +200,7 @@ def check_kept(slots: Sequence[TensorSlot], dtype_of: Callable[[TensorSlot], DTy
         kept = dtype_of(slot)
         if adjusted[slot.name] != kept:
             raise LayoutError(f"--quant keep: {slot.name} is {kept.label}, which the engine "
-                              f"cannot run there ({_why_not(slot, kept, dims)}); --quant "
-                              "q8_0 (or another type) re-quantizes it for the engine, --profile "
-                              "bumpwgt5 keeps the GGUF's blocks for bumpconv's runtime")
+                              f"cannot run there ({_why_not(slot, kept, dims)}); {_KEEP_ADVICE}")
 
 
 def _refusing_keep(kept: Callable[[TensorSlot], DType]) -> Callable[[TensorSlot], DType]:
@@ -208,10 +210,8 @@ def _refusing_keep(kept: Callable[[TensorSlot], DType]) -> Callable[[TensorSlot]
         dtype = kept(slot)
         if slot.role in policy.matrices and not policy.runs(dtype):
             why = policy.refused.get(dtype.label, "the engine has no kernel for it")
-            raise LayoutError(f"--quant keep: {slot.name} is {dtype.label}: {why}; --quant q8_0 "
-                              "(or another type) "
-                              "re-quantizes it for the engine, --profile bumpwgt5 keeps the "
-                              "GGUF's blocks for bumpconv's runtime")
+            raise LayoutError(f"--quant keep: {slot.name} is {dtype.label}: {why}; "
+                              f"{_KEEP_ADVICE}")
         return dtype
     return choose
 
