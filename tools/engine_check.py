@@ -7,8 +7,9 @@ bumpconv model directory) against bumpconv's runtime on the same blob and agains
     python ENGINE/version/v7/scripts/ck_run_v7.py run DIR --generate-only --context-len 1024
     python tools/engine_check.py runtime DIR --lib DIR/.ck_build/libmodel.so --source SRC
 
-(v8: ``ck_run_v8.py run DIR --generate-only --context-len 1024 --logits-layout full`` builds
-``DIR/.ck_build_v8/libmodel.so``; its default layout keeps only the last position's logits.) The library is loaded with ctypes and fed token ids (its
+(v8: ``ck_run_v8.py run DIR --generate-only --context-len 1024`` builds
+``DIR/.ck_build_v8/libmodel.so``; its default logits layout keeps only the last position's
+logits in prefill, which is then all the prefill comparison has.) The library is loaded with ctypes and fed token ids (its
 tokenizer is not used): greedy ids from a prompt, then teacher-forced logits over the first
 ``--positions`` tokens of an eval corpus (bumpconv.evaluate.corpus), token by token through its
 decode path and in one batch through its prefill path, each compared with bumpconv's runtime
@@ -72,6 +73,7 @@ class EngineRuntime:
         self.lib.ck_model_init_with_manifest.argtypes = (ctypes.c_char_p, ctypes.c_char_p)
         self.lib.ck_model_embed_tokens.argtypes = (ctypes.POINTER(ctypes.c_int32), ctypes.c_int)
         self.lib.ck_model_decode.argtypes = (ctypes.c_int32, ctypes.POINTER(ctypes.c_float))
+        self.lib.ck_model_forward.argtypes = (ctypes.POINTER(ctypes.c_float),)
         self.lib.ck_model_get_logits.restype = ctypes.POINTER(ctypes.c_float)
         rc = self.lib.ck_model_init_with_manifest(os.fsencode(weights), os.fsencode(manifest_map))
         if rc != 0:
@@ -79,10 +81,9 @@ class EngineRuntime:
         self.vocab = int(self.lib.ck_model_get_vocab_size())
         self.stride = int(self.lib.ck_model_get_logits_stride())
         self.context = int(self.lib.ck_model_get_context_window())
-        if self.stride < self.vocab:
-            raise EngineFailed(f"{lib} keeps only the last position's logits (ck_run_v8's "
-                               "default --logits-layout auto): rebuild it with --logits-layout "
-                               "full to compare every position")
+        #: False: the library keeps only the last position's logits in prefill (ck_run_v8's
+        #: default --logits-layout auto); decode still gives every position's
+        self.all_rows = self.stride >= self.vocab
 
     def _rows(self, n: int) -> np.ndarray:
         flat = np.ctypeslib.as_array(self.lib.ck_model_get_logits(), shape=(n * self.stride,))
@@ -90,10 +91,15 @@ class EngineRuntime:
 
     def prefill(self, ids: Sequence[int]) -> np.ndarray:
         """Reset, run ``ids`` as one batch; the logits of positions 1..n-1 ([n-1, V]): the
-        engine moves the last row over the first, so position 0's are gone."""
+        engine moves the last row over the first, so position 0's are gone. A library that
+        keeps only the last row gives that one ([1, V])."""
         self.lib.ck_model_kv_cache_reset()
         arr = (ctypes.c_int32 * len(ids))(*ids)
         self.lib.ck_model_embed_tokens(arr, len(ids))
+        if not self.all_rows:
+            buf = (ctypes.c_float * self.vocab)()
+            self.lib.ck_model_forward(buf)
+            return np.frombuffer(buf, np.float32)[None].copy()
         rows = self._rows(len(ids))
         return np.concatenate([rows[1:-1], rows[:1]]) if len(ids) > 1 else rows
 
@@ -204,9 +210,10 @@ def check_runtime(directory: Path, lib: Path, src: Path, positions: int, corpus:
     record["decode"] = {"engine_vs_bumpconv": asdict(agreement(b_decode, e_decode)),
                         "engine_vs_transformers": asdict(agreement(hf, e_decode)),
                         "bumpconv_vs_transformers": asdict(agreement(hf, b_decode))}
-    record["prefill"] = {"engine_vs_bumpconv": asdict(agreement(b_prefill[1:], e_prefill)),
-                         "engine_vs_transformers": asdict(agreement(hf[1:], e_prefill)),
-                         "bumpconv_vs_transformers": asdict(agreement(hf[1:], b_prefill[1:]))}
+    rows = slice(1, None) if engine.all_rows else slice(-1, None)  # what the engine kept
+    record["prefill"] = {"engine_vs_bumpconv": asdict(agreement(b_prefill[rows], e_prefill)),
+                         "engine_vs_transformers": asdict(agreement(hf[rows], e_prefill)),
+                         "bumpconv_vs_transformers": asdict(agreement(hf[rows], b_prefill[rows]))}
     return record
 
 
