@@ -99,6 +99,9 @@ def test_two_models_never_share_sidecars_and_check_names_sidecars_of_another_blo
     assert "FAIL engine sidecars: weights_manifest.json beside the blob describes weights.bump, " \
            "not other.bump" in r.out
     assert cli("inspect", a, "--check").code == 0
+    r = cli("convert", synthetic("qwen3-engine"), a / "weights.bump", "--force", "--quiet")
+    assert r.code == 1 and "is the blob that" in r.err and f"{a} --force replaces" in r.err
+    assert cli("inspect", a, "--check").code == 0  # untouched
     shutil.copy(b / "weights.bump", a / "weights.bump")  # a blob that is not theirs
     r = cli("inspect", a, "--check")
     assert r.code == 1 and "FAIL engine sidecars: weights_manifest.json: entry" in r.out

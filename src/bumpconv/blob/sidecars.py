@@ -14,16 +14,9 @@ from ..files.inputs import read_regular
 from ..files.jsonfile import load_json
 from ..format.errors import BlobError
 from ..format.metadata import engine_config
-from ..format.sidecars import (BLOB_NAME, ENGINE_CONFIG, MANIFEST_JSON, MANIFEST_MAP, MAP_HEADER,
-                               SIDECARS)
+from ..format.sidecars import (ENGINE_CONFIG, MANIFEST_JSON, MANIFEST_MAP, MAP_HEADER, SIDECARS,
+                               described_blob)
 from .reader import BumpFile
-
-
-def described_blob(manifest: dict[str, Any]) -> str:
-    """The file name of the blob a manifest describes: its ``weights_path`` (the engine's own
-    converters write an absolute one, or none: then the drivers' fixed name)."""
-    named = manifest.get("weights_path")
-    return Path(named).name if isinstance(named, str) and named else BLOB_NAME
 
 
 @dataclass(frozen=True)

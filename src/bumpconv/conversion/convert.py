@@ -19,9 +19,10 @@ from pathlib import Path
 
 from ..files.atomic import atomic_directory
 from ..format.engine_policy import is_engine_profile
-from ..format.errors import LayoutError
+from ..files.jsonfile import load_json
+from ..format.errors import LayoutError, OutputError
 from ..format.profile import load_profile
-from ..format.sidecars import BLOB_NAME, MODEL_FILES
+from ..format.sidecars import BLOB_NAME, MANIFEST_JSON, MODEL_FILES, described_blob
 from .plan import Plan, plan_conversion
 from .sidecars import engine_refusal, engine_warnings, sidecar_files, write_sidecars
 from .source import open_source
@@ -70,6 +71,7 @@ def convert_checkpoint(src: str, out: Path, profile: str, *, context: int | None
         inputs = source.input_files()
         why = engine_refusal(plan.spec) if is_engine_profile(chosen) else None
         if not directory:
+            _refuse_a_model_directorys_blob(out)
             if why is not None:
                 warnings.warn(f"the engine's runtime cannot run this model as transformers does "
                               f"({why}); the blob is for bumpconv's runtime", stacklevel=3)
@@ -87,3 +89,14 @@ def convert_checkpoint(src: str, out: Path, profile: str, *, context: int | None
         notes = engine_warnings(plan, source)
     return Conversion(replace(result, path=out / BLOB_NAME), plan,
                       [out / p.name for p in written], notes, out)
+
+
+def _refuse_a_model_directorys_blob(out: Path) -> None:
+    """A single blob may not take the place of a model directory's blob: it would sit beside
+    the other model's sidecars (replacing the directory is ``convert SRC DIR --force``)."""
+    manifest = out.parent / MANIFEST_JSON
+    if manifest.is_file() and described_blob(load_json(manifest, OutputError,
+                                                       MANIFEST_JSON)) == out.name:
+        raise OutputError(f"{out}: is the blob that {manifest} describes; written alone it would "
+                          "sit beside another model's sidecars (convert SRC "
+                          f"{out.parent} --force replaces the whole model directory)")

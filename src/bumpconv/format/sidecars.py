@@ -3,6 +3,11 @@
 names, the manifest's format tag and the map's header lines. Written by
 :mod:`bumpconv.conversion.sidecars`, checked against the blob by :mod:`bumpconv.blob.sidecars`."""
 
+from __future__ import annotations
+
+from pathlib import PurePath
+from typing import Any
+
 #: The blob's name in a model directory (both drivers look for exactly this name).
 BLOB_NAME = "weights.bump"
 
@@ -17,3 +22,10 @@ MANIFEST_FORMAT = "ck-bumpwgt5-manifest-v1"
 #: The map's two comment lines; each later line is name|dtype|file_offset|size|runtime_offset
 #: with the offsets and size as 0x%016X.
 MAP_HEADER = ("# ck-bumpwgt5-manifest-map v1", "# name|dtype|file_offset|size|runtime_offset")
+
+
+def described_blob(manifest: dict[str, Any]) -> str:
+    """The file name of the blob a manifest describes: its ``weights_path`` (the engine's own
+    converters write an absolute one, or none: then the drivers' fixed name)."""
+    named = manifest.get("weights_path")
+    return PurePath(named).name if isinstance(named, str) and named else BLOB_NAME
