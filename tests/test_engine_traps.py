@@ -58,6 +58,8 @@ def model(synthetic, cache_dir: Path, cli, tmp_path: Path) -> Callable[..., Path
         assert r.code == 0, r.err
         r = cli("inspect", out, "--check")
         assert r.code == 0 and "ok   engine traps" in r.out, r.out
+        r = cli("verify", out, "--against", src)  # wo's blocks run along H*D: verify agrees
+        assert r.code == 0, r.err
         return out
     return make
 
