@@ -7,14 +7,15 @@ bumpconv model directory) against bumpconv's runtime on the same blob and agains
     python ENGINE/version/v7/scripts/ck_run_v7.py run DIR --generate-only --context-len 1024
     python tools/engine_check.py runtime DIR --lib DIR/.ck_build/libmodel.so --source SRC
 
-(v8: ``ck_run_v8.py run DIR --generate-only --context-len 1024`` builds
-``DIR/.ck_build_v8/libmodel.so``; its default logits layout keeps only the last position's
-logits in prefill, which is then all the prefill comparison has.) The library is loaded with ctypes and fed token ids (its
-tokenizer is not used): greedy ids from a prompt, then teacher-forced logits over the first
-``--positions`` tokens of an eval corpus (bumpconv.evaluate.corpus), token by token through its
-decode path and in one batch through its prefill path, each compared with bumpconv's runtime
-doing the same (int8 activations for a quantized blob, as the engine quantizes its activations)
-and with transformers' fp32 model of SRC: top-1 agreement, mean KL, max |dlogit|.
+(v8: ``ck_run_v8.py run DIR --generate-only --context-len 1024 --logits-layout full`` builds
+``DIR/.ck_build_v8/libmodel.so``; with its default layout only the last prefill row is kept,
+which is then all the prefill comparison has.) The library is loaded with ctypes and fed token
+ids (its tokenizer is not used): greedy ids from a prompt, then teacher-forced logits over the
+first ``--positions`` tokens of an eval corpus (bumpconv.evaluate.corpus), token by token
+through its decode path and in one batch through its prefill path, each compared with
+bumpconv's runtime doing the same (int8 activations when the library quantizes its
+activations, as it does by default for quantized weights) and with transformers' fp32 model of
+SRC: top-1 agreement, mean KL, max |dlogit|.
 
 ``tensors``: the engine's own v7 HF converter run on SRC, its blob compared with bumpconv's
 engine-v7 blob of SRC tensor by tensor (fp32: bit identity)::

@@ -174,7 +174,8 @@ def engine_dtypes(slots: Sequence[TensorSlot], choose: Callable[[TensorSlot], DT
             for s in sharing:
                 label = out[s.name].label
                 if label in policy.class_fallback:
-                    out[s.name] = _engine_fitting(dtype_named(policy.class_fallback[label]), s, dims)
+                    fallback = dtype_named(policy.class_fallback[label])
+                    out[s.name] = _engine_fitting(fallback, s, dims)
     return out
 
 
