@@ -11,7 +11,7 @@ DUMP   ?= 0
 PROMPT ?= The capital of France is
 
 .PHONY: install test test-fast test-levels demo native asan-test fixtures parity layer-diff context-sweep bench peer schemas clean \
-        corpus eval demo-gguf demo-gemma
+        corpus eval demo-gguf demo-gemma engine-check
 
 # A fresh clone: create the venv and install the package (which builds the C runtime).
 $(VENV)/.installed: pyproject.toml requirements-dev.txt $(wildcard setup.py native/*.c native/*.h native/*.py)
@@ -59,7 +59,8 @@ demo: $(BLOB)
 	$(BIN)/bumpconv parity $(SMOL) $(BLOB)
 
 # GGUF sources (docs/gguf.md). SmolLM2's own Q4_1 file: its blocks kept (inspect, verify block
-# for block), run, and parity against transformers' GGUF loader. Then llama.cpp's converter's
+# for block), run, and parity against transformers' GGUF loader - in bumpwgt5, since the engine
+# has no q4_1 kernel (so engine-v7 refuses to keep them; docs/engine.md). Then llama.cpp's converter's
 # files of the fp32 fixture (GGUF_TYPES; a K-quant only when a `make peer` build has
 # llama-quantize), each kept, verified and passed through parity.
 GGUF_Q41   := $(CACHE)/smollm2-gguf/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -68,10 +69,10 @@ GGUF_TYPES ?= f32 q8_0 q4_k_m
 demo-gguf: install
 	$(BIN)/python tools/fixtures.py smollm2 --cache $(CACHE)
 	mkdir -p $(GGUF_DEMO)
-	$(BIN)/bumpconv convert $(GGUF_Q41) $(GGUF_DEMO)/q4_1-keep.bump --force --quiet
+	$(BIN)/bumpconv convert $(GGUF_Q41) $(GGUF_DEMO)/q4_1-keep.bump --profile bumpwgt5 --force --quiet
 	$(BIN)/bumpconv inspect $(GGUF_DEMO)/q4_1-keep.bump --check --summary
 	$(BIN)/bumpconv verify $(GGUF_DEMO)/q4_1-keep.bump --against $(GGUF_Q41)
-	$(BIN)/bumpconv run $(GGUF_DEMO)/q4_1-keep.bump --prompt "$(PROMPT)" -n 20
+	$(BIN)/bumpconv run $(GGUF_DEMO)/q4_1-keep.bump --tokenizer $(SMOL) --prompt "$(PROMPT)" -n 20
 	$(BIN)/bumpconv parity $(GGUF_Q41) $(GGUF_DEMO)/q4_1-keep.bump
 	for t in $(GGUF_TYPES); do \
 	  g=$$($(BIN)/python tools/gguf_fixtures.py smollm2 --types $$t --cache $(CACHE)); \
@@ -129,6 +130,17 @@ corpus: install
 # llama.cpp-style KL divergence / perplexity of the blob against SmolLM2 on the default corpus.
 eval: $(BLOB) corpus
 	BUMPCONV_CORPUS_DIR=$(CORPORA) $(BIN)/bumpconv eval $(SMOL) $(BLOB) --plot $(CACHE)/eval.png
+
+# The engine's own compiled runtime against bumpconv's runtime and transformers on one model
+# directory (tools/engine_check.py; never in CI - nothing of the engine is in this project, and
+# this target builds nothing of it). ENGINE_LIB: the libmodel.so you built from DIR with the
+# engine's own driver (docs/engine.md); SRC: the checkpoint DIR was converted from.
+ENGINE_LIB ?=
+DIR        ?=
+SRC        ?= $(SMOL)
+engine-check: install corpus
+	@test -n "$(ENGINE_LIB)" -a -n "$(DIR)" || { echo "usage: make engine-check ENGINE_LIB=DIR/.ck_build/libmodel.so DIR=DIR [SRC=CHECKPOINT] (docs/engine.md)"; exit 2; }
+	BUMPCONV_CORPUS_DIR=$(CORPORA) $(BIN)/python tools/engine_check.py runtime $(DIR) --lib $(ENGINE_LIB) --source $(SRC)
 
 bench: install
 	$(BIN)/python bench/bench_convert.py --cache $(CACHE)

@@ -226,6 +226,7 @@ def main() -> int:
         os.environ["BUMPCONV_KERNELS"] = args.level
 
     from bumpconv.cli import main as cli_main
+    from bumpconv.format.engine_policy import refused_quant
     from tools.fixtures import smollm2
     src = smollm2(args.cache, "fp32")
     load_before = os.getloadavg()[0]
@@ -239,6 +240,8 @@ def main() -> int:
         for t in args.types:
             blobs[t] = Path(tmp) / f"smollm2-{t}.bump"
             quant = [] if t == "fp32" else ["--quant", t]
+            if t != "fp32" and refused_quant(t):  # no engine kernel (q4_0): bumpconv's layout
+                quant += ["--profile", "bumpwgt5"]
             if cli_main(["convert", str(src), str(blobs[t]), "--quiet", "--no-engine-sidecars",
                          *quant]):
                 return 1

@@ -52,7 +52,8 @@ KNOWN_STALE: dict[str, set[str]] = {
 }
 
 #: Files of other projects the docs name (llama.cpp, the engine, transformers).
-FOREIGN_FILES = {"convert_hf_to_gguf.py", "build_ir_v7.py", "convert_hf_to_bump_v7.py",
+FOREIGN_FILES = {"convert_hf_to_gguf.py", "build_ir_v7.py", "build_ir_v8.py", "ck_run_v7.py",
+                 "ck_run_v8.py", "convert_hf_to_bump_v7.py",
                  "true_bpe.c", "tokenizer_spm.c", "gguf_reader.py", "quants.py", "constants.py",
                  "tensor_mapping.py", "run.c", "ggml.h", "ggml-quants.c", "CHANGELOG.md",
                  "build-info.json", "ckernel_engine.h", "model.safetensors.index.json",
@@ -252,19 +253,24 @@ def test_make_targets_exist(doc: Path) -> None:
 
 
 def _script_lines() -> list[tuple[Path, str, list[str]]]:
-    """``python bench/x.py --flag ...`` lines of code blocks and spans."""
+    """``python bench/x.py [subcommand] --flag ...`` lines of code blocks and spans (the script
+    named with its subcommand, ``tools/engine_check.py runtime``, when a lower-case word follows
+    it: its flags are that subcommand's)."""
     out = []
     for doc in DOCS:
         texts = [b.text for b in _blocks(doc)] + _spans(doc)
         for text in texts:
-            for m in re.finditer(r"python3? (?:-m )?((?:bench|tools)/[\w/]+\.py)([^\n`#]*)", text):
-                out.append((doc, m.group(1), re.findall(r"(?<![\w-])--[a-z][\w-]*", m.group(2))))
+            for m in re.finditer(r"python3? (?:-m )?((?:bench|tools)/[\w/]+\.py)( [a-z]+\b)?"
+                                 r"([^\n`#]*)", text):
+                script = m.group(1) + (m.group(2) or "")
+                out.append((doc, script, re.findall(r"(?<![\w-])--[a-z][\w-]*", m.group(3))))
     return out
 
 
 @functools.cache
 def _script_help(script: str) -> str:
-    r = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True,
+    path, *sub = script.split()
+    r = subprocess.run([sys.executable, str(ROOT / path), *sub, "--help"], capture_output=True,
                        text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, f"{script} --help failed: {r.stderr[-500:]}"
     return r.stdout
@@ -274,8 +280,8 @@ def _script_help(script: str) -> str:
                          ids=lambda v: v.name if isinstance(v, Path) else
                          (v if isinstance(v, str) else ",".join(v)))
 def test_scripts_and_their_flags_exist(doc: Path, script: str, flags: list[str]) -> None:
-    assert (ROOT / script).is_file(), f"{_rel(doc)}: no {script}"
-    if flags:
+    assert (ROOT / script.split()[0]).is_file(), f"{_rel(doc)}: no {script}"
+    if flags or " " in script:
         help_text = _script_help(script)
         missing = [f for f in flags if f not in help_text]
         assert not missing, f"{_rel(doc)}: {script} has no {', '.join(missing)}"
@@ -428,11 +434,12 @@ def _write_gguf(src: Path, out: Path) -> None:
 def workspace(synthetic: Callable[..., Path], cache_dir: Path,
               tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The names the docs use, made real: a tiny checkpoint with a tokenizer (and chat
-    template) as SmolLM2-135M/ and .cache/smollm2-fp32, its engine-v7 blob smollm2.bump (no
-    sidecars: the examples write their own), and its tensors as model.gguf."""
+    template) as SmolLM2-135M/ and .cache/smollm2-fp32 (untied, its rows unpadded, so the
+    engine's model directory applies), its engine-v7 blob smollm2.bump (the blob alone: the
+    examples write their own directories), and its tensors as model.gguf."""
     root = tmp_path_factory.mktemp("docs")
     src = root / "SmolLM2-135M"
-    shutil.copytree(synthetic("llama-untied"), src)
+    shutil.copytree(synthetic("llama-quant"), src)
     for f in tiny_tokenizer("byte-level", cache_dir).iterdir():
         shutil.copy(f, src / f.name)
     config = json.loads((src / "config.json").read_text())

@@ -88,7 +88,7 @@ def test_blob_carries_the_tokenizer_and_runs_with_no_other_file(with_tokenizer, 
     assert len(texts) >= 1000
     mismatched = [t for t in texts if carried[0].encode(t).ids != hf.encode(t).ids]
     assert mismatched == []
-    (blob.parent / "weights_manifest.json").unlink()  # nothing but the blob is needed
+    assert sorted(p.name for p in blob.parent.iterdir()) == ["m.bump"]  # nothing else needed
     r = cli("run", blob, "--prompt", "the cat sat", "-n", "4")
     assert r.code == 0, r.err
     assert r.out.startswith("the cat sat")
@@ -114,28 +114,29 @@ def test_verify_covers_the_tokenizer_arrays(kind: str, with_tokenizer, cli,
 
 def test_two_conversions_are_byte_identical_sidecars_included(with_tokenizer,
                                                               tmp_path: Path) -> None:
-    src = with_tokenizer("llama-untied")
+    src = with_tokenizer("qwen3-engine")
     digests = []
     for run in ("a", "b"):
-        engine_v7(src, tmp_path / run / "m.bump")
+        engine_v7(src, tmp_path / run / "model")
         digests.append({p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-                        for p in sorted((tmp_path / run).iterdir())})
+                        for p in sorted((tmp_path / run / "model").iterdir())})
     assert digests[0] == digests[1]
-    assert sorted(digests[0]) == ["config.json", "m.bump", "weights_manifest.json",
+    assert sorted(digests[0]) == ["config.json", "weights.bump", "weights_manifest.json",
                                   "weights_manifest.map"]
 
 
 def test_sidecars_describe_the_blob_and_a_wrong_one_fails_the_check(with_tokenizer, cli,
                                                                     tmp_path: Path) -> None:
-    src = with_tokenizer("qwen3")
-    blob = engine_v7(src, tmp_path / "m.bump")
-    manifest = json.loads((tmp_path / "weights_manifest.json").read_text())
-    lines = (tmp_path / "weights_manifest.map").read_text().splitlines()
-    config = json.loads((tmp_path / "config.json").read_text())
+    src = with_tokenizer("qwen3-engine")
+    model = engine_v7(src, tmp_path / "model")
+    blob = model / "weights.bump"
+    manifest = json.loads((model / "weights_manifest.json").read_text())
+    lines = (model / "weights_manifest.map").read_text().splitlines()
+    config = json.loads((model / "config.json").read_text())
     with open_blob(blob) as bf:
         want = [(t.name, t.dtype.label, t.offset, t.nbytes) for t in bf.tensors]
         tokenizer = bf.metadata.bumpconv.tokenizer  # type: ignore[union-attr]
-    assert manifest["weights_path"] == "m.bump" and manifest["template"] == {"name": "qwen3"}
+    assert manifest["weights_path"] == "weights.bump" and manifest["template"] == {"name": "qwen3"}
     assert [(e["name"], e["dtype"], e["file_offset"], e["size"])
             for e in manifest["entries"]] == want
     assert manifest["num_merges"] == tokenizer.num_merges
@@ -143,35 +144,36 @@ def test_sidecars_describe_the_blob_and_a_wrong_one_fails_the_check(with_tokeniz
     assert lines[2].split("|")[:2] == ["token_emb", "fp32"] and len(lines) == 2 + len(want)
     assert config["rope_layout"] == "split" and config["rope_theta"] == 1e6
     assert cli("inspect", blob, "--check").code == 0
+    assert cli("inspect", model, "--check").code == 0
     manifest["entries"][5]["size"] += 4
-    (tmp_path / "weights_manifest.json").write_text(json.dumps(manifest))
-    r = cli("inspect", blob, "--check")
+    (model / "weights_manifest.json").write_text(json.dumps(manifest))
+    r = cli("inspect", model, "--check")
     assert r.code == 1 and "FAIL engine sidecars" in r.out
 
 
-def test_no_sidecars_for_a_model_the_engine_would_run_differently(synthetic, cli,
-                                                                  tmp_path: Path) -> None:
+def test_no_model_directory_for_a_model_the_engine_would_run_differently(synthetic, cli,
+                                                                         tmp_path: Path) -> None:
     r = cli("convert", synthetic("qwen2"), tmp_path / "q.bump", "--profile", "engine-v7")
-    assert r.code == 0 and "no engine sidecars: the engine's v7 runtime has no q/k/v bias" in r.err
+    assert r.code == 0 and "the engine's runtime cannot run this model" in r.err
+    assert "has no q/k/v bias" in r.err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q.bump"]
-    r = cli("convert", synthetic("qwen2"), tmp_path / "r.bump", "--profile", "engine-v7",
-            "--engine-sidecars")
-    assert r.code == 1 and "--engine-sidecars: the engine's v7 runtime" in r.err
-    assert not (tmp_path / "r.bump").exists()
+    r = cli("convert", synthetic("qwen2"), tmp_path / "model", "--profile", "engine-v7")
+    assert r.code == 1 and "no model directory for the engine: the engine's v7 runtime" in r.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q.bump"]
 
 
-def test_sidecars_never_replace_the_checkpoints_own_config(with_tokenizer, cli) -> None:
-    src = with_tokenizer("llama-tied")
-    before = (src / "config.json").read_bytes()
-    r = cli("convert", src, src / "m.bump", "--profile", "engine-v7", "--force")
-    assert r.code == 1 and "is an input of this conversion" in r.err
-    assert (src / "config.json").read_bytes() == before and not (src / "m.bump").exists()
+def test_a_model_directory_never_replaces_the_checkpoint(with_tokenizer, cli) -> None:
+    src = with_tokenizer("llama-quant")
+    before = sorted(p.name for p in src.iterdir())
+    r = cli("convert", src, src, "--profile", "engine-v7", "--force")
+    assert r.code == 1 and "an input of this command" in r.err
+    assert sorted(p.name for p in src.iterdir()) == before
 
 
 def test_engine_v7_is_the_default(with_tokenizer, cli, tmp_path: Path) -> None:
-    assert cli("convert", with_tokenizer("llama-tied"), tmp_path / "m.bump", "--quiet").code == 0
-    with open_blob(tmp_path / "m.bump") as bf:
-        assert bf.profile.profile == "engine-v7"
+    assert cli("convert", with_tokenizer("llama-quant"), tmp_path / "m", "--quiet").code == 0
+    with open_blob(tmp_path / "m") as bf:
+        assert bf.profile.profile == "engine-v7" and bf.path == tmp_path / "m" / "weights.bump"
 
 
 # -- against transformers -------------------------------------------------------------------

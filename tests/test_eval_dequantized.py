@@ -7,7 +7,6 @@ the dequantizer with its packed rows and columns.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,6 +18,7 @@ from bumpconv.format.dtypes import DType
 from bumpconv.format.errors import ParityError
 from bumpconv.blob.tensors import packed_fp32
 from bumpconv.comparison.dequantized import load_blob_weights, load_dequantized
+from bumpconv.format.packing import quant_row
 from bumpconv.comparison.reference import Reference
 from parity_helpers import Defect, build_defective, convert
 
@@ -95,7 +95,7 @@ def test_quantized_tensors_are_dequantized_by_packed_rows(tiny: Callable[..., Pa
         for t in bf.tensors:
             if t.dtype == DType.FP32 or t.slot.content != "weights":
                 continue
-            rows, cols = math.prod(t.slot.shape[:-1]), t.slot.shape[-1]
+            rows = t.slot.numel // quant_row(t.slot)  # engine-v7's wo: rows of H*D
             raw = np.frombuffer(bf.tensor_bytes(t.name), dtype=np.uint8).reshape(rows, -1)
             want = gguf_dequantize(raw, GGMLQuantizationType[t.dtype.name])
             assert np.array_equal(packed_fp32(bf, t), want.reshape(t.slot.shape)), t.name

@@ -56,12 +56,13 @@ def test_profiles_hold_gemma_and_the_engine_profile_bakes_one_plus_w(
         want = json.loads((src / "config.json").read_text())
         from bumpconv.format.spec import spec_from_config
         assert a.spec == spec_from_config(want).model_copy(update={"derived_keys": ()})
-        ta = {t.name: t for t in a.tensors}
+        ta = {t.slot.role: t for t in a.tensors if t.slot.layer is None}
+        ta.update({t.name: t for t in a.tensors if t.slot.layer is not None})
         baked = 0
         for t in b.tensors:
             if t.slot.content != "weights":
                 continue
-            other = ta[t.name]
+            other = ta[t.name if t.slot.layer is not None else t.slot.role]
             if t.slot.source_roles and t.slot.source_roles[0] in NORMS:
                 w = unpack(other.slot, a.array(t.name))[0]
                 got = unpack(t.slot, b.array(t.name))[0]
@@ -72,9 +73,9 @@ def test_profiles_hold_gemma_and_the_engine_profile_bakes_one_plus_w(
                 baked += 1
             elif t.slot.role == "wo":  # engine-v7 stores wo row-major, bumpwgt5 per head
                 np.testing.assert_array_equal(unpack(t.slot, b.array(t.name))[0],
-                                              unpack(other.slot, a.array(t.name))[0])
-            else:
-                assert b.tensor_bytes(t.name) == a.tensor_bytes(t.name), t.name
+                                              unpack(other.slot, a.array(other.name))[0])
+            else:  # the same bytes (the untied head named as each layout names it)
+                assert b.tensor_bytes(t.name) == a.tensor_bytes(other.name), t.name
         spec = b.spec
         assert baked == 6 * spec.num_layers + 1  # ln1, q/k norms, post norms, ln2; final
         meta = b.metadata
@@ -135,19 +136,33 @@ def test_bad_gemma_configs_are_refused_by_key(change: dict[str, Any], message: s
 def test_every_quant_policy(synthetic: Callable[[str], Path], tmp_path: Path,
                             cli: Callable[..., Any], quant: str) -> None:
     """Every --quant on Gemma (tied: the embeddings are the output head) verifies block for
-    block; norms stay fp32 (baked in engine-v7); the tied head follows llama.cpp's output rule
-    (q6_k in the K-mixes, q8_0 for q8_0, else the policy's type)."""
+    block; norms stay fp32 (baked in engine-v7). In bumpwgt5 the tied head follows llama.cpp's
+    output rule (q6_k in the K-mixes, q8_0 for q8_0, else the policy's type); in engine-v7 the
+    engine's rules apply on top (an embedding type its lookup has, no q4_0 at all)."""
     from bumpconv.format.dtypes import DType
-    blob = _blob(cli, synthetic("gemma3-quant"), tmp_path / "q.bump", "--quant", quant)
+    from bumpconv.format.engine_policy import load_engine_policy, refused_quant
+    src = synthetic("gemma3-quant")
     mix = quant.endswith("_m")  # llama.cpp's mixes: q6_k head, matrices in the base K-quant
     base = DType[quant.upper().removesuffix("_M")]
     output = DType.Q6_K if mix else base
-    with open_blob(blob) as bf:
-        for t in bf.tensors:
-            if t.slot.source_roles and t.slot.source_roles[0] in NORMS:
-                assert t.dtype == DType.FP32
-        assert bf.by_name["token_emb"].dtype == output
-        assert bf.by_name["layer.1.w1"].dtype == base
+    embeddings = {DType[n.upper()] for n in load_engine_policy().embedding.types}
+    for profile in ("bumpwgt5", "engine-v7"):
+        out = tmp_path / f"{profile}.bump"
+        if profile == "engine-v7" and refused_quant(quant) is not None:
+            r = cli("convert", src, out, "--quant", quant, "--quiet")
+            assert r.code != 0 and "the engine has no" in r.err and not out.exists()
+            continue
+        blob = _blob(cli, src, out, "--profile", profile, "--quant", quant)
+        with open_blob(blob) as bf:
+            for t in bf.tensors:
+                if t.slot.source_roles and t.slot.source_roles[0] in NORMS:
+                    assert t.dtype == DType.FP32
+            emb = bf.by_name["token_emb"].dtype
+            if profile == "bumpwgt5":
+                assert emb == output
+            else:
+                assert emb in embeddings and (emb == output or output not in embeddings)
+            assert bf.by_name["layer.1.w1"].dtype == base
 
 
 def _with_config(src: Path, tmp_path: Path, **change: Any) -> Path:
@@ -162,34 +177,31 @@ def _with_config(src: Path, tmp_path: Path, **change: Any) -> Path:
 def test_engine_sidecars_only_for_a_gemma_the_engine_computes(
         synthetic: Callable[[str], Path], tmp_path: Path, cli: Callable[..., Any]) -> None:
     """The engine's gemma3 template has one window, one RoPE base, 1/sqrt(head_dim) and no
-    soft-cap: each difference is named and no sidecars are written; a Gemma within those limits
-    gets them."""
-    src = synthetic("gemma3-pad")
+    soft-cap: each difference is named and no model directory is written; a Gemma within those
+    limits (and unpadded: the engine reads every matrix unpadded) gets one."""
+    src = synthetic("gemma3-quant")
+    one_base = {"full_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}
     cases = [
         ({}, "full-attention layers (1) attend to every position"),
         ({"sliding_window": 256}, "one rope_theta for every layer"),
-        ({"layer_types": [SLIDING] * 3, "rope_parameters": {
-            "full_attention": {"rope_type": "default", "rope_theta": 10000.0},
-            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}},
-         "1/sqrt(query_pre_attn_scalar=30)"),
+        ({"layer_types": [SLIDING] * 3, "rope_parameters": one_base,
+          "query_pre_attn_scalar": 30}, "1/sqrt(query_pre_attn_scalar=30)"),
+        ({"layer_types": [SLIDING] * 3, "rope_parameters": one_base,
+          "final_logit_softcapping": 30.0}, "no logit soft-cap"),
     ]
     for k, (change, message) in enumerate(cases):
         d = _with_config(src, tmp_path / str(k), **change)
         out = tmp_path / str(k) / "out"
-        out.mkdir()
-        r = cli("convert", d, out / "m.bump", "--engine-sidecars")
-        assert r.code != 0 and message in r.err, (change, r.err)
-        assert not list(out.iterdir())
-    d = _with_config(src, tmp_path / "ok", layer_types=[SLIDING] * 3, query_pre_attn_scalar=36,
-                     rope_parameters={"full_attention": {"rope_type": "default",
-                                                         "rope_theta": 10000.0},
-                                      "sliding_attention": {"rope_type": "default",
-                                                            "rope_theta": 10000.0}})
+        r = cli("convert", d, out)
+        assert r.code != 0 and "no model directory for the engine" in r.err, (change, r.err)
+        assert message in r.err, (change, r.err)
+        assert not out.exists()
+    d = _with_config(src, tmp_path / "ok", layer_types=[SLIDING] * 3, rope_parameters=one_base)
     out = tmp_path / "ok" / "out"
-    out.mkdir()
-    assert cli("convert", d, out / "m.bump", "--quiet").code == 0
+    assert cli("convert", d, out, "--quiet").code == 0
     engine = json.loads((out / "config.json").read_text())
-    assert engine["sliding_window"] == 24 and engine["model_type"] == "gemma3_text"
+    assert engine["sliding_window"] == 12 and engine["model_type"] == "gemma3_text"
     manifest = json.loads((out / "weights_manifest.json").read_text())
     assert manifest["template"] == {"name": "gemma3"}
     names = {e["name"] for e in manifest["entries"]}

@@ -216,7 +216,9 @@ def test_blob_carries_the_gguf_tokenizer(smol_gguf: Path, tmp_path: Path,
     from bumpconv.run.carried import blob_tokenizer
     from bumpconv.run.tokenizer import encode_text
     blob = tmp_path / "m.bump"
-    assert cli("convert", smol_gguf, blob, "--quiet").code == 0
+    r = cli("convert", smol_gguf, blob, "--quiet")  # its q4_1 blocks: no engine kernel for them
+    assert r.code == 1 and "--quant keep: layer.0.wq is q4_1: the engine has no q4_1" in r.err
+    assert cli("convert", smol_gguf, blob, "--quiet", "--quant", "q8_0").code == 0
     hf = AutoTokenizer.from_pretrained(smol_gguf.parent, gguf_file=smol_gguf.name)
     with open_blob(blob) as bf:
         carried = blob_tokenizer(bf)

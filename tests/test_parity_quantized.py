@@ -32,7 +32,7 @@ def test_the_dequantized_reference_is_not_the_fp32_one(tiny: Callable[..., Path]
     from bumpconv.comparison.reference import Reference
     from bumpconv.run.runtime import BumpModel
     src = tiny("llama-quant")
-    blob = convert(src, tmp_path / "q.bump", "engine-v7", ["--quant", "q4_0"])
+    blob = convert(src, tmp_path / "q.bump", "bumpwgt5", ["--quant", "q4_0"])
     ids = list(range(3, 40))
     with BumpModel.open(blob) as model:
         got = model.forward(ids, all_logits=True)

@@ -5,7 +5,6 @@ models are the numpy-built synthetic fixtures."""
 
 from __future__ import annotations
 
-import math
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -15,9 +14,9 @@ import pytest
 
 from bumpconv.blob.reader import open_blob
 from bumpconv.cli import main as cli_main
-from bumpconv.comparison.dequantized import packed_fp32
+from bumpconv.blob.tensors import packed_fp32
 from bumpconv.format.dtypes import DType
-from bumpconv.format.packing import unpack
+from bumpconv.format.packing import quant_row, unpack
 from bumpconv.native.kernels import int8_products
 from bumpconv.native.quant import dequantize
 from bumpconv.format.stages import STAGES
@@ -47,8 +46,8 @@ def dequantized_copy(quantized: Path, fp32: Path, out: Path) -> Path:
             if t.dtype == DType.FP32:
                 values = q.array(t.name)
             else:
-                rows, cols = math.prod(t.slot.shape[:-1]), t.slot.shape[-1]
-                values = dequantize(q.tensor_bytes(t.name), t.dtype, rows, cols)
+                cols = quant_row(t.slot)  # engine-v7's wo: rows of H*D
+                values = dequantize(q.tensor_bytes(t.name), t.dtype, t.slot.numel // cols, cols)
             place = places[t.name]
             assert place.dtype == DType.FP32 and place.nbytes == values.nbytes, t.name
             dst.seek(place.offset)

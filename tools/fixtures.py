@@ -120,6 +120,12 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
                                                           "rope_theta": 1000000.0},
                                        "sliding_attention": {"rope_type": "default",
                                                              "rope_theta": 10000.0}}),
+    # untied, with E, H*D and I whole K-quant blocks (256), so every engine type applies to every
+    # matrix: the engine's own build step and runtime are checked on it (tools/engine_check.py)
+    "qwen3-engine": dict(model_type="qwen3", tie_word_embeddings=False, hidden_size=256,
+                         intermediate_size=512, num_attention_heads=4, num_key_value_heads=2,
+                         head_dim=64, num_hidden_layers=2, max_position_embeddings=1024,
+                         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
 }
 
 #: The vision tower of the multimodal tiny model (SigLIP; not converted, only ignored), and the

@@ -36,8 +36,16 @@ def convert(src: str | Path, out: str | Path, *, profile: str = DEFAULT_PROFILE,
     cache) or a GGUF file to a bump blob, atomically: ``out`` appears only when complete.
     ``quant`` names a quantization policy (``"q8_0"``, ``"q4_k_m"``, ...; any case, so
     llama.cpp's ``"Q4_K_M"`` too; schemas/quant.policy.json), ``"f32"``, or for a GGUF
-    ``"keep"`` (its default: its own blocks; docs/gguf.md). The engine-v7 profile also writes
-    the engine's sidecars beside ``out`` (``engine_sidecars`` overrides that)."""
+    ``"keep"`` (its default: its own blocks; docs/gguf.md). For the engine-v7 profile an
+    ``out`` not ending in ``.bump`` is a model directory - ``out/weights.bump`` with the
+    engine's sidecars, committed as a unit (docs/engine.md); the result's ``path`` is then the
+    blob in it.
+
+    >>> import bumpconv
+    >>> result = bumpconv.convert("SmolLM2-135M/", "smollm2.bump")  # doctest: +SKIP
+    >>> result.size, result.checksum[:8]                             # doctest: +SKIP
+    (538208745, '2c9f...')
+    """
     return convert_checkpoint(str(src), Path(out), profile, context=context,
                               quant=quant.lower() if quant is not None else None,
                               force=force, engine_sidecars=engine_sidecars).result

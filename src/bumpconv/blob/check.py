@@ -15,7 +15,9 @@ from ..format.digests import Crc32
 from ..format.dtypes import DType
 from ..format.errors import BlobError
 from ..format.packing import first_nonzero_padding
+from ..format.sidecars import BLOB_NAME
 from .reader import BumpFile
+from .engine_traps import Trap, check_engine_directory
 from .sidecars import sidecar_problems
 
 _BLOCK = 8 << 20
@@ -96,11 +98,24 @@ def check_blob(bf: BumpFile, padding: bool = True) -> CheckReport:
         report.checks.append(_padding_check(bf))
     sidecars = sidecar_problems(bf)
     if sidecars is not None:
-        found, problems = sidecars
+        problems = sidecars.problems
         report.checks.append(Check("engine sidecars", not problems, problems[0] if problems
-                                   else f"{', '.join(found)} describe this blob"))
+                                   else f"{', '.join(sidecars.found)} describe this blob"))
+        if sidecars.names_blob:  # the engine would build this blob from them, right or wrong
+            hf_order = bf.metadata is not None  # bumpconv writes Q/K rows in HF order
+            report.checks += engine_checks(check_engine_directory(bf.path.parent, hf_order))
     bf.raise_if_changed()
     return report
+
+
+def engine_checks(traps: list[Trap] | None) -> list[Check]:
+    """One failed check per engine trap, or one passed check when there is none."""
+    if traps is None:
+        return []
+    if not traps:
+        return [Check("engine traps", True, "none of the engine's traps "
+                                            "(schemas/engine.policy.json)")]
+    return [Check(f"engine trap: {t.kind}", False, t.detail) for t in traps]
 
 
 def _padding_check(bf: BumpFile) -> Check:
@@ -114,3 +129,15 @@ def _padding_check(bf: BumpFile) -> Check:
             return Check("zero padding", False, f"tensor {t.name!r} has a non-zero value at "
                                                 f"padding index {list(where)}")
     return Check("zero padding", True, f"padding of {checked} fp32 tensors is zero")
+
+
+def check_engine_only(path: Path) -> CheckReport | None:
+    """The engine checks of a model directory whose blob bumpconv's reader does not read (one
+    the engine's own converters wrote); None when ``path`` is not such a directory."""
+    directory = path if path.is_dir() else path.parent
+    if not path.is_dir() and path.name != BLOB_NAME:
+        return None
+    traps = check_engine_directory(directory)
+    if traps is None:
+        return None
+    return CheckReport(directory, engine_checks(traps))

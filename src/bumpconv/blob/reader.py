@@ -30,6 +30,7 @@ from ..format.profile import (PROFILES, HeaderVariant, Profile, PlacedTensor, Re
                              evaluate, load_profile, place_tensors)
 from ..format.metadata import Metadata, spec_from_engine_config
 from ..format.registry import Family, registry
+from ..format.sidecars import BLOB_NAME
 from ..format.spec import ALIGNED, ModelSpec, RopeSpec
 from ..files.checkpoint import load_spec
 from ..files.inputs import open_regular
@@ -142,14 +143,25 @@ class BumpFile:
 _ENGINE_BLOCK_OPS = frozenset({"silu", "qkv_bias", "qk_norm"})
 
 
+def model_blob(path: Path) -> Path:
+    """``path``, or the blob of the model directory ``path`` (BlobError when it has none)."""
+    if not path.is_dir():
+        return path
+    if not (path / BLOB_NAME).is_file():
+        raise BlobError(f"{path}: a directory without {BLOB_NAME} (a model directory holds "
+                        f"{BLOB_NAME} beside the engine's sidecars)")
+    return path / BLOB_NAME
+
+
 def open_blob(path: Path | str, config: Path | None = None) -> BumpFile:
     """Open and structurally validate a blob.
 
     ``config`` (a config.json) supplies what a file does not record: a BUMPWGT3 file has no
     kv heads, intermediate size, eps or rope settings. Without it those are inferred from sizes
     where that is unambiguous, and the runtime-only settings stay unknown (``spec`` is None).
+    A model directory stands for the blob in it (``DIR/weights.bump``).
     """
-    path = Path(path)
+    path = model_blob(Path(path))
     fd = open_regular(path, BlobError, "bump file")
     try:
         size = os.fstat(fd).st_size

@@ -6,6 +6,7 @@ compared with the blob itself, not regenerated, so this is an independent check.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,20 +14,39 @@ from ..files.inputs import read_regular
 from ..files.jsonfile import load_json
 from ..format.errors import BlobError
 from ..format.metadata import engine_config
-from ..format.sidecars import ENGINE_CONFIG, MANIFEST_JSON, MANIFEST_MAP, MAP_HEADER
+from ..format.sidecars import (ENGINE_CONFIG, MANIFEST_JSON, MANIFEST_MAP, MAP_HEADER, SIDECARS,
+                               described_blob)
 from .reader import BumpFile
 
 
-def sidecar_problems(bf: BumpFile) -> tuple[list[str], list[str]] | None:
-    """``(files found, problems)`` for a manifest beside the blob that names it; None when
-    there is none (sidecars are optional)."""
+@dataclass(frozen=True)
+class SidecarReport:
+    """The engine sidecars found beside a blob, what is wrong with them, and whether their
+    manifest names this blob (then the engine would build this blob from it)."""
+
+    found: list[str]
+    problems: list[str]
+    names_blob: bool
+
+
+def sidecar_problems(bf: BumpFile) -> SidecarReport | None:
+    """The engine sidecars beside the blob, compared with it; None when there are none (a blob
+    alone is fine). Sidecars that describe another blob are a problem."""
     directory = bf.path.parent
+    present = [name for name in SIDECARS if (directory / name).is_file()]
+    if not present:
+        return None
     manifest_path = directory / MANIFEST_JSON
     if not manifest_path.is_file():
-        return None
+        return SidecarReport(present, [f"{', '.join(present)} beside the blob but no "
+                                       f"{MANIFEST_JSON}: the engine cannot build it from them"],
+                             False)
     manifest = load_json(manifest_path, BlobError, MANIFEST_JSON)
-    if manifest.get("weights_path") != bf.path.name:
-        return None  # another blob's manifest
+    named = described_blob(manifest)
+    if named != bf.path.name:
+        return SidecarReport(present, [f"{MANIFEST_JSON} beside the blob describes {named}, not "
+                                       f"{bf.path.name}: sidecars must be their own blob's (one "
+                                       "model per directory)"], False)
     found, problems = [MANIFEST_JSON], []
     want = [(t.name, t.dtype.label, t.offset, t.nbytes) for t in bf.tensors]
     entries = manifest.get("entries")
@@ -53,7 +73,7 @@ def sidecar_problems(bf: BumpFile) -> tuple[list[str], list[str]] | None:
     if config_path.is_file() and bf.spec is not None:
         found.append(ENGINE_CONFIG)
         problems += _config_problems(load_json(config_path, BlobError, ENGINE_CONFIG), bf)
-    return found, problems
+    return SidecarReport(found, problems, True)
 
 
 def _map_problems(path: Path, want: list[tuple[Any, ...]]) -> list[str]:

@@ -10,7 +10,6 @@ dequantized reference run, so what this returns is what they compare. No torch.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import numpy as np
 
 from ..format.dtypes import DType
 from ..format.errors import BlobError
-from ..format.packing import source_values
+from ..format.packing import quant_row, source_values
 from ..format.profile import PlacedTensor
 from ..native.quant import dequantize
 from .reader import BumpFile, open_blob
@@ -29,7 +28,8 @@ def packed_fp32(bf: BumpFile, t: PlacedTensor) -> np.ndarray:
     if t.dtype == DType.FP32:
         return bf.array(t.name)
     raw = bf.tensor_bytes(t.name)
-    rows, cols = math.prod(t.slot.shape[:-1]), t.slot.shape[-1]
+    cols = quant_row(t.slot)  # the rows its blocks run along (engine-v7's wo: rows of H*D)
+    rows = t.slot.numel // cols
     values = np.asarray(dequantize(raw, t.dtype, rows, cols), dtype=np.float32)
     return values.reshape(t.slot.shape)
 
@@ -78,7 +78,8 @@ class TensorReader:
 
     def get_raw(self, name: str) -> np.ndarray:
         """Packed tensor ``name`` as stored: fp32 in its padded packed shape, a ggml block type
-        as its bytes, one row of blocks per packed row (``uint8 [rows, row bytes]``), the
+        as its bytes, one row of blocks per quantized row (``uint8 [rows, row bytes]``, the rows
+        its blocks run along: :func:`~bumpconv.format.packing.quant_row`), the
         tokenizer's arrays as bytes."""
         t = self._bf.by_name.get(name)
         if t is None:
@@ -92,7 +93,7 @@ class TensorReader:
         data = np.frombuffer(self._bf.tensor_bytes(name), dtype=np.uint8)
         if t.slot.content != "weights":
             return data.copy()
-        return data.reshape(math.prod(t.slot.shape[:-1]), -1).copy()
+        return data.reshape(t.slot.numel // quant_row(t.slot), -1).copy()  # one quantized row each
 
     def dtype(self, name: str) -> str:
         """The stored dtype of a packed tensor or of the packed tensor holding an HF tensor

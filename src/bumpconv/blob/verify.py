@@ -22,7 +22,7 @@ from ..format.dtypes import DType
 from ..format.errors import BumpError, VerifyError
 from ..format.tokenizer_meta import rebuild_tokenizer_json
 from ..format.vocab import ARRAY_NAMES, VocabArrays
-from ..format.packing import first_nonzero_padding, pack, unpack
+from ..format.packing import first_nonzero_padding, pack, quant_row, unpack
 from ..format.profile import PlacedTensor
 from ..native.quant import quantize
 from .reader import BumpFile
@@ -85,7 +85,7 @@ def _compare_blocks(bf: BumpFile, got: PlacedTensor, source: Source, kept: bool)
         want = source.kept_rows(slot, got.dtype).tobytes()
     else:
         packed = pack(slot, [source.read_all(n) for n in slot.sources])
-        want = quantize(packed.reshape(-1, slot.shape[-1]), got.dtype).tobytes()
+        want = quantize(packed.reshape(-1, quant_row(slot)), got.dtype).tobytes()
     have = bf.tensor_bytes(got.name)
     if have != want:
         block = got.dtype.block.nbytes

@@ -7,14 +7,16 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..conversion.convert import convert_checkpoint
+from ..conversion.convert import convert_checkpoint, writes_directory
 from ..conversion.gguf_source import requantize_warning
 from ..conversion.plan import F32, KEEP, plan_conversion
 from ..conversion.report import format_plan
 from ..conversion.source import open_source
 from ..files.atomic import check_destination
+from ..format.engine_policy import is_engine_profile
 from ..format.profile import DEFAULT_PROFILE, PROFILES, load_profile
 from ..format.quant_policy import quant_names
+from ..format.sidecars import MODEL_FILES
 from . import OldName
 
 
@@ -23,7 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Convert a Hugging Face checkpoint (a directory, or a repo id "
                                    "already in the local HF cache) to a bump blob.")
     p.add_argument("src", help="model directory, cached repo id (org/name) or .gguf file")
-    p.add_argument("out", type=Path, help="output .bump file")
+    p.add_argument("out", type=Path, help="output: for an engine profile a model directory "
+                                          "(weights.bump + the engine's sidecars) unless the "
+                                          "name ends in .bump (the blob alone); else a file")
     p.add_argument("--profile", default=DEFAULT_PROFILE, choices=PROFILES,
                    help=f"layout profile to write (default: {DEFAULT_PROFILE})")
     p.add_argument("--format", dest="profile", choices=PROFILES, action=OldName, new="--profile")
@@ -45,8 +49,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-nonfinite", action="store_true",
                    help="convert weights that hold NaN or infinity (refused by default)")
     p.add_argument("--engine-sidecars", action=argparse.BooleanOptionalAction, default=None,
-                   help="write weights_manifest.json/.map and config.json for the engine's v7 "
-                        "build step next to the blob (default: on for engine-v7)")
+                   help="the engine's weights_manifest.json/.map and config.json come with a "
+                        "model directory and never beside a .bump file; this flag only asserts "
+                        "which one you expect")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     p.add_argument("--verbose", action="store_true",
                    help="also print what the engine's own C tokenizer would do differently "
@@ -61,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
             plan = plan_conversion(source, args.profile, context=args.context, quant=args.quant)
             if (requantized := requantize_warning(source, args.quant)) is not None:
                 warnings.warn(requantized, stacklevel=1)
-            check_destination(args.out, args.force, source.input_files())
+            check_destination(args.out, args.force, source.input_files(),
+                              MODEL_FILES if writes_directory(args.out, args.profile) else None)
             print(format_plan(plan, source, tensors=not args.quiet))
         return 0
     done = convert_checkpoint(args.src, args.out, args.profile, context=args.context,
@@ -73,8 +79,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"bumpconv: note: {note}", file=sys.stderr)
     if not args.quiet:
         r = done.result
-        print(f"wrote {r.path} ({r.size:,} bytes, {len(done.plan.tensors)} tensors, "
+        what = (f"{done.directory}/: {r.path.name}" if done.directory is not None else r.path)
+        print(f"wrote {what} ({r.size:,} bytes, {len(done.plan.tensors)} tensors, "
               f"{done.plan.profile.magic}, sha256 {r.checksum[:16]}...)"
               + (f" and {', '.join(p.name for p in done.sidecars)}" if done.sidecars else ""),
               file=sys.stderr)
+        if done.directory is None and is_engine_profile(done.plan.profile):
+            print(f"  the blob alone, without the engine's sidecars; `bumpconv convert "
+                  f"{args.src} DIR` writes a model directory that the engine's ck_run_v7/v8 "
+                  "run as it is", file=sys.stderr)
     return 0

@@ -6,8 +6,8 @@ measures the kernels alone, which must stay at fp32 noise when activations are f
 
 It is built by loading SRC with :meth:`Reference.load` (fp32, eager) and replacing every
 parameter with the blob's value: each packed tensor is dequantized to fp32 when its dtype is not
-fp32 (a packed row-quantized tensor is ``prod(shape[:-1])`` rows of ``shape[-1]`` values, the
-rows its blocks run along), then inverted by the layout's packing rule
+fp32 (a packed row-quantized tensor is rows of :func:`~bumpconv.format.packing.quant_row` values,
+the rows its blocks run along), then inverted by the layout's packing rule
 (:func:`bumpconv.format.packing.unpack`) back to its HF tensors, which are copied into the
 parameters of the same name. Every HF parameter must be replaced exactly once: a parameter the
 blob does not hold would silently keep SRC's value, and a blob tensor HF has no parameter for

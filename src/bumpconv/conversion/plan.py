@@ -17,13 +17,16 @@ from typing import TYPE_CHECKING
 from ..format.codec import pack_dtype_table
 from ..format.dtypes import DType
 from ..format.errors import LayoutError, SourceError
+from ..format.engine_policy import check_kept, engine_dtypes, is_engine_profile, refused_quant
 from ..format.quant_policy import choose_dtype
 from ..format.profile import (HeaderVariant, PlacedTensor, Profile, TensorSlot,
-                             check_representable, evaluate, load_profile, place_tensors)
+                             check_representable, evaluate, expand_tensors, load_profile,
+                             place_tensors)
 from ..format.spec import ModelSpec
 from ..format.vocab import VocabCounts
 
 if TYPE_CHECKING:
+    from ..format.registry import Family
     from .source import Source
 from .gguf_source import GGUFSource
 from .safetensors_file import CONVERTIBLE_DTYPES, TensorInfo
@@ -115,7 +118,10 @@ def make_plan(spec: ModelSpec, source_tensors: dict[str, TensorInfo], profile_na
         if profile.dtype_enum != "current":
             raise LayoutError(f"{profile_name}: its dtype table has only fp32 and a stale q4_k "
                               "code; quantized blobs need another profile (engine-v7, bumpwgt5)")
-        dtype_of = dtype_of or partial(_policy_dtype, quant, spec)
+        if is_engine_profile(profile):
+            dtype_of = _engine_dtype_of(profile, dims, flags, family, quant, spec, dtype_of)
+        elif dtype_of is None:
+            dtype_of = partial(_policy_dtype, quant, spec)
     tensors = place_tensors(profile, dims, flags, family, dtype_of=dtype_of)
     used: set[str] = set()
     for t in tensors:
@@ -136,6 +142,23 @@ def make_plan(spec: ModelSpec, source_tensors: dict[str, TensorInfo], profile_na
 
 def _policy_dtype(quant: str, spec: ModelSpec, slot: TensorSlot) -> DType:
     return choose_dtype(quant, slot, spec.num_layers, spec.tie_word_embeddings)
+
+
+def _engine_dtype_of(profile: Profile, dims: dict[str, int], flags: dict[str, bool],
+                     family: Family, quant: str, spec: ModelSpec,
+                     kept: Callable[[TensorSlot], DType] | None) -> Callable[[TensorSlot], DType]:
+    """An engine profile's dtypes: a GGUF's kept blocks only where the engine runs them as they
+    are (else an error), a policy's choice adjusted by the engine's rules (engine.policy.json)."""
+    slots = expand_tensors(profile, dims, flags, family)
+    if quant == KEEP:
+        assert kept is not None
+        check_kept(slots, kept, dims)
+        return kept
+    refused = refused_quant(quant)
+    if refused is not None:
+        raise LayoutError(refused)
+    chosen = engine_dtypes(slots, partial(_policy_dtype, quant, spec), dims)
+    return lambda slot: chosen[slot.name]
 
 
 def _check_tying(profile: Profile, spec: ModelSpec,

@@ -1,5 +1,6 @@
-"""The files the engine's v7 build step reads next to a blob: ``weights_manifest.json``,
-``weights_manifest.map`` and a ``config.json`` (see ../shared/reference/engine-v7.md).
+"""The files the engine's build steps (v7 and v8) read next to a blob in a model directory:
+``weights_manifest.json``, ``weights_manifest.map`` and a ``config.json`` (see
+../shared/reference/engine-v7.md and engine-quant-v8.md).
 
 All three are derived from the plan alone (names, dtypes, offsets and sizes are known before a
 byte of the blob is written), so they are byte-reproducible: the manifest names the blob by its
@@ -12,8 +13,9 @@ top-level ``rope_theta`` (transformers 5 nests it, and the engine then silently 
 ``rope_layout: split`` (its llama template defaults to the interleaved RoPE kernel, right for
 llama.cpp-permuted GGUF weights and wrong for HF weights) and ``rotary_dim``.
 
-The engine's v7 runtime has no bias operations and no RoPE scaling, and its gemma3 template
-one window and one RoPE base for every layer: for a model that needs what it lacks, it would
+The engine's v7 runtime has no bias operations and no RoPE scaling, reads every matrix
+unpadded, and its gemma3 template has one window and one RoPE base for every layer: for a model
+that needs what it lacks, or whose E, D or I bumpconv's layout pads, it would
 compute a different model, so no sidecars are made for it (:func:`engine_refusal`).
 """
 
@@ -25,13 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from ..files.atomic import atomic_output, write_all
-from ..files.inputs import same_file
+from ..format.engine_policy import load_engine_policy
 from ..format.engine_tokenizer import engine_template, engine_tokenizer_warnings
-from ..format.errors import OutputError
 from ..format.metadata import engine_config
 from ..format.sidecars import (ENGINE_CONFIG, MANIFEST_FORMAT, MANIFEST_JSON, MANIFEST_MAP,
-                               MAP_HEADER, SIDECARS)
-from ..format.spec import ModelSpec
+                               MAP_HEADER)
+from ..format.profile import PlacedTensor
+from ..format.spec import ALIGNED, ModelSpec
 from .plan import Plan
 from .source import Source
 
@@ -39,17 +41,21 @@ from .source import Source
 #: The engine config keys of its manifest (its converter writes exactly these).
 _CONFIG_KEYS = ("model", "num_layers", "embed_dim", "num_heads", "num_kv_heads", "head_dim",
                 "intermediate_size", "context_length", "rope_theta", "vocab_size", "rms_eps")
-#: The weight names of quant_summary, per layer.
-_SUMMARY_WEIGHTS = ("wq", "wk", "wv", "wo", "w1", "w2")
 
 
 def engine_refusal(spec: ModelSpec) -> str | None:
-    """Why the engine's v7 runtime cannot run this model as transformers does, or None."""
+    """Why the engine's runtime cannot run this model as transformers does, or None."""
     if spec.qkv_bias:
         return ("the engine's v7 runtime has no q/k/v bias operations (and its build step "
                 "refuses manifest entries no operation reads)")
     if spec.rope.type != "default":
         return f"the engine's v7 runtime has no RoPE scaling (the model uses {spec.rope.type!r})"
+    dims = spec.dims()
+    padded = [f"{base} = {dims[base]}" for aligned, base in ALIGNED.items()
+              if aligned != "AC" and dims[aligned] != dims[base]]
+    if padded:  # measured: its runtime then computes garbage (top-1 0-0.5 %, tools/engine_check.py)
+        return (f"the engine reads every matrix unpadded, and bumpconv's engine layout pads "
+                f"rows to 64 bytes (not a multiple of 16: {', '.join(padded)})")
     return _gemma3_refusal(spec)
 
 
@@ -80,7 +86,7 @@ def _gemma3_refusal(spec: ModelSpec) -> str | None:
     return None
 
 
-def engine_sidecars(plan: Plan, blob_name: str, tokenizer_type: str = "bpe") -> dict[str, bytes]:
+def sidecar_files(plan: Plan, blob_name: str, tokenizer_type: str = "bpe") -> dict[str, bytes]:
     """The three sidecar files for a plan whose blob is named ``blob_name``, by file name."""
     spec = plan.spec
     config = {k: v for k, v in engine_config(spec).model_dump().items() if k in _CONFIG_KEYS}
@@ -90,7 +96,7 @@ def engine_sidecars(plan: Plan, blob_name: str, tokenizer_type: str = "bpe") -> 
         "weights_path": blob_name,
         "config": config,
         "template": {"name": engine_template(spec.architecture)},
-        "quant_summary": _quant_summary(plan),
+        "quant_summary": quant_summary(plan.tensors),
         "entries": [{"name": t.name, "dtype": t.dtype.label, "file_offset": t.offset,
                      "size": t.nbytes} for t in plan.tensors],
     }
@@ -122,10 +128,20 @@ def build_config(spec: ModelSpec) -> dict[str, Any]:
     return out
 
 
-def _quant_summary(plan: Plan) -> dict[str, dict[str, str]]:
-    summary: dict[str, dict[str, str]] = {}
-    for t in plan.tensors:
-        if t.slot.layer is not None and t.slot.role in _SUMMARY_WEIGHTS:
+def quant_summary(tensors: Sequence[PlacedTensor]) -> dict[str, Any]:
+    """The dtypes the engine's build step picks kernels by (without this it silently takes fp32
+    kernels): ``token_emb``, ``lm_head`` (the embedding's when tied) and each layer's matrices,
+    the keys named by engine.policy.json."""
+    policy = load_engine_policy()
+    keys = policy.quant_summary
+    by_role = {t.slot.role: t.dtype.label for t in tensors if t.slot.layer is None}
+    summary: dict[str, Any] = {}
+    for role in keys.header:  # a tied head is the embedding
+        label = by_role.get(role, by_role.get(policy.embedding.role))
+        if label is not None:
+            summary[role] = label
+    for t in tensors:
+        if t.slot.layer is not None and t.slot.role in keys.layer:
             summary.setdefault(f"layer.{t.slot.layer}", {})[t.slot.role] = t.dtype.label
     return summary
 
@@ -134,25 +150,12 @@ def _json(obj: dict[str, Any]) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
 
 
-def check_sidecar_paths(directory: Path, force: bool, inputs: Sequence[Path]) -> None:
-    """Refuse, before anything is converted, sidecars that would replace existing files (or,
-    even with ``force``, an input such as the checkpoint's own config.json)."""
-    for name in SIDECARS:
-        path = directory / name
-        if any(same_file(path, source) for source in inputs):
-            raise OutputError(f"{path}: is an input of this conversion; write the blob into "
-                              "another directory (or --no-engine-sidecars)")
-        if path.exists() and not force:
-            raise OutputError(f"{path}: already exists (use --force to overwrite, or "
-                              "--no-engine-sidecars)")
-
-
-def write_sidecars(files: dict[str, bytes], directory: Path, force: bool,
-                   inputs: Sequence[Path] = ()) -> list[Path]:
-    """Write each sidecar atomically into ``directory``; returns their paths."""
+def write_sidecars(files: dict[str, bytes], directory: Path) -> list[Path]:
+    """Write each sidecar into ``directory`` (a model directory being staged); returns their
+    paths."""
     written = []
     for name, data in files.items():
-        with atomic_output(directory / name, force, size=len(data), inputs=inputs) as fd:
+        with atomic_output(directory / name, False, size=len(data)) as fd:
             write_all(fd, data)
         written.append(directory / name)
     return written

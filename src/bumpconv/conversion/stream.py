@@ -55,14 +55,16 @@ def _fresh(elements: int) -> np.ndarray:
 
 
 def packed_chunks(slot: TensorSlot, source: Source, chunk_bytes: int = CHUNK_BYTES,
-                  take: Callable[[int], np.ndarray] = _fresh) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                  take: Callable[[int], np.ndarray] = _fresh,
+                  row_group: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The packed tensor as consecutive 2-D row blocks (fp32, padding zero).
 
     Yields ``(block, buffer)``: ``block`` is a view of ``buffer``, which came from ``take`` and
-    may be recycled by the caller once the block has been consumed.
+    may be recycled by the caller once the block has been consumed. Each block holds a multiple
+    of ``row_group`` rows (a quantized row that spans several packed rows is never cut).
     """
     rm = row_map(slot)
-    rows_per_chunk = max(1, chunk_bytes // (rm.width * 4))
+    rows_per_chunk = max(1, chunk_bytes // (rm.width * 4) // row_group) * row_group
     runs = arithmetic_runs(rm.src_index, rm.src_start) if rm.run else []
     whole: dict[int, np.ndarray] = {}
     if any(stride > rm.run for _, _, stride in runs):

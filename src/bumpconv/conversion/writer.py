@@ -20,6 +20,7 @@ from ..files.progress import progress_bar
 from ..format.codec import pack_footer, pack_header
 from ..format.dtypes import DType
 from ..format.errors import ConfigError, SourceError
+from ..format.packing import quant_row
 from .manifest import created_at, metadata_bytes, output_size
 from .pipeline import Emitter
 from .quantize import ChunkQuantizer
@@ -88,12 +89,14 @@ def write_blob(plan: Plan, source: Source, dest: Path, force: bool = False,
                 if plan.quant == KEEP and t.dtype != DType.FP32:  # a GGUF's blocks as they are
                     emitter.emit(t.name, source.kept_rows(t.slot, t.dtype), None)
                     continue
-                for block, buf in packed_chunks(t.slot, source, CHUNK_BYTES, emitter.take):
+                row = quant_row(t.slot) if t.dtype != DType.FP32 else t.slot.shape[-1]
+                for block, buf in packed_chunks(t.slot, source, CHUNK_BYTES, emitter.take,
+                                                row // t.slot.shape[-1]):
                     if not allow_nonfinite and not np.isfinite(block).all():
                         raise SourceError(_first_nonfinite(t.slot.sources, source))
                     if t.dtype != DType.FP32:
                         assert quantizer is not None
-                        block = quantizer(block, t.dtype)
+                        block = quantizer(block.reshape(-1, row), t.dtype)
                     emitter.emit(t.name, block, buf)
         except BaseException:
             emitter.close()

@@ -1,5 +1,7 @@
 """Output files that appear only when complete and never replace what they must not: every file
-bumpconv writes (blobs, sidecars, parity dumps) goes through :func:`atomic_output`.
+bumpconv writes (blobs, parity dumps) goes through :func:`atomic_output`, and an output of
+several files (a model directory: the blob and the engine's sidecars) through
+:func:`atomic_directory`, which makes them appear together or not at all.
 
 * The data goes to an unnamed temporary file (``O_TMPFILE``) in the destination's directory,
   so a process killed even by SIGKILL leaves nothing behind. Where the filesystem cannot make
@@ -10,6 +12,12 @@ bumpconv writes (blobs, sidecars, parity dumps) goes through :func:`atomic_outpu
   replaced. With ``force`` it is renamed over the old one (atomic on POSIX).
 * The destination may not be a directory, a device, a FIFO or a socket (even with ``force``),
   nor one of the inputs it is made from; free space is checked against the exact size first.
+* A directory is staged whole as a hidden ``.NAME.PID.XXXX.partial`` directory beside its
+  destination and renamed into place in one step (a new or empty destination), or swapped with
+  the old one by ``renameat2(RENAME_EXCHANGE)`` (``force``), whose content is then removed. A
+  kill at any moment leaves either the old directory or the new one, never a mix; a killed
+  process's staging directory is removed the next time, like a file's partial. SIGINT and
+  SIGTERM arriving during the swap are held until it is done.
 """
 
 from __future__ import annotations
@@ -19,8 +27,11 @@ import errno
 import os
 import re
 import secrets
+import shutil
+import signal
 import stat
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -60,10 +71,151 @@ def atomic_output(dest: Path, force: bool, size: int | None = None,
             _unlink(named)
 
 
-def check_destination(dest: Path, force: bool, inputs: Sequence[Path] = ()) -> None:
-    """What :func:`atomic_output` refuses about ``dest`` before writing (``convert --dry-run``
-    asks it without writing)."""
-    _check_destination(dest, dest.parent if str(dest.parent) else Path("."), force, inputs)
+def check_destination(dest: Path, force: bool, inputs: Sequence[Path] = (),
+                      owned: frozenset[str] | None = None) -> None:
+    """What :func:`atomic_output` (or, given the names a model directory ``owned``,
+    :func:`atomic_directory`) refuses about ``dest`` before writing: ``convert --dry-run`` asks
+    it without writing."""
+    parent = dest.parent if str(dest.parent) else Path(".")
+    if owned is None:
+        _check_destination(dest, parent, force, inputs)
+    else:
+        _check_directory(dest, parent, force, owned, inputs)
+
+
+#: What --force may replace: a directory bumpconv wrote (these names) plus what the engine's own
+#: drivers build inside it; a directory holding anything else is never replaced.
+REPLACEABLE = frozenset({".ck_build", ".ck_build_v8"})
+
+
+@contextmanager
+def atomic_directory(dest: Path, force: bool, owned: frozenset[str],
+                     inputs: Sequence[Path] = ()) -> Iterator[Path]:
+    """Yield an empty hidden staging directory beside ``dest``; when the block completes, the
+    staging directory becomes ``dest`` in one rename (or one exchange with the old ``dest``
+    under ``force``); on any exception (KeyboardInterrupt included) nothing is left.
+
+    ``owned``: the names bumpconv writes into such a directory; ``force`` replaces an existing
+    directory only when it holds nothing else (besides the engine's build directories).
+    ``inputs`` may not lie inside ``dest``."""
+    parent = dest.parent if str(dest.parent) else Path(".")
+    replacing = _check_directory(dest, parent, force, owned, inputs)
+    _remove_stale_partials(dest, parent)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=".partial",
+                                        dir=parent))
+        os.chmod(staging, 0o777 & ~_umask())
+    except OSError as exc:
+        raise OutputError(f"{dest}: cannot create a directory in {parent} "
+                          f"({exc.strerror})") from None
+    try:
+        yield staging
+        _fsync_dir(staging)
+        with _interrupts_held():
+            old = _swap_into_place(staging, dest, replacing)
+            _fsync_dir(parent)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        raise OutputError(f"{dest}: write failed ({exc.strerror})") from None
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_directory(dest: Path, parent: Path, force: bool, owned: frozenset[str],
+                     inputs: Sequence[Path]) -> bool:
+    """Whether ``dest`` exists with content to replace; OutputError when it may not be."""
+    if not parent.is_dir():
+        raise OutputError(f"{dest}: directory {parent} does not exist")
+    if dest.is_symlink():
+        raise OutputError(f"{dest}: is a symbolic link; give the directory it points to")
+    real = dest.resolve()
+    for source in inputs:
+        if real in Path(source).resolve().parents:
+            raise OutputError(f"{dest}: holds {source}, an input of this command; write into "
+                              "another directory")
+    try:
+        mode = os.stat(dest).st_mode
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise OutputError(f"{dest}: cannot check the output path ({exc.strerror})") from None
+    if not stat.S_ISDIR(mode):
+        raise OutputError(f"{dest}: exists and is not a directory")
+    names = sorted(os.listdir(dest))
+    if not names:
+        return False
+    foreign = [n for n in names if n not in owned and n not in REPLACEABLE]
+    if foreign:
+        raise OutputError(f"{dest}: holds {foreign[0]!r}, which bumpconv did not write; a model "
+                          "directory is written whole (give a new directory, e.g. "
+                          f"{dest / 'model'}), and --force replaces only a model directory ("
+                          + ", ".join(sorted(owned)) + ")")
+    if not force:
+        raise OutputError(f"{dest}: already exists (use --force to replace it)")
+    return True
+
+
+def _swap_into_place(staging: Path, dest: Path, replacing: bool) -> Path | None:
+    """Put ``staging`` at ``dest``; returns where the old content now is (to be removed)."""
+    if not replacing:
+        try:
+            os.rename(staging, dest)  # atomic; replaces an empty directory, never a full one
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise OutputError(f"{dest}: was filled while this command ran; use --force to "
+                                  "replace it") from None
+            raise
+        return None
+    if _exchange(staging, dest):
+        return staging
+    old = _partial_name(dest, dest.parent if str(dest.parent) else Path("."))
+    os.rename(dest, old)  # no exchange here: a moment without dest, never a mixed one
+    os.rename(staging, dest)
+    return old
+
+
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2`` with RENAME_EXCHANGE); False where the
+    C library or the filesystem cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+    fn.restype = ctypes.c_int
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err))
+
+
+@contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM while the block runs (the commit of a directory), then deliver
+    the first one that came: an interruption happens before the commit or after it, never in
+    the middle. Signal handlers can only be set from the main thread; elsewhere this holds
+    nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in held}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if caught:
+            signal.raise_signal(caught[0])
 
 
 def _check_destination(dest: Path, parent: Path, force: bool, inputs: Sequence[Path]) -> None:
@@ -195,7 +347,8 @@ def _link_new(source: str | Path, dest: Path) -> None:
 
 
 def _remove_stale_partials(dest: Path, parent: Path) -> None:
-    """Remove ``.NAME.PID.*.partial`` files of ``dest`` whose process no longer exists."""
+    """Remove ``.NAME.PID.*.partial`` files (and staging directories) of ``dest`` whose process
+    no longer exists."""
     try:
         entries = list(parent.iterdir())
     except OSError:
@@ -204,7 +357,10 @@ def _remove_stale_partials(dest: Path, parent: Path) -> None:
         m = _PARTIAL.match(entry.name)
         if not m or m["name"] != dest.name or _alive(int(m["pid"])):
             continue
-        _unlink(entry)
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            _unlink(entry)
         warnings.warn(f"removed {entry}, a partial output left by a process that no longer "
                       "runs", stacklevel=3)
 

@@ -232,3 +232,20 @@ def _merged(axes: list[tuple[int, int]]) -> list[tuple[int, int]]:
         else:
             out.append((size, stride))
     return out
+
+
+def quant_row(slot: TensorSlot) -> int:
+    """How many packed values one quantized row holds: the blocks run along it.
+
+    Normally the last packed axis. When the axes before it continue the same matrix row with no
+    padding between them, the row is the whole matrix row instead: engine-v7's wo ``[AE][H][AD]``
+    with ``AD == D`` is one row of ``H*D`` values, the input dimension llama.cpp and the engine
+    quantize along (so a K-quant fits ``H*D = 256`` even when ``D = 64``). A row with padding
+    inside (``AD > D``) stays one head long: a block never spans a gap."""
+    width = slot.shape[-1]
+    if slot.box is None or slot.source_shape is None or len(slot.shape) < 2:
+        return width
+    view = matrix_view(slot)
+    if view.col_seg == view.cols == view.ld and view.cols % width == 0:
+        return view.cols
+    return width

@@ -1,10 +1,11 @@
 """Quantization policies as data (``schemas/quant.policy.json``): which dtype each packed tensor
 gets under ``convert --quant NAME``.
 
-Quantization runs along each packed row (the last axis: a matrix's input dimension, padded to
-16 values), so a type is usable for a tensor only when its block divides that row; otherwise
-the policy's fallback chain applies, ending at fp32. Only matrices are quantized: norms, biases
-and the tokenizer's arrays keep their dtype.
+Quantization runs along each packed row (a matrix's input dimension, padded to 16 values:
+:func:`~bumpconv.format.packing.quant_row`), so a type is usable for a tensor only when its block
+divides that row; otherwise the policy's fallback chain applies, ending at fp32. Only matrices
+are quantized: norms, biases and the tokenizer's arrays keep their dtype. The engine profiles
+then apply the engine's own rules on top (:mod:`.engine_policy`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .dtypes import DType, dtype_named
 from .errors import LayoutError
+from .packing import quant_row
 from .profile import TensorSlot
 
 #: Roles that are the output head (the token embedding is one too when the model is tied).
@@ -99,7 +101,7 @@ def choose_dtype(name: str, slot: TensorSlot, layers: int, tied: bool) -> DType:
         raise LayoutError(f"unknown --quant {name!r} (known: {', '.join(policies.policies)})")
     if slot.content != "weights" or slot.zeros or len(slot.shape) < 2:
         return slot.dtype
-    row = slot.shape[-1]
+    row = quant_row(slot)
     label = policy.default
     output = slot.role in OUTPUT_ROLES or (tied and slot.role == "token_emb")
     if output and policy.output is not None:
@@ -110,6 +112,12 @@ def choose_dtype(name: str, slot: TensorSlot, layers: int, tied: bool) -> DType:
                 rule.layers == "all" or more_bits(slot.layer, layers)):
             label = rule.type
     return _fitting(label, row, policies)
+
+
+def fitting(label: str, row: int) -> DType:
+    """``label``, or its llama.cpp fallback when its block does not divide ``row``, else the
+    last resort (fp32)."""
+    return _fitting(label, row, load_policies())
 
 
 def _fitting(label: str, row: int, policies: Policies) -> DType:
