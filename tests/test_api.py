@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Callable
 
@@ -13,7 +12,7 @@ from safetensors.numpy import load_file
 
 import bumpconv
 from bumpconv.format.dtypes import dtype_named
-from bumpconv.format.packing import pack, unpack
+from bumpconv.format.packing import pack, quant_row, unpack
 from bumpconv.native.quant import dequantize, quantize
 
 
@@ -81,8 +80,8 @@ def test_safe_open_gives_every_source_tensor_back_bit_for_bit(
 
 def test_safe_open_dequantizes_and_unpacks_a_quantized_blob(synthetic: Callable[..., Path],
                                                             tmp_path: Path) -> None:
-    """A q8_0 blob: get_raw() is each packed tensor's ggml blocks, one row of blocks per packed
-    row; get_tensor() is the source packed, quantized, dequantized and unpacked - ggml's
+    """A q8_0 blob: get_raw() is each packed tensor's ggml blocks, one row of blocks per
+    quantized row; get_tensor() is the source packed, quantized, dequantized and unpacked - ggml's
     arithmetic, which verify and parity's dequantized reference run too."""
     src = synthetic("llama-quant")
     out = tmp_path / "q.bump"
@@ -94,12 +93,13 @@ def test_safe_open_dequantizes_and_unpacks_a_quantized_blob(synthetic: Callable[
         assert quantized
         for t in quantized:
             raw = f.get_raw(t.name)
-            rows = math.prod(t.slot.shape[:-1])
+            cols = quant_row(t.slot)  # the rows its blocks run along (engine-v7's wo: H*D)
+            rows = t.slot.numel // cols
             assert raw.dtype == np.uint8 and raw.shape == (rows, t.nbytes // rows)
             packed = pack(t.slot, [want[n] for n in t.slot.sources])
             blocks = quantize(packed.reshape(rows, -1), dtype_named(f.dtype(t.name)))
             assert blocks.tobytes() == raw.tobytes(), t.name
-            values = dequantize(blocks, t.dtype, rows, t.slot.shape[-1])
+            values = dequantize(blocks, t.dtype, rows, cols).reshape(t.slot.shape)
             for name, expected in zip(t.slot.sources, unpack(t.slot, values)):
                 assert np.array_equal(f.get_tensor(name), expected), name
                 assert f.dtype(name) == "q8_0"

@@ -181,6 +181,26 @@ def test_k_quants_only_where_the_input_dimension_is_whole_blocks() -> None:
     assert padded["layer.0.w1"] == padded["layer.0.w2"] == "fp32"
 
 
+def test_q5_1_and_q5_k_only_up_to_the_input_their_kernels_compute() -> None:
+    """The engine's q5_1 kernels leave their output unwritten past K = 8192, its q5_k kernels
+    misread past K = 32768 (probed through its library): a Llama-3-8B-sized w2 (I = 14336)
+    falls back to q5_0 in q5_1 and stays q5_k (within its limit); I = 33024 takes q6_k."""
+    big = {**QWEN3_ENGINE, "intermediate_size": 14336}
+    q51 = engine_choice("q5_1", big)
+    assert q51["layer.0.w2"] == "q5_0" and q51["layer.0.w1"] == "q5_1"
+    assert engine_choice("q5_k", big)["layer.0.w2"] == "q5_k"
+    huge = engine_choice("q5_k", {**QWEN3_ENGINE, "intermediate_size": 33024})
+    assert huge["layer.0.w2"] == "q6_k" and huge["layer.0.w1"] == "q5_k"
+
+
+def test_check_names_a_q5_1_matrix_past_its_kernels_input_limit(model, cli) -> None:
+    directory = model("q5_1")
+    edit(directory, lambda m: m["config"].update(intermediate_size=8224))
+    lines = trap_lines(cli, directory)
+    assert any("input limit: layer.0.w2 is q5_1 with input dimension I = 8224: its q5_1 "
+               "kernels" in line and "return without writing" in line for line in lines), lines
+
+
 @pytest.mark.parametrize("key,value,tensor,dim", [
     ("embed_dim", 576, "layer.0.wq", "E = 576"),
     ("intermediate_size", 640, "layer.0.w2", "I = 640"),

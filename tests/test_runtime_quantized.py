@@ -19,6 +19,7 @@ from bumpconv.format.dtypes import DType
 from bumpconv.format.packing import quant_row, unpack
 from bumpconv.native.kernels import int8_products
 from bumpconv.native.quant import dequantize
+from bumpconv.format.registry import registry
 from bumpconv.format.stages import STAGES
 from bumpconv.run.runtime import BumpModel
 from kernel_levels import int8_round_trip
@@ -175,15 +176,17 @@ def test_int8_prefill_and_decode_run_the_path_the_runtime_names(blobs, quant: st
         layers = m.spec.num_layers
         many = [m.taps(IDS, layer) for layer in range(layers)]
         one = [m.taps(IDS[:1], layer) for layer in range(layers)]
-    hf_module = {s.key: s.hf for s in STAGES}
+    family = registry().family("llama")
+    assert family is not None
+    role = {s.key: s.of for s in STAGES}
     same_path = True
     compared = 0
     for layer in range(layers):
         for stage in (s.key for s in STAGES if s.key in many[layer] and s.position_axis == 0):
             if stage in PRODUCTS:
-                w, dtype = weights[f"model.layers.{layer}.{hf_module[stage]}.weight"]
+                w, dtype = weights[family.hf_name(role[stage], layer)]
                 call = next(c for c in CALLS if stage in c)
-                dtypes = [weights[f"model.layers.{layer}.{hf_module[s]}.weight"][1] for s in call]
+                dtypes = [weights[family.hf_name(role[s], layer)][1] for s in call]
                 int8 = {}
                 for side, taps in (("prefill", many[layer]), ("decode", one[layer])):
                     x = taps[PRODUCTS[stage]].reshape(len(taps[stage]), -1)

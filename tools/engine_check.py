@@ -29,6 +29,7 @@ import argparse
 import ctypes
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -158,12 +159,22 @@ def corpus_ids(src: Path, corpus: str | None, n: int) -> tuple[str, list[int]]:
     return text.name, [int(i) for i in ids]
 
 
+#: Kernels its build step labels fp32-activation that quantize their input themselves (q8_1
+#: for q5_1, q8_K for q5_k: gemm_kernels_q5_1_q8_1.c:28-50, gemm_kernels_q5_k.c:93-127, at
+#: 991d0874; probed through its library: each equals the dequantized product of the quantized
+#: input to 3e-7). The engine has no fp32-activation product for these types at all.
+_SELF_QUANTIZING = ("gemv_q5_1_q8_1", "gemm_nt_q5_1_q8_1", "gemv_q5_k", "gemm_nt_q5_k")
+
+
 def engine_activations(lib: Path) -> str:
     """``int8`` when the library quantizes activations before its matmuls (its default for
-    quantized weights), else ``fp32`` (fp32 weights, or built with ``prefer_q8_activation:
-    false`` in the directory's config.json): read from the C its codegen wrote beside it."""
+    quantized weights) or calls a kernel that quantizes them itself, else ``fp32`` (fp32
+    weights, or built with ``prefer_q8_activation: false`` in the directory's config.json and
+    no such kernel): read from the C its codegen wrote beside it."""
     generated = " ".join(p.read_text(errors="replace") for p in lib.parent.glob("model_v*.c"))
-    return "int8" if "quantize_row_q8" in generated else "fp32"
+    quantizes = "quantize_row_q8" in generated or any(
+        re.search(rf"\b{k}\s*\(", generated) for k in _SELF_QUANTIZING)
+    return "int8" if quantizes else "fp32"
 
 
 def check_runtime(directory: Path, lib: Path, src: Path, positions: int, corpus: str | None,

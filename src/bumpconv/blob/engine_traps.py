@@ -141,6 +141,9 @@ def _entry_traps(entries: list[_Entry], dims: dict[str, int],
             traps.append(Trap("input dim", f"{e.name} is {e.dtype} but its input dimension "
                               f"{matrix.input} = {k} is not whole {block.elements}-value blocks: "
                               "nothing is padded, so the engine's kernels abort or misread it"))
+        elif (limit := policy.input_limit.get(e.dtype)) is not None and k > limit.max:
+            traps.append(Trap("input limit", f"{e.name} is {e.dtype} with input dimension "
+                              f"{matrix.input} = {k}: {limit.why}"))
         elif e.size != rows * k // block.elements * block.nbytes:
             traps.append(Trap("padding", f"{e.name}: {e.size} bytes, but [{rows}][{k}] "
                               f"{e.dtype} is {rows * k // block.elements * block.nbytes}: the "

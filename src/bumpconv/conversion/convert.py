@@ -80,7 +80,8 @@ def convert_checkpoint(src: str, out: Path, profile: str, *, context: int | None
                               f"({why}); the blob is for bumpconv's runtime", stacklevel=3)
             result = write_blob(plan, source, out, force=force, progress=progress,
                                 allow_nonfinite=allow_nonfinite)
-            return Conversion(result, plan)
+            notes = engine_warnings(plan, source) if is_engine_profile(chosen) else []
+            return Conversion(result, plan, engine_notes=notes)  # the blob has the engine's tokenizer
         if why is not None:
             raise LayoutError(f"{out}: no model directory for the engine: {why}; a .bump path "
                               "writes the blob alone, for bumpconv's runtime")

@@ -12,7 +12,9 @@ otherwise walk into with exit status 0:
   q6_k -> q8_0);
 * nothing is padded: a quantized matrix must be unpadded (its packed shape its data), its rows
   its input dimension (E, H*D or I) in whole blocks of its type; else the llama.cpp fallback,
-  else fp32.
+  else fp32;
+* q5_1 and q5_k only up to the input dimension their kernels compute correctly
+  (``input_limit``: 8192 and 32768; beyond it q5_0 and q6_k).
 
 The same data drives the check of any engine directory (:mod:`bumpconv.blob.engine_traps`).
 """
@@ -55,6 +57,17 @@ class Matrix(BaseModel):
     input: str
 
 
+class InputLimit(BaseModel):
+    """The largest input dimension a type's engine kernels compute correctly, what replaces
+    the type beyond it, and what the engine does there instead."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max: int
+    instead: str
+    why: str
+
+
 class Names(BaseModel):
     """How the engine's manifests name the tensors the policy speaks of."""
 
@@ -85,6 +98,7 @@ class EnginePolicy(BaseModel):
     refused: dict[str, str]
     instead: str
     activation: dict[str, Activation]
+    input_limit: dict[str, InputLimit]
     shared_input: tuple[tuple[str, ...], ...]
     class_fallback: dict[str, str]
     embedding: Embedding
@@ -103,7 +117,8 @@ class EnginePolicy(BaseModel):
     def _known_types(self) -> "EnginePolicy":
         named = [*self.refused, *self.activation, *self.class_fallback,
                  *self.class_fallback.values(), *self.embedding.types,
-                 *self.embedding.instead, *self.embedding.instead.values()]
+                 *self.embedding.instead, *self.embedding.instead.values(),
+                 *self.input_limit, *(r.instead for r in self.input_limit.values())]
         for label in named:
             if label.upper() not in DType.__members__:
                 raise ValueError(f"unknown dtype {label!r}")
@@ -185,7 +200,11 @@ def _engine_fitting(dtype: DType, slot: TensorSlot, dims: dict[str, int]) -> DTy
     k = engine_input(slot, dims)
     if k is None or quant_row(slot) != k or slot.box != slot.shape:
         return DType.FP32  # padded rows or columns: the engine reads [rows][K] unpadded
-    return fitting(dtype.label, k)
+    chosen = fitting(dtype.label, k)
+    limit = load_engine_policy().input_limit.get(chosen.label)
+    if limit is not None and k > limit.max:  # its kernels compute garbage beyond it
+        return _engine_fitting(dtype_named(limit.instead), slot, dims)
+    return chosen
 
 
 _KEEP_ADVICE = ("--quant q8_0 (or another type) re-quantizes it for the engine, --profile "
@@ -224,4 +243,7 @@ def _why_not(slot: TensorSlot, dtype: DType, dims: dict[str, int]) -> str:
     k = engine_input(slot, dims)
     if k is not None and (quant_row(slot) != k or k % dtype.block.elements):
         return f"its input dimension {k} is not whole {dtype.label} blocks of unpadded rows"
+    limit = policy.input_limit.get(dtype.label)
+    if k is not None and limit is not None and k > limit.max:
+        return f"its input dimension {k} exceeds {limit.max}: {limit.why}"
     return "wq, wk and wv would mix the q8_0 and q8_K activation classes"
