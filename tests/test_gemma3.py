@@ -394,6 +394,7 @@ def test_quantized_gemma_is_llama_cpps_byte_for_byte(tiny: Callable[..., Path], 
             assert a.tensor_bytes(t.name) == b.tensor_bytes(t.name), t.name
 
 
+@pytest.mark.model  # torch's own gelu is the reference: not in the torch-free fast lane
 def test_geglu_is_as_close_to_torch_as_swiglu_is(capsys: pytest.CaptureFixture[str]) -> None:
     """The GeGLU kernel against torch's own fp32 gelu(approximate="tanh") * up, the SwiGLU
     kernel against torch's silu * up, on the same inputs, in units of the float32 spacing of
