@@ -539,3 +539,20 @@ def test_flags_named_in_schema_messages_exist() -> None:
     named = {flag for path in files
              for flag in re.findall(r"(?<![\w-])--[a-z][\w-]*", path.read_text(encoding="utf-8"))}
     assert named and named <= every, sorted(named - every)
+
+
+def test_eval_gate_table_is_the_schemas() -> None:
+    """docs/eval.md's gate table says what schemas/eval-gates.json holds, row for row (the
+    schema is the one home: a recalibration that forgets the doc fails here)."""
+    from bumpconv.evaluate.gates import load_gates
+    text = (ROOT / "docs" / "eval.md").read_text()
+    rows = {}
+    for m in re.finditer(r"^\| (\w+)[^|]* \| < ([\d.e-]+) \| >= ([\d.]+) % \| (?:< ([\d.]+)|-) \|$",
+                         text, re.M):
+        rows[m.group(1)] = (float(m.group(2)), float(m.group(3)) / 100,
+                            float(m.group(4)) if m.group(4) else None)
+    table, _ = load_gates()
+    want = {g.dtype: (g.mean_kl_max, g.same_top_min, g.ppl_ratio_max) for g in table.weights}
+    want["kernels"] = (table.kernels.mean_kl_max, table.kernels.same_top_min, None)
+    assert {k: tuple(None if v is None else pytest.approx(v) for v in vs)
+            for k, vs in want.items()} == rows
