@@ -35,3 +35,16 @@ def test_a_forbidden_edge_is_reported(tmp_path: Path) -> None:
     r = lint_imports(tmp_path / "src")
     assert r.returncode != 0
     assert "bumpconv.format.spec -> bumpconv.conversion.plan" in r.stdout
+
+
+def test_the_metrics_may_not_import_the_reference_side(tmp_path: Path) -> None:
+    """The metrics read PromptTokens and ReferenceRun from ``reference_data``; an import of
+    the torch-side ``reference`` module from them is a broken contract."""
+    copy = tmp_path / "src" / "bumpconv"
+    shutil.copytree(ROOT / "src" / "bumpconv", copy,
+                    ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    metrics = copy / "comparison" / "metrics.py"
+    metrics.write_text(metrics.read_text() + "\nfrom . import reference  # noqa: E402,F401\n")
+    r = lint_imports(tmp_path / "src")
+    assert r.returncode != 0
+    assert "bumpconv.comparison.metrics -> bumpconv.comparison.reference" in r.stdout

@@ -19,7 +19,7 @@ from bumpconv.comparison.metrics import (ContextSweep, Thresholds, compare_logit
                                          difference, first_divergent_layer, layer_sweep,
                                          stage_diff, sweep_scales)
 from bumpconv.comparison.report import ParityReport
-from bumpconv.comparison.reference import PromptTokens
+from bumpconv.comparison.reference_data import PromptTokens
 from bumpconv.format.spec import ModelSpec, RopeSpec
 
 TH = Thresholds()

@@ -40,7 +40,8 @@ from .dequantized import load_blob_weights
 from .metrics import (ContextSweep, LayerSweep, LogitsCheck, StageDiff, Thresholds,
                       compare_logits, first_divergent_layer, layer_sweep, output_diff, stage_diff)
 from ..conversion.plan import KEEP
-from .reference import PromptTokens, Reference, source_root, source_spec, tokenize_prompts
+from .reference import Reference, source_root, source_spec, tokenize_prompts
+from .reference_data import PromptTokens
 from .report import ParityReport
 
 #: Spec fields that must agree before any forward pass: they fix every tensor's shape.

@@ -54,7 +54,7 @@ import numpy as np
 
 from ..format.errors import ParityError
 from ..format.stages import STAGES
-from .reference import PromptTokens, ReferenceRun
+from .reference_data import PromptTokens, ReferenceRun
 
 
 @dataclass(frozen=True)
