@@ -213,7 +213,7 @@ def test_blob_carries_the_gguf_tokenizer(smol_gguf: Path, tmp_path: Path,
     from transformers import AutoTokenizer
 
     from bumpconv.blob.reader import open_blob
-    from bumpconv.run.carried import blob_tokenizer
+    from bumpconv.run.carried_tokenizer import blob_tokenizer
     from bumpconv.run.tokenizer import encode_text
     blob = tmp_path / "m.bump"
     r = cli("convert", smol_gguf, blob, "--quiet")  # its q4_1 blocks: no engine kernel for them

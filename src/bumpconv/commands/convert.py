@@ -10,13 +10,13 @@ from pathlib import Path
 from ..conversion.convert import convert_checkpoint, writes_directory
 from ..conversion.gguf_source import requantize_warning
 from ..conversion.plan import F32, KEEP, plan_conversion
-from ..conversion.report import format_plan
+from ..conversion.plan_report import format_plan
 from ..conversion.source import open_source
 from ..files.atomic import check_destination
+from ..format.engine_directory import MODEL_FILES
 from ..format.engine_policy import is_engine_profile
 from ..format.profile import DEFAULT_PROFILE, PROFILES, load_profile
 from ..format.quant_policy import quant_names
-from ..format.sidecars import MODEL_FILES
 from . import OldName
 
 

@@ -2,7 +2,7 @@
 stop tokens and streaming detokenisation.
 
 Tokenization is Hugging Face ``tokenizers`` on the tokenizer.json the blob carries or the
-source's (:mod:`.tokenizer`, :mod:`.carried`): special tokens are added exactly as the
+source's (:mod:`.tokenizer`, :mod:`.carried_tokenizer`): special tokens are added exactly as the
 tokenizer's own post-processor says, which is what transformers' AutoTokenizer does (SmolLM2
 adds no BOS; a Llama tokenizer adds ``<s>``).
 """

@@ -30,7 +30,7 @@ from ..files.atomic import atomic_output, write_all
 from ..format.engine_policy import load_engine_policy
 from ..format.engine_tokenizer import engine_template, engine_tokenizer_warnings
 from ..format.metadata import engine_config
-from ..format.sidecars import (ENGINE_CONFIG, MANIFEST_FORMAT, MANIFEST_JSON, MANIFEST_MAP,
+from ..format.engine_directory import (ENGINE_CONFIG, MANIFEST_FORMAT, MANIFEST_JSON, MANIFEST_MAP,
                                MAP_HEADER)
 from ..format.profile import PlacedTensor
 from ..format.spec import ALIGNED, ModelSpec
