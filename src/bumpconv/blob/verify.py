@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..conversion.plan import F32, KEEP, plan_conversion
+from ..conversion.plan import FP32, KEEP, plan_conversion
 from ..conversion.gguf_source import GGUFSource
 from ..conversion.tensor_source import BlockSource, TensorSource
 from ..conversion.tokenizer_section import TOKENIZER_JSON
@@ -44,7 +44,7 @@ def verify_against(bf: BumpFile, source: TensorSource) -> VerifyResult:
     ``source`` must be opened with its tokenizer when the blob's profile carries one."""
     section = bf.metadata.bumpconv.quantization if bf.metadata is not None else None
     plan = plan_conversion(source, bf.profile.profile, context=bf.dims["T"],
-                           quant=section.policy if section is not None else F32)
+                           quant=section.policy if section is not None else FP32)
     if len(plan.tensors) != len(bf.tensors):
         raise VerifyError(f"{bf.path}: has {len(bf.tensors)} tensors but {source.root} needs "
                           f"{len(plan.tensors)} in the {bf.profile.profile} layout")

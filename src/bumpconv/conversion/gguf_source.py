@@ -227,7 +227,7 @@ class GGUFSource:
             return hit
         t = self.gguf_tensors[name]
         try:
-            values = _to_f32(t)
+            values = _to_fp32(t)
         except (ValueError, NotImplementedError, TypeError, IndexError) as exc:
             raise SourceError(f"{self.path}: tensor {t.gguf_name!r} ({t.ggml_type}) cannot be "
                               f"read: {exc}") from None
@@ -387,7 +387,7 @@ def _ggml_blocks() -> dict[str, tuple[int, int]]:
     return {t.name: GGML_QUANT_SIZES[t] for t in GGMLQuantizationType}
 
 
-def _to_f32(t: GGUFTensor) -> np.ndarray:
+def _to_fp32(t: GGUFTensor) -> np.ndarray:
     if t.ggml_type == "F32":
         return np.asarray(t.data, dtype=np.float32)
     if t.ggml_type == "F16":

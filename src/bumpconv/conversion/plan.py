@@ -30,8 +30,9 @@ from .tensor_source import BlockSource, TensorSource
 if TYPE_CHECKING:
     from ..format.registry import Family
 
-#: ``--quant`` words beside the policy names: keep a GGUF's own blocks; plain fp32.
-KEEP, F32 = "keep", "f32"
+#: ``--quant`` words beside the policy names: keep a GGUF's own blocks; plain fp32 (the word is
+#: llama.cpp's spelling, ``convert_hf_to_gguf --outtype f32``; bumpconv's own names say fp32).
+KEEP, FP32 = "keep", "f32"
 
 @dataclass(frozen=True)
 class Plan:
@@ -103,7 +104,7 @@ def make_plan(spec: ModelSpec, source_tensors: dict[str, TensorInfo], profile_na
                           f"source tensors in the {profile_name} layout, but the checkpoint "
                           f"has {len(source_tensors):,}")
     dtype_of = None
-    if quant == F32:
+    if quant == FP32:
         quant = None
     if quant == KEEP:
         if keep is None:

@@ -24,7 +24,7 @@ from ..format.spec import ModelSpec
 from ..format.tokenizer_meta import TokenizerMeta
 from ..format.vocab import VocabArrays
 from .gguf_source import is_gguf, open_gguf
-from .safetensors_file import TensorInfo, read_as_f32, read_header, read_raw
+from .safetensors_file import TensorInfo, read_as_fp32, read_header, read_raw
 from .tensor_source import Provenance, TensorSource
 from .tokenizer_section import TOKENIZER_JSON, build_tokenizer_section, tokenizer_files
 
@@ -69,7 +69,7 @@ class Source:
         """Elements ``[start, start+count)`` of tensor ``name`` as fp32 (exact conversion),
         into ``out`` when given."""
         info = self.tensors[name]
-        return read_as_f32(self._fd(info), info, start, count, out)
+        return read_as_fp32(self._fd(info), info, start, count, out)
 
     def read_raw(self, name: str, start: int, count: int) -> np.ndarray:
         """Elements ``[start, start+count)`` as stored; widen with ``safetensors_file.widen``."""
