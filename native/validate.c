@@ -98,12 +98,13 @@ int bump_check_config(const bump_config *c, char *err, size_t len)
         {"n_kv_heads", c->n_kv_heads}, {"head_dim", c->head_dim}, {"context", c->context},
     };
     for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
-        if (dims[i].v <= 0 || dims[i].v > BUMP_MAX_DIM)
+        if (dims[i].v <= 0 || dims[i].v > BUMP_RUNTIME_MAX_DIM)
             return bump_fail(err, len, BUMP_ERR_BLOB, "settings: %s=%d is out of range [1, %d]",
-                             dims[i].name, dims[i].v, BUMP_MAX_DIM);
+                             dims[i].name, dims[i].v, BUMP_RUNTIME_MAX_DIM);
     /* widths of the activation rows, and attention's task count, must fit an int */
-    if ((int64_t)c->n_heads * c->head_dim > BUMP_MAX_DIM ||
-        2 * (int64_t)c->intermediate > BUMP_MAX_DIM || (int64_t)c->context * c->n_heads > INT32_MAX)
+    if ((int64_t)c->n_heads * c->head_dim > BUMP_RUNTIME_MAX_DIM ||
+        2 * (int64_t)c->intermediate > BUMP_RUNTIME_MAX_DIM ||
+        (int64_t)c->context * c->n_heads > INT32_MAX)
         return bump_fail(err, len, BUMP_ERR_BLOB, "settings: n_heads * head_dim, 2 * "
                          "intermediate or context * n_heads is too large");
     if (c->n_heads % c->n_kv_heads)

@@ -12,11 +12,14 @@
 #include "bump.h"
 #include "kernels.h"
 
-#define BUMP_MAX_DIM (1 << 24) /* any single dimension of the settings */
+/* The largest dimension of the settings the runtime runs: narrower than what the format can
+ * describe (FORMAT_MAX_DIM in src/bumpconv/format/spec.py, 2^31 - 1), so that products of two
+ * dimensions that size activation rows stay far inside int. */
+#define BUMP_RUNTIME_MAX_DIM (1 << 24)
 #define BUMP_MAX_THREADS 256
 
-/* The settings: every dimension in [1, BUMP_MAX_DIM], the products that size activation rows
- * within it, the RoPE and threading settings meaningful. BUMP_OK or BUMP_ERR_BLOB. */
+/* The settings: every dimension in [1, BUMP_RUNTIME_MAX_DIM], the products that size activation
+ * rows within it, the RoPE and threading settings meaningful. BUMP_OK or BUMP_ERR_BLOB. */
 int bump_check_config(const bump_config *c, char *err, size_t len);
 
 /* The table has one slot per (role, layer): bump_slot_count(c) of them, the one of a role

@@ -115,8 +115,8 @@ def test_dry_run_reads_no_tensor_data_and_predicts_the_size(
     def no_reads(*args: object, **kwargs: object) -> None:
         raise AssertionError("dry-run read tensor data")
     with monkeypatch.context() as m:
-        m.setattr("bumpconv.conversion.safetensors_file.read_as_f32", no_reads)
-        m.setattr("bumpconv.conversion.source.read_as_f32", no_reads)
+        m.setattr("bumpconv.conversion.safetensors_file.read_as_fp32", no_reads)
+        m.setattr("bumpconv.conversion.source.read_as_fp32", no_reads)
         r = cli("convert", "--profile", "bumpwgt5", src, out, "--dry-run")
     assert r.code == 0 and not out.exists()
     assert "layer.1.q_norm" in r.out and "model.layers.1.self_attn.q_norm.weight" in r.out

@@ -19,9 +19,9 @@ import pytest
 from safetensors.numpy import load_file
 
 from bumpconv.blob.reader import open_blob
-from bumpconv.comparison.check import ParityOptions, run_parity
+from bumpconv.comparison.parity_run import ParityOptions, run_parity
 from bumpconv.format.errors import VerifyError
-from bumpconv.run.carried import blob_tokenizer
+from bumpconv.run.carried_tokenizer import blob_tokenizer
 from bumpconv.run.runtime import BumpModel
 from runtime_helpers import MODELS, convert
 from tokenizer_corpus import corpus

@@ -18,10 +18,10 @@ import pytest
 from PIL import Image
 
 from bumpconv.evaluate import corpus as corpora
-from bumpconv.evaluate import plot as eval_plot
+from bumpconv.evaluate import eval_plot as eval_plot
 from bumpconv.evaluate.lockstep import EvalOptions, run_eval
 from bumpconv.files.figure import DPI
-from bumpconv.comparison import plot as parity_plot
+from bumpconv.comparison import parity_plot as parity_plot
 from conftest import CliResult
 from parity_helpers import build_defective, convert, swap_gate_up
 from test_eval_dequantized import bf16_rounded

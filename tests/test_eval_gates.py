@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bumpconv.evaluate.gates import GateTable, Limits, load_gates
-from bumpconv.evaluate.report import BlobResult, EvalReport, SampleInfo, format_report
+from bumpconv.evaluate.eval_report import BlobResult, EvalReport, SampleInfo, format_report
 from bumpconv.evaluate.stats import LogProbs, Summary, score, summarize
 from bumpconv.format.dtypes import DType
 from bumpconv.format.errors import EvalError

@@ -18,7 +18,7 @@ from bumpconv.evaluate.stats import (LogProbs, TokenScores, covariance, mean_and
 
 def test_stats_gates_and_report_import_without_torch() -> None:
     code = ("import sys, bumpconv.evaluate.stats, bumpconv.evaluate.gates, "
-            "bumpconv.evaluate.report; assert 'torch' not in sys.modules")
+            "bumpconv.evaluate.eval_report; assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -309,7 +309,7 @@ def test_tokenizers_give_transformers_ids(tiny: Callable[..., Path], cache_dir: 
     document is transformers' own, byte for byte)."""
     import transformers
     from bumpconv.conversion.gguf_source import open_gguf
-    from bumpconv.run.carried import blob_tokenizer
+    from bumpconv.run.carried_tokenizer import blob_tokenizer
     from tools.fixtures import tiny_tokenizer
     tok_dir = tiny_tokenizer("gemma", cache_dir)
     src = tmp_path / "hf"
@@ -470,7 +470,7 @@ def test_a_defect_in_a_gemma_norm_is_reported_at_its_stage(
     """The stage table names Gemma's stages truthfully: a planted defect in its
     post-attention norm is found at stage post_attention_norm (not ln2, which is Gemma's
     pre-feedforward norm), in its post-feedforward norm at post_ffn_norm, in layer 1."""
-    from bumpconv.comparison.check import ParityOptions, run_parity
+    from bumpconv.comparison.parity_run import ParityOptions, run_parity
     from parity_helpers import build_defective
     src = tiny("gemma3-pad")
     defect = _scaled_norm(module, 1)

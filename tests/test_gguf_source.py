@@ -162,6 +162,20 @@ def test_spec_from_keys(gguf_of: Callable[[str], Path], tiny: Callable[..., Path
     assert got.rope.theta == want.rope.theta
 
 
+def test_both_sources_are_tensor_sources(gguf_of: Callable[[str], Path],
+                                         tiny: Callable[..., Path]) -> None:
+    """The converter is typed by the TensorSource protocol, not by either class: a checkpoint
+    and a GGUF both are one, and only the GGUF is a BlockSource (``--quant keep``)."""
+    from bumpconv.conversion.source import open_source
+    from bumpconv.conversion.tensor_source import BlockSource, TensorSource
+    with open_source(str(tiny(MODEL))) as checkpoint, \
+            open_source(str(gguf_of("f32"))) as gguf:
+        assert isinstance(checkpoint, TensorSource) and not isinstance(checkpoint, BlockSource)
+        assert isinstance(gguf, BlockSource)
+        assert checkpoint.read_all("model.norm.weight").tolist() == \
+            gguf.read_all("model.norm.weight").tolist()
+
+
 def test_keep_is_only_for_gguf(tiny: Callable[..., Path], tmp_path: Path,
                                cli: Callable[..., object]) -> None:
     result = cli("convert", tiny(MODEL), tmp_path / "m.bump", "--quant", "keep", "--quiet")
@@ -213,7 +227,7 @@ def test_blob_carries_the_gguf_tokenizer(smol_gguf: Path, tmp_path: Path,
     from transformers import AutoTokenizer
 
     from bumpconv.blob.reader import open_blob
-    from bumpconv.run.carried import blob_tokenizer
+    from bumpconv.run.carried_tokenizer import blob_tokenizer
     from bumpconv.run.tokenizer import encode_text
     blob = tmp_path / "m.bump"
     r = cli("convert", smol_gguf, blob, "--quiet")  # its q4_1 blocks: no engine kernel for them

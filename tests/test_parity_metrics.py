@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from bumpconv.format.errors import ParityError
-from bumpconv.comparison.check import compare_specs
+from bumpconv.comparison.parity_run import compare_specs
 from bumpconv.format.stages import STAGES
 from bumpconv.comparison.metrics import (ContextSweep, Thresholds, compare_logits,
                                          difference, first_divergent_layer, layer_sweep,
                                          stage_diff, sweep_scales)
-from bumpconv.comparison.report import ParityReport
-from bumpconv.comparison.reference import PromptTokens
+from bumpconv.comparison.parity_report import ParityReport
+from bumpconv.comparison.reference_data import PromptTokens
 from bumpconv.format.spec import ModelSpec, RopeSpec
 
 TH = Thresholds()

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from tools.fixtures import TINY_MODELS, smollm2
-from bumpconv.comparison.check import ParityOptions, run_parity
-from bumpconv.comparison.report import ParityReport
+from bumpconv.comparison.parity_run import ParityOptions, run_parity
+from bumpconv.comparison.parity_report import ParityReport
 from bumpconv.comparison.reference import Reference
 from parity_helpers import (TINY_DEFECTS, Defect, build_defective, bump_w2_element,
                             bump_wq_element, convert, permute_k_heads, swap_gate_up, wo_row_major,
@@ -215,7 +215,7 @@ def test_the_stage_sweep_gives_the_same_rows_one_layer_per_reference_pass(
         tiny, references, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A long prompt's taps do not fit one reference pass (STAGE_PASS_BYTES): the sweep then
     records one layer per pass, with the same result."""
-    import bumpconv.comparison.check as check
+    import bumpconv.comparison.parity_run as check
     src = tiny("llama-untied")
     blob = convert(src, tmp_path / "u.bump")
     whole = parity(src, blob, references, layer=1)

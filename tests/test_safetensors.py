@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bumpconv.format.errors import SourceError
-from bumpconv.conversion.safetensors_file import MAX_HEADER_BYTES, read_as_f32, read_header
+from bumpconv.conversion.safetensors_file import MAX_HEADER_BYTES, read_as_fp32, read_header
 
 
 def write_raw(path: Path, header: object, data: bytes = b"", length: int | None = None) -> Path:
@@ -38,9 +38,9 @@ def test_reads_what_the_safetensors_library_writes(tmp_path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         for name, t in tensors.items():
-            got = read_as_f32(fd, infos[name], 0, infos[name].numel)
+            got = read_as_fp32(fd, infos[name], 0, infos[name].numel)
             np.testing.assert_array_equal(got, t.float().numpy().ravel())  # bit-exact widening
-        assert read_as_f32(fd, infos["a"], 2, 3).tolist() == [2.0, 3.0, 4.0]
+        assert read_as_fp32(fd, infos["a"], 2, 3).tolist() == [2.0, 3.0, 4.0]
     finally:
         os.close(fd)
 
@@ -51,7 +51,7 @@ def test_bf16_widening_is_a_16_bit_shift(tmp_path: Path) -> None:
     infos, _ = read_header(path)
     fd = os.open(path, os.O_RDONLY)
     try:
-        got = read_as_f32(fd, infos["x"], 0, 6).view(np.uint32)
+        got = read_as_fp32(fd, infos["x"], 0, 6).view(np.uint32)
     finally:
         os.close(fd)
     assert got.tolist() == [int(b) << 16 for b in bits]  # subnormals, inf, NaN payload, -0 kept
@@ -88,6 +88,6 @@ def test_unsupported_dtype_is_refused_on_read(tmp_path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         with pytest.raises(SourceError, match="tensor 'x' has dtype I32; supported: F32, BF16, F16"):
-            read_as_f32(fd, infos["x"], 0, 2)
+            read_as_fp32(fd, infos["x"], 0, 2)
     finally:
         os.close(fd)

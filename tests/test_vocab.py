@@ -96,7 +96,8 @@ VARIANTS: dict[str, tuple[str, Callable[[dict[str, Any]], None] | None]] = {
 
 
 def carried(arrays: VocabArrays, meta: TokenizerMeta) -> Tokenizer:
-    """What ``bumpconv run`` encodes with (:func:`bumpconv.run.carried.blob_tokenizer`)."""
+    """What ``bumpconv run`` encodes with
+    (:func:`bumpconv.run.carried_tokenizer.blob_tokenizer`)."""
     return tokenizer_from_document(rebuild_tokenizer_json(arrays, meta), "test")
 
 

@@ -45,7 +45,7 @@ from bumpconv.api import convert  # noqa: E402
 from bumpconv.blob.reader import open_blob  # noqa: E402
 from bumpconv.format.dtypes import DType  # noqa: E402
 from bumpconv.format.errors import BumpError  # noqa: E402
-from bumpconv.format.sidecars import BLOB_NAME, MANIFEST_MAP  # noqa: E402
+from bumpconv.format.engine_directory import BLOB_NAME, MANIFEST_MAP  # noqa: E402
 
 CONVERTER = "version/v7/scripts/convert_hf_to_bump_v7.py"
 PROMPT = "The capital of France is"

@@ -19,8 +19,8 @@ from .blob.describe import blob_summary
 from .blob.reader import is_bump_file, open_blob
 from .blob.tensors import TensorReader, open_tensors
 from .blob.verify import VerifyResult, verify_against
-from .comparison.check import ParityOptions, run_parity
-from .comparison.report import ParityReport
+from .comparison.parity_run import ParityOptions, run_parity
+from .comparison.parity_report import ParityReport
 from .conversion.convert import convert_checkpoint
 from .conversion.source import open_source
 from .conversion.writer import WriteResult
@@ -101,7 +101,7 @@ def verify(blob: str | Path, src: str | Path) -> VerifyResult:
 def parity(src: str | Path, blob: str | Path, **options: Any) -> ParityReport:
     """Compare ``blob``, run by the C runtime, with transformers' own model of ``src``: logits
     at every position, every layer, and every stage of every layer. Options are
-    those of :class:`bumpconv.comparison.check.ParityOptions` (``layer``, ``prompts``, ...).
+    those of :class:`bumpconv.comparison.parity_run.ParityOptions` (``layer``, ``prompts``, ...).
     Needs the ``[reference]`` extra (torch, transformers)."""
     check_source_first(src, blob, "parity")
     return run_parity(str(src), Path(blob), ParityOptions(**options))

@@ -15,10 +15,10 @@ from ..format.digests import Crc32
 from ..format.dtypes import DType
 from ..format.errors import BlobError
 from ..format.packing import first_nonzero_padding
-from ..format.sidecars import BLOB_NAME
+from ..format.engine_directory import BLOB_NAME
 from .reader import BumpFile
 from .engine_traps import Trap, check_engine_directory
-from .sidecars import sidecar_problems
+from .engine_files_check import sidecar_problems
 
 _BLOCK = 8 << 20
 

@@ -21,7 +21,7 @@ from ..format.dtypes import DType
 from ..format.engine_policy import EnginePolicy, load_engine_policy
 from ..format.errors import BlobError, BumpError, LayoutError
 from ..format.profile import evaluate
-from ..format.sidecars import BLOB_NAME, ENGINE_CONFIG, MANIFEST_JSON
+from ..format.engine_directory import BLOB_NAME, ENGINE_CONFIG, MANIFEST_JSON
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from ..format.profile import (PROFILES, HeaderVariant, Profile, PlacedTensor, Re
                              evaluate, load_profile, place_tensors)
 from ..format.metadata import Metadata, spec_from_engine_config
 from ..format.registry import Family, registry
-from ..format.sidecars import BLOB_NAME
+from ..format.engine_directory import BLOB_NAME
 from ..format.spec import ALIGNED, ModelSpec, RopeSpec
 from ..files.checkpoint import load_spec
 from ..files.inputs import open_regular

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..conversion.plan import F32, KEEP, plan_conversion
+from ..conversion.plan import FP32, KEEP, plan_conversion
 from ..conversion.gguf_source import GGUFSource
-from ..conversion.source import Source
+from ..conversion.tensor_source import BlockSource, TensorSource
 from ..conversion.tokenizer_section import TOKENIZER_JSON
 from ..files.jsonfile import load_json
 from ..format.dtypes import DType
@@ -39,12 +39,12 @@ class VerifyResult:
     tokenizer: bool = False
 
 
-def verify_against(bf: BumpFile, source: Source) -> VerifyResult:
+def verify_against(bf: BumpFile, source: TensorSource) -> VerifyResult:
     """Raise VerifyError naming the first tensor (and element) that differs; else a summary.
     ``source`` must be opened with its tokenizer when the blob's profile carries one."""
     section = bf.metadata.bumpconv.quantization if bf.metadata is not None else None
     plan = plan_conversion(source, bf.profile.profile, context=bf.dims["T"],
-                           quant=section.policy if section is not None else F32)
+                           quant=section.policy if section is not None else FP32)
     if len(plan.tensors) != len(bf.tensors):
         raise VerifyError(f"{bf.path}: has {len(bf.tensors)} tensors but {source.root} needs "
                           f"{len(plan.tensors)} in the {bf.profile.profile} layout")
@@ -77,11 +77,14 @@ def verify_against(bf: BumpFile, source: Source) -> VerifyResult:
     return VerifyResult(len(plan.tensors), len(source.tensors), elements, bool(vocab))
 
 
-def _compare_blocks(bf: BumpFile, got: PlacedTensor, source: Source, kept: bool) -> int:
+def _compare_blocks(bf: BumpFile, got: PlacedTensor, source: TensorSource, kept: bool) -> int:
     """A quantized tensor is the source, packed and quantized again, block for block (the
     quantizer is ggml's reference, deterministic); a kept GGUF tensor is the GGUF's blocks."""
     slot = got.slot
     if kept:
+        if not isinstance(source, BlockSource):
+            raise VerifyError(f"{bf.path}: keeps {got.name!r} as source blocks, but "
+                              f"{source.root} has no quantized blocks (only a GGUF file has)")
         want = source.kept_rows(slot, got.dtype).tobytes()
     else:
         packed = pack(slot, [source.read_all(n) for n in slot.sources])
@@ -95,7 +98,7 @@ def _compare_blocks(bf: BumpFile, got: PlacedTensor, source: Source, kept: bool)
     return math.prod(slot.box) if slot.box is not None else 0
 
 
-def _verify_tokenizer(bf: BumpFile, source: Source, vocab: dict[str, bytes]) -> None:
+def _verify_tokenizer(bf: BumpFile, source: TensorSource, vocab: dict[str, bytes]) -> None:
     """The arrays are byte for byte what the source's tokenizer gives, and with the recorded
     record they rebuild the source's tokenizer.json exactly."""
     assert source.tokenizer is not None and bf.metadata is not None
@@ -123,7 +126,7 @@ def _verify_tokenizer(bf: BumpFile, source: Source, vocab: dict[str, bytes]) -> 
 
 
 def _compare(bf: BumpFile, packed_name: str, src_name: str, values: np.ndarray,
-             source: Source, offset: float = 0.0) -> int:
+             source: TensorSource, offset: float = 0.0) -> int:
     """Compare an unpacked view with the source tensor (plus the slot's baked ``offset``, in
     fp32) in row blocks, as uint32 bit patterns."""
     shape = source.tensors[src_name].shape

@@ -1,6 +1,12 @@
 """One module per subcommand. Each defines ``add_parser(subparsers)``, which registers the
 subcommand and sets ``func`` to its handler ``(args) -> exit status``.
 
+A module here is named for its verb, so two share a name with the stage module that does the
+work (``commands/convert.py`` -> ``conversion/convert.py``, ``commands/verify.py`` ->
+``blob/verify.py``): the pair is one verb seen from the command line (arguments, printing, exit
+status) and from the library (the work, also behind ``bumpconv.api``), and the package in the
+path tells them apart.
+
 The argument types the subcommands share live here (this package module is not a subcommand).
 """
 

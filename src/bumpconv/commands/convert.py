@@ -9,14 +9,14 @@ from pathlib import Path
 
 from ..conversion.convert import convert_checkpoint, writes_directory
 from ..conversion.gguf_source import requantize_warning
-from ..conversion.plan import F32, KEEP, plan_conversion
-from ..conversion.report import format_plan
+from ..conversion.plan import FP32, KEEP, plan_conversion
+from ..conversion.plan_report import format_plan
 from ..conversion.source import open_source
 from ..files.atomic import check_destination
+from ..format.engine_directory import MODEL_FILES
 from ..format.engine_policy import is_engine_profile
 from ..format.profile import DEFAULT_PROFILE, PROFILES, load_profile
 from ..format.quant_policy import quant_names
-from ..format.sidecars import MODEL_FILES
 from . import OldName
 
 
@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", dest="profile", choices=PROFILES, action=OldName, new="--profile")
     p.add_argument("--context", type=int, metavar="N",
                    help="context length to record (and pos_emb rows for bumpwgt3)")
-    p.add_argument("--quant", type=str.lower, choices=(KEEP, F32, *quant_names()), metavar="NAME",
+    p.add_argument("--quant", type=str.lower, choices=(KEEP, FP32, *quant_names()), metavar="NAME",
                    help="quantize the matrices: a single type (" + ", ".join(
                        n for n in quant_names() if not n.endswith("_m")) + ") or a llama.cpp "
                         "mix (" + ", ".join(n for n in quant_names() if n.endswith("_m")) +

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from ..evaluate.corpus import load_catalog
 from ..evaluate.lockstep import EvalOptions, run_eval
-from ..evaluate.plot import plot_eval
-from ..evaluate.report import format_report
+from ..evaluate.eval_plot import plot_eval
+from ..evaluate.eval_report import format_report
 from ..api import check_source_first
 from . import capped_threads, positive_int
 

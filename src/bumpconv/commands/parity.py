@@ -13,10 +13,10 @@ from pathlib import Path
 
 from ..api import check_source_first
 from ..format.errors import ParityError
-from ..comparison.check import ParityOptions, run_parity, write_dump
+from ..comparison.parity_run import ParityOptions, run_parity, write_dump
 from ..comparison.metrics import Thresholds
-from ..comparison.plot import plot_parity
-from ..comparison.report import format_report
+from ..comparison.parity_plot import plot_parity
+from ..comparison.parity_report import format_report
 from . import capped_threads, positive_float, positive_int
 
 

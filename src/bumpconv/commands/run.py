@@ -11,7 +11,7 @@ from ..blob.reader import BumpFile, open_blob
 from ..format.errors import BumpError
 from ..format.tokenizer_meta import TokenizerMeta
 from ..native.kernels import ACTIVATIONS
-from ..run.carried import blob_tokenizer
+from ..run.carried_tokenizer import blob_tokenizer
 from ..run.chat import chat_prompt
 from ..run.generate import GenerationStats, StreamDecoder, eos_token_ids, greedy
 from ..run.runtime import BumpModel

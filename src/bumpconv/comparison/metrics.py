@@ -1,6 +1,6 @@
 """Parity metrics: how far a runtime tensor is from HF's, and which checks pass.
 
-The parity run as a whole (:mod:`.check`) is:
+The parity run as a whole (:mod:`.parity_run`) is:
 
 1. token ids: the ids the runtime side's tokenizer (tokenizer.json via ``tokenizers``) produces
    must equal transformers' (a tokenizer mismatch masquerades as a weight bug otherwise);
@@ -54,7 +54,7 @@ import numpy as np
 
 from ..format.errors import ParityError
 from ..format.stages import STAGES
-from .reference import PromptTokens, ReferenceRun
+from .reference_data import PromptTokens, ReferenceRun
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,6 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +58,7 @@ from ..files.checkpoint import load_spec
 from ..conversion.gguf_source import is_gguf, open_gguf
 from ..format.stages import FINAL_NORM, STAGES, stage_module, stages_for
 from ..run.tokenizer import encode_text, load_tokenizer
+from .reference_data import PromptTokens, ReferenceRun
 
 if TYPE_CHECKING:
     import torch
@@ -96,29 +96,6 @@ def source_spec(root: Path) -> ModelSpec:
         with open_gguf(str(root)) as gguf:
             return gguf.spec
     return load_spec(root / "config.json")
-
-
-@dataclass(frozen=True)
-class PromptTokens:
-    """One prompt as token ids, with the runtime-side encoding to compare against."""
-
-    text: str | None
-    ids: tuple[int, ...]
-    runtime_ids: tuple[int, ...] | None
-
-    @property
-    def synthetic(self) -> bool:
-        return self.text is None
-
-    @property
-    def first_mismatch(self) -> int | None:
-        """First index where the runtime-side ids differ (or the shorter length), else None."""
-        if self.runtime_ids is None or self.runtime_ids == self.ids:
-            return None
-        for i, (a, b) in enumerate(zip(self.ids, self.runtime_ids)):
-            if a != b:
-                return i
-        return min(len(self.ids), len(self.runtime_ids))
 
 
 def tokenize_prompts(root: Path, texts: Sequence[str] | None, vocab_size: int,
@@ -163,16 +140,6 @@ def tokenize_prompts(root: Path, texts: Sequence[str] | None, vocab_size: int,
             raise ConfigError(f"prompt {text[:40]!r} tokenizes to no tokens")
         out.append(PromptTokens(text, ids, runtime_ids))
     return out
-
-
-@dataclass
-class ReferenceRun:
-    """What one HF forward pass produced, as fp32 numpy arrays (batch dimension dropped)."""
-
-    logits: np.ndarray                      # [n, V]
-    hidden_states: np.ndarray               # [L + 1, n, E]: embeddings, then each layer's output
-    final_norm: np.ndarray                  # [n, E]
-    stages: dict[int, dict[str, np.ndarray]]  # layer -> stage name -> array (docs/runtime-api.md)
 
 
 #: Per-layer recorders of the active forward pass (layer index -> stage -> tensor).

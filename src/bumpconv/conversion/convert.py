@@ -22,10 +22,10 @@ from ..format.engine_policy import is_engine_profile
 from ..files.jsonfile import load_json
 from ..format.errors import LayoutError, OutputError
 from ..format.profile import load_profile
-from ..format.sidecars import BLOB_NAME, MANIFEST_JSON, MODEL_FILES, described_blob
+from ..format.engine_directory import BLOB_NAME, MANIFEST_JSON, MODEL_FILES, described_blob
 from .gguf_source import requantize_warning
 from .plan import Plan, plan_conversion
-from .sidecars import engine_refusal, engine_warnings, sidecar_files, write_sidecars
+from .engine_files import engine_refusal, engine_warnings, sidecar_files, write_sidecars
 from .source import open_source
 from .writer import WriteResult, write_blob
 

@@ -1,4 +1,4 @@
-"""A GGUF file (llama.cpp's format) as a source, with the interface of :class:`.source.Source`.
+"""A GGUF file (llama.cpp's format) as a source: a :class:`.tensor_source.BlockSource`.
 
 The file is read with the maintained ``gguf`` package's memory-mapped ``GGUFReader`` (no second
 parser here). What a GGUF means for bumpconv is data: ``schemas/gguf.sources.json`` has the KV
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -42,9 +42,7 @@ from ..format.tokenizer_meta import TokenizerMeta
 from ..format.vocab import VocabArrays
 from .gguf_tokenizer import gguf_tokenizer_section, has_tokenizer, tokenizer_json
 from .safetensors_file import TensorInfo
-
-if TYPE_CHECKING:
-    from .source import Provenance
+from .tensor_source import Provenance
 
 GGUF_MAGIC = b"GGUF"
 #: ggml float types: widened to fp32 exactly.
@@ -229,7 +227,7 @@ class GGUFSource:
             return hit
         t = self.gguf_tensors[name]
         try:
-            values = _to_f32(t)
+            values = _to_fp32(t)
         except (ValueError, NotImplementedError, TypeError, IndexError) as exc:
             raise SourceError(f"{self.path}: tensor {t.gguf_name!r} ({t.ggml_type}) cannot be "
                               f"read: {exc}") from None
@@ -314,13 +312,12 @@ class GGUFSource:
         """The tokenizer.json the blob's tokenizer must rebuild (transformers' from the keys)."""
         return tokenizer_json(self._value, gguf_schema()["tokenizer"], self.path)
 
-    # -- the Source interface ------------------------------------------------------------------
+    # -- the TensorSource interface ------------------------------------------------------------
     def input_files(self) -> list[Path]:
         return [self.path]
 
-    def provenance(self, hash_files: bool = True) -> "Provenance":
+    def provenance(self, hash_files: bool = True) -> Provenance:
         """The file's name, size and SHA-256 (no path: the same file gives the same blob)."""
-        from .source import Provenance  # source.py opens GGUFs through this module
         digest = sha256_file(self.path) if hash_files else None
         return Provenance("gguf", ((self.path.name, self.path.stat().st_size, digest),))
 
@@ -390,7 +387,7 @@ def _ggml_blocks() -> dict[str, tuple[int, int]]:
     return {t.name: GGML_QUANT_SIZES[t] for t in GGMLQuantizationType}
 
 
-def _to_f32(t: GGUFTensor) -> np.ndarray:
+def _to_fp32(t: GGUFTensor) -> np.ndarray:
     if t.ggml_type == "F32":
         return np.asarray(t.data, dtype=np.float32)
     if t.ggml_type == "F16":

@@ -16,7 +16,7 @@ from ..format.metadata import (SCHEMA_VERSION, BumpconvSection, ManifestEntry, M
 from ..format.quant_policy import policy_hash
 from ..format.tokenizer_meta import TokenizerMeta
 from .plan import Plan
-from .source import Provenance, Source
+from .tensor_source import Provenance, TensorSource
 
 _PLACEHOLDER = "0" * 64
 _CRC_PLACEHOLDER = "0" * 8
@@ -70,14 +70,14 @@ def _tokenizer_section(plan: Plan, record: TokenizerMeta | None) -> TokenizerSec
 
 
 def metadata_bytes(plan: Plan, payload_sha256: str, tensor_crc32: dict[str, str],
-                   provenance: Provenance, source: Source) -> bytes:
+                   provenance: Provenance, source: TensorSource) -> bytes:
     """The canonical metadata JSON of a conversion."""
     record = source.tokenizer[1] if source.tokenizer is not None else None
     meta = build_metadata(plan, payload_sha256, tensor_crc32, provenance, record)
     return canonical_json(meta.model_dump(mode="json"))
 
 
-def output_size(plan: Plan, source: Source) -> int:
+def output_size(plan: Plan, source: TensorSource) -> int:
     """The exact size of the file `convert` will write, without reading tensor data: hashes
     are fixed-width hex, so placeholders give the same metadata length."""
     if not plan.profile.writes_metadata:

@@ -24,15 +24,15 @@ from ..format.profile import (HeaderVariant, PlacedTensor, Profile, TensorSlot,
                              place_tensors)
 from ..format.spec import ModelSpec
 from ..format.vocab import VocabCounts
+from .safetensors_file import CONVERTIBLE_DTYPES, TensorInfo
+from .tensor_source import BlockSource, TensorSource
 
 if TYPE_CHECKING:
     from ..format.registry import Family
-    from .source import Source
-from .gguf_source import GGUFSource
-from .safetensors_file import CONVERTIBLE_DTYPES, TensorInfo
 
-#: ``--quant`` words beside the policy names: keep a GGUF's own blocks; plain fp32.
-KEEP, F32 = "keep", "f32"
+#: ``--quant`` words beside the policy names: keep a GGUF's own blocks; plain fp32 (the word is
+#: llama.cpp's spelling, ``convert_hf_to_gguf --outtype f32``; bumpconv's own names say fp32).
+KEEP, FP32 = "keep", "f32"
 
 @dataclass(frozen=True)
 class Plan:
@@ -104,7 +104,7 @@ def make_plan(spec: ModelSpec, source_tensors: dict[str, TensorInfo], profile_na
                           f"source tensors in the {profile_name} layout, but the checkpoint "
                           f"has {len(source_tensors):,}")
     dtype_of = None
-    if quant == F32:
+    if quant == FP32:
         quant = None
     if quant == KEEP:
         if keep is None:
@@ -192,12 +192,12 @@ def _check_source(slot: TensorSlot, name: str, source_tensors: dict[str, TensorI
                           f"supported: {', '.join(CONVERTIBLE_DTYPES)}")
 
 
-def plan_conversion(source: "Source | GGUFSource", profile_name: str, context: int | None = None,
+def plan_conversion(source: TensorSource, profile_name: str, context: int | None = None,
                     quant: str | None = None) -> Plan:
     """The plan of converting ``source`` (opened with its tokenizer when the profile carries
     one: see :func:`bumpconv.conversion.source.open_source`)."""
     vocab = source.tokenizer[0].counts if source.tokenizer is not None else None
-    keep = source.kept_dtype if isinstance(source, GGUFSource) else None
+    keep = source.kept_dtype if isinstance(source, BlockSource) else None
     if keep is not None and quant is None:
         quant = KEEP  # a GGUF's default: its own blocks where the blob can hold them
     return make_plan(source.spec, source.tensors, profile_name, context, vocab, quant, keep)

@@ -162,7 +162,7 @@ def widen(raw: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
-def read_as_f32(fd: int, info: TensorInfo, start: int, count: int,
+def read_as_fp32(fd: int, info: TensorInfo, start: int, count: int,
                 out: np.ndarray | None = None) -> np.ndarray:
     """Elements ``[start, start + count)`` of ``info`` (flat, row-major) as fp32.
 

@@ -23,39 +23,19 @@ from ..format.errors import SourceError
 from ..format.spec import ModelSpec
 from ..format.tokenizer_meta import TokenizerMeta
 from ..format.vocab import VocabArrays
-from .gguf_source import GGUFSource, is_gguf, open_gguf
-from .safetensors_file import TensorInfo, read_as_f32, read_header, read_raw
+from .gguf_source import is_gguf, open_gguf
+from .safetensors_file import TensorInfo, read_as_fp32, read_header, read_raw
+from .tensor_source import Provenance, TensorSource
 from .tokenizer_section import TOKENIZER_JSON, build_tokenizer_section, tokenizer_files
 
 INDEX_NAME = "model.safetensors.index.json"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-@dataclass(frozen=True)
-class Provenance:
-    """What the output was made from: file names and SHA-256s, or a cache repo id and commit.
-
-    Paths are deliberately absent: the same weights must give the same blob wherever they live.
-    """
-
-    kind: str
-    files: tuple[tuple[str, int, str | None], ...]
-    repo_id: str | None = None
-    commit: str | None = None
-
-    def as_json(self) -> dict[str, object]:
-        out: dict[str, object] = {
-            "kind": self.kind,
-            "files": [{"name": n, "bytes": b, "sha256": h} for n, b, h in self.files],
-        }
-        if self.repo_id:
-            out.update(repo_id=self.repo_id, commit=self.commit)
-        return out
-
-
 @dataclass
 class Source:
-    """An opened checkpoint: spec, tensor index, and open file descriptors for reading."""
+    """An opened checkpoint: spec, tensor index, and open file descriptors for reading (a
+    :class:`.tensor_source.TensorSource`)."""
 
     root: Path
     spec: ModelSpec
@@ -89,7 +69,7 @@ class Source:
         """Elements ``[start, start+count)`` of tensor ``name`` as fp32 (exact conversion),
         into ``out`` when given."""
         info = self.tensors[name]
-        return read_as_f32(self._fd(info), info, start, count, out)
+        return read_as_fp32(self._fd(info), info, start, count, out)
 
     def read_raw(self, name: str, start: int, count: int) -> np.ndarray:
         """Elements ``[start, start+count)`` as stored; widen with ``safetensors_file.widen``."""
@@ -164,7 +144,7 @@ def _weight_files(root: Path) -> tuple[list[Path], dict[str, str] | None]:
     raise SourceError(f"{root}: no .safetensors weights found")
 
 
-def open_source(src: str, with_tokenizer: bool = False) -> "Source | GGUFSource":
+def open_source(src: str, with_tokenizer: bool = False) -> TensorSource:
     """Resolve ``src``, read its config, and validate every weight file's header; with
     ``with_tokenizer``, also build the tokenizer's arrays and record when it has a tokenizer.
     A GGUF file (by suffix or magic) opens as a :class:`.gguf_source.GGUFSource`."""

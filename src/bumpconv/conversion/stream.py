@@ -39,7 +39,7 @@ from numpy.lib.stride_tricks import as_strided
 from ..format.profile import TensorSlot
 from ..format.packing import RowMap, arithmetic_runs, row_map
 from .safetensors_file import widen
-from .source import Source
+from .tensor_source import TensorSource
 
 #: Output bytes per pipeline step: large enough for few syscalls, small enough that a chunk is
 #: still in the 2 MiB L2 cache when the hash stage reads it (measured fastest of 0.5-8 MiB).
@@ -54,7 +54,7 @@ def _fresh(elements: int) -> np.ndarray:
     return np.empty(elements, dtype=np.float32)
 
 
-def packed_chunks(slot: TensorSlot, source: Source, chunk_bytes: int = CHUNK_BYTES,
+def packed_chunks(slot: TensorSlot, source: TensorSource, chunk_bytes: int = CHUNK_BYTES,
                   take: Callable[[int], np.ndarray] = _fresh,
                   row_group: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The packed tensor as consecutive 2-D row blocks (fp32, padding zero).
@@ -97,7 +97,7 @@ def packed_chunks(slot: TensorSlot, source: Source, chunk_bytes: int = CHUNK_BYT
 
 
 def _fill_rows(out: np.ndarray, first_row: int, rm: RowMap, s: int, e: int, stride: int,
-               slot: TensorSlot, source: Source, whole: dict[int, np.ndarray]) -> None:
+               slot: TensorSlot, source: TensorSource, whole: dict[int, np.ndarray]) -> None:
     """Copy logical rows [s, e) of one arithmetic run into ``out``."""
     k = int(rm.src_index[s])
     start = int(rm.src_start[s])

@@ -19,14 +19,14 @@ from ..files.atomic import atomic_output, write_all
 from ..files.progress import progress_bar
 from ..format.codec import pack_footer, pack_header
 from ..format.dtypes import DType
-from ..format.errors import ConfigError, SourceError
+from ..format.errors import ConfigError, LayoutError, SourceError
 from ..format.packing import quant_row
 from .manifest import created_at, metadata_bytes, output_size
 from .pipeline import Emitter
 from .quantize import ChunkQuantizer
 from .plan import KEEP, Plan
-from .source import Source
 from .stream import CHUNK_BYTES, packed_chunks
+from .tensor_source import BlockSource, TensorSource
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def header_bytes(plan: Plan, checksum: bytes) -> bytes:
                        plan.header_values(), checksum)
 
 
-def _first_nonfinite(names: tuple[str, ...], source: Source, block: int = 1 << 20) -> str:
+def _first_nonfinite(names: tuple[str, ...], source: TensorSource, block: int = 1 << 20) -> str:
     """Where the first NaN or infinity of some source tensor is (a second, slow pass, taken
     only once one has been seen)."""
     for name in names:
@@ -58,7 +58,7 @@ def _first_nonfinite(names: tuple[str, ...], source: Source, block: int = 1 << 2
     raise AssertionError("a packed chunk was non-finite but no source value is")
 
 
-def write_blob(plan: Plan, source: Source, dest: Path, force: bool = False,
+def write_blob(plan: Plan, source: TensorSource, dest: Path, force: bool = False,
                progress: bool = False, allow_nonfinite: bool = False) -> WriteResult:
     """Write ``plan`` for ``source`` to ``dest`` atomically; returns size and checksums.
 
@@ -69,6 +69,10 @@ def write_blob(plan: Plan, source: Source, dest: Path, force: bool = False,
         created_at()
     except ValueError:
         raise ConfigError("SOURCE_DATE_EPOCH must be an integer number of seconds") from None
+    kept = source if isinstance(source, BlockSource) else None
+    if plan.quant == KEEP and kept is None:
+        raise LayoutError(f"{source.root}: the plan keeps quantized blocks (--quant keep) but "
+                          "this source has none to keep (only a GGUF file has)")
     bar = progress_bar(plan.payload_end, dest.name, progress)
     size = output_size(plan, source)
     with atomic_output(dest, force, size=size, inputs=source.input_files()) as fd, \
@@ -86,8 +90,8 @@ def write_blob(plan: Plan, source: Source, dest: Path, force: bool = False,
                 if t.slot.content == "tokenizer":
                     emitter.emit(t.name, arrays[t.name], None)
                     continue
-                if plan.quant == KEEP and t.dtype != DType.FP32:  # a GGUF's blocks as they are
-                    emitter.emit(t.name, source.kept_rows(t.slot, t.dtype), None)
+                if kept is not None and plan.quant == KEEP and t.dtype != DType.FP32:
+                    emitter.emit(t.name, kept.kept_rows(t.slot, t.dtype), None)  # as they are
                     continue
                 row = quant_row(t.slot) if t.dtype != DType.FP32 else t.slot.shape[-1]
                 for block, buf in packed_chunks(t.slot, source, CHUNK_BYTES, emitter.take,

@@ -2,5 +2,5 @@
 
 ``corpus`` (what to evaluate on), ``stats`` (per-token scores and their summary, plain numpy),
 ``gates`` (pass criteria per weight type, as data), ``lockstep`` (one reference pass with every
-blob beside it, chunk by chunk), ``report`` (text and JSON), ``plot`` (the PNG).
+blob beside it, chunk by chunk), ``eval_report`` (text and JSON), ``eval_plot`` (the PNG).
 """

@@ -33,13 +33,13 @@ import numpy as np
 from ..blob.reader import open_blob
 from ..files.progress import progress_bar
 from ..format.errors import ConfigError, EvalError
-from ..comparison.check import blob_spec, compare_specs
+from ..comparison.parity_run import blob_spec, compare_specs
 from ..comparison.dequantized import load_dequantized
 from ..comparison.reference import Reference, source_root, source_spec
 from ..run.runtime import BumpModel
 from . import corpus as corpora
 from .gates import GateTable, WeightGate, load_gates
-from .report import BlobResult, EvalReport, SampleInfo
+from .eval_report import BlobResult, EvalReport, SampleInfo
 from .stats import LogProbs, TokenScores, score, summarize
 
 #: The three comparisons, in report order: (name, test side, base side).

@@ -3,6 +3,11 @@
 One home for "what is a dtype": its code in the file, its name in metadata and manifests, and
 how many bytes hold how many elements (ggml's block layouts for the quantized types). Everything
 that sizes, reads or writes a tensor derives from :data:`BLOCKS`.
+
+Spelling: bumpconv's own names say ``fp32``/``fp16``/``bf16`` (the engine's, as in
+:class:`DType`). ``F32``/``F16``/``BF16`` appear only as other formats' dtype tags (safetensors
+headers, ggml types), and ``--quant f32`` is llama.cpp's word for an unquantized output
+(``convert_hf_to_gguf --outtype f32``), kept so that llama.cpp users type what they know.
 """
 
 from __future__ import annotations

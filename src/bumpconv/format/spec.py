@@ -40,8 +40,10 @@ LayerType = Literal["full_attention", "sliding_attention"]
 ALIGNED = {"AE": "E", "AD": "D", "AI": "I", "AC": "T"}
 
 
-#: Every dimension must fit the header's u32 fields and the runtime's int32 arithmetic.
-MAX_DIM = 2**31 - 1
+#: The largest dimension the format describes: the header's fields are u32 and readers size
+#: with int32 arithmetic. A different fact from the C runtime's BUMP_RUNTIME_MAX_DIM
+#: (native/validate.h, 2**24), the largest it runs: it refuses a larger blob with a named error.
+FORMAT_MAX_DIM = 2**31 - 1
 
 
 class RopeSpec(BaseModel):
@@ -55,7 +57,7 @@ class RopeSpec(BaseModel):
     factor: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     low_freq_factor: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     high_freq_factor: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    original_max_position_embeddings: int | None = Field(default=None, gt=0, le=MAX_DIM)
+    original_max_position_embeddings: int | None = Field(default=None, gt=0, le=FORMAT_MAX_DIM)
 
     @model_validator(mode="after")
     def _scaling_complete(self) -> "RopeSpec":
@@ -82,21 +84,21 @@ class ModelSpec(BaseModel):
     architecture: str = Field(
         description="the config.json model_type: a family of the architecture registry "
                     "(schemas/architectures.json) whose operations bumpconv implements")
-    num_layers: int = Field(gt=0, le=MAX_DIM)
-    vocab_size: int = Field(gt=0, le=MAX_DIM)
-    hidden_size: int = Field(gt=0, le=MAX_DIM)
-    intermediate_size: int = Field(gt=0, le=MAX_DIM)
-    num_heads: int = Field(gt=0, le=MAX_DIM)
-    num_kv_heads: int = Field(gt=0, le=MAX_DIM)
-    head_dim: int = Field(gt=0, le=MAX_DIM)
-    context_length: int = Field(gt=0, le=MAX_DIM)
+    num_layers: int = Field(gt=0, le=FORMAT_MAX_DIM)
+    vocab_size: int = Field(gt=0, le=FORMAT_MAX_DIM)
+    hidden_size: int = Field(gt=0, le=FORMAT_MAX_DIM)
+    intermediate_size: int = Field(gt=0, le=FORMAT_MAX_DIM)
+    num_heads: int = Field(gt=0, le=FORMAT_MAX_DIM)
+    num_kv_heads: int = Field(gt=0, le=FORMAT_MAX_DIM)
+    head_dim: int = Field(gt=0, le=FORMAT_MAX_DIM)
+    context_length: int = Field(gt=0, le=FORMAT_MAX_DIM)
     rms_norm_eps: float = Field(gt=0, allow_inf_nan=False)
     rope: RopeSpec
     tie_word_embeddings: bool
     qkv_bias: bool
     qk_norm: bool
     sliding_window: int | None = Field(
-        default=None, gt=0, le=MAX_DIM,
+        default=None, gt=0, le=FORMAT_MAX_DIM,
         description="the window of the sliding layers: every layer's when layer_types is None "
                     "(Mistral), else those of type sliding_attention (Gemma 3)")
     layer_types: tuple[LayerType, ...] | None = Field(
@@ -162,8 +164,8 @@ class ModelSpec(BaseModel):
         """The same model with a user's context override (``--context N``)."""
         if context_length is None:
             return self
-        if not 0 < context_length <= MAX_DIM:
-            raise ConfigError(f"--context must be in [1, {MAX_DIM}], got {context_length}")
+        if not 0 < context_length <= FORMAT_MAX_DIM:
+            raise ConfigError(f"--context must be in [1, {FORMAT_MAX_DIM}], got {context_length}")
         return self.model_copy(update={"context_length": context_length})
 
     def dims(self, vocab: VocabCounts | None = None) -> dict[str, int]:
@@ -204,10 +206,11 @@ def _require(cfg: dict[str, Any], key: str, where: str) -> Any:
 
 
 def _positive_int(value: Any, key: str, where: str) -> int:
-    """Strictly an integer (never a bool, a float or a string) in [1, MAX_DIM], as transformers'
-    own config classes expect."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_DIM:
-        raise ConfigError(f"{where}: {key!r} must be an integer in [1, {MAX_DIM}], got {value!r}")
+    """Strictly an integer (never a bool, a float or a string) in [1, FORMAT_MAX_DIM], as
+    transformers' own config classes expect."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= FORMAT_MAX_DIM:
+        raise ConfigError(f"{where}: {key!r} must be an integer in [1, {FORMAT_MAX_DIM}], "
+                          f"got {value!r}")
     return value
 
 

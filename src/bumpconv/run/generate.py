@@ -2,7 +2,7 @@
 stop tokens and streaming detokenisation.
 
 Tokenization is Hugging Face ``tokenizers`` on the tokenizer.json the blob carries or the
-source's (:mod:`.tokenizer`, :mod:`.carried`): special tokens are added exactly as the
+source's (:mod:`.tokenizer`, :mod:`.carried_tokenizer`): special tokens are added exactly as the
 tokenizer's own post-processor says, which is what transformers' AutoTokenizer does (SmolLM2
 adds no BOS; a Llama tokenizer adds ``<s>``).
 """
@@ -12,13 +12,27 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
 from ..files.jsonfile import load_json
 from ..format.errors import RuntimeInputError, TokenizerError
-from .runtime import BumpModel
+from ..format.spec import ModelSpec
+
+
+class StepModel(Protocol):
+    """What the decoding loop needs of a model: a prompt pass, one decode step with the KV
+    cache, and the spec (for the context length). :class:`.runtime.BumpModel` is one; the
+    loop is typed by this rather than by it so that the runtime can call the loop
+    (``BumpModel.generate``) without the two modules importing each other."""
+
+    @property
+    def spec(self) -> ModelSpec: ...
+
+    def prefill(self, tokens: Sequence[int]) -> np.ndarray: ...
+
+    def decode(self, token: int) -> np.ndarray: ...
 
 
 def eos_token_ids(tokenizer_dir: Path) -> frozenset[int]:
@@ -76,7 +90,7 @@ class GenerationStats:
                 + ("; stopped at the context length" if self.stopped_at_context else ""))
 
 
-def greedy(model: BumpModel, prompt: Sequence[int], max_new: int,
+def greedy(model: StepModel, prompt: Sequence[int], max_new: int,
            eos: frozenset[int] = frozenset(), stats: GenerationStats | None = None,
            clock: Callable[[], float] = time.perf_counter) -> Iterator[int]:
     """Yield up to ``max_new`` greedy tokens after ``prompt`` (stopping after an EOS id or at

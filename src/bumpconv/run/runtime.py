@@ -31,6 +31,7 @@ from ..format.spec import ModelSpec, RopeSpec
 from ..format.stages import tap_shapes
 from ..native import native
 from ..native.kernels import ACTIVATIONS
+from .generate import greedy
 
 RopePairing = Literal["rotate_half", "interleaved"]
 _ROPE_TYPES = {"default": "BUMP_ROPE_DEFAULT", "linear": "BUMP_ROPE_LINEAR",
@@ -190,7 +191,6 @@ class BumpModel:
         """Greedy continuation of ``tokens``: up to ``max_new_tokens`` ids, stopping after an
         id in ``eos`` or at the context length (the loop is :func:`bumpconv.run.generate.greedy`,
         which also times it)."""
-        from .generate import greedy  # the decoding loop lives with its statistics
         return list(greedy(self, [int(t) for t in tokens], max_new_tokens, frozenset(eos)))
 
     def hidden_states(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:

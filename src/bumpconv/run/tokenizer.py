@@ -1,6 +1,6 @@
 """Tokenizers for ``bumpconv run``: Hugging Face ``tokenizer.json`` through the ``tokenizers``
 package (what transformers' fast tokenizers run), from a file beside the blob or given
-explicitly, or from the document a blob carries (:mod:`.carried`)."""
+explicitly, or from the document a blob carries (:mod:`.carried_tokenizer`)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..files.figure import new_figure, save_png
 from .metrics import Row
-from .report import ParityReport
+from .parity_report import ParityReport
 
 #: Figure size in inches (the PNG is these times files.figure.DPI).
 WIDTH_IN = 12.0

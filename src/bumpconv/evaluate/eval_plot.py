@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..files.figure import new_figure, save_png
-from .report import EvalReport
+from .eval_report import EvalReport
 
 #: Figure width, and height per corpus row, in inches (the PNG is these times files.figure.DPI).
 WIDTH_IN = 12.0

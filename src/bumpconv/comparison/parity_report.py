@@ -10,7 +10,7 @@ import numpy as np
 
 from .metrics import (ContextSweep, LayerSweep, LogitsCheck, Row, StageDiff, Thresholds,
                       first_divergent_layer)
-from .reference import PromptTokens
+from .reference_data import PromptTokens
 
 
 @dataclass(frozen=True)

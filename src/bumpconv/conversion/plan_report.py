@@ -13,14 +13,14 @@ from ..format.spec import describe_spec
 from ..format.text import safe, table
 from .manifest import output_size
 from .plan import KEEP, Plan
-from .source import Source
+from .tensor_source import TensorSource
 
 #: A row length every block type divides: the policy's choice on it is its choice before any
 #: fallback (derived from the block table, not a literal).
 _EVERY_BLOCK = math.lcm(*(d.block.elements for d in DType))
 
 
-def format_plan(plan: Plan, source: Source, tensors: bool = True) -> str:
+def format_plan(plan: Plan, source: TensorSource, tensors: bool = True) -> str:
     """The `--dry-run` report: every output tensor (unless ``tensors`` is False), its sources,
     offset and size; why a policy's type fell back; the exact output size."""
     lines = [f"plan: {plan.profile.profile} ({plan.profile.magic}) from {safe(source.root)}"]

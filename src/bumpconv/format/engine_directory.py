@@ -1,7 +1,8 @@
 """Facts of the model directory the engine's drivers run as it is (``ck_run_v7.py run DIR``,
 ``ck_run_v8.py run DIR``: engine-v7.md, engine-quant-v8.md): the blob's name, the sidecars'
 names, the manifest's format tag and the map's header lines. Written by
-:mod:`bumpconv.conversion.sidecars`, checked against the blob by :mod:`bumpconv.blob.sidecars`."""
+:mod:`bumpconv.conversion.engine_files`, checked against the blob by
+:mod:`bumpconv.blob.engine_files_check`."""
 
 from __future__ import annotations
 

@@ -30,12 +30,12 @@ from ..files.atomic import atomic_output, write_all
 from ..format.engine_policy import load_engine_policy
 from ..format.engine_tokenizer import engine_template, engine_tokenizer_warnings
 from ..format.metadata import engine_config
-from ..format.sidecars import (ENGINE_CONFIG, MANIFEST_FORMAT, MANIFEST_JSON, MANIFEST_MAP,
+from ..format.engine_directory import (ENGINE_CONFIG, MANIFEST_FORMAT, MANIFEST_JSON, MANIFEST_MAP,
                                MAP_HEADER)
 from ..format.profile import PlacedTensor
 from ..format.spec import ALIGNED, ModelSpec
 from .plan import Plan
-from .source import Source
+from .tensor_source import TensorSource
 
 
 #: The engine config keys of its manifest (its converter writes exactly these).
@@ -161,7 +161,7 @@ def write_sidecars(files: dict[str, bytes], directory: Path) -> list[Path]:
     return written
 
 
-def engine_warnings(plan: Plan, source: Source) -> list[str]:
+def engine_warnings(plan: Plan, source: TensorSource) -> list[str]:
     """What an engine user must know about a conversion for the engine's runtime: its tokenizer
     would give other ids than HF's (with what to set), or the blob carries no tokenizer."""
     if source.tokenizer is None:

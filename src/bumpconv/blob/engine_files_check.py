@@ -14,8 +14,8 @@ from ..files.inputs import read_regular
 from ..files.jsonfile import load_json
 from ..format.errors import BlobError
 from ..format.metadata import engine_config
-from ..format.sidecars import (ENGINE_CONFIG, MANIFEST_JSON, MANIFEST_MAP, MAP_HEADER, SIDECARS,
-                               described_blob)
+from ..format.engine_directory import (ENGINE_CONFIG, MANIFEST_JSON, MANIFEST_MAP, MAP_HEADER,
+                                       SIDECARS, described_blob)
 from .reader import BumpFile
 
 

@@ -34,14 +34,15 @@ from ..format.dtypes import DType
 from ..format.errors import ParityError
 from ..format.spec import ModelSpec
 from ..format.stages import tap_shapes
-from ..run.carried import blob_tokenizer
+from ..run.carried_tokenizer import blob_tokenizer
 from ..run.runtime import BumpModel
 from .dequantized import load_blob_weights
 from .metrics import (ContextSweep, LayerSweep, LogitsCheck, StageDiff, Thresholds,
                       compare_logits, first_divergent_layer, layer_sweep, output_diff, stage_diff)
 from ..conversion.plan import KEEP
-from .reference import PromptTokens, Reference, source_root, source_spec, tokenize_prompts
-from .report import ParityReport
+from .reference import Reference, source_root, source_spec, tokenize_prompts
+from .reference_data import PromptTokens
+from .parity_report import ParityReport
 
 #: Spec fields that must agree before any forward pass: they fix every tensor's shape.
 _DIMENSIONS = ("num_layers", "vocab_size", "hidden_size", "intermediate_size", "num_heads",
