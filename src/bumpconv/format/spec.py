@@ -205,6 +205,18 @@ def _require(cfg: dict[str, Any], key: str, where: str) -> Any:
     return cfg[key]
 
 
+def _or_default(cfg: dict[str, Any], key: str, default: Any, where: str,
+                derived: list[str]) -> Any:
+    """``cfg[key]``, else the family's ``default`` (``key`` then joins ``derived``: the
+    metadata records which keys were derived), else a missing-key error."""
+    if cfg.get(key) is not None:
+        return cfg[key]
+    if default is None:
+        raise ConfigError(f"{where}: required key {key!r} is missing")
+    derived.append(key)
+    return default
+
+
 def _positive_int(value: Any, key: str, where: str) -> int:
     """Strictly an integer (never a bool, a float or a string) in [1, FORMAT_MAX_DIM], as
     transformers' own config classes expect."""
@@ -353,12 +365,8 @@ def spec_from_config(cfg: dict[str, Any], where: str = "config.json") -> ModelSp
     rope, rope_local = _ropes(cfg, family, where, derived)
     query_scale = None
     if features.query_scale is not None:
-        value = cfg.get(features.query_scale)
-        if value is None and features.query_scale_default is not None:
-            value = features.query_scale_default
-            derived.append(features.query_scale)
-        query_scale = _positive_number(_require({features.query_scale: value},
-                                                features.query_scale, where),
+        query_scale = _positive_number(_or_default(cfg, features.query_scale,
+                                                   features.query_scale_default, where, derived),
                                        features.query_scale, where)
     softcap = None
     if features.logit_softcap is not None and cfg.get(features.logit_softcap) is not None:
@@ -422,13 +430,8 @@ def _layer_types(cfg: dict[str, Any], family: Family, layers: int, where: str,
     if listed is None:
         if att.full_every is None:
             raise ConfigError(f"{where}: required key {att.layer_types!r} is missing")
-        every = cfg.get(att.full_every)
-        if every is None:
-            if att.full_every_default is None:
-                raise ConfigError(f"{where}: required key {att.full_every!r} is missing")
-            every = att.full_every_default
-            derived.append(att.full_every)
-        every = _positive_int(every, att.full_every, where)
+        every = _positive_int(_or_default(cfg, att.full_every, att.full_every_default, where,
+                                          derived), att.full_every, where)
         if att.layer_types is not None:
             derived.append(att.layer_types)
         return tuple(SLIDING if (i + 1) % every else FULL for i in range(layers))
@@ -472,12 +475,7 @@ def _ropes(cfg: dict[str, Any], family: Family, where: str,
             blocks[kind] = _rope_from_config(sub, f"{where} (rope_parameters.{kind})")
         return blocks[FULL], blocks[SLIDING]
     full = _rope_from_config(cfg, where)
-    theta = cfg.get(local.local_theta)
-    if theta is None:
-        if local.local_theta_default is None:
-            raise ConfigError(f"{where}: required key {local.local_theta!r} is missing")
-        theta = local.local_theta_default
-        derived.append(local.local_theta)
+    theta = _or_default(cfg, local.local_theta, local.local_theta_default, where, derived)
     return full, RopeSpec(theta=_positive_number(theta, local.local_theta, where))
 
 
