@@ -434,6 +434,19 @@ def _added(content: str, i: int) -> dict[str, Any]:
             "rstrip": False, "normalized": False, "special": True}
 
 
+def _bos_template(bos: str, bos_id: int) -> dict[str, Any]:
+    """The post-processor that puts ``bos`` (id ``bos_id``) before each sequence, as Llama's
+    and Gemma's tokenizer.json files have it."""
+    return {"type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": bos, "type_id": 0}},
+                       {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": bos, "type_id": 0}},
+                     {"Sequence": {"id": "A", "type_id": 0}},
+                     {"SpecialToken": {"id": bos, "type_id": 1}},
+                     {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {bos: {"id": bos, "ids": [bos_id], "tokens": [bos]}}}
+
+
 def _byte_level_tokenizer(rows: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     tok = Tokenizer(models.BPE())
@@ -454,14 +467,7 @@ def _byte_level_tokenizer(rows: int) -> tuple[dict[str, Any], dict[str, Any], di
         "type": "Sequence", "processors": [
             {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False,
              "use_regex": True},
-            {"type": "TemplateProcessing",
-             "single": [{"SpecialToken": {"id": bos, "type_id": 0}},
-                        {"Sequence": {"id": "A", "type_id": 0}}],
-             "pair": [{"SpecialToken": {"id": bos, "type_id": 0}},
-                      {"Sequence": {"id": "A", "type_id": 0}},
-                      {"SpecialToken": {"id": bos, "type_id": 1}},
-                      {"Sequence": {"id": "B", "type_id": 1}}],
-             "special_tokens": {bos: {"id": bos, "ids": [ids[bos]], "tokens": [bos]}}}]}
+            _bos_template(bos, ids[bos])]}
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": bos,
               "eos_token": "<|eot_id|>", "clean_up_tokenization_spaces": True,
               "model_max_length": _BASE["max_position_embeddings"], "chat_template": _LLAMA3_CHAT}
@@ -488,15 +494,7 @@ def _sentencepiece_tokenizer(rows: int) -> tuple[dict[str, Any], dict[str, Any],
             {"type": "Prepend", "prepend": "\u2581"},
             {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
         "pre_tokenizer": None,
-        "post_processor": {
-            "type": "TemplateProcessing",
-            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
-                       {"Sequence": {"id": "A", "type_id": 0}}],
-            "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
-                     {"Sequence": {"id": "A", "type_id": 0}},
-                     {"SpecialToken": {"id": "<s>", "type_id": 1}},
-                     {"Sequence": {"id": "B", "type_id": 1}}],
-            "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
+        "post_processor": _bos_template("<s>", 1),
         "decoder": {"type": "Sequence", "decoders": [
             {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
             {"type": "ByteFallback"}, {"type": "Fuse"},
@@ -544,15 +542,7 @@ def _gemma_tokenizer(rows: int) -> tuple[dict[str, Any], dict[str, Any], dict[st
         "normalizer": {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"},
         "pre_tokenizer": {"type": "Split", "pattern": {"String": " "},
                           "behavior": "MergedWithPrevious", "invert": False},
-        "post_processor": {
-            "type": "TemplateProcessing",
-            "single": [{"SpecialToken": {"id": "<bos>", "type_id": 0}},
-                       {"Sequence": {"id": "A", "type_id": 0}}],
-            "pair": [{"SpecialToken": {"id": "<bos>", "type_id": 0}},
-                     {"Sequence": {"id": "A", "type_id": 0}},
-                     {"SpecialToken": {"id": "<bos>", "type_id": 1}},
-                     {"Sequence": {"id": "B", "type_id": 1}}],
-            "special_tokens": {"<bos>": {"id": "<bos>", "ids": [2], "tokens": ["<bos>"]}}},
+        "post_processor": _bos_template("<bos>", 2),
         "decoder": {"type": "Sequence", "decoders": [
             {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
             {"type": "ByteFallback"}, {"type": "Fuse"}]},
