@@ -20,13 +20,16 @@ CLI::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 SDIST = "llama-cpp-python==0.3.36"
@@ -120,39 +123,48 @@ runpy.run_path(script, run_name="__main__")
 """
 
 
+@contextlib.contextmanager
+def _rewritten(src: Path, out: Path, dropped: tuple[str, ...] = ()) -> Iterator[tuple[Any, Any]]:
+    """(reader of ``src``, writer of ``out`` holding ``src``'s keys but those starting with
+    ``dropped``); the block adds keys and tensors, and ``out`` appears only when it is whole."""
+    from gguf import GGUFReader, GGUFValueType, GGUFWriter
+    reader = GGUFReader(src)
+    tmp = out.with_suffix(".part")
+    writer = GGUFWriter(tmp, reader.fields["general.architecture"].contents())
+    for field in reader.fields.values():
+        if field.name.startswith(("GGUF.", *dropped)) or field.name == "general.architecture":
+            continue
+        vtype = field.types[0]
+        sub = field.types[-1] if vtype == GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), vtype, sub_type=sub)
+    yield reader, writer
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    tmp.replace(out)
+
+
 def requantize(f32_gguf: Path, out: Path, qtype: str) -> Path:
     """``f32_gguf`` with every matrix whose rows are whole ``qtype`` blocks quantized to it
     (bumpconv's ggml-identical quantizer); keys and other tensors copied as they are."""
     if out.exists():
         return out
     import numpy as np
-    from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
+    from gguf import GGMLQuantizationType
     from bumpconv.format.dtypes import DType
     from bumpconv.native.quant import quantize
     dtype = DType[qtype.upper()]
-    reader = GGUFReader(f32_gguf)
-    arch = reader.fields["general.architecture"].contents()
-    tmp = out.with_suffix(".part")
-    writer = GGUFWriter(tmp, arch)
-    for field in reader.fields.values():
-        if field.name.startswith("GGUF.") or field.name == "general.architecture":
-            continue
-        vtype = field.types[0]
-        sub = field.types[-1] if vtype == GGUFValueType.ARRAY else None
-        writer.add_key_value(field.name, field.contents(), vtype, sub_type=sub)
-    for t in reader.tensors:
-        data = np.asarray(t.data)
-        if data.ndim == 2 and data.shape[1] % dtype.block.elements == 0:
-            blocks = quantize(np.ascontiguousarray(data, dtype=np.float32), dtype)
-            writer.add_tensor(t.name, np.asarray(blocks, dtype=np.uint8).reshape(data.shape[0], -1),
-                              raw_dtype=GGMLQuantizationType[dtype.name])
-        else:
-            writer.add_tensor(t.name, data)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    tmp.replace(out)
+    with _rewritten(f32_gguf, out) as (reader, writer):
+        for t in reader.tensors:
+            data = np.asarray(t.data)
+            if data.ndim == 2 and data.shape[1] % dtype.block.elements == 0:
+                blocks = quantize(np.ascontiguousarray(data, dtype=np.float32), dtype)
+                writer.add_tensor(t.name,
+                                  np.asarray(blocks, dtype=np.uint8).reshape(data.shape[0], -1),
+                                  raw_dtype=GGMLQuantizationType[dtype.name])
+            else:
+                writer.add_tensor(t.name, data)
     return out
 
 
@@ -167,7 +179,6 @@ def with_gemma_vocabulary(gguf: Path, hf_dir: Path, tokenizer: Path, out: Path) 
     if out.exists():
         return out
     import numpy as np
-    from gguf import GGUFReader, GGUFValueType, GGUFWriter
     from safetensors.numpy import load_file
     doc = json.loads((tokenizer / "tokenizer.json").read_text(encoding="utf-8"))
     config = json.loads((tokenizer / "tokenizer_config.json").read_text(encoding="utf-8"))
@@ -183,38 +194,25 @@ def with_gemma_vocabulary(gguf: Path, hf_dir: Path, tokenizer: Path, out: Path) 
         scores.append(-1000.0 if kind in (3, 4) else 0.0 if kind == 6 else -float(i))
     ids = {t: i for i, t in by_id.items()}
     embedding = load_file(str(hf_dir / "model.safetensors"))["model.embed_tokens.weight"]
-    reader = GGUFReader(gguf)
-    tmp = out.with_suffix(".part")
-    writer = GGUFWriter(tmp, reader.fields["general.architecture"].contents())
-    for field in reader.fields.values():
-        if field.name.startswith(("GGUF.", "tokenizer.")) or field.name == "general.architecture":
-            continue
-        vtype = field.types[0]
-        sub = field.types[-1] if vtype == GGUFValueType.ARRAY else None
-        writer.add_key_value(field.name, field.contents(), vtype, sub_type=sub)
-    writer.add_tokenizer_model("llama")
-    writer.add_tokenizer_pre("default")
-    writer.add_token_list(tokens)
-    writer.add_token_scores(scores)
-    writer.add_token_types(types)
-    writer.add_bos_token_id(ids[config["bos_token"]])
-    writer.add_eos_token_id(ids[config["eos_token"]])
-    writer.add_unk_token_id(ids[config["unk_token"]])
-    writer.add_pad_token_id(ids[config["pad_token"]])
-    writer.add_add_bos_token(True)
-    writer.add_add_eos_token(False)
-    writer.add_add_space_prefix(False)
-    writer.add_chat_template(config["chat_template"])
-    for t in reader.tensors:
-        data = np.asarray(t.data)
-        if t.name == "token_embd.weight":
-            data = np.ascontiguousarray(embedding, dtype=np.float32)
-        writer.add_tensor(t.name, data, raw_dtype=t.tensor_type)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    tmp.replace(out)
+    with _rewritten(gguf, out, dropped=("tokenizer.",)) as (reader, writer):
+        writer.add_tokenizer_model("llama")
+        writer.add_tokenizer_pre("default")
+        writer.add_token_list(tokens)
+        writer.add_token_scores(scores)
+        writer.add_token_types(types)
+        writer.add_bos_token_id(ids[config["bos_token"]])
+        writer.add_eos_token_id(ids[config["eos_token"]])
+        writer.add_unk_token_id(ids[config["unk_token"]])
+        writer.add_pad_token_id(ids[config["pad_token"]])
+        writer.add_add_bos_token(True)
+        writer.add_add_eos_token(False)
+        writer.add_add_space_prefix(False)
+        writer.add_chat_template(config["chat_template"])
+        for t in reader.tensors:
+            data = np.asarray(t.data)
+            if t.name == "token_embd.weight":
+                data = np.ascontiguousarray(embedding, dtype=np.float32)
+            writer.add_tensor(t.name, data, raw_dtype=t.tensor_type)
     return out
 
 
